@@ -1,0 +1,77 @@
+"""What every CLI shares: config flags generated from `Config`, and one-line error exits.
+
+    parser = argparse.ArgumentParser()
+    add_config_arguments(parser)            # --input-size, --grid-size, --no-augment, ...
+    args = parser.parse_args()
+    config = config_from_args(args)         # Config() with the given flags applied
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import sys
+from typing import Callable, Optional, Sequence
+
+from config import Config, load_config
+from errors import FaceDetectorError
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def add_config_arguments(parser: argparse.ArgumentParser, only: Optional[Sequence[str]] = None):
+    """Add one flag per Config field (or per field named in `only`), defaulting to None.
+
+    Booleans get `--name` / `--no-name`. `--config FILE` loads a saved configuration first.
+    """
+    group = parser.add_argument_group("configuration (defaults in config.py)")
+    group.add_argument("--config", metavar="FILE", help="start from a saved config.json")
+    defaults = Config()
+    for f in dataclasses.fields(Config):
+        if only is not None and f.name not in only:
+            continue
+        default = getattr(defaults, f.name)
+        if f.type in (bool, "bool"):
+            group.add_argument(
+                _flag(f.name), dest=f.name, default=None, action=argparse.BooleanOptionalAction,
+                help=f"(default: {default})",
+            )
+        else:
+            kind = {"int": int, "float": float, "str": str}.get(str(f.type), type(default))
+            group.add_argument(
+                _flag(f.name), dest=f.name, default=None, type=kind, metavar=f.name.upper(),
+                help=f"(default: {default!r})",
+            )
+    return group
+
+
+def config_from_args(args: argparse.Namespace, base: Optional[Config] = None) -> Config:
+    """Apply the flags that were given to `base` (or to `--config FILE`, or to Config())."""
+    if base is None:
+        base = load_config(args.config) if getattr(args, "config", None) else Config()
+    changes = {
+        f.name: getattr(args, f.name)
+        for f in dataclasses.fields(Config)
+        if getattr(args, f.name, None) is not None
+    }
+    return base.replace(**changes)
+
+
+def run_main(main: Callable[[], Optional[int]]) -> None:
+    """Run a CLI's main; turn project errors and bad paths into one line on stderr, exit 2."""
+    prog = os.path.basename(sys.argv[0])
+    try:
+        code = main()
+    except FaceDetectorError as e:
+        print(f"{prog}: error: {e}", file=sys.stderr)
+        sys.exit(2)
+    except (FileNotFoundError, IsADirectoryError, PermissionError) as e:
+        print(f"{prog}: error: {e.filename or ''}: {e.strerror}", file=sys.stderr)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        print(f"{prog}: interrupted", file=sys.stderr)
+        sys.exit(130)
+    sys.exit(code or 0)

@@ -1,0 +1,140 @@
+"""The one configuration of the project: a typed dataclass with the user's defaults.
+
+Every CLI starts from `Config()`, overrides fields with its flags (see `cli.py`), and
+writes the resolved configuration beside the run's logs with `save_config`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from dataclasses import dataclass, field
+from typing import Optional
+
+from errors import ConfigError
+from files import atomic_write_text
+
+# The official WIDER FACE layout, unpacked under data/ by `python -m data.download`.
+WIDER_ROOT = os.path.join("data", "WIDER")
+# The bundled demo set written by `python -m data.synthetic` (the README's main command).
+DEMO_ROOT = os.path.join("data", "demo")
+
+
+@dataclass
+class Config:
+    """All knobs of data, model, training and detection. Field docs are the CLI help."""
+
+    # --- network geometry -------------------------------------------------------------
+    input_size: int = 224  # side of the square network input, pixels
+    grid_size: int = 7  # cells per side of the output grid (7, 14 or 28 at 224)
+    alpha: float = 0.75  # MobileNetV2 width multiplier
+    backbone_weights: str = "imagenet"  # 'imagenet', 'none', or a path to a weights file
+    head_channels: int = 128  # width of the grid head's hidden convolutions
+
+    # --- data ---------------------------------------------------------------------------
+    dataset: str = WIDER_ROOT  # WIDER root (WIDER_train/, WIDER_val/, wider_face_split/)
+    val_dataset: str = ""  # validation source; empty means the val split of `dataset`
+    dataset_format: str = "auto"  # auto, wider, labelme, yolo, coco
+    negatives: str = ""  # folder of face-free images added as all-background samples
+    min_face_size: float = 4.0  # faces smaller than this (input pixels) are ignored, not background
+    letterbox: bool = True  # keep aspect ratio when resizing (pad), else stretch
+    augment: bool = True  # random crop / flip / photometric jitter in training
+    skip_missing_images: bool = False  # drop listed-but-missing images instead of failing
+    max_images: int = 0  # use at most this many training images (0 = all)
+    workers: int = 1  # PyDataset workers
+    use_multiprocessing: bool = False  # PyDataset processes instead of threads
+    seed: int = 1234
+
+    # --- training -----------------------------------------------------------------------
+    batch_size: int = 16
+    head_epochs: int = 10  # stage 1: backbone frozen
+    finetune_epochs: int = 20  # stage 2: whole network, lower learning rate
+    learning_rate: float = 1e-3
+    finetune_learning_rate: float = 1e-4
+    warmup_epochs: float = 1.0
+    weight_decay: float = 1e-4
+    early_stopping_patience: int = 8  # 0 disables
+    reduce_lr_patience: int = 3  # 0 disables
+    reduce_lr_factor: float = 0.3
+    monitor: str = "val_ap"  # metric that names and ranks checkpoints
+    keep_best: int = 3  # checkpoints kept
+    mixed_precision: bool = False
+    steps_per_epoch: int = 0  # 0 = one pass over the data
+    validation_steps: int = 0  # 0 = one pass over the validation data
+    log_dir: str = "logs"
+    checkpoint_dir: str = "checkpoints"
+    run_name: str = ""  # empty = timestamp
+
+    # --- loss ---------------------------------------------------------------------------
+    focal_gamma: float = 2.0
+    focal_alpha: float = 0.25  # weight of the positive (face) class in the focal term
+    box_loss_weight: float = 5.0
+    objectness_loss_weight: float = 1.0
+
+    # --- detection ----------------------------------------------------------------------
+    score_threshold: float = 0.5
+    nms_iou: float = 0.4
+    max_detections: int = 200
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        """Raise ConfigError naming the first field whose value cannot work."""
+        if self.input_size <= 0 or self.input_size % 32:
+            raise ConfigError(f"input_size={self.input_size}: must be a positive multiple of 32")
+        if self.grid_size <= 0 or self.input_size % self.grid_size:
+            raise ConfigError(
+                f"grid_size={self.grid_size}: must divide input_size={self.input_size}"
+            )
+        stride = self.input_size // self.grid_size
+        if stride not in (8, 16, 32):
+            raise ConfigError(
+                f"grid_size={self.grid_size}: cell size {stride} px at input_size="
+                f"{self.input_size}; the backbone gives cells of 8, 16 or 32 px"
+            )
+        if self.batch_size <= 0:
+            raise ConfigError(f"batch_size={self.batch_size}: must be positive")
+        if not 0.0 < self.nms_iou <= 1.0:
+            raise ConfigError(f"nms_iou={self.nms_iou}: must be in (0, 1]")
+        if not 0.0 <= self.score_threshold <= 1.0:
+            raise ConfigError(f"score_threshold={self.score_threshold}: must be in [0, 1]")
+
+    @property
+    def cell_size(self) -> int:
+        """Side of one grid cell in input pixels."""
+        return self.input_size // self.grid_size
+
+    def replace(self, **changes) -> "Config":
+        """A copy with some fields changed (validated)."""
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict, source: str = "config") -> "Config":
+        """Build from a dict, rejecting unknown keys (a typo must not pass silently)."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ConfigError(f"{source}: unknown config field(s): {', '.join(unknown)}")
+        return cls(**values)
+
+
+def save_config(config: Config, path: str) -> None:
+    """Write the configuration as JSON, atomically."""
+    atomic_write_text(path, json.dumps(config.to_dict(), indent=2, sort_keys=True) + "\n")
+
+
+def load_config(path: str) -> Config:
+    """Read a configuration written by `save_config`."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            values = json.load(f)
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: config file not found") from None
+    except json.JSONDecodeError as e:
+        raise ConfigError(f"{path}:{e.lineno}: not valid JSON ({e.msg})") from None
+    return Config.from_dict(values, source=path)

@@ -1,0 +1,1 @@
+"""Data: annotation readers, grid target encoding, augmentation and the batch generator."""

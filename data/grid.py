@@ -1,0 +1,131 @@
+"""The grid encoding and its inverse: the one place that maps faces to cells and back.
+
+A grid is a (G, G, 5) array whose cell (row, col) holds, in this channel order:
+
+    h, w    the face's height and width as fractions of the network input side
+    yc, xc  the face centre's offset inside its cell, in [0, 1)
+    class   1 for the cell holding a face's centre, 0 for background,
+            -1 for a cell that holds only ignored faces (neither learned nor penalised)
+
+The network predicts the same layout (class as a score in [0, 1]), so `decode_grid`
+serves targets and predictions alike, and `grid_box_corners` lets the loss and the
+validation metrics use the same geometry on tensors.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+
+H, W, YC, XC, CLASS = range(5)
+NUM_CHANNELS = 5
+IGNORE = -1.0
+
+
+class GridTargets(NamedTuple):
+    grid: np.ndarray  # (G, G, 5) float32
+    collisions: int  # faces dropped because a larger face's centre shared their cell
+
+
+def encode_grid(
+    boxes: np.ndarray,
+    ignore: np.ndarray,
+    image_size: int,
+    grid_size: int,
+) -> GridTargets:
+    """Encode faces into a grid target.
+
+    Args:
+        boxes: (N, 4) xywh face boxes in network-input pixels.
+        ignore: (N,) bool, True for faces to mark as ignore rather than as faces.
+        image_size: side of the square network input, pixels.
+        grid_size: G, cells per side.
+
+    Returns:
+        GridTargets(grid (G, G, 5) float32, collisions). When several face centres fall in
+        one cell the largest face is kept and the others are counted as collisions.
+        Boxes whose centre lies outside the input, or with a non-positive size, are skipped.
+    """
+    boxes = np.asarray(boxes, dtype=np.float32).reshape(-1, 4)
+    ignore = np.asarray(ignore, dtype=bool).reshape(-1)
+    grid = np.zeros((grid_size, grid_size, NUM_CHANNELS), dtype=np.float32)
+    if len(boxes) == 0:
+        return GridTargets(grid, 0)
+
+    cell = image_size / grid_size
+    cx = boxes[:, 0] + boxes[:, 2] / 2
+    cy = boxes[:, 1] + boxes[:, 3] / 2
+    valid = (
+        (boxes[:, 2] > 0) & (boxes[:, 3] > 0)
+        & (cx >= 0) & (cx < image_size) & (cy >= 0) & (cy < image_size)
+    )
+    col = np.minimum((cx / cell).astype(np.int64), grid_size - 1)
+    row = np.minimum((cy / cell).astype(np.int64), grid_size - 1)
+
+    # Ignored faces first: a face centre in the same cell overrides the mark below.
+    for i in np.flatnonzero(valid & ignore):
+        grid[row[i], col[i], CLASS] = IGNORE
+
+    collisions = 0
+    faces = np.flatnonzero(valid & ~ignore)
+    for i in faces[np.argsort(-(boxes[faces, 2] * boxes[faces, 3]), kind="stable")]:
+        r, c = row[i], col[i]
+        if grid[r, c, CLASS] == 1.0:
+            collisions += 1  # a larger face already owns this cell
+            continue
+        grid[r, c] = (
+            boxes[i, 3] / image_size,
+            boxes[i, 2] / image_size,
+            cy[i] / cell - r,
+            cx[i] / cell - c,
+            1.0,
+        )
+    return GridTargets(grid, collisions)
+
+
+def grid_box_corners(grid):
+    """Per-cell boxes of a grid, as corners in fractions of the input side.
+
+    Works on NumPy arrays and on backend tensors alike (only slicing and arithmetic).
+
+    Args:
+        grid: (..., G, G, 5) targets or predictions.
+
+    Returns:
+        (x1, y1, x2, y2), each (..., G, G).
+    """
+    g = grid.shape[-2]
+    rows = np.arange(g, dtype=np.float32).reshape(g, 1)
+    cols = np.arange(g, dtype=np.float32).reshape(1, g)
+    cy = (grid[..., YC] + rows) / g
+    cx = (grid[..., XC] + cols) / g
+    half_h = grid[..., H] / 2
+    half_w = grid[..., W] / 2
+    return cx - half_w, cy - half_h, cx + half_w, cy + half_h
+
+
+def decode_grid(grid: np.ndarray, image_size: int, score_threshold: float = 0.5):
+    """Turn one grid (targets or predictions) into boxes: the inverse of `encode_grid`.
+
+    Args:
+        grid: (G, G, 5) array.
+        image_size: side of the square network input, pixels.
+        score_threshold: cells whose class channel is >= this become boxes
+            (ignore cells, -1, never do).
+
+    Returns:
+        (boxes (N, 4) float32 xywh in network-input pixels, scores (N,) float32), sorted by
+        descending score.
+    """
+    grid = np.asarray(grid, dtype=np.float32)
+    if grid.ndim != 3 or grid.shape[0] != grid.shape[1] or grid.shape[2] != NUM_CHANNELS:
+        raise ValueError(f"decode_grid expects a (G, G, {NUM_CHANNELS}) grid, got {grid.shape}")
+    x1, y1, x2, y2 = grid_box_corners(grid)
+    scores = grid[..., CLASS]
+    keep = scores >= max(score_threshold, 0.0)
+    boxes = np.stack([x1[keep], y1[keep], x2[keep] - x1[keep], y2[keep] - y1[keep]], axis=1)
+    boxes = boxes * np.float32(image_size)
+    scores = scores[keep]
+    order = np.argsort(-scores, kind="stable")
+    return boxes[order].astype(np.float32), scores[order].astype(np.float32)

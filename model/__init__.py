@@ -1,0 +1,1 @@
+"""Model: network, loss, decoding and post-processing, validation, evaluation."""
