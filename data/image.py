@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import struct
 
 import cv2
 import numpy as np
@@ -12,6 +13,8 @@ from errors import ImageError
 
 # Padding value: mid-grey maps to ~0 in MobileNetV2's [-1, 1] range.
 PAD_VALUE = 127
+# File extensions read as images (lower case), by folder scans and annotation readers.
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 
 
 def read_image(path: str, reduce: int = 1) -> np.ndarray:
@@ -74,9 +77,92 @@ def prepare_image(image_bgr: np.ndarray, input_size: int, keep_aspect: bool = Tr
     return to_network_input(letterbox_image(image_bgr, letterbox)), letterbox
 
 
-def image_files(folder: str, extensions=(".jpg", ".jpeg", ".png", ".bmp", ".webp")) -> list:
+def image_files(folder: str, extensions=IMAGE_EXTENSIONS) -> list:
     """Sorted image files under `folder` (recursive), by extension."""
     found = []
     for root, _, files in os.walk(folder):
         found.extend(os.path.join(root, f) for f in files if f.lower().endswith(extensions))
     return sorted(found)
+
+
+def read_image_size(path: str) -> tuple:
+    """(width, height) of an image file as `read_image` decodes it, from its header.
+
+    JPEG and PNG sizes come from the first bytes of the file (a few microseconds, not a
+    full decode). A JPEG's EXIF orientation 5-8 swaps the two, because OpenCV's decoder
+    rotates such images upright. Other formats, and headers this parser does not
+    understand, are decoded in full. Raises ImageError naming the file.
+    """
+    try:
+        with open(path, "rb") as f:
+            head = f.read(32)
+            size = None
+            if head[:2] == b"\xff\xd8":
+                f.seek(2)
+                size = _jpeg_size(f)
+            elif head[:8] == b"\x89PNG\r\n\x1a\n" and head[12:16] == b"IHDR":
+                size = struct.unpack(">II", head[16:24])
+    except FileNotFoundError:
+        raise ImageError(f"{path}: image file not found") from None
+    except OSError as e:
+        raise ImageError(f"{path}: cannot read image ({e.strerror})") from None
+    if size is None or min(size) <= 0:
+        height, width = read_image(path).shape[:2]
+        return width, height
+    return int(size[0]), int(size[1])
+
+
+# Start-of-frame markers that carry the image size (not DHT C4, JPG C8, DAC CC).
+_JPEG_SOF = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
+
+
+def _jpeg_size(f):
+    """(width, height) from the segments after SOI, or None when they cannot be parsed."""
+    orientation = 1
+    try:
+        while True:
+            byte = f.read(1)
+            while byte and byte != b"\xff":  # resynchronise on the next marker
+                byte = f.read(1)
+            while byte == b"\xff":  # fill bytes
+                byte = f.read(1)
+            if not byte:
+                return None
+            marker = byte[0]
+            if marker == 0x01 or 0xD0 <= marker <= 0xD8:  # markers without a length
+                continue
+            if marker in (0xD9, 0xDA):  # end of image / scan data before any frame header
+                return None
+            (length,) = struct.unpack(">H", f.read(2))
+            if length < 2:
+                return None
+            if marker in _JPEG_SOF:
+                _, height, width = struct.unpack(">BHH", f.read(5))
+                return (height, width) if orientation in (5, 6, 7, 8) else (width, height)
+            if marker == 0xE1:
+                orientation = _exif_orientation(f.read(length - 2)) or orientation
+            else:
+                f.seek(length - 2, os.SEEK_CUR)
+    except struct.error:
+        return None
+
+
+def _exif_orientation(app1: bytes):
+    """The EXIF orientation tag (1-8) of an APP1 segment's payload, or None."""
+    if not app1.startswith(b"Exif\x00\x00"):
+        return None
+    tiff = app1[6:]
+    order = {b"II": "<", b"MM": ">"}.get(tiff[:2])
+    if order is None:
+        return None
+    try:
+        (ifd,) = struct.unpack(order + "I", tiff[4:8])
+        (count,) = struct.unpack(order + "H", tiff[ifd:ifd + 2])
+        for k in range(count):
+            entry = tiff[ifd + 2 + 12 * k:ifd + 14 + 12 * k]
+            tag, kind = struct.unpack(order + "HH", entry[:4])
+            if tag == 0x0112 and kind == 3:  # Orientation, SHORT
+                return struct.unpack(order + "H", entry[8:10])[0]
+    except struct.error:
+        return None
+    return None

@@ -1,0 +1,357 @@
+"""WIDER FACE: the official layout, the `wider_face_*_bbx_gt.txt` reader and writer.
+
+The annotation format repeats one block per image:
+
+    0--Parade/0_Parade_marchingband_1_465.jpg       <- image path, relative to WIDER_*/images
+    126                                              <- number of face lines that follow
+    345 211 4 4 2 0 0 0 2 0                          <- x y w h blur expression illumination
+    ...                                                 invalid occlusion pose (pixels, flags)
+
+Quirks of the real files, all handled here:
+- an image without faces is written `0` followed by the dummy line `0 0 0 0 0 0 0 0 0 0`
+  (train file); the dummy line is consumed, it is not a face;
+- a few faces have w or h <= 0 (the val file lists 11, among them 4 images whose only
+  "face" is the all-zero dummy line under a count of 1): they are dropped and counted in
+  `WiderAnnotations.dropped_boxes`;
+- CRLF line ends, trailing spaces, blank trailing lines.
+
+Clipping to the image and the minimum-face-size ignore rule need the image size, so they
+happen later, in the data generator; records hold the file's boxes as they are.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from dataclasses import dataclass, field
+from typing import Iterable, Sequence
+
+import numpy as np
+
+from data.image import IMAGE_EXTENSIONS
+from data.records import ImageRecord
+from errors import AnnotationError, ConfigError, DatasetError
+from files import atomic_write_text
+
+SPLITS = ("train", "val", "test")
+# Columns of a face line after x y w h; `invalid` is the one that makes a face ignored.
+ATTRIBUTE_NAMES = ("blur", "expression", "illumination", "invalid", "occlusion", "pose")
+INVALID = ATTRIBUTE_NAMES.index("invalid")
+FACE_LINE = "10 numbers 'x y w h blur expression illumination invalid occlusion pose'"
+DUMMY_LINE = "0 0 0 0 0 0 0 0 0 0"
+_NUMBERS_PER_LINE = 10
+_MAX_SHOWN = 80  # characters of an offending line quoted in an error
+
+
+@dataclass
+class WiderAnnotations:
+    """The records of one annotation file.
+
+    Attributes:
+        records: one ImageRecord per listed image, in file order. boxes (N, 4) float32
+            xywh pixels, ignore (N,) bool = the `invalid` flag, attributes (N, 6) int32
+            (blur, expression, illumination, invalid, occlusion, pose).
+        dropped_boxes: face lines of the whole file with w <= 0 or h <= 0, not in `records`.
+        source: the annotation file read.
+        skipped_images: listed images left out because they are missing on disk.
+    """
+
+    records: list = field(default_factory=list)
+    dropped_boxes: int = 0
+    source: str = ""
+    skipped_images: int = 0
+
+    @property
+    def num_images(self) -> int:
+        return len(self.records)
+
+    @property
+    def num_boxes(self) -> int:
+        """Boxes kept in the records (ignored faces included)."""
+        return sum(len(r.boxes) for r in self.records)
+
+    @property
+    def num_ignored(self) -> int:
+        """Boxes flagged `invalid`, kept so that training neither learns nor penalises them."""
+        return sum(int(r.ignore.sum()) for r in self.records)
+
+    @property
+    def num_faces(self) -> int:
+        """Faces to learn: kept boxes not ignored (as `ImageRecord.num_faces`)."""
+        return self.num_boxes - self.num_ignored
+
+    @property
+    def num_listed(self) -> int:
+        """Face lines the file lists: kept boxes plus dropped ones."""
+        return self.num_boxes + self.dropped_boxes
+
+
+def wider_split_paths(root: str, split: str) -> tuple:
+    """(images dir, annotation file) of a split in the official layout under `root`.
+
+    train / val: `root/WIDER_{split}/images`, `root/wider_face_split/wider_face_{split}_bbx_gt.txt`;
+    test: `root/WIDER_test/images`, `root/wider_face_split/wider_face_test_filelist.txt`.
+    """
+    if split not in SPLITS:
+        raise ConfigError(f"split={split!r}: must be one of {', '.join(SPLITS)}")
+    images_dir = os.path.join(root, f"WIDER_{split}", "images")
+    name = "wider_face_test_filelist.txt" if split == "test" else f"wider_face_{split}_bbx_gt.txt"
+    return images_dir, os.path.join(root, "wider_face_split", name)
+
+
+def _read_lines(path: str) -> list:
+    """The file's lines without line ends (LF or CRLF), trailing blank lines removed."""
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except FileNotFoundError:
+        raise DatasetError(f"{path}: annotation file not found") from None
+    except IsADirectoryError:
+        raise DatasetError(f"{path}: is a directory, expected an annotation file") from None
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        line = data[: e.start].count(b"\n") + 1
+        raise AnnotationError(f"{path}:{line}: expected UTF-8 text, got byte 0x{data[e.start]:02x}") from None
+    lines = text.splitlines()
+    while lines and not lines[-1].strip():
+        lines.pop()
+    return lines
+
+
+def _error(path: str, line: int, expected: str, got) -> AnnotationError:
+    """AnnotationError `FILE:LINE: expected ..., got '...'` (got=None: end of file)."""
+    if got is None:
+        shown = "end of file"
+    else:
+        got = got.strip()
+        shown = repr(got if len(got) <= _MAX_SHOWN else got[:_MAX_SHOWN] + "...")
+    return AnnotationError(f"{path}:{line}: expected {expected}, got {shown}")
+
+
+def _is_image_path(line: str) -> bool:
+    return line.lower().endswith(IMAGE_EXTENSIONS)
+
+
+def read_wider_annotations(path: str, images_dir: str) -> WiderAnnotations:
+    """Parse a `wider_face_{train,val}_bbx_gt.txt` file into ImageRecords.
+
+    Record paths are `os.path.join(images_dir, name)`; `line` is the 1-based line of the
+    image's path line. Any malformed block raises AnnotationError naming file and line.
+    The face lines are parsed in one numpy conversion, so the full val file (46k lines)
+    takes a fraction of a second.
+    """
+    lines = _read_lines(path)
+    n = len(lines)
+    names, path_lines, starts, counts = [], [], [], []
+    i = 0
+    # Walk the image blocks only; face lines are skipped here and parsed in bulk below.
+    while i < n:
+        name = lines[i].strip()
+        if not name:  # tolerate blank lines between blocks
+            i += 1
+            continue
+        if not _is_image_path(name):
+            expected = "an image path like '0--Parade/0_Parade_Parade_0_194.jpg'"
+            if names and len(name.split()) == _NUMBERS_PER_LINE:
+                expected = f"an image path after the {counts[-1]} face lines of {names[-1]}"
+            raise _error(path, i + 1, expected, name)
+        names.append(name)
+        path_lines.append(i + 1)
+        i += 1
+        if i >= n:
+            raise _error(path, i + 1, f"the face count of {name}", None)
+        try:
+            count = int(lines[i])
+        except ValueError:
+            count = -1
+        if count < 0:
+            raise _error(path, i + 1, f"the face count of {name} (an integer >= 0)", lines[i])
+        i += 1
+        if count == 0 and i < n and lines[i].split() == DUMMY_LINE.split():
+            i += 1  # the official `0` + dummy-line form of an image without faces
+        elif i + count > n:
+            raise _error(path, n + 1, f"{count} face lines for {name} (line {i - 1}; {n - i} found)", None)
+        starts.append(i)
+        counts.append(count)
+        i += count
+
+    face_lines = []
+    for start, count in zip(starts, counts):
+        face_lines.extend(lines[start:start + count])
+    values = _parse_face_lines(path, face_lines, names, starts, counts)
+
+    counts_arr = np.asarray(counts, np.int64)
+    owner = np.repeat(np.arange(len(names)), counts_arr)
+    keep = (values[:, 2] > 0) & (values[:, 3] > 0)
+    boxes = values[keep, :4].astype(np.float32)
+    attributes = values[keep, 4:].astype(np.int32)
+    kept_counts = np.bincount(owner[keep], minlength=len(names))
+    ends = np.cumsum(kept_counts)
+
+    records = []
+    begin = 0
+    for k, name in enumerate(names):
+        end = int(ends[k])
+        attrs = attributes[begin:end]
+        records.append(ImageRecord(
+            path=os.path.join(images_dir, name),
+            name=name,
+            boxes=boxes[begin:end],
+            ignore=attrs[:, INVALID] != 0,
+            attributes=attrs,
+            line=path_lines[k],
+        ))
+        begin = end
+    return WiderAnnotations(records, dropped_boxes=int((~keep).sum()), source=path)
+
+
+def _parse_face_lines(path, face_lines, names, starts, counts) -> np.ndarray:
+    """(M, 10) float64 values of all face lines; AnnotationError at the first bad one."""
+    if not face_lines:
+        return np.zeros((0, _NUMBERS_PER_LINE), np.float64)
+    bad = None
+    widths = np.fromiter(map(len, map(str.split, face_lines)), np.int64, len(face_lines))
+    wrong = np.flatnonzero(widths != _NUMBERS_PER_LINE)
+    if len(wrong):
+        bad = int(wrong[0])
+    else:
+        try:
+            values = np.array(" ".join(face_lines).split(), dtype=np.float64)
+        except ValueError:
+            values = None
+        if values is not None and np.isfinite(values).all():
+            return values.reshape(-1, _NUMBERS_PER_LINE)
+        bad = _first_non_numeric(face_lines)
+
+    # Map the flat index back to its block for the message.
+    ends = np.cumsum(counts)
+    block = int(np.searchsorted(ends, bad, side="right"))
+    within = bad - (int(ends[block]) - counts[block])
+    expected = f"{FACE_LINE} (face {within + 1} of {counts[block]} of {names[block]})"
+    raise _error(path, starts[block] + within + 1, expected, face_lines[bad])
+
+
+def _first_non_numeric(face_lines) -> int:
+    """Index of the first line with a token the bulk conversion rejected (or inf / nan)."""
+    for k, line in enumerate(face_lines):
+        try:
+            if not np.isfinite(np.array(line.split(), dtype=np.float64)).all():
+                return k
+        except ValueError:
+            return k
+    raise AssertionError("the bulk conversion failed but every line converts")  # unreachable
+
+
+def read_wider_test_filelist(path: str, images_dir: str) -> list:
+    """Records (no boxes, attributes None) of `wider_face_test_filelist.txt`, one path a line."""
+    records = []
+    for i, line in enumerate(_read_lines(path)):
+        name = line.strip().lstrip("/")
+        if not name:
+            continue
+        if not _is_image_path(name):
+            raise _error(path, i + 1, "an image path like '0--Parade/0_Parade_marchingband_1_737.jpg'", line)
+        records.append(ImageRecord(path=os.path.join(images_dir, name), name=name, line=i + 1))
+    return records
+
+
+def _format_values(row: np.ndarray) -> list:
+    """Integers as integers; other values as the shortest decimal that reads back to the same float32."""
+    return [
+        str(int(v)) if float(v).is_integer()
+        else np.format_float_positional(np.float32(v), unique=True, trim="-")
+        for v in row
+    ]
+
+
+def write_wider_annotations(records: Iterable[ImageRecord], path: str) -> None:
+    """Write records in the official `wider_face_*_bbx_gt.txt` format, atomically.
+
+    Boxes: integer values are written as integers (the official files hold only those);
+    fractional values as the shortest decimal that reads back to the same float32, so
+    `read_wider_annotations(write(x))` gives back the same boxes exactly, whatever they
+    are (third-party readers that call int() on WIDER numbers need integer boxes).
+    Attributes come from `record.attributes` (0 where it is None) with the invalid column
+    taken from `record.ignore`, so ignored faces read back as ignored. An image without
+    faces is written `0` plus the dummy line, as the official train file does.
+    """
+    out = []
+    for record in records:
+        name = record.name
+        if "\n" in name or "\r" in name or not _is_image_path(name.strip()):
+            raise AnnotationError(f"{path}: cannot write record {name!r}: its name must be an image path")
+        boxes = np.asarray(record.boxes, np.float32).reshape(-1, 4)
+        count = len(boxes)
+        if record.attributes is None:
+            attributes = np.zeros((count, len(ATTRIBUTE_NAMES)), np.int64)
+        else:
+            attributes = np.asarray(record.attributes, np.int64).reshape(-1, len(ATTRIBUTE_NAMES)).copy()
+            if len(attributes) != count:
+                raise AnnotationError(
+                    f"{path}: cannot write record {name!r}: {count} boxes but {len(attributes)} attribute rows"
+                )
+        attributes[:, INVALID] = record.ignore.astype(np.int64)
+        out.append(name.strip())
+        out.append(str(count))
+        if count == 0:
+            out.append(DUMMY_LINE)
+            continue
+        integer = bool(np.all(boxes == np.round(boxes)))
+        for box, attrs in zip(boxes, attributes):
+            numbers = [str(int(v)) for v in box] if integer else _format_values(box)
+            out.append(" ".join(numbers + [str(int(a)) for a in attrs]))
+    atomic_write_text(path, "\n".join(out) + "\n")
+
+
+def find_missing_images(records: Sequence[ImageRecord]) -> list:
+    """The records whose image file does not exist."""
+    return [r for r in records if not os.path.isfile(r.path)]
+
+
+def check_images(records: Sequence[ImageRecord], skip_missing: bool, source: str) -> list:
+    """The records whose image exists; missing ones raise DatasetError, or warn and are left out.
+
+    `skip_missing` is Config.skip_missing_images (flag --skip-missing-images).
+    """
+    missing = find_missing_images(records)
+    if not missing:
+        return list(records)
+    examples = ", ".join(r.path for r in missing[:3])
+    if not skip_missing:
+        raise DatasetError(
+            f"{source}: {len(missing)} of {len(records)} listed images are missing, e.g. {examples} "
+            f"(use --skip-missing-images to train without them)"
+        )
+    warnings.warn(
+        f"{source}: skipping {len(missing)} of {len(records)} listed images that are missing, "
+        f"e.g. {examples}",
+        stacklevel=2,
+    )
+    gone = {id(r) for r in missing}
+    return [r for r in records if id(r) not in gone]
+
+
+def load_wider_split(root: str, split: str, skip_missing: bool = False) -> WiderAnnotations:
+    """Read a split of the official layout under `root` and check its images exist.
+
+    Raises DatasetError when the layout is missing (saying how to get it) or when listed
+    images are missing and `skip_missing` is False.
+    """
+    images_dir, annotation_path = wider_split_paths(root, split)
+    for needed in (annotation_path, images_dir):
+        if not os.path.exists(needed):
+            raise DatasetError(
+                f"{needed}: not found, the WIDER FACE {split} split is not under {root}; "
+                f"run `python -m data.download --root {root}` to fetch it, "
+                f"or train on the demo data with `python train.py --demo`"
+            )
+    if split == "test":
+        annotations = WiderAnnotations(read_wider_test_filelist(annotation_path, images_dir),
+                                       source=annotation_path)
+    else:
+        annotations = read_wider_annotations(annotation_path, images_dir)
+    listed = len(annotations.records)
+    annotations.records = check_images(annotations.records, skip_missing, annotation_path)
+    annotations.skipped_images = listed - len(annotations.records)
+    return annotations
