@@ -1,0 +1,194 @@
+"""The grid loss: focal objectness on every labelled cell, box regression on every face cell.
+
+    y_true (B, G, G, 5)  targets of `data.grid.encode_grid` (class 1 / 0 / -1 = ignore)
+    y_pred (B, G, G, 5)  the network's sigmoid outputs, same channel order
+
+    objectness = focal BCE summed over cells with class 0 or 1 (ignore cells excluded)
+    box        = sum over face cells of
+                 (1 - GIoU) + |sqrt h - sqrt h*| + |sqrt w - sqrt w*| + |yc - yc*| + |xc - xc*|
+    loss       = objectness_weight * objectness + box_weight * box,
+                 both divided by the number of face cells in the batch (at least 1)
+
+Scale balance: 1 - GIoU depends only on the boxes' relative overlap, so a 5-px face
+predicted 20% too large costs the same GIoU term as a 110-px face predicted 20% too large,
+and the sqrt terms grow only with sqrt(size): the whole box term of the small face is
+~0.76 of the large face's (tests/test_loss.py), where an L1 on h, w would make it 0.05.
+
+`ObjectnessLoss` and `BoxLoss` report the two weighted terms as metrics ("obj_loss",
+"box_loss"); they sum to the loss.
+"""
+
+from __future__ import annotations
+
+import keras
+from keras import ops
+
+from data.grid import CLASS, H, W, XC, YC, grid_box_corners
+
+EPSILON = 1e-7  # probability clipping and sqrt offset
+# Area denominators: tiny next to a 1-px face at 224 ((1/224)^2 = 2e-5), so a perfect
+# box of a small face still has GIoU ~1.
+AREA_EPSILON = 1e-9
+PACKAGE = "face_detector"
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class GridLoss(keras.losses.Loss):
+    """Focal objectness + scale-balanced box loss on (B, G, G, 5) grids.
+
+    Returns per-image values (B,) scaled so that the default mean over the batch equals
+    (sum over the batch's cells) / max(face cells in the batch, 1): a crowded image and an
+    image with one face contribute per face, as in RetinaNet.
+    """
+
+    def __init__(
+        self,
+        focal_gamma: float = 2.0,
+        focal_alpha: float = 0.25,
+        box_weight: float = 5.0,
+        objectness_weight: float = 1.0,
+        name: str = "grid_loss",
+        **kwargs,
+    ):
+        super().__init__(name=name, **kwargs)
+        self.focal_gamma = float(focal_gamma)
+        self.focal_alpha = float(focal_alpha)
+        self.box_weight = float(box_weight)
+        self.objectness_weight = float(objectness_weight)
+
+    @classmethod
+    def from_config_obj(cls, config) -> "GridLoss":
+        """The loss configured by a `config.Config`."""
+        return cls(
+            focal_gamma=config.focal_gamma,
+            focal_alpha=config.focal_alpha,
+            box_weight=config.box_loss_weight,
+            objectness_weight=config.objectness_loss_weight,
+        )
+
+    def get_config(self) -> dict:
+        return {
+            **super().get_config(),
+            "focal_gamma": self.focal_gamma,
+            "focal_alpha": self.focal_alpha,
+            "box_weight": self.box_weight,
+            "objectness_weight": self.objectness_weight,
+        }
+
+    def call(self, y_true, y_pred):
+        objectness, box = self.components(y_true, y_pred)
+        return objectness + box
+
+    def components(self, y_true, y_pred):
+        """(weighted objectness (B,), weighted box (B,)), normalised as the loss is."""
+        y_true = ops.cast(y_true, "float32")
+        y_pred = ops.cast(y_pred, "float32")
+        face = ops.equal(y_true[..., CLASS], 1.0)  # (B, G, G)
+        per_face = _per_face_scale(face)
+        objectness = ops.sum(self._focal(y_true, y_pred, face), axis=(1, 2))
+        box = ops.sum(_box_error(y_true, y_pred, face), axis=(1, 2))
+        return (
+            self.objectness_weight * objectness * per_face,
+            self.box_weight * box * per_face,
+        )
+
+    def _focal(self, y_true, y_pred, face):
+        """Focal BCE per cell (B, G, G); exactly 0, with no gradient, on ignore cells."""
+        labelled = ops.greater_equal(y_true[..., CLASS], 0.0)
+        # tf.where before the log: an ignored cell must pass no gradient at all.
+        p = ops.where(labelled, y_pred[..., CLASS], 0.5)
+        p = ops.clip(p, EPSILON, 1.0 - EPSILON)
+        p_t = ops.where(face, p, 1.0 - p)
+        alpha_t = ops.where(face, self.focal_alpha, 1.0 - self.focal_alpha)
+        loss = -alpha_t * ops.power(1.0 - p_t, self.focal_gamma) * ops.log(p_t)
+        return ops.where(labelled, loss, 0.0)
+
+
+def _per_face_scale(face):
+    """(B,) factor turning per-image sums into a batch mean divided by the face count."""
+    batch = ops.cast(ops.shape(face)[0], "float32")
+    faces = ops.sum(ops.cast(face, "float32"))
+    return ops.ones_like(face[:, 0, 0], dtype="float32") * batch / ops.maximum(faces, 1.0)
+
+
+def _box_error(y_true, y_pred, face):
+    """Box error per cell (B, G, G): (1 - GIoU) + L1 on sqrt sizes and centre offsets.
+
+    Non-face cells are replaced by a harmless unit box BEFORE any sqrt or division, so
+    they give exactly zero loss and zero gradient (a mask after the op would still let
+    0 * inf = NaN gradients through).
+    """
+    mask = ops.expand_dims(face, -1)
+    filler = ops.full_like(y_pred, 0.5)
+    pred = ops.where(mask, y_pred, filler)
+    true = ops.where(mask, y_true, filler)
+
+    giou = _giou(pred, true)
+    sqrt_h = ops.abs(ops.sqrt(pred[..., H] + EPSILON) - ops.sqrt(true[..., H] + EPSILON))
+    sqrt_w = ops.abs(ops.sqrt(pred[..., W] + EPSILON) - ops.sqrt(true[..., W] + EPSILON))
+    centre = ops.abs(pred[..., YC] - true[..., YC]) + ops.abs(pred[..., XC] - true[..., XC])
+    error = (1.0 - giou) + sqrt_h + sqrt_w + centre
+    return ops.where(face, error, 0.0)
+
+
+def _giou(a, b):
+    """Generalised IoU per cell of two (B, G, G, 5) grids, in [-1, 1]."""
+    ax1, ay1, ax2, ay2 = grid_box_corners(a)
+    bx1, by1, bx2, by2 = grid_box_corners(b)
+    inter_w = ops.maximum(ops.minimum(ax2, bx2) - ops.maximum(ax1, bx1), 0.0)
+    inter_h = ops.maximum(ops.minimum(ay2, by2) - ops.maximum(ay1, by1), 0.0)
+    inter = inter_w * inter_h
+    union = (ax2 - ax1) * (ay2 - ay1) + (bx2 - bx1) * (by2 - by1) - inter
+    enclosing = (ops.maximum(ax2, bx2) - ops.minimum(ax1, bx1)) * (
+        ops.maximum(ay2, by2) - ops.minimum(ay1, by1)
+    )
+    iou = inter / (union + AREA_EPSILON)
+    return iou - (enclosing - union) / (enclosing + AREA_EPSILON)
+
+
+class _LossComponent(keras.metrics.Mean):
+    """Mean of one weighted term of GridLoss over the samples seen (a Keras metric)."""
+
+    def __init__(self, term: int, name: str, dtype=None, **loss_kwargs):
+        super().__init__(name=name, dtype=dtype)
+        self._term = term  # index into GridLoss.components: 0 objectness, 1 box
+        self._loss = GridLoss(**loss_kwargs)
+        self._loss_kwargs = loss_kwargs
+
+    def update_state(self, y_true, y_pred, sample_weight=None):
+        value = self._loss.components(y_true, y_pred)[self._term]
+        return super().update_state(value, sample_weight=sample_weight)
+
+    def get_config(self) -> dict:
+        return {"name": self.name, "dtype": self.dtype, **self._loss_kwargs}
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class ObjectnessLoss(_LossComponent):
+    """Metric: the focal objectness term of GridLoss (weighted), logged as `obj_loss`."""
+
+    def __init__(self, focal_gamma=2.0, focal_alpha=0.25, objectness_weight=1.0,
+                 name="obj_loss", dtype=None):
+        super().__init__(0, name, dtype, focal_gamma=focal_gamma, focal_alpha=focal_alpha,
+                         objectness_weight=objectness_weight)
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class BoxLoss(_LossComponent):
+    """Metric: the box term of GridLoss (weighted), logged as `box_loss`."""
+
+    def __init__(self, box_weight=5.0, name="box_loss", dtype=None):
+        super().__init__(1, name, dtype, box_weight=box_weight)
+
+
+def make_loss(config) -> GridLoss:
+    """GridLoss with the loss fields of a `config.Config`."""
+    return GridLoss.from_config_obj(config)
+
+
+def make_loss_metrics(config) -> list:
+    """[ObjectnessLoss, BoxLoss] configured like `make_loss(config)`, for model.compile."""
+    return [
+        ObjectnessLoss(config.focal_gamma, config.focal_alpha, config.objectness_loss_weight),
+        BoxLoss(config.box_loss_weight),
+    ]

@@ -1,0 +1,168 @@
+"""GridLoss: focal objectness over labelled cells, box loss over every face cell."""
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from config import Config
+from data.grid import CLASS, IGNORE, XC, encode_grid
+from model.loss import BoxLoss, GridLoss, ObjectnessLoss, make_loss, make_loss_metrics
+
+S, G = 224, 7
+
+
+def targets(faces, ignored=()):
+    """(1, G, G, 5) targets from xywh input-pixel boxes (faces, then ignored faces)."""
+    boxes = np.array(list(faces) + list(ignored), dtype=np.float32).reshape(-1, 4)
+    ignore = np.array([False] * len(faces) + [True] * len(ignored))
+    return encode_grid(boxes, ignore, S, G).grid[None]
+
+
+def perfect(y_true):
+    """The prediction the loss should accept: exact boxes, scores 1 on faces, 0 elsewhere."""
+    y_pred = np.clip(y_true, 0.0, 1.0).copy()
+    y_pred[..., CLASS] = (y_true[..., CLASS] == 1).astype(np.float32)
+    return y_pred
+
+
+def value(loss, y_true, y_pred):
+    return float(loss(tf.constant(y_true), tf.constant(y_pred)))
+
+
+def gradient(loss, y_true, y_pred):
+    y_pred = tf.Variable(y_pred)
+    with tf.GradientTape() as tape:
+        result = loss(tf.constant(y_true), y_pred)
+    return result, tape.gradient(result, y_pred).numpy()
+
+
+@pytest.fixture
+def scene():
+    """Two faces of very different sizes, one ignored face, the rest background."""
+    y_true = targets([(10, 12, 6, 7), (100, 90, 80, 100)], ignored=[(170, 170, 20, 20)])
+    assert (y_true[..., CLASS] == 1).sum() == 2 and (y_true[..., CLASS] == IGNORE).sum() == 1
+    return y_true
+
+
+def test_perfect_prediction_costs_almost_nothing(scene):
+    assert value(GridLoss(), scene, perfect(scene)) < 1e-5
+
+
+def test_all_background_batch_gives_finite_loss_and_gradients():
+    y_true = np.zeros((3, G, G, 5), np.float32)
+    y_pred = np.random.default_rng(0).uniform(0, 1, (3, G, G, 5)).astype(np.float32)
+    y_pred[0, 0, 0] = 0.0  # sigmoid saturated at 0: sqrt and log must stay finite
+    result, grad = gradient(GridLoss(), y_true, y_pred)
+    assert np.isfinite(float(result)) and float(result) > 0
+    assert np.all(np.isfinite(grad))
+    assert np.all(grad[..., :CLASS] == 0)  # no face, so no box gradient anywhere
+
+
+def test_box_gradient_only_from_face_cells(scene):
+    y_pred = np.full_like(scene, 0.3)
+    y_pred[..., :CLASS] = 0.0  # zero sizes everywhere: a masked-after sqrt would give NaN
+    _, grad = gradient(GridLoss(), scene, y_pred)
+    face = scene[0, ..., CLASS] == 1
+    assert np.all(np.isfinite(grad))
+    assert np.all(grad[0][~face][:, :CLASS] == 0.0)
+    assert np.all(np.abs(grad[0][face][:, :CLASS]).sum(axis=1) > 0)
+
+
+def test_ignored_cells_give_no_objectness_gradient(scene):
+    y_pred = perfect(scene)
+    y_pred[..., CLASS] = 0.7
+    _, grad = gradient(GridLoss(), scene, y_pred)
+    ignored = scene[0, ..., CLASS] == IGNORE
+    labelled = ~ignored
+    assert np.all(grad[0][ignored] == 0.0)
+    assert np.all(grad[0][labelled][:, CLASS] != 0.0)
+
+
+def test_loss_decreases_as_a_prediction_moves_to_its_target(scene):
+    loss = GridLoss()
+    r, c = np.argwhere(scene[0, ..., CLASS] == 1)[0]
+    previous = np.inf
+    for t in np.linspace(0.0, 1.0, 6):  # box and score both move toward the target
+        y_pred = perfect(scene)
+        start = np.array([0.6, 0.05, 0.9, 0.1, 0.05], np.float32)
+        y_pred[0, r, c] = (1 - t) * start + t * perfect(scene)[0, r, c]
+        current = value(loss, scene, y_pred)
+        assert current < previous
+        previous = current
+    assert previous < 1e-5
+
+
+def test_small_face_error_weighs_like_a_large_face_relative_error():
+    """1 - GIoU is scale free: a 20% size error costs a 5-px face about what it costs a
+    110-px face, although the large face's error is 22x more pixels (plain L1: 22x more)."""
+    loss = GridLoss(objectness_weight=0.0)
+    costs = {}
+    for side in (5.0, 110.0):
+        y_true = targets([(112 - side / 2, 112 - side / 2, side, side)])
+        y_pred = perfect(y_true)
+        y_pred[..., :2] *= 1.2  # h, w 20% too large, centre exact
+        costs[side] = value(loss, y_true, y_pred)
+    assert costs[5.0] > 0
+    assert 0.5 < costs[5.0] / costs[110.0] <= 1.0
+    l1 = {side: 2 * 0.2 * side / S for side in costs}  # what an L1 on h, w would give
+    assert l1[5.0] / l1[110.0] < 0.05
+
+
+def test_loss_works_in_graph_mode_with_unknown_batch(scene):
+    """model.fit traces the loss with a None batch dimension."""
+    spec = tf.TensorSpec((None, G, G, 5), tf.float32)
+    loss = GridLoss()
+    traced = tf.function(lambda t, p: loss(t, p), input_signature=[spec, spec])
+    y_pred = np.random.default_rng(4).uniform(0.05, 0.95, (2, G, G, 5)).astype(np.float32)
+    y_true = np.concatenate([scene, np.zeros_like(scene)])
+    assert float(traced(y_true, y_pred)) == pytest.approx(value(loss, y_true, y_pred), rel=1e-5)
+
+
+def test_loss_is_normalised_by_the_number_of_faces(scene):
+    """A batch of the same image twice costs what the image alone costs (per face)."""
+    y_pred = np.random.default_rng(1).uniform(0.05, 0.95, scene.shape).astype(np.float32)
+    one = value(GridLoss(), scene, y_pred)
+    two = value(GridLoss(), np.concatenate([scene] * 2), np.concatenate([y_pred] * 2))
+    assert two == pytest.approx(one, rel=1e-5)
+
+
+def test_components_sum_to_the_loss_and_metrics_report_them(scene):
+    y_pred = np.random.default_rng(2).uniform(0.05, 0.95, scene.shape).astype(np.float32)
+    config = Config(focal_gamma=1.5, focal_alpha=0.4, box_loss_weight=3.0,
+                    objectness_loss_weight=2.0)
+    loss = make_loss(config)
+    obj_metric, box_metric = make_loss_metrics(config)
+    obj_metric.update_state(scene, y_pred)
+    box_metric.update_state(scene, y_pred)
+    assert (obj_metric.name, box_metric.name) == ("obj_loss", "box_loss")
+    total = float(obj_metric.result()) + float(box_metric.result())
+    assert total == pytest.approx(value(loss, scene, y_pred), rel=1e-5)
+    assert float(box_metric.result()) > 0 and float(obj_metric.result()) > 0
+
+
+def test_config_fields_reach_the_loss():
+    loss = make_loss(Config(focal_gamma=1.0, focal_alpha=0.5, box_loss_weight=2.0,
+                            objectness_loss_weight=3.0))
+    assert (loss.focal_gamma, loss.focal_alpha, loss.box_weight, loss.objectness_weight) == (
+        1.0, 0.5, 2.0, 3.0)
+
+
+def test_serialization_round_trip(scene):
+    """Registered with get_config: a saved, compiled model can rebuild loss and metrics."""
+    y_pred = np.random.default_rng(3).uniform(0.05, 0.95, scene.shape).astype(np.float32)
+    loss = GridLoss(focal_gamma=1.0, focal_alpha=0.3, box_weight=2.0, objectness_weight=0.5)
+    restored = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(loss))
+    assert isinstance(restored, GridLoss)
+    assert restored.get_config() == loss.get_config()
+    assert value(restored, scene, y_pred) == pytest.approx(value(loss, scene, y_pred))
+    for metric in (ObjectnessLoss(1.0, 0.3, 0.5), BoxLoss(2.0)):
+        copy = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(metric))
+        assert type(copy) is type(metric) and copy.get_config() == metric.get_config()
+
+
+def test_centre_offset_error_is_penalised(scene):
+    y_pred = perfect(scene)
+    r, c = np.argwhere(scene[0, ..., CLASS] == 1)[0]
+    y_pred[0, r, c, XC] = np.clip(scene[0, r, c, XC] + 0.3, 0, 1)
+    assert value(GridLoss(), scene, y_pred) > 0.1

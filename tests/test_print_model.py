@@ -1,0 +1,61 @@
+"""print_model.py: the printed facts of a small network, and one-line errors."""
+
+import os
+import re
+import subprocess
+import sys
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def run(*args):
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+    return subprocess.run(
+        [sys.executable, "print_model.py", *args], cwd=REPO, env=env,
+        capture_output=True, text=True, timeout=300,
+    )
+
+
+def fact(stdout, name):
+    match = re.search(rf"^{name}\s+(.+)$", stdout, re.MULTILINE)
+    assert match, f"no '{name}' line in:\n{stdout}"
+    return match.group(1)
+
+
+def test_prints_grid_cell_size_params_and_flops():
+    result = run("--input-size", "96", "--grid-size", "6", "--alpha", "0.35",
+                 "--head-channels", "32")
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    assert 'Model: "face_detector"' in out and "Total params" in out  # Keras' summary
+    assert fact(out, "input shape") == "96 x 96 x 3"
+    assert fact(out, "grid output").startswith("6 x 6 x 5")
+    assert fact(out, "cell size") == "16 px"
+    assert "backbone weights: none" in fact(out, "model")
+    assert int(fact(out, "trainable params").replace(",", "")) > 0
+    flops = float(fact(out, "FLOPs per image").split()[0].replace(",", ""))
+    assert flops > 0
+
+
+def test_missing_checkpoint_is_a_one_line_error(tmp_path):
+    missing = str(tmp_path / "missing.keras")
+    result = run("--weights", missing)
+    assert result.returncode == 2
+    lines = [line for line in result.stderr.splitlines() if "error" in line]
+    assert lines == [f"print_model.py: error: {missing}: checkpoint not found"]
+    assert result.stdout == ""
+
+
+def test_describes_a_saved_checkpoint(tmp_path):
+    """--weights reads the facts from the checkpoint itself, not from the config flags."""
+    from config import Config
+    from model.network import create_model
+
+    path = str(tmp_path / "small.keras")
+    create_model(Config(input_size=96, grid_size=12, alpha=0.35, backbone_weights="none",
+                        head_channels=16)).save(path)
+    result = run("--weights", path)
+    assert result.returncode == 0, result.stderr
+    assert fact(result.stdout, "model") == path
+    assert fact(result.stdout, "grid output").startswith("12 x 12 x 5")
+    assert fact(result.stdout, "cell size") == "8 px"
