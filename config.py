@@ -36,6 +36,7 @@ class Config:
     dataset: str = WIDER_ROOT  # WIDER root (WIDER_train/, WIDER_val/, wider_face_split/)
     val_dataset: str = ""  # validation source; empty means the val split of `dataset`
     dataset_format: str = "auto"  # auto, wider, labelme, yolo, coco
+    face_labels: str = ""  # labels / classes read as faces in custom sets ("" = all; COCO: face)
     negatives: str = ""  # folder of face-free images added as all-background samples
     min_face_size: float = 4.0  # faces smaller than this (input pixels) are ignored, not background
     letterbox: bool = True  # keep aspect ratio when resizing (pad), else stretch
@@ -60,6 +61,7 @@ class Config:
     monitor: str = "val_ap"  # metric that names and ranks checkpoints
     keep_best: int = 3  # checkpoints kept
     mixed_precision: bool = False
+    distribute: str = "auto"  # auto: MirroredStrategy when >1 GPU; mirrored: all devices; none
     steps_per_epoch: int = 0  # 0 = one pass over the data
     validation_steps: int = 0  # 0 = one pass over the validation data
     log_dir: str = "logs"
@@ -74,6 +76,7 @@ class Config:
 
     # --- detection ----------------------------------------------------------------------
     score_threshold: float = 0.5
+    eval_score_threshold: float = 0.02  # AP and the official protocol need the low scores too
     nms_iou: float = 0.4
     max_detections: int = 200
 
@@ -96,6 +99,8 @@ class Config:
             )
         if self.batch_size <= 0:
             raise ConfigError(f"batch_size={self.batch_size}: must be positive")
+        if self.distribute not in ("auto", "mirrored", "none"):
+            raise ConfigError(f"distribute={self.distribute!r}: must be auto, mirrored or none")
         if not 0.0 < self.nms_iou <= 1.0:
             raise ConfigError(f"nms_iou={self.nms_iou}: must be in (0, 1]")
         if not 0.0 <= self.score_threshold <= 1.0:
@@ -138,3 +143,20 @@ def load_config(path: str) -> Config:
     except json.JSONDecodeError as e:
         raise ConfigError(f"{path}:{e.lineno}: not valid JSON ({e.msg})") from None
     return Config.from_dict(values, source=path)
+
+
+def demo_config(base: Config) -> Config:
+    """The README's main job: train from scratch on the bundled demo data, on a CPU.
+
+    No ImageNet weights (offline machines have none), so there is no frozen-backbone stage:
+    the whole network trains from the start at a higher learning rate.
+    """
+    return base.replace(
+        dataset=DEMO_ROOT,
+        backbone_weights="none",
+        head_epochs=0,
+        finetune_epochs=12,
+        finetune_learning_rate=2e-3,
+        warmup_epochs=0.5,
+        early_stopping_patience=0,
+    )

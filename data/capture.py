@@ -1,0 +1,217 @@
+"""Collect photos for your own face set from a camera, or a video file standing in for one.
+
+    python -m data.capture --camera 0 --out my_faces/ --interval 1.0 --count 50
+    python -m data.capture --video clip.mp4 --out my_faces/ --interval 0.5
+
+Saves one frame every `interval` seconds (camera: wall-clock time; video file: the
+frames' timestamps, frame index / fps, so a file is sampled the same however fast it
+decodes) up to `count` frames, as `img_0001.jpg`, `img_0002.jpg`, ... Numbering continues
+after the highest existing number in the folder, and a file is never written over (each
+JPEG is written to a temporary file and hard-linked to its name, which fails instead of
+replacing). Ctrl-C stops a camera capture and keeps what was saved. `--preview` shows the
+frames in a window (q or Esc stops). Next, label the folder with labelme:
+`labelme my_faces --labels face --nodata --autosave` (one rectangle per face).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import tempfile
+import time
+from dataclasses import dataclass, field
+from typing import List, Optional, Sequence, Union
+
+import cv2
+import numpy as np
+from tqdm import tqdm
+
+from errors import ConfigError, ImageError
+
+DEFAULT_PREFIX = "img"
+JPEG_QUALITY = 95
+# Frame timestamps within this of a save time count as reaching it (frame_index / fps
+# is not exact in floating point).
+_EPSILON = 1e-6
+_QUIT_KEYS = (ord("q"), 27)
+
+
+@dataclass
+class CaptureResult:
+    """The files written, in order, and how the capture ended."""
+
+    saved: List[str] = field(default_factory=list)
+    frames_read: int = 0
+    stopped: str = "count"  # 'count', 'end of video', 'interrupted', 'quit', 'read failed'
+
+
+def frame_name(prefix: str, index: int) -> str:
+    return f"{prefix}_{index:04d}.jpg"
+
+
+def next_index(folder: str, prefix: str = DEFAULT_PREFIX) -> int:
+    """1 + the highest number of `<prefix>_<number>.jpg` files in `folder` (1 if none)."""
+    pattern = re.compile(rf"^{re.escape(prefix)}_(\d+)\.jpe?g$", re.IGNORECASE)
+    numbers = [int(m.group(1)) for f in (os.listdir(folder) if os.path.isdir(folder) else [])
+               if (m := pattern.match(f))]
+    return max(numbers, default=0) + 1
+
+
+def write_new_jpeg(path: str, image: np.ndarray, quality: int = JPEG_QUALITY) -> bool:
+    """Write `image` as a JPEG at `path` unless a file is there: True if written.
+
+    The bytes go to a temporary file first, then a hard link gives them their name: the
+    link fails if the name exists, so nothing is ever replaced, and a crash never leaves a
+    half-written JPEG under the name.
+    """
+    ok, data = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, int(quality)])
+    if not ok:
+        raise ImageError(f"{path}: cannot encode the frame as JPEG")
+    directory = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=".capture.", suffix=".tmp.jpg", dir=directory)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data.tobytes())
+            f.flush()
+            os.fsync(f.fileno())
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            return False
+        except OSError:  # no hard links on this file system: exclusive create instead
+            try:
+                with open(path, "xb") as f:
+                    f.write(data.tobytes())
+            except FileExistsError:
+                return False
+        return True
+    finally:
+        os.remove(tmp)
+
+
+def open_capture(source: Union[int, str]) -> cv2.VideoCapture:
+    """cv2.VideoCapture of a camera index or a video file; ImageError if it cannot open."""
+    if isinstance(source, str):
+        if not os.path.isfile(source):
+            raise ImageError(f"{source}: video file not found")
+        capture = cv2.VideoCapture(source)
+        if not capture.isOpened():
+            raise ImageError(f"{source}: cannot open as a video (unsupported or corrupt)")
+        return capture
+    capture = cv2.VideoCapture(int(source))
+    if not capture.isOpened():
+        raise ImageError(f"camera {source}: cannot open (no such camera, or in use)")
+    return capture
+
+
+def capture_frames(
+    source: Union[int, str],
+    out_dir: str,
+    interval: float = 1.0,
+    count: int = 50,
+    prefix: str = DEFAULT_PREFIX,
+    preview: bool = False,
+    quality: int = JPEG_QUALITY,
+    progress: bool = True,
+) -> CaptureResult:
+    """Save a frame every `interval` seconds from a camera (int) or video file (str).
+
+    Args:
+        source: camera index for cv2.VideoCapture, or a video file path.
+        out_dir: folder for the JPEGs (created if needed).
+        interval: seconds between saved frames (0 saves every frame).
+        count: frames to save; 0 means until the video ends (or Ctrl-C / q).
+        prefix: file names are `<prefix>_<number>.jpg`, numbered after existing ones.
+        preview: show the frames in a window (needs a display).
+        quality: JPEG quality.
+        progress: show a tqdm bar.
+
+    Returns:
+        CaptureResult with the saved paths in order.
+    """
+    if interval < 0:
+        raise ConfigError(f"--interval {interval}: must be >= 0 seconds")
+    if count < 0:
+        raise ConfigError(f"--count {count}: must be >= 0 (0 = no limit)")
+    is_file = isinstance(source, str)
+    capture = open_capture(source)
+    os.makedirs(out_dir, exist_ok=True)
+    fps = capture.get(cv2.CAP_PROP_FPS) if is_file else 0.0
+    result = CaptureResult()
+    index = next_index(out_dir, prefix)
+    next_time = 0.0
+    start = time.monotonic()
+    bar = tqdm(total=count or None, desc="capture", unit="frame", disable=not progress)
+    try:
+        while count == 0 or len(result.saved) < count:
+            ok, frame = capture.read()
+            if not ok or frame is None:
+                result.stopped = "end of video" if is_file else "read failed"
+                break
+            if is_file:
+                t = (result.frames_read / fps if fps > 0
+                     else capture.get(cv2.CAP_PROP_POS_MSEC) / 1000.0)
+            else:
+                t = time.monotonic() - start
+            result.frames_read += 1
+            if t + _EPSILON >= next_time:
+                while True:  # skip numbers taken meanwhile; never overwrite
+                    path = os.path.join(out_dir, frame_name(prefix, index))
+                    index += 1
+                    if write_new_jpeg(path, frame, quality):
+                        break
+                result.saved.append(path)
+                bar.update(1)
+                next_time += interval
+                while interval > 0 and next_time <= t + _EPSILON:  # slow source: no burst
+                    next_time += interval
+            if preview:
+                cv2.imshow("capture (q to stop)", frame)
+                if cv2.waitKey(1) & 0xFF in _QUIT_KEYS:
+                    result.stopped = "quit"
+                    break
+    except KeyboardInterrupt:
+        result.stopped = "interrupted"
+    finally:
+        bar.close()
+        capture.release()
+        if preview:
+            cv2.destroyAllWindows()
+    return result
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m data.capture",
+        description="Save camera (or video file) frames as JPEGs to label as your own faces.",
+    )
+    where = parser.add_mutually_exclusive_group()
+    where.add_argument("--camera", type=int, default=0, help="camera index (default 0)")
+    where.add_argument("--video", metavar="FILE", help="read this video file instead of a camera")
+    parser.add_argument("--out", required=True, help="folder for the JPEGs")
+    parser.add_argument("--interval", type=float, default=1.0,
+                        help="seconds between saved frames (default 1.0)")
+    parser.add_argument("--count", type=int, default=50,
+                        help="frames to save (default 50; 0 = until the video ends or Ctrl-C)")
+    parser.add_argument("--prefix", default=DEFAULT_PREFIX, help="file name prefix (default img)")
+    parser.add_argument("--preview", action="store_true", help="show the frames (q to stop)")
+    args = parser.parse_args(argv)
+
+    source = args.video if args.video else args.camera
+    result = capture_frames(source, args.out, args.interval, args.count, args.prefix,
+                            args.preview)
+    if result.saved:
+        names = os.path.basename(result.saved[0]), os.path.basename(result.saved[-1])
+        print(f"saved {len(result.saved)} frames to {args.out} ({names[0]} .. {names[1]}; "
+              f"stopped: {result.stopped})")
+        print(f"next: label them, e.g. `labelme {args.out} --labels face --nodata --autosave`")
+    else:
+        print(f"no frames saved ({result.frames_read} read; stopped: {result.stopped})")
+    return 0
+
+
+if __name__ == "__main__":
+    from cli import run_main
+
+    run_main(main)

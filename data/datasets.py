@@ -1,0 +1,461 @@
+"""Where the images come from: the one entry point `train.py` uses for data.
+
+A *source* is a folder (or a COCO .json) in one of the formats:
+
+    wider     the official WIDER FACE layout (WIDER_train/, WIDER_val/, wider_face_split/),
+              also the layout of the demo set and of `python -m data.convert` output
+    labelme   one labelme .json per image          (data/formats/labelme.py)
+    yolo      images/ + labels/ `class cx cy w h`  (data/formats/yolo.py)
+    coco      one COCO .json                       (data/formats/coco.py)
+
+`--dataset-format auto` detects the format; a WIDER root is always recognised by its layout.
+
+Several sources mix with weights. The syntax of `--dataset`, `--val-dataset` and
+`--negatives` is a comma-separated list of
+
+    [FORMAT=]PATH[:WEIGHT]        e.g.  --dataset "data/WIDER:1,labelme=my_faces:3"
+
+WEIGHT (default 1) is how many times each image of the source is used per epoch: 3 repeats
+every image three times, 0.5 takes a seeded half, 0 leaves the source out. Repetition is
+exact and deterministic for a seed (`mix_records`), so proportions are the weights times the
+source sizes. FORMAT overrides `--dataset-format` for one source. Validation sources are
+each used once (weights only choose sources: 0 leaves one out).
+
+Splits. WIDER roots have train / val splits. A custom source has splits when it holds both
+a train and a val part: sub-folders `train/` and `val/` (or `valid/`, `validation/`), YOLO's
+`images/train` + `images/val`, or COCO files named like `instances_train.json` +
+`instances_val.json`. A custom source without both is one pool, split deterministically:
+an image is in validation when a hash of (seed, its name) falls below VAL_FRACTION (10 %),
+at least one image when the pool has two or more. The hash keeps the split stable when you
+add images: photos captured later never move an old validation image into training.
+With `--val-dataset`, its sources are used whole and the training pool is not split.
+
+Face-free images (`--negatives FOLDER`) become records without boxes: all-background
+samples that teach the detector what is not a face. They are added to training only.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+from dataclasses import dataclass
+from typing import List, NamedTuple, Optional, Sequence, Tuple
+
+import numpy as np
+
+from config import WIDER_ROOT, Config
+from data.formats import LoadReport, record_name
+from data.formats.coco import is_coco_file, read_coco
+from data.formats.labelme import labelme_files, read_labelme
+from data.formats.yolo import CLASSES_FILE, read_yolo
+from data.image import IMAGE_EXTENSIONS, image_files
+from data.records import ImageRecord
+from data.wider import SPLITS, load_wider_split, wider_split_paths
+from errors import ConfigError, DatasetError
+
+FORMATS = ("wider", "labelme", "yolo", "coco")
+# Folder (or COCO file name) spellings of each split.
+SPLIT_NAMES = {"train": ("train", "training"), "val": ("val", "valid", "validation"),
+               "test": ("test",)}
+VAL_FRACTION = 0.1
+# JSON files opened to tell labelme from COCO before giving up.
+_DETECT_JSON = 5
+
+
+@dataclass(frozen=True)
+class Source:
+    """One entry of a dataset spec: a path, its weight and its format ('auto' to detect)."""
+
+    path: str
+    weight: float = 1.0
+    fmt: str = "auto"
+
+
+def parse_sources(spec: str, default_format: str = "auto", what: str = "dataset") -> List[Source]:
+    """Parse `[FORMAT=]PATH[:WEIGHT],...` (module doc) into Sources.
+
+    A `:WEIGHT` suffix is taken only when it reads as a number, so `C:\\data` is a path.
+    `what` names the flag in errors (`--dataset`, `--val-dataset`, `--negatives`).
+    """
+    _check_format(default_format, "dataset-format")
+    sources = []
+    for entry in str(spec).split(","):
+        entry = entry.strip()
+        if not entry:
+            raise ConfigError(
+                f"--{_flag(what)} {spec!r}: empty entry (expected [FORMAT=]PATH[:WEIGHT],...)"
+            )
+        fmt = default_format
+        head, eq, rest = entry.partition("=")
+        if eq and head.strip().lower() in FORMATS:
+            fmt, entry = head.strip().lower(), rest.strip()
+        path, weight = entry, 1.0
+        base, colon, tail = entry.rpartition(":")
+        if colon and base:
+            try:
+                weight = float(tail)
+                path = base.strip()
+            except ValueError:
+                pass  # not a weight: the colon belongs to the path
+        if not math.isfinite(weight) or weight < 0:
+            raise ConfigError(f"--{_flag(what)} {entry!r}: weight {tail} must be a number >= 0")
+        if not path:
+            raise ConfigError(f"--{_flag(what)} {entry!r}: no path")
+        sources.append(Source(path, weight, fmt))
+    return sources
+
+
+def is_wider_root(path: str) -> bool:
+    """Whether `path` has the official layout: wider_face_split/ and a WIDER_* folder."""
+    return os.path.isdir(os.path.join(path, "wider_face_split")) and any(
+        name.startswith("WIDER_") and os.path.isdir(os.path.join(path, name))
+        for name in os.listdir(path)
+    )
+
+
+def detect_format(path: str) -> str:
+    """The format of a source: 'wider', 'labelme', 'yolo' or 'coco' (DatasetError if unknown)."""
+    _check_exists(path)
+    if os.path.isfile(path):
+        if path.lower().endswith(".json") and is_coco_file(path):
+            return "coco"
+        raise DatasetError(f"{path}: not a dataset folder or COCO .json file")
+    if is_wider_root(path):
+        return "wider"
+    shallow = [
+        os.path.join(where, f)
+        for where in (path, os.path.join(path, "annotations")) if os.path.isdir(where)
+        for f in sorted(os.listdir(where)) if f.lower().endswith(".json")
+    ]
+    for json_path in shallow[:_DETECT_JSON] + labelme_files(path)[:_DETECT_JSON]:
+        kind = _json_kind(json_path)
+        if kind:
+            return kind
+    if _has_yolo_labels(path):
+        return "yolo"
+    raise DatasetError(
+        f"{path}: cannot tell the dataset format (no wider_face_split/, no labelme or COCO "
+        f".json, no YOLO labels/*.txt); name it with --dataset-format"
+    )
+
+
+class LoadedSource(NamedTuple):
+    """One split of one source as read.
+
+    Attributes:
+        records: the ImageRecords.
+        format: the format read ('wider', 'labelme', 'yolo', 'coco').
+        missing_images: annotated images left out because the file is missing (WIDER with
+            skip_missing, custom formats always); counted over the source's whole pool.
+        report: the custom reader's LoadReport (None for WIDER).
+    """
+
+    records: List[ImageRecord]
+    format: str
+    missing_images: int
+    report: Optional[LoadReport]
+
+
+def load_records(
+    source: str,
+    split: str = "train",
+    fmt: str = "auto",
+    skip_missing: bool = False,
+    *,
+    seed: int = Config.seed,
+    labels=None,
+    holdout: bool = True,
+) -> List[ImageRecord]:
+    """The records of one split of one source, in any supported format.
+
+    Args:
+        source: a WIDER root, a labelme / YOLO folder, a COCO folder or .json.
+        split: 'train', 'val' or 'test' (WIDER test: no boxes).
+        fmt: 'auto' or one of FORMATS; a WIDER root is read as WIDER whatever this says.
+        skip_missing: WIDER: leave out listed images missing on disk instead of failing.
+            Custom formats always report such annotations and leave them out.
+        seed: seeds the hold-out split of a source without splits.
+        labels: labels / classes / categories read as faces in custom formats
+            (comma string or iterable; None or '' = the reader's default).
+        holdout: split a source without splits 90 / 10 into train / val (module doc);
+            False reads its whole pool for any split (a `--val-dataset`, conversion).
+
+    Returns:
+        ImageRecords (boxes (N, 4) xywh float32 pixels of each image file). Bad entries of
+        custom formats are left out and summarised in one AnnotationWarning.
+    """
+    return read_source(
+        source, split, fmt, skip_missing, seed=seed, labels=labels, holdout=holdout
+    ).records
+
+
+def read_source(
+    source: str,
+    split: str = "train",
+    fmt: str = "auto",
+    skip_missing: bool = False,
+    *,
+    seed: int = Config.seed,
+    labels=None,
+    holdout: bool = True,
+) -> LoadedSource:
+    """`load_records` with what was left out: the format read and the missing-image count."""
+    _check_format(fmt, "dataset-format")
+    if split not in SPLITS:
+        raise ConfigError(f"split={split!r}: must be one of {', '.join(SPLITS)}")
+    _check_exists(source)
+    if fmt == "wider" or (os.path.isdir(source) and is_wider_root(source)):
+        _check_wider_split(source, split)
+        wider = load_wider_split(source, split, skip_missing)
+        return LoadedSource(wider.records, "wider", wider.skipped_images, None)
+    if fmt == "auto":
+        fmt = detect_format(source)
+
+    if split == "test":
+        path = _find_split(source, fmt, "test")
+        if path is None:
+            raise DatasetError(f"{source}: no test split (expected a test/ folder)")
+        return _read_custom(path, fmt, labels)
+    train_path = _find_split(source, fmt, "train")
+    val_path = _find_split(source, fmt, "val")
+    if train_path and val_path:
+        return _read_custom(train_path if split == "train" else val_path, fmt, labels)
+    loaded = _read_custom(train_path or val_path or source, fmt, labels)
+    if not holdout:
+        return loaded
+    return loaded._replace(records=holdout_split(loaded.records, split, seed))
+
+
+def holdout_split(
+    records: Sequence[ImageRecord], split: str, seed: int, fraction: float = VAL_FRACTION
+) -> List[ImageRecord]:
+    """The train or val part of a pool, chosen by a seeded hash of each record's name.
+
+    An image is in val when hash(seed, name) < fraction; when that picks none of a pool of
+    two or more, the image with the smallest hash is val. Order is kept.
+    """
+    if split not in ("train", "val"):
+        raise ConfigError(f"split={split!r}: a hold-out split is 'train' or 'val'")
+    keys = np.array([_hash01(seed, r.name) for r in records], np.float64)
+    in_val = keys < fraction
+    if len(records) >= 2 and fraction > 0 and not in_val.any():
+        in_val[int(np.argmin(keys))] = True
+    want = split == "val"
+    return [r for r, v in zip(records, in_val) if bool(v) == want]
+
+
+def mix_records(
+    groups: Sequence[Tuple[Sequence[ImageRecord], float]], seed: int, epoch: int = 0
+) -> List[ImageRecord]:
+    """Concatenate groups of records, each repeated by its weight.
+
+    A group of n records with weight w contributes floor(w) copies of every record plus a
+    seeded sample (without replacement) of round(frac(w) * n) records, drawn from
+    (seed, epoch, group index): the same arguments give the same list; a caller wanting a
+    fresh fractional sample each epoch passes the epoch.
+    """
+    mixed = []
+    for k, (records, weight) in enumerate(groups):
+        records = list(records)
+        if weight < 0 or not math.isfinite(weight):
+            raise ConfigError(f"weight {weight}: must be a number >= 0")
+        whole = int(math.floor(weight))
+        mixed.extend(records * whole)
+        extra = int(round((weight - whole) * len(records)))
+        if extra:
+            rng = np.random.default_rng([seed, epoch, k])
+            mixed.extend(records[i] for i in np.sort(rng.choice(len(records), extra, replace=False)))
+    return mixed
+
+
+def load_negatives(folder: str) -> List[ImageRecord]:
+    """Records without faces, one per image under `folder` (recursive): all background."""
+    if not os.path.isdir(folder):
+        raise DatasetError(f"{folder}: negatives folder not found")
+    files = image_files(folder)
+    if not files:
+        raise DatasetError(
+            f"{folder}: no images in the negatives folder (looked for {', '.join(IMAGE_EXTENSIONS)})"
+        )
+    return [ImageRecord(path=path, name=record_name(path, folder)) for path in files]
+
+
+def training_records(config: Config) -> List[ImageRecord]:
+    """The training records the configuration asks for.
+
+    Reads Config.dataset (sources with weights), dataset_format, face_labels, negatives,
+    skip_missing_images, seed, and keeps at most max_images (a seeded sample) when set.
+    """
+    groups = []
+    for source in parse_sources(config.dataset, config.dataset_format, "dataset"):
+        if source.weight > 0:
+            groups.append((_load(source, "train", config, holdout=True), source.weight))
+    if config.negatives:
+        for source in parse_sources(config.negatives, "auto", "negatives"):
+            if source.weight > 0:
+                groups.append((load_negatives(source.path), source.weight))
+    records = mix_records(groups, config.seed)
+    if config.max_images and len(records) > config.max_images:
+        rng = np.random.default_rng(config.seed)
+        keep = np.sort(rng.choice(len(records), config.max_images, replace=False))
+        records = [records[i] for i in keep]
+    if not records:
+        raise DatasetError(f"--dataset {config.dataset!r}: no training images")
+    return records
+
+
+def validation_records(config: Config) -> List[ImageRecord]:
+    """The validation records: Config.val_dataset's sources whole, or the val split of
+    each Config.dataset source (its WIDER val split, val folder or 10 % hold-out)."""
+    explicit = bool(config.val_dataset)
+    spec = config.val_dataset or config.dataset
+    what = "val-dataset" if explicit else "dataset"
+    records = []
+    for source in parse_sources(spec, config.dataset_format, what):
+        if source.weight > 0:
+            records.extend(_load(source, "val", config, holdout=not explicit))
+    if not records:
+        raise DatasetError(
+            f"--{what} {spec!r}: no validation images (a source without a val split keeps "
+            f"{VAL_FRACTION:.0%} of its images for validation: add images or give --val-dataset)"
+        )
+    return records
+
+
+# --- helpers -------------------------------------------------------------------------------
+
+
+def _load(source: Source, split: str, config: Config, holdout: bool) -> List[ImageRecord]:
+    return load_records(
+        source.path, split, source.fmt, config.skip_missing_images,
+        seed=config.seed, labels=config.face_labels or None, holdout=holdout,
+    )
+
+
+def _flag(what: str) -> str:
+    return what.replace("_", "-")
+
+
+def _check_format(fmt: str, what: str) -> None:
+    if fmt != "auto" and fmt not in FORMATS:
+        raise ConfigError(f"--{_flag(what)} {fmt!r}: must be auto or one of {', '.join(FORMATS)}")
+
+
+def _check_exists(path: str) -> None:
+    if os.path.exists(path):
+        return
+    if os.path.abspath(path) == os.path.abspath(WIDER_ROOT):
+        raise DatasetError(
+            f"{path}: WIDER FACE not found; run `python -m data.download` to fetch it, "
+            f"or train on the demo data with `python train.py --demo`"
+        )
+    raise DatasetError(f"{path}: dataset not found")
+
+
+def _hash01(seed: int, name: str) -> float:
+    """A stable pseudo-random number in [0, 1) from (seed, name) (not Python's salted hash)."""
+    digest = hashlib.blake2b(f"{seed}:{name}".encode("utf-8"), digest_size=8).digest()
+    return int.from_bytes(digest, "big") / 2.0 ** 64
+
+
+def _json_kind(path: str) -> Optional[str]:
+    try:
+        with open(path, encoding="utf-8-sig") as f:
+            data = json.load(f)
+    except (OSError, ValueError):
+        return None
+    if isinstance(data, dict) and "shapes" in data:
+        return "labelme"
+    if isinstance(data, dict) and "images" in data and "annotations" in data:
+        return "coco"
+    return None
+
+
+def _coco_files(folder: str) -> list:
+    """COCO .json files in `folder` or its annotations/ (not deeper)."""
+    found = []
+    for where in (folder, os.path.join(folder, "annotations")):
+        if os.path.isdir(where):
+            found.extend(
+                os.path.join(where, f) for f in sorted(os.listdir(where))
+                if f.lower().endswith(".json") and is_coco_file(os.path.join(where, f))
+            )
+    return found
+
+
+def _has_yolo_labels(folder: str) -> bool:
+    """A .txt under a labels/ folder, a classes.txt, or a .txt beside an image of its name."""
+    for root, _, files in os.walk(folder):
+        if CLASSES_FILE in files:
+            return True
+        txt = {os.path.splitext(f)[0] for f in files if f.lower().endswith(".txt")}
+        if not txt:
+            continue
+        if "labels" in os.path.relpath(root, folder).split(os.sep):
+            return True
+        if any(os.path.splitext(f)[0] in txt for f in files if f.lower().endswith(IMAGE_EXTENSIONS)):
+            return True
+    return False
+
+
+def _find_split(root: str, fmt: str, split: str) -> Optional[str]:
+    """The folder (or COCO file) holding `split` of a custom source, or None."""
+    if not os.path.isdir(root):
+        return None
+    names = SPLIT_NAMES[split]
+    for name in names:
+        if os.path.isdir(os.path.join(root, name)):
+            return os.path.join(root, name)
+        if fmt == "yolo" and os.path.isdir(os.path.join(root, "images", name)):
+            return os.path.join(root, "images", name)
+    if fmt == "coco":
+        for path in _coco_files(root):
+            tokens = os.path.splitext(os.path.basename(path))[0].lower().replace("-", "_").split("_")
+            if any(t.startswith(name) for t in tokens for name in names):
+                return path
+    return None
+
+
+def _read_custom(path: str, fmt: str, labels) -> LoadedSource:
+    """Read a labelme / YOLO / COCO source, emit its report, fail if nothing is usable."""
+    if fmt == "labelme":
+        result = read_labelme(path, labels)
+    elif fmt == "yolo":
+        result = read_yolo(path, labels)
+    elif fmt == "coco":
+        result = read_coco(_coco_file(path), categories=labels)
+    else:
+        raise ConfigError(f"--dataset-format {fmt!r}: must be auto or one of {', '.join(FORMATS)}")
+    result.report.emit()
+    if not result.records:
+        first = f"; first problem: {result.report.messages[0]}" if result.report.messages else ""
+        raise DatasetError(f"{path}: no usable {fmt} annotations found{first}")
+    return LoadedSource(result.records, fmt, result.report.missing_images, result.report)
+
+
+def _check_wider_split(root: str, split: str) -> None:
+    """A clear error for a WIDER-layout root (e.g. converted) that lacks the split asked."""
+    _, annotation_path = wider_split_paths(root, split)
+    if os.path.exists(annotation_path) or os.path.abspath(root) == os.path.abspath(WIDER_ROOT):
+        return  # present, or the official download: load_wider_split says how to fetch it
+    if split == "val":
+        raise DatasetError(
+            f"{root}: no val split ({annotation_path} not found); convert one with "
+            f"`python -m data.convert --split val --out {root} ...`, or give --val-dataset"
+        )
+    raise DatasetError(f"{root}: no {split} split ({annotation_path} not found)")
+
+
+def _coco_file(path: str) -> str:
+    if os.path.isfile(path):
+        return path
+    files = _coco_files(path)
+    if len(files) != 1:
+        found = ", ".join(os.path.basename(f) for f in files) or "none"
+        raise DatasetError(
+            f"{path}: expected one COCO .json in the folder or its annotations/, found {found}; "
+            f"give the file as the source"
+        )
+    return files[0]

@@ -1,0 +1,86 @@
+"""data/capture.py with a short MJPG video standing in for a camera: frames by timestamp,
+sequential names continuing after existing files, nothing overwritten."""
+
+import os
+
+import cv2
+import numpy as np
+import pytest
+
+from data.capture import capture_frames, main, next_index, write_new_jpeg
+from errors import ConfigError, ImageError
+
+FPS = 10.0
+FRAMES = 30  # 3 seconds
+
+
+@pytest.fixture
+def video(tmp_path):
+    """A 3 s, 10 fps MJPG .avi whose frame i is filled with grey level 8 * i."""
+    path = str(tmp_path / "camera.avi")
+    writer = cv2.VideoWriter(path, cv2.VideoWriter_fourcc(*"MJPG"), FPS, (64, 48))
+    assert writer.isOpened()
+    for i in range(FRAMES):
+        writer.write(np.full((48, 64, 3), 8 * i, np.uint8))
+    writer.release()
+    return path
+
+
+def frame_number(path):
+    """Which frame of the fixture video a saved JPEG holds (from its grey level)."""
+    return int(round(cv2.imread(path).mean() / 8))
+
+
+def test_saves_one_frame_per_interval_by_timestamp(video, tmp_path):
+    out = str(tmp_path / "my_faces")
+    result = capture_frames(video, out, interval=0.5, count=4, progress=False)
+    assert [os.path.basename(p) for p in result.saved] == [
+        "img_0001.jpg", "img_0002.jpg", "img_0003.jpg", "img_0004.jpg"]
+    assert [frame_number(p) for p in result.saved] == [0, 5, 10, 15]
+    assert result.stopped == "count"
+    assert cv2.imread(result.saved[0]).shape == (48, 64, 3)
+    assert sorted(os.listdir(out)) == [os.path.basename(p) for p in result.saved]  # no temp files
+
+
+def test_numbering_continues_and_existing_files_are_kept(video, tmp_path):
+    out = tmp_path / "my_faces"
+    out.mkdir()
+    (out / "img_0002.jpg").write_bytes(b"my earlier photo")
+    (out / "notes.txt").write_text("keep")
+    assert next_index(str(out)) == 3
+    result = capture_frames(video, str(out), interval=1.0, count=0, progress=False)
+    assert [os.path.basename(p) for p in result.saved] == ["img_0003.jpg", "img_0004.jpg", "img_0005.jpg"]
+    assert [frame_number(p) for p in result.saved] == [0, 10, 20]
+    assert result.stopped == "end of video" and result.frames_read == FRAMES
+    assert (out / "img_0002.jpg").read_bytes() == b"my earlier photo"
+    again = capture_frames(video, str(out), interval=2.0, count=1, progress=False)
+    assert [os.path.basename(p) for p in again.saved] == ["img_0006.jpg"]
+
+
+def test_write_new_jpeg_never_replaces_a_file(tmp_path):
+    path = str(tmp_path / "img_0001.jpg")
+    with open(path, "wb") as f:
+        f.write(b"original")
+    assert write_new_jpeg(path, np.zeros((8, 8, 3), np.uint8)) is False
+    with open(path, "rb") as f:
+        assert f.read() == b"original"
+    assert os.listdir(tmp_path) == ["img_0001.jpg"]
+
+
+def test_bad_sources_and_arguments(tmp_path):
+    with pytest.raises(ImageError, match="missing.avi: video file not found"):
+        capture_frames(str(tmp_path / "missing.avi"), str(tmp_path / "out"), progress=False)
+    (tmp_path / "fake.avi").write_bytes(b"not a video")
+    with pytest.raises(ImageError, match="fake.avi: cannot open as a video"):
+        capture_frames(str(tmp_path / "fake.avi"), str(tmp_path / "out"), progress=False)
+    with pytest.raises(ConfigError, match="--interval -1"):
+        capture_frames(str(tmp_path / "fake.avi"), str(tmp_path / "out"), interval=-1)
+
+
+def test_cli_with_a_video_file(video, tmp_path, capsys):
+    out = str(tmp_path / "my_faces")
+    assert main(["--video", video, "--out", out, "--interval", "1.5", "--count", "5"]) == 0
+    printed = capsys.readouterr().out
+    assert "saved 2 frames to" in printed and "img_0001.jpg .. img_0002.jpg" in printed
+    assert "labelme" in printed
+    assert sorted(os.listdir(out)) == ["img_0001.jpg", "img_0002.jpg"]

@@ -1,0 +1,366 @@
+"""labelme / YOLO / COCO readers: the same ImageRecords as a WIDER twin, bad input reported.
+
+The builders at the top (`write_image`, `make_labelme`, `make_yolo`, `make_coco`,
+`wider_twin`) are reused by test_datasets / test_convert / test_stats.
+"""
+
+import json
+import os
+import struct
+import warnings
+
+import cv2
+import numpy as np
+import pytest
+
+from data.formats import MAX_MESSAGES, AnnotationWarning, LoadReport
+from data.formats.coco import read_coco
+from data.formats.labelme import read_labelme
+from data.formats.yolo import label_path_candidates, read_yolo
+from data.image import read_image, read_image_size
+from data.records import ImageRecord
+from data.wider import read_wider_annotations, write_wider_annotations
+from errors import AnnotationError, DatasetError
+
+# name -> (width, height, boxes xywh, ignore). Fractional pixels on purpose.
+FACES = {
+    "a.jpg": (160, 120, [[10.5, 20.25, 30.0, 40.0], [80.0, 10.0, 25.5, 30.75]], [False, False]),
+    "b.jpg": (200, 100, [[5.0, 5.0, 50.0, 60.0], [120.0, 30.0, 40.0, 44.0]], [False, True]),
+    "c.jpg": (120, 120, [], []),
+}
+
+
+def write_image(path, width, height, value=90):
+    """A small JPEG with some structure (a gradient), written with OpenCV."""
+    os.makedirs(os.path.dirname(str(path)), exist_ok=True)
+    x = np.linspace(0, 255, width, dtype=np.float32)[None, :, None]
+    image = np.clip(np.broadcast_to(x, (height, width, 3)) * 0.5 + value, 0, 255).astype(np.uint8)
+    assert cv2.imwrite(str(path), image)
+    return str(path)
+
+
+def labelme_shape(box, label="face", order=0, ignore=False):
+    """A labelme rectangle for an xywh box; `order` picks which two corners, in which order."""
+    x, y, w, h = box
+    corners = [
+        [[x, y], [x + w, y + h]],
+        [[x + w, y + h], [x, y]],  # dragged up-left
+        [[x, y + h], [x + w, y]],  # dragged up-right
+        [[x + w, y], [x, y + h]],  # dragged down-left
+    ][order % 4]
+    return {"label": label, "points": corners, "group_id": None, "shape_type": "rectangle",
+            "flags": {"ignore": True} if ignore else {}}
+
+
+def make_labelme(root, faces=FACES, extra_shapes=True):
+    """labelme folder: one .json beside each image, corners in every order."""
+    os.makedirs(root, exist_ok=True)
+    k = 0
+    for name, (w, h, boxes, ignore) in faces.items():
+        write_image(os.path.join(root, name), w, h)
+        shapes = []
+        for box, ign in zip(boxes, ignore):
+            shapes.append(labelme_shape(box, order=k, ignore=ign))
+            k += 1
+        if extra_shapes and name == "a.jpg":
+            shapes.append({"label": "face", "points": [[1, 1], [5, 1], [3, 6]],
+                           "shape_type": "polygon", "flags": {}})
+        doc = {"version": "5.4.1", "flags": {}, "shapes": shapes, "imagePath": name,
+               "imageData": None, "imageHeight": h, "imageWidth": w}
+        with open(os.path.join(root, os.path.splitext(name)[0] + ".json"), "w") as f:
+            json.dump(doc, f)
+    return str(root)
+
+
+def make_yolo(root, faces=FACES, class_id=1):
+    """YOLO folder: images/ + labels/ + classes.txt (class 1 = face); no ignore in YOLO."""
+    os.makedirs(os.path.join(root, "labels"), exist_ok=True)
+    with open(os.path.join(root, "classes.txt"), "w") as f:
+        f.write("person\nface\n")
+    for name, (w, h, boxes, _) in faces.items():
+        write_image(os.path.join(root, "images", name), w, h)
+        if not boxes:
+            continue  # an image without a label file: background
+        lines = []
+        for x, y, bw, bh in boxes:
+            lines.append(f"{class_id} {(x + bw / 2) / w:.10f} {(y + bh / 2) / h:.10f} "
+                         f"{bw / w:.10f} {bh / h:.10f}")
+        with open(os.path.join(root, "labels", os.path.splitext(name)[0] + ".txt"), "w") as f:
+            f.write("\n".join(lines) + "\n")
+    return str(root)
+
+
+def make_coco(root, faces=FACES):
+    """COCO folder: annotations/instances.json + images/; ignored faces as iscrowd."""
+    images, annotations = [], []
+    for i, (name, (w, h, boxes, ignore)) in enumerate(faces.items(), start=1):
+        write_image(os.path.join(root, "images", name), w, h)
+        images.append({"id": i, "file_name": name, "width": w, "height": h})
+        for box, ign in zip(boxes, ignore):
+            annotations.append({"id": len(annotations) + 1, "image_id": i, "category_id": 1,
+                                "bbox": box, "iscrowd": int(ign), "area": box[2] * box[3]})
+    doc = {"images": images, "annotations": annotations,
+           "categories": [{"id": 1, "name": "face"}, {"id": 2, "name": "person"}]}
+    path = os.path.join(root, "annotations", "instances.json")
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "w") as f:
+        json.dump(doc, f)
+    return path
+
+
+def wider_twin(tmp_path, faces=FACES, with_ignore=True):
+    """The same faces written as a WIDER annotation file and read back by data.wider."""
+    records = [
+        ImageRecord(path=name, name=f"0--custom/{name}", boxes=np.asarray(b, np.float32).reshape(-1, 4),
+                    ignore=np.asarray(ig, bool) & with_ignore)
+        for name, (_, _, b, ig) in faces.items()
+    ]
+    path = str(tmp_path / "twin_bbx_gt.txt")
+    write_wider_annotations(records, path)
+    return {os.path.basename(r.name): r for r in read_wider_annotations(path, "images").records}
+
+
+def assert_same_faces(records, twin):
+    """Each record matches its WIDER twin by file name: boxes within 1e-3 px, ignore flags."""
+    by_name = {os.path.basename(r.name): r for r in records}
+    assert sorted(by_name) == sorted(twin)
+    for name, expected in twin.items():
+        got = by_name[name]
+        assert got.boxes.dtype == np.float32 and got.boxes.shape == expected.boxes.shape, name
+        np.testing.assert_allclose(got.boxes, expected.boxes, atol=1e-3, err_msg=name)
+        np.testing.assert_array_equal(got.ignore, expected.ignore, err_msg=name)
+
+
+# --- labelme --------------------------------------------------------------------------------
+
+def test_labelme_reads_like_its_wider_twin_whatever_the_corner_order(tmp_path):
+    root = make_labelme(str(tmp_path / "lm"))
+    records, report = read_labelme(root)
+    assert_same_faces(records, wider_twin(tmp_path))
+    assert all(r.attributes is None for r in records)
+    assert records[0].path == os.path.join(root, "a.jpg") and records[0].name == "a.jpg"
+    assert report.skipped_shapes == 1  # the polygon
+    assert (report.images, report.faces, report.ignored, report.problems) == (3, 4, 1, 0)
+
+
+def test_labelme_label_filter(tmp_path):
+    root = make_labelme(str(tmp_path / "lm"), extra_shapes=False)
+    with open(os.path.join(root, "c.json")) as f:
+        doc = json.load(f)
+    doc["shapes"].append(labelme_shape([10, 10, 20, 20], label="hand"))
+    with open(os.path.join(root, "c.json"), "w") as f:
+        json.dump(doc, f)
+    everything, _ = read_labelme(root)
+    assert len(everything[2].boxes) == 1  # default: every rectangle is a face
+    faces, report = read_labelme(root, labels="face")
+    assert len(faces[2].boxes) == 0 and report.filtered == 1
+    assert_same_faces(faces, wider_twin(tmp_path))
+
+
+def test_labelme_bad_files_are_reported_and_the_rest_loads(tmp_path):
+    root = make_labelme(str(tmp_path / "lm"), extra_shapes=False)
+    (tmp_path / "lm" / "broken.json").write_text('{"shapes": [\n  {"label": "face",,}\n]}')
+    write_image(tmp_path / "lm" / "d.jpg", 50, 50)
+    (tmp_path / "lm" / "d.json").write_text(json.dumps({
+        "imagePath": "d.jpg",
+        "shapes": [labelme_shape([5, 5, 0, 10]),  # zero width
+                   {"label": "face", "shape_type": "rectangle", "points": [[1, 2]]},
+                   labelme_shape([10, 10, 20, 20])]}))
+    (tmp_path / "lm" / "gone.json").write_text(json.dumps(
+        {"imagePath": "gone.jpg", "shapes": [labelme_shape([1, 1, 5, 5])]}))
+    write_image(tmp_path / "lm" / "unlabelled.jpg", 40, 40)
+    records, report = read_labelme(root)
+
+    assert [r.name for r in records] == ["a.jpg", "b.jpg", "c.jpg", "d.jpg"]
+    assert len(records[3].boxes) == 1  # the good rectangle of d.json survives
+    assert report.problems == 4 and report.missing_images == 1 and report.unlabelled == 1
+    messages = "\n".join(report.messages)
+    assert "broken.json:2: not valid JSON" in messages
+    assert "d.json: shapes[0].points: zero-size rectangle (w=0, h=10)" in messages
+    assert "d.json: shapes[1].points: expected two corners" in messages
+    assert "gone.json: imagePath: gone.jpg not found" in messages
+    with pytest.warns(AnnotationWarning, match=r"4 problems left out \(1 missing image, 3 bad"):
+        report.emit()
+
+
+def test_labelme_image_path_relative_with_backslashes_and_stale_folder(tmp_path):
+    """imagePath is relative to the .json (Windows separators accepted); a stale folder
+    falls back to the image of that name beside the .json."""
+    write_image(tmp_path / "ds" / "photos" / "p.jpg", 64, 48)
+    os.makedirs(tmp_path / "ds" / "json")
+    (tmp_path / "ds" / "json" / "p.json").write_text(json.dumps(
+        {"imagePath": "..\\photos\\p.jpg", "shapes": [labelme_shape([1, 2, 3, 4], order=1)]}))
+    write_image(tmp_path / "ds" / "json" / "q.jpg", 64, 48)
+    (tmp_path / "ds" / "json" / "q.json").write_text(json.dumps(
+        {"imagePath": "C:\\old\\place\\q.jpg", "shapes": []}))
+    records, report = read_labelme(str(tmp_path / "ds"))
+    assert report.problems == 0
+    paths = sorted(os.path.relpath(r.path, tmp_path) for r in records)
+    assert paths == [os.path.join("ds", "json", "q.jpg"), os.path.join("ds", "photos", "p.jpg")]
+    p = next(r for r in records if r.path.endswith("p.jpg"))
+    assert p.name == "photos/p.jpg"
+    np.testing.assert_allclose(p.boxes, [[1, 2, 3, 4]])
+
+
+# --- YOLO ---------------------------------------------------------------------------------
+
+def test_yolo_reads_like_its_wider_twin(tmp_path):
+    root = make_yolo(str(tmp_path / "yolo"))
+    records, report = read_yolo(root)
+    assert_same_faces(records, wider_twin(tmp_path, with_ignore=False))
+    assert report.unlabelled == 1  # c.jpg: no label file -> background record
+    assert len(next(r for r in records if r.name == "c.jpg").boxes) == 0
+    assert report.problems == 0
+
+
+def test_yolo_class_filter_by_id_and_name(tmp_path):
+    root = make_yolo(str(tmp_path / "yolo"))
+    with open(os.path.join(root, "labels", "a.txt"), "a") as f:
+        f.write("0 0.5 0.5 0.2 0.2\n")  # a person
+    all_classes, _ = read_yolo(root)
+    assert len(all_classes[0].boxes) == 3
+    for classes in (["face"], [1], "1", "face"):
+        faces, report = read_yolo(root, classes=classes)
+        assert len(faces[0].boxes) == 2 and report.filtered == 1
+    with pytest.raises(DatasetError, match=r"class 'hand' is not in classes.txt \(person, face\)"):
+        read_yolo(root, classes=["hand"])
+    os.remove(os.path.join(root, "classes.txt"))
+    with pytest.raises(DatasetError, match="class name 'face' needs a classes.txt"):
+        read_yolo(root, classes=["face"])
+
+
+def test_yolo_bad_values_are_reported_with_file_and_line(tmp_path):
+    root = make_yolo(str(tmp_path / "yolo"))
+    with open(os.path.join(root, "labels", "a.txt"), "a") as f:
+        f.write("1 1.7 0.5 0.1 0.1\n"      # line 3
+                "1 0.5 0.5 -0.1 0.2\n"     # line 4
+                "1 0.5 0.5\n"              # line 5
+                "face 0.5 0.5 0.1 0.1\n")  # line 6
+    with open(os.path.join(root, "labels", "ghost.txt"), "w") as f:
+        f.write("1 0.5 0.5 0.1 0.1\n")
+    records, report = read_yolo(root)
+    assert len(records) == 3 and len(records[0].boxes) == 2  # the good lines still load
+    lab = os.path.join("labels", "a.txt")
+    assert report.messages[:4] == [
+        f"{lab}:3: cx=1.7 outside [0, 1]",
+        f"{lab}:4: w=-0.1: negative size",
+        f"{lab}:5: expected 5 values 'class cx cy w h', got 3",
+        f"{lab}:6: expected 'class cx cy w h' (an integer and 4 numbers), got 'face 0.5 0.5 0.1 0.1'",
+    ]
+    assert report.messages[4].startswith(os.path.join("labels", "ghost.txt") + ": no image")
+    assert report.problems == 5 and report.missing_images == 1
+
+
+def test_yolo_layouts_and_label_paths(tmp_path):
+    """Labels next to the images and the Ultralytics images/<split> layout both resolve."""
+    assert label_path_candidates(os.path.join("r", "images", "train", "x.jpg")) == [
+        os.path.join("r", "labels", "train", "x.txt"), os.path.join("r", "images", "train", "x.txt")]
+    write_image(tmp_path / "flat" / "x.png", 100, 50)
+    (tmp_path / "flat" / "x.txt").write_text("0 0.5 0.5 0.5 0.5\n")
+    records, report = read_yolo(str(tmp_path / "flat"))
+    np.testing.assert_allclose(records[0].boxes, [[25, 12.5, 50, 25]])
+    assert report.problems == 0 and report.unlabelled == 0
+
+
+def _exif_rotated_jpeg(path, width, height, orientation=6):
+    """A JPEG stored `width` x `height` whose EXIF orientation tells decoders to rotate it."""
+    ok, data = cv2.imencode(".jpg", np.full((height, width, 3), 100, np.uint8))
+    tiff = (b"MM\x00\x2a" + struct.pack(">I", 8) + struct.pack(">H", 1)
+            + struct.pack(">HHIHH", 0x0112, 3, 1, orientation, 0) + struct.pack(">I", 0))
+    app1 = b"Exif\x00\x00" + tiff
+    data = data.tobytes()
+    with open(path, "wb") as f:
+        f.write(data[:2] + b"\xff\xe1" + struct.pack(">H", len(app1) + 2) + app1 + data[2:])
+    return str(path)
+
+
+def test_image_size_from_header_follows_exif_orientation(tmp_path):
+    """Phone photos: YOLO's normalised values refer to the upright image OpenCV decodes."""
+    os.makedirs(tmp_path / "images")
+    path = _exif_rotated_jpeg(tmp_path / "images" / "r.jpg", 100, 40)
+    assert read_image_size(path) == (40, 100)
+    assert read_image(path).shape[:2] == (100, 40)
+    png = write_image(tmp_path / "p.png", 77, 33)
+    assert read_image_size(png) == (77, 33)
+    os.makedirs(tmp_path / "labels")
+    (tmp_path / "labels" / "r.txt").write_text("0 0.5 0.5 0.5 0.2\n")
+    records, _ = read_yolo(str(tmp_path))
+    rotated = next(r for r in records if r.name == "r.jpg")
+    np.testing.assert_allclose(rotated.boxes, [[10, 40, 20, 20]], atol=1e-4)
+
+
+def test_yolo_corrupt_image_is_reported(tmp_path):
+    root = make_yolo(str(tmp_path / "yolo"))
+    with open(os.path.join(root, "images", "a.jpg"), "wb") as f:
+        f.write(b"not an image")
+    records, report = read_yolo(root)
+    assert [r.name for r in records] == ["b.jpg", "c.jpg"]
+    assert report.messages == [f"{os.path.join('images', 'a.jpg')}: not a readable image "
+                               f"(corrupt or unsupported format)"]
+
+
+# --- COCO ---------------------------------------------------------------------------------
+
+def test_coco_reads_like_its_wider_twin_with_crowd_as_ignore(tmp_path):
+    path = make_coco(str(tmp_path / "coco"))
+    records, report = read_coco(path)
+    assert_same_faces(records, wider_twin(tmp_path))
+    assert records[1].path == os.path.join(str(tmp_path / "coco"), "images", "b.jpg")
+    assert report.problems == 0 and report.ignored == 1
+
+
+def test_coco_category_filter(tmp_path):
+    path = make_coco(str(tmp_path / "coco"))
+    with open(path) as f:
+        doc = json.load(f)
+    doc["annotations"].append({"id": 99, "image_id": 3, "category_id": 2, "bbox": [1, 1, 9, 9]})
+    with open(path, "w") as f:
+        json.dump(doc, f)
+    records, report = read_coco(path)  # default: 'face' exists, so only faces
+    assert len(records[2].boxes) == 0 and report.filtered == 1
+    records, _ = read_coco(path, categories=["face", "person"])
+    assert len(records[2].boxes) == 1
+    with pytest.raises(DatasetError, match=r"categories: hand not found \(the file has: face, person\)"):
+        read_coco(path, categories="hand")
+
+
+def test_coco_bad_entries_are_reported_and_malformed_file_raises(tmp_path):
+    path = make_coco(str(tmp_path / "coco"))
+    with open(path) as f:
+        doc = json.load(f)
+    doc["images"].append({"id": 4, "file_name": "missing.jpg"})
+    doc["annotations"] += [
+        {"id": 50, "image_id": 1, "category_id": 1, "bbox": [10, 10, -5, 8]},
+        {"id": 51, "image_id": 77, "category_id": 1, "bbox": [10, 10, 5, 8]},
+        {"id": 52, "image_id": 2, "category_id": 1, "bbox": [10, 10, 5]},
+    ]
+    with open(path, "w") as f:
+        json.dump(doc, f)
+    records, report = read_coco(path)
+    assert_same_faces(records, wider_twin(tmp_path))
+    assert report.messages == [
+        "instances.json: images[3].file_name: missing.jpg not found",
+        "instances.json: annotations[4].bbox: w=-5: negative size",
+        "instances.json: annotations[5].image_id: 77 is not in images",
+        "instances.json: annotations[6].bbox: expected [x, y, w, h] numbers, got [10, 10, 5]",
+    ]
+    assert report.missing_images == 1
+
+    with open(path, "w") as f:
+        f.write('{"images": [],\n "annotations": [}\n')
+    with pytest.raises(AnnotationError, match=r"instances.json:2: not valid JSON"):
+        read_coco(path)
+
+
+# --- the report -----------------------------------------------------------------------------
+
+def test_report_keeps_first_messages_and_counts_the_rest():
+    report = LoadReport("ds", "yolo")
+    for k in range(MAX_MESSAGES + 5):
+        report.problem(f"labels/x.txt:{k + 1}: bad")
+    summary = report.summary()
+    assert summary.splitlines()[0] == "ds (yolo): 0 images, 0 faces; 15 problems left out (15 bad annotation)"
+    assert len(report.messages) == MAX_MESSAGES and summary.endswith("... and 5 more")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        LoadReport("clean", "coco").emit()  # nothing to say: no warning
