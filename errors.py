@@ -35,3 +35,7 @@ class WeightsUnavailableError(FaceDetectorError):
 
 class DownloadError(FaceDetectorError):
     """A download that failed (offline, bad checksum, no mirror answering)."""
+
+
+class TrainingDiverged(FaceDetectorError):
+    """Training stopped on a NaN or Inf loss (the message names the epoch and batch)."""

@@ -112,7 +112,7 @@ def decode_grid(grid: np.ndarray, image_size: int, score_threshold: float = 0.5)
         grid: (G, G, 5) array.
         image_size: side of the square network input, pixels.
         score_threshold: cells whose class channel is >= this become boxes
-            (ignore cells, -1, never do).
+            (cells scoring 0, background, and -1, ignore, never do).
 
     Returns:
         (boxes (N, 4) float32 xywh in network-input pixels, scores (N,) float32), sorted by
@@ -123,7 +123,7 @@ def decode_grid(grid: np.ndarray, image_size: int, score_threshold: float = 0.5)
         raise ValueError(f"decode_grid expects a (G, G, {NUM_CHANNELS}) grid, got {grid.shape}")
     x1, y1, x2, y2 = grid_box_corners(grid)
     scores = grid[..., CLASS]
-    keep = scores >= max(score_threshold, 0.0)
+    keep = (scores >= score_threshold) & (scores > 0)
     boxes = np.stack([x1[keep], y1[keep], x2[keep] - x1[keep], y2[keep] - y1[keep]], axis=1)
     boxes = boxes * np.float32(image_size)
     scores = scores[keep]

@@ -1,0 +1,96 @@
+"""Config (config.py), its CLI flags (cli.py) and atomic writes (files.py)."""
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+import cli
+from cli import add_config_arguments, config_from_args
+from config import Config, load_config, save_config
+from errors import ConfigError
+from files import atomic_path, atomic_write_text
+
+
+def test_defaults_are_the_original_design():
+    c = Config()
+    assert (c.input_size, c.grid_size, c.alpha, c.batch_size) == (224, 7, 0.75, 16)
+    assert c.cell_size == 32
+    assert c.backbone_weights == "imagenet"
+    assert c.dataset == os.path.join("data", "WIDER")
+
+
+@pytest.mark.parametrize(
+    "changes,field",
+    [
+        ({"input_size": 200}, "input_size"),
+        ({"grid_size": 5}, "grid_size"),
+        ({"grid_size": 56}, "grid_size"),
+        ({"batch_size": 0}, "batch_size"),
+        ({"nms_iou": 0.0}, "nms_iou"),
+    ],
+)
+def test_invalid_values_name_the_field(changes, field):
+    with pytest.raises(ConfigError, match=field):
+        Config(**changes)
+
+
+def test_flags_override_fields_and_booleans_negate():
+    parser = argparse.ArgumentParser()
+    add_config_arguments(parser)
+    args = parser.parse_args(["--grid-size", "14", "--alpha", "0.35", "--no-augment"])
+    c = config_from_args(args)
+    assert (c.grid_size, c.alpha, c.augment, c.input_size) == (14, 0.35, False, 224)
+
+
+def test_save_load_round_trip_and_config_flag(tmp_path):
+    path = str(tmp_path / "run" / "config.json")
+    save_config(Config(grid_size=14, seed=7), path)
+    assert load_config(path) == Config(grid_size=14, seed=7)
+    parser = argparse.ArgumentParser()
+    add_config_arguments(parser)
+    c = config_from_args(parser.parse_args(["--config", path, "--seed", "8"]))
+    assert (c.grid_size, c.seed) == (14, 8)
+
+
+def test_load_config_errors_are_one_line(tmp_path):
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"grid_size": 7,,}')
+    with pytest.raises(ConfigError, match=r"bad.json:1: not valid JSON"):
+        load_config(str(bad))
+    unknown = tmp_path / "unknown.json"
+    unknown.write_text(json.dumps({"grid_sise": 7}))
+    with pytest.raises(ConfigError, match="unknown config field.*grid_sise"):
+        load_config(str(unknown))
+    with pytest.raises(ConfigError, match="not found"):
+        load_config(str(tmp_path / "missing.json"))
+
+
+def test_atomic_write_keeps_old_file_when_writer_fails(tmp_path):
+    path = str(tmp_path / "best.keras")
+    atomic_write_text(path, "good")
+    with pytest.raises(RuntimeError):
+        with atomic_path(path) as tmp:
+            assert tmp.endswith(".keras")  # writers that pick the format by extension work
+            with open(tmp, "w") as f:
+                f.write("half")
+            raise RuntimeError("crash mid-save")
+    assert open(path).read() == "good"
+    assert os.listdir(tmp_path) == ["best.keras"]  # no temporary left behind
+
+
+def test_run_main_turns_project_errors_into_one_line(tmp_path):
+    script = tmp_path / "prog.py"
+    script.write_text(
+        "import sys; sys.path.insert(0, %r)\n"
+        "from cli import run_main\n"
+        "from errors import DatasetError\n"
+        "def main():\n    raise DatasetError('data/x.txt:3: expected a count')\n"
+        "run_main(main)\n" % os.path.dirname(os.path.abspath(cli.__file__))
+    )
+    r = subprocess.run([sys.executable, str(script)], capture_output=True, text=True)
+    assert r.returncode == 2
+    assert r.stderr.strip() == "prog.py: error: data/x.txt:3: expected a count"
