@@ -31,7 +31,7 @@ from cli import add_config_arguments, config_from_args, run_main
 from config import Config
 from data.boxes import iou_matrix, xywh_to_xyxy
 from data.image import prepare_image, read_image
-from errors import AnnotationError, CheckpointError, ConfigError, DatasetError
+from errors import AnnotationError, ConfigError, DatasetError
 from files import atomic_write_text
 from model.postprocess import Detections, detect_batch
 
@@ -492,7 +492,9 @@ def wider_ap(
 # Running a network
 # --------------------------------------------------------------------------------------
 def _predictor(model) -> Callable[[np.ndarray], np.ndarray]:
-    """A Keras model (predict_on_batch: compiled, no per-call tracing) or any callable."""
+    """A FaceDetector, a Keras model (predict_on_batch: compiled) or any callable."""
+    if hasattr(model, "predict_grids"):
+        return model.predict_grids
     if hasattr(model, "predict_on_batch"):
         return lambda x: np.asarray(model.predict_on_batch(x))
     return lambda x: np.asarray(model(x))
@@ -509,8 +511,9 @@ def evaluate_model(
     """Run a network over images and collect (and optionally write) its detections.
 
     Args:
-        model: a Keras model or any callable mapping a (B, S, S, 3) float32 batch of
-            network inputs to (B, G, G, 5) grids (S = config.input_size).
+        model: a `model.detector.FaceDetector`, a Keras model or any callable mapping a
+            (B, S, S, 3) float32 batch of network inputs to (B, G, G, 5) grids
+            (S = config.input_size).
         records: ImageRecords; their images are read from `record.path`.
         config: input_size, letterbox, batch_size, nms_iou, max_detections, workers and
             eval_score_threshold.
@@ -574,19 +577,6 @@ def _records_from_gt_file(path: str) -> list:
     return read_wider_annotations(path, os.path.dirname(os.path.abspath(path))).records
 
 
-def _model_geometry(model, path: str):
-    """(input_size, grid_size) of a loaded grid detector; CheckpointError if not one."""
-    try:
-        in_shape, out_shape = tuple(model.input_shape), tuple(model.output_shape)
-    except (AttributeError, ValueError):
-        raise CheckpointError(f"{path}: not a single-input, single-output model") from None
-    if len(out_shape) != 4 or out_shape[-1] != 5 or out_shape[1] != out_shape[2]:
-        raise CheckpointError(f"{path}: output shape {out_shape} is not (batch, G, G, 5)")
-    if len(in_shape) != 4 or in_shape[1] is None or in_shape[1] != in_shape[2]:
-        raise CheckpointError(f"{path}: input shape {in_shape} is not (batch, S, S, 3)")
-    return int(in_shape[1]), int(out_shape[1])
-
-
 def _print_result(result: dict) -> None:
     if "easy" in result:
         for setting in SETTINGS:
@@ -605,7 +595,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--weights", metavar="CKPT",
-                        help="a .keras checkpoint, or a folder: its best model-*.keras")
+                        help="a .keras checkpoint, .tflite file or SavedModel folder, or a "
+                        "folder: its best model-*.keras")
     source.add_argument("--predictions", metavar="DIR",
                         help="a prediction folder in the official layout <event>/<image>.txt")
     parser.add_argument("--split", default="val", choices=("val", "train"),
@@ -633,14 +624,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     gt_path = args.gt
     if args.weights:
         from data.wider import load_wider_split
-        from model.checkpoints import find_best_checkpoint, load_checkpoint
+        from model.detector import FaceDetector, resolve_weights
 
-        weights = find_best_checkpoint(args.weights) if os.path.isdir(args.weights) else args.weights
-        model = load_checkpoint(weights, compile=False)
-        input_size, grid_size = _model_geometry(model, weights)
-        config = config.replace(input_size=input_size, grid_size=grid_size)
+        weights = resolve_weights(args.weights, config.checkpoint_dir)
+        detector = FaceDetector.load(weights, keep_aspect=config.letterbox)
+        config = config.replace(input_size=detector.input_size, grid_size=detector.grid_size)
         records = load_wider_split(config.dataset, args.split, config.skip_missing_images).records
-        predictions = evaluate_model(model, records, config, args.out)
+        predictions = evaluate_model(detector, records, config, args.out)
         if gt_path is None and args.split == "val":
             gt_path = find_gt_dir(config.dataset)
         summary.update(weights=weights, dataset=config.dataset, split=args.split)

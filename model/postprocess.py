@@ -21,6 +21,10 @@ from data.boxes import Letterbox, clip_xywh, iou_matrix, xywh_to_xyxy
 from data.grid import decode_grid
 
 
+# Boxes whose IoUs `nms` computes at once (a 64 x N matrix at most).
+_NMS_BLOCK = 64
+
+
 class Detections(NamedTuple):
     """Faces found in one image.
 
@@ -60,17 +64,26 @@ def nms(
         raise ValueError(f"nms: {len(boxes)} boxes but {len(scores)} scores")
     cap = max_detections if max_detections > 0 else len(scores)
     order = np.argsort(-scores, kind="stable")
+    boxes = boxes[order]
+    alive = np.ones(len(order), dtype=bool)  # not suppressed (yet)
     keep = []
-    # Each pass keeps the best remaining box and drops what it suppresses: O(N * K),
-    # a few milliseconds for thousands of boxes.
-    while order.size and len(keep) < cap:
-        best = order[0]
-        keep.append(best)
-        rest = order[1:]
-        if rest.size == 0:
-            break
-        overlaps = iou_matrix(boxes[best : best + 1], boxes[rest])[0]
-        order = rest[overlaps <= iou_threshold]
+    # IoUs for a block of boxes at a time, against the boxes still alive after them: a
+    # kept box suppresses the lower-scored ones it overlaps. NumPy does the arithmetic,
+    # Python one cheap step per box: ~0.2 ms for the 49 cells of a 7x7 grid, where one
+    # IoU call per kept box costs ~70 us each.
+    for start in range(0, len(order), _NMS_BLOCK):
+        rows = start + np.flatnonzero(alive[start : start + _NMS_BLOCK])
+        if rows.size == 0:
+            continue
+        cols = start + np.flatnonzero(alive[start:])
+        above = iou_matrix(boxes[rows], boxes[cols]) > iou_threshold
+        for r, i in enumerate(rows):
+            if not alive[i]:
+                continue
+            keep.append(order[i])
+            if len(keep) >= cap:
+                return np.asarray(keep, dtype=np.int64)
+            alive[cols[above[r]]] = False
     return np.asarray(keep, dtype=np.int64)
 
 

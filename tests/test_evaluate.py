@@ -480,19 +480,19 @@ def test_cli_plain_ap_from_a_wider_annotation_file(tmp_path, capsys):
 
 
 def test_cli_errors_are_one_line(tmp_path):
-    """Bad input ends with 'evaluate.py: error: ...' on one line and exit status 2."""
+    """Bad input ends with '<program>: error: ...' on one line and exit status 2."""
     env = dict(os.environ, PYTHONPATH=REPO)
     runs = [
         ([sys.executable, "evaluate.py", "--predictions", str(tmp_path / "nope"), "--gt", str(tmp_path)],
-         "predictions folder not found"),
+         "predictions folder not found", "evaluate.py"),
         ([sys.executable, "-m", "model.evaluate", "--predictions", str(tmp_path)],
-         "--predictions needs --gt"),
+         "--predictions needs --gt", "python -m model.evaluate"),
     ]
-    for command, message in runs:
+    for command, message, program in runs:
         done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True)
         assert done.returncode == 2, done.stderr
         lines = done.stderr.strip().splitlines()
-        assert len(lines) == 1 and lines[0].startswith("evaluate.py: error:") and message in lines[0]
+        assert len(lines) == 1 and lines[0].startswith(f"{program}: error:") and message in lines[0]
 
 
 def tiny_checkpoint(path, output_grid=True):

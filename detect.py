@@ -1,0 +1,218 @@
+"""Detect faces in photos, folders, globs, video files or a camera with a trained detector.
+
+    python detect.py --image photo.jpg              # writes photo_detected.jpg, prints x y w h score
+    python detect.py --image photos/ --output out/  # a folder (recursive), or a glob "photos/*.jpg"
+    python detect.py --image photo.jpg --json --no-save
+    python detect.py --video clip.mp4 --output clip_detected.mp4
+    python detect.py --video 0 --show                  # camera 0 in a window; q or Esc stops
+
+The model is --weights (a .keras checkpoint, a .tflite file from export.py, a SavedModel
+folder, or a folder of checkpoints: its best model-*.keras), else the best model-*.keras
+under --checkpoint-dir. Input and grid size are read from the model.
+
+Output, on stdout:
+- one line per face, `x y w h score`: box in the image's pixels (top-left corner, width,
+  height; integers) and the face score with 3 decimals, best first. With several images
+  (a folder, a glob or more than one --image) each image's lines follow a header line
+  `# <path>: <n> faces`, so `numpy.loadtxt` (which skips '#' lines) still reads the
+  numbers. `--json` prints instead one JSON list of {"image", "faces": [{"x", "y", "w",
+  "h", "score"}], "output"} (all images, also the ones without faces).
+- the annotated image is written as <name>_detected<ext> next to the input, or to
+  --output: a file for one image, a folder for several, where the inputs' subfolders
+  are kept. Folder and glob scans skip
+  files already named *_detected.*, so a second run does not detect on its own output.
+- video: the annotated stream (boxes, scores and the frame rate drawn) goes to --output
+  (.mp4 or .avi; default for a video file: <name>_detected.mp4 beside it) and/or a window
+  (--show); a line with frames, seconds and frames per second is printed at the end.
+
+Exit status: 0 every image processed; 1 some images could not be read (each named on
+one stderr line `detect.py: warning: <path>: ...`; the others are processed and written);
+2 nothing could be done: a usage error, a missing or incompatible checkpoint, or no input
+image readable (one line `detect.py: error: ...`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import json
+import os
+import sys
+from typing import List, Optional, Sequence, Tuple
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from cli import add_config_arguments, config_from_args, run_main
+from errors import ConfigError, ImageError
+
+PROG = "detect.py"
+SUFFIX = "_detected"
+_GLOB_CHARS = "*?["
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description="Detect faces with a trained checkpoint; draw them and print x y w h score.",
+    )
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--image", nargs="+", metavar="PATH",
+                        help="image files, folders (searched recursively) or globs")
+    source.add_argument("--video", metavar="PATH|INDEX",
+                        help="a video file, or a camera index such as 0")
+    parser.add_argument("--weights", metavar="FILE",
+                        help=".keras, .tflite or SavedModel folder (default: the best "
+                        "model-*.keras under --checkpoint-dir)")
+    parser.add_argument("--output", metavar="PATH",
+                        help="annotated image (one input), folder (several) or video file")
+    parser.add_argument("--threshold", dest="score_threshold", type=float, default=None,
+                        metavar="SCORE", help="minimum face score (default: config 0.5)")
+    parser.add_argument("--no-save", action="store_true", help="do not write annotated images")
+    parser.add_argument("--json", action="store_true", help="print results as JSON")
+    parser.add_argument("--show", action="store_true",
+                        help="with --video: show the annotated stream in a window")
+    add_config_arguments(
+        parser, only=("checkpoint_dir", "letterbox", "nms_iou", "max_detections")
+    )
+    return parser
+
+
+# ---------------------------------------------------------------------------- inputs
+def expand_images(arguments: Sequence[str]) -> Tuple[List[str], bool]:
+    """--image arguments -> (image paths, several: True if --output names a folder).
+
+    A folder gives its image files (recursively), a pattern its matches, in sorted
+    order; scans skip files named *_detected.* (earlier outputs). A plain path is kept
+    as given even if missing, so that it is reported like any unreadable image.
+    """
+    from data.image import IMAGE_EXTENSIONS, image_files
+
+    paths: List[str] = []
+    several = len(arguments) > 1
+    for arg in arguments:
+        if os.path.isdir(arg):
+            found = [p for p in image_files(arg) if not _is_output(p)]
+            if not found:
+                raise ImageError(f"{arg}: no image files ({', '.join(IMAGE_EXTENSIONS)}) in folder")
+            paths.extend(found)
+            several = True
+        elif not os.path.exists(arg) and any(c in arg for c in _GLOB_CHARS):
+            found = sorted(p for p in glob.glob(arg, recursive=True)
+                           if os.path.isfile(p) and not _is_output(p))
+            if not found:
+                raise ImageError(f"{arg}: no file matches this pattern")
+            paths.extend(found)
+            several = True
+        else:
+            paths.append(arg)
+    # The same file named twice (a folder and a glob) is processed once.
+    return list(dict.fromkeys(paths)), several
+
+
+def _is_output(path: str) -> bool:
+    return os.path.splitext(os.path.basename(path))[0].endswith(SUFFIX)
+
+
+def output_paths(paths: Sequence[str], several: bool, output: Optional[str]) -> List[str]:
+    """Where each image's annotated copy goes (see the module docstring)."""
+    def named(path):
+        stem, ext = os.path.splitext(path)
+        return stem + SUFFIX + ext
+
+    if output is None:
+        return [named(p) for p in paths]
+    if not several and not os.path.isdir(output):
+        return [output]
+    if not several:
+        return [os.path.join(output, named(os.path.basename(paths[0])))]
+    root = os.path.commonpath([os.path.dirname(os.path.abspath(p)) for p in paths])
+    return [os.path.join(output, named(os.path.relpath(os.path.abspath(p), root))) for p in paths]
+
+
+def video_source(text: str):
+    """'0' -> camera 0; anything else is a file path."""
+    return int(text) if text.isdigit() else text
+
+
+# ------------------------------------------------------------------------------ main
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    config = config_from_args(args)
+    if args.show and not args.video:
+        raise ConfigError("--show works with --video only")
+    if args.image:
+        paths, several = expand_images(args.image)
+    from model.detector import FaceDetector, resolve_weights
+
+    weights = resolve_weights(args.weights, config.checkpoint_dir)
+    detector = FaceDetector.load(weights, keep_aspect=config.letterbox)
+    thresholds = (config.score_threshold, config.nms_iou, config.max_detections)
+    if args.video:
+        return _run_video(args, detector, thresholds)
+    return _run_images(args, detector, thresholds, paths, several)
+
+
+def _run_images(args, detector, thresholds, paths, several) -> int:
+    from tqdm import tqdm
+
+    from data.image import read_image
+    from model.detector import annotate, face_rows, write_image
+
+    outputs = output_paths(paths, several, args.output)
+    results, failures = [], []
+    bar = tqdm(paths, desc="detect", unit="image", disable=None if len(paths) > 1 else True)
+    for path, out in zip(bar, outputs):
+        try:
+            image = read_image(path)
+        except ImageError as e:
+            if len(paths) == 1:
+                raise
+            failures.append(path)
+            bar.write(f"{PROG}: warning: {e}", file=sys.stderr)
+            continue
+        detections = detector.detect(image, *thresholds)
+        if not args.no_save:
+            write_image(out, annotate(image, detections))
+        faces = face_rows(detections)
+        results.append({"image": path, "faces": faces, "output": None if args.no_save else out})
+        if not args.json:
+            lines = [f"# {path}: {len(faces)} faces"] if several else []
+            lines += [f"{f['x']} {f['y']} {f['w']} {f['h']} {f['score']:.3f}" for f in faces]
+            if lines:
+                bar.write("\n".join(lines), file=sys.stdout)
+    bar.close()
+    if args.json:
+        print(json.dumps(results, indent=2))
+    if failures and not results:
+        raise ImageError(f"none of the {len(paths)} images could be read")
+    return 1 if failures else 0
+
+
+def _run_video(args, detector, thresholds) -> int:
+    from model.detector import annotate_video
+
+    source = video_source(args.video)
+    output = args.output
+    if output is None and not args.no_save and isinstance(source, str):
+        output = os.path.splitext(source)[0] + SUFFIX + ".mp4"
+    if args.no_save:
+        output = None
+    elif output is None and not args.show:
+        raise ConfigError(f"--video {args.video}: a camera needs --output FILE or --show "
+                          "(or --no-save to measure the frame rate only)")
+    summary = annotate_video(detector, source, output, args.show, *thresholds)
+    if args.json:
+        print(json.dumps({
+            "video": args.video, "frames": summary.frames, "seconds": round(summary.seconds, 3),
+            "fps": round(summary.fps, 2), "faces": summary.faces, "output": summary.output,
+            "stopped": summary.stopped,
+        }))
+    else:
+        written = f"; wrote {summary.output}" if summary.output else ""
+        print(f"{args.video}: {summary.frames} frames in {summary.seconds:.2f} s, "
+              f"{summary.fps:.1f} fps ({summary.stopped}), {summary.faces} faces{written}")
+    return 0
+
+
+if __name__ == "__main__":
+    run_main(main)

@@ -1,0 +1,143 @@
+"""detect.py: images, folders and globs in; annotated images and `x y w h score` lines or
+JSON out; a bad image in a folder is skipped with one warning; bad usage fails in one line."""
+
+import json
+import math
+import os
+import re
+import subprocess
+import sys
+
+import cv2
+import keras
+import numpy as np
+import pytest
+
+import detect
+from errors import CheckpointError, ConfigError, ImageError
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# The fixed network below finds these four faces in any 128x128 image.
+FACES_128 = ["16 16 32 32 0.900", "80 16 32 32 0.900", "16 80 32 32 0.900", "80 80 32 32 0.900"]
+LINE = re.compile(r"^\d+ \d+ \d+ \d+ \d\.\d{3}$")
+
+
+def logit(p):
+    return math.log(p / (1 - p))
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    """A 64-px, 2x2-grid .keras model that predicts, in every cell, a face a quarter of
+    the input wide at the cell centre with score 0.9, whatever the image."""
+    inputs = keras.Input((64, 64, 3), name="image")
+    x = keras.layers.AveragePooling2D(32)(inputs)
+    head = keras.layers.Conv2D(5, 1, activation="sigmoid", kernel_initializer="zeros")
+    x = head(x)
+    head.bias.assign(np.array([logit(0.25), logit(0.25), 0.0, 0.0, logit(0.9)], np.float32))
+    path = str(tmp_path_factory.mktemp("ckpt") / "model-0.50.keras")
+    keras.Model(inputs, x).save(path)
+    return path
+
+
+@pytest.fixture
+def photos(tmp_path):
+    """A folder with one good 128x128 JPEG (in a subfolder) and one corrupt .jpg."""
+    folder = tmp_path / "photos"
+    (folder / "sub").mkdir(parents=True)
+    cv2.imwrite(str(folder / "sub" / "good.jpg"), np.full((128, 128, 3), 90, np.uint8))
+    (folder / "bad.jpg").write_bytes(b"this is not a jpeg")
+    return folder
+
+
+def test_folder_with_a_corrupt_image_processes_the_rest(checkpoint, photos, tmp_path, capsys):
+    out = tmp_path / "out"
+    code = detect.main(["--image", str(photos), "--weights", checkpoint, "--output", str(out)])
+    assert code == 1  # some image failed, the others were processed
+    captured = capsys.readouterr()
+    warnings = [line for line in captured.err.splitlines() if line.startswith("detect.py:")]
+    assert len(warnings) == 1
+    assert warnings[0].startswith(f"detect.py: warning: {photos / 'bad.jpg'}: not a readable image")
+    lines = captured.out.splitlines()
+    assert lines[0] == f"# {photos / 'sub' / 'good.jpg'}: 4 faces"
+    assert lines[1:] == FACES_128 and all(LINE.match(line) for line in lines[1:])
+    # Subfolders are kept under --output; nothing is written for the bad image.
+    written = cv2.imread(str(out / "sub" / "good_detected.jpg"))
+    assert written.shape == (128, 128, 3)
+    assert written[16:48, 16].mean(axis=0)[1] > 150  # a green box edge at x=16
+    assert sorted(os.listdir(out)) == ["sub"] and os.listdir(out / "sub") == ["good_detected.jpg"]
+
+
+def test_single_image_json_thresholds_and_default_output(checkpoint, photos, capsys):
+    good = str(photos / "sub" / "good.jpg")
+    assert detect.main(["--image", good, "--weights", checkpoint, "--json", "--no-save"]) == 0
+    results = json.loads(capsys.readouterr().out)
+    assert results == [{"image": good, "output": None, "faces": [
+        {"x": x, "y": y, "w": 32, "h": 32, "score": 0.9}
+        for x, y in ((16, 16), (80, 16), (16, 80), (80, 80))]}]
+    assert not os.path.exists(str(photos / "sub" / "good_detected.jpg"))
+
+    # No --output: written beside the input; one image prints bare lines.
+    assert detect.main(["--image", good, "--weights", checkpoint]) == 0
+    assert capsys.readouterr().out.splitlines() == FACES_128
+    assert os.path.isfile(str(photos / "sub" / "good_detected.jpg"))
+
+    # A glob skips the earlier output; the threshold removes every face.
+    pattern = str(photos / "sub" / "*.jpg")
+    assert detect.main(["--image", pattern, "--weights", checkpoint, "--threshold", "0.95",
+                        "--no-save"]) == 0
+    assert capsys.readouterr().out.splitlines() == [f"# {good}: 0 faces"]
+
+
+def test_bad_inputs_raise_one_line_errors(checkpoint, photos, tmp_path):
+    with pytest.raises(ImageError, match=r"bad.jpg: not a readable image"):
+        detect.main(["--image", str(photos / "bad.jpg"), "--weights", checkpoint])
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(ImageError, match=r"empty: no image files"):
+        detect.main(["--image", str(empty), "--weights", checkpoint])
+    with pytest.raises(ImageError, match=r"none of the 2 images could be read"):
+        detect.main(["--image", str(photos / "bad.jpg"), str(tmp_path / "missing.jpg"),
+                     "--weights", checkpoint])
+    with pytest.raises(CheckpointError, match=r"no model-\*\.keras checkpoint found"):
+        detect.main(["--image", str(photos), "--checkpoint-dir", str(empty)])
+    with pytest.raises(ConfigError, match="score_threshold=1.5"):
+        detect.main(["--image", str(photos), "--weights", checkpoint, "--threshold", "1.5"])
+    with pytest.raises(ConfigError, match="--show works with --video only"):
+        detect.main(["--image", str(photos), "--show"])
+    with pytest.raises(ConfigError, match="a camera needs --output FILE or --show"):
+        detect.main(["--video", "0", "--weights", checkpoint])
+
+
+def test_video_file_is_annotated_and_fps_reported(checkpoint, tmp_path, capsys):
+    clip = str(tmp_path / "clip.avi")
+    writer = cv2.VideoWriter(clip, cv2.VideoWriter_fourcc(*"MJPG"), 10, (128, 128))
+    for _ in range(4):
+        writer.write(np.full((128, 128, 3), 90, np.uint8))
+    writer.release()
+    assert detect.main(["--video", clip, "--weights", checkpoint, "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["frames"] == 4 and summary["faces"] == 16 and summary["fps"] > 0
+    assert summary["output"] == str(tmp_path / "clip_detected.mp4")
+    assert os.path.getsize(summary["output"]) > 0
+
+
+def test_command_line_errors_are_one_line(checkpoint, photos, tmp_path):
+    """As a user runs it: unknown flag -> usage error (exit 2); missing --weights file ->
+    one line 'detect.py: error: ... not found' (exit 2); neither loads TensorFlow."""
+    env = dict(os.environ, PYTHONPATH=REPO)
+    done = subprocess.run(
+        [sys.executable, "detect.py", "--image", str(photos), "--bogus"],
+        cwd=REPO, env=env, capture_output=True, text=True,
+    )
+    assert done.returncode == 2
+    last = done.stderr.strip().splitlines()[-1]
+    assert last == "detect.py: error: unrecognized arguments: --bogus"
+    missing = str(tmp_path / "missing.keras")
+    done = subprocess.run(
+        [sys.executable, "detect.py", "--image", str(photos), "--weights", missing],
+        cwd=REPO, env=env, capture_output=True, text=True,
+    )
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == [
+        f"detect.py: error: {missing}: checkpoint not found"]

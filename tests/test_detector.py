@@ -1,0 +1,225 @@
+"""FaceDetector: faces land on the original pixels through the letterbox, Keras models run
+on any batch size, videos are annotated, and bad model files fail in one line."""
+
+import os
+
+import cv2
+import keras
+import numpy as np
+import pytest
+
+from data.boxes import Letterbox
+from data.grid import CLASS, encode_grid
+from errors import CheckpointError, ConfigError, ImageError
+from model.detector import (
+    FaceDetector, annotate_video, face_rows, grid_geometry, resolve_weights,
+)
+from model.postprocess import Detections
+from tests.test_evaluate import bright_box_network  # 'detects' the bright box it is shown
+
+S, G = 128, 4
+
+
+def encoded_face_network(letterboxes, faces, score=0.8, size=S, grid_size=G):
+    """A fake network: image i's face (original px) encoded at its letterboxed position."""
+    calls = []
+
+    def predict(batch):
+        assert batch.dtype == np.float32 and batch.shape[1:] == (size, size, 3)
+        start = sum(calls)
+        calls.append(len(batch))
+        grids = []
+        for lb, face in zip(letterboxes[start:start + len(batch)], faces[start:start + len(batch)]):
+            grid = encode_grid(lb.to_input([face]), [False], size, grid_size).grid
+            grid[..., CLASS] *= score
+            grids.append(grid)
+        return np.stack(grids)
+
+    return predict
+
+
+def scene(width, height, face=None):
+    image = np.full((height, width, 3), 40, np.uint8)
+    if face is not None:
+        x, y, w, h = face
+        image[y:y + h, x:x + w] = 255
+    return image
+
+
+@pytest.mark.parametrize("keep_aspect", [True, False])
+@pytest.mark.parametrize("width,height,face", [
+    (320, 200, (200.0, 30.0, 60.0, 80.0)),   # wide: padded above and below
+    (150, 400, (10.0, 300.0, 40.0, 50.0)),   # tall: padded left and right
+    (128, 128, (50.0, 60.0, 20.0, 30.0)),    # square: no padding
+])
+def test_detect_maps_the_letterboxed_face_back_to_original_pixels(width, height, face, keep_aspect):
+    letterbox = Letterbox.fit(width, height, S, keep_aspect)
+    detector = FaceDetector(encoded_face_network([letterbox], [face]), S, G,
+                            keep_aspect=keep_aspect)
+    det = detector.detect(np.zeros((height, width, 3), np.uint8), score_threshold=0.5)
+    assert det.boxes.shape == (1, 4) and det.boxes.dtype == np.float32
+    np.testing.assert_allclose(det.boxes[0], face, atol=1.0)
+    np.testing.assert_allclose(det.scores, [0.8], atol=1e-6)
+
+
+def test_detect_batch_finds_drawn_faces_in_images_of_different_shapes():
+    """End to end without knowing the letterbox: the fake network sees the bright box in
+    the prepared input; each detection must come back on the drawn box of its own image."""
+    size, grid = 256, 8  # images smaller than the input: one input px < one original px
+    faces = [(120, 30, 40, 50), (20, 90, 50, 40), None]
+    images = [scene(200, 120, faces[0]), scene(100, 160, faces[1]), scene(90, 90)]
+    detector = FaceDetector(bright_box_network(size, grid), size, grid)
+    found = detector.detect_batch(images, score_threshold=0.5)
+    assert len(found) == 3
+    for det, face in zip(found[:2], faces[:2]):
+        np.testing.assert_allclose(det.boxes, [face], atol=1.0)
+        np.testing.assert_allclose(det.scores, [0.9], atol=1e-6)
+    assert len(found[2].scores) == 0
+    assert detector.detect_batch([]) == []
+    # The single-image path is the same path.
+    np.testing.assert_allclose(detector.detect(images[0]).boxes, found[0].boxes, atol=1e-4)
+
+
+def test_thresholds_reach_the_post_processing():
+    letterbox = Letterbox.fit(128, 128, S)
+    detector = FaceDetector(encoded_face_network([letterbox] * 2, [(10, 10, 30, 30)] * 2), S, G)
+    image = np.zeros((128, 128, 3), np.uint8)
+    assert len(detector.detect(image, score_threshold=0.7).scores) == 1
+    assert len(detector.detect(image, score_threshold=0.9).scores) == 0
+
+
+def tiny_keras_model(size=64, grid=2, flat=False, height=None):
+    """A small conv net (B, S, S, 3) -> (B, G, G, 5) with random weights."""
+    inputs = keras.Input((height or size, size, 3), name="image")
+    x = keras.layers.Conv2D(8, 3, padding="same", activation="relu")(inputs)
+    x = keras.layers.AveragePooling2D(size // grid)(x)
+    x = keras.layers.Conv2D(5, 1, activation="sigmoid",
+                            kernel_initializer=keras.initializers.RandomNormal(stddev=1.0))(x)
+    if flat:
+        x = keras.layers.Flatten()(x)
+    return keras.Model(inputs, x)
+
+
+def test_keras_detector_reads_its_geometry_and_matches_the_model_on_any_batch(tmp_path):
+    keras.utils.set_random_seed(3)
+    model = tiny_keras_model(64, 2)
+    path = str(tmp_path / "model-0.10.keras")
+    model.save(path)
+    x = np.random.default_rng(0).uniform(-1, 1, (3, 64, 64, 3)).astype(np.float32)
+    expected = model.predict_on_batch(x)
+    for detector in (FaceDetector.from_keras(model), FaceDetector.load(path)):
+        assert (detector.input_size, detector.grid_size, detector.kind) == (64, 2, "keras")
+        np.testing.assert_allclose(detector.predict_grids(x), expected, atol=1e-6)
+        np.testing.assert_allclose(detector.predict_grids(x[:1]), expected[:1], atol=1e-6)
+        assert detector(x).shape == (3, 2, 2, 5)  # callable: evaluate_model takes it as is
+    with pytest.raises(ValueError, match=r"expects \(B, 64, 64, 3\) inputs"):
+        detector.predict_grids(x[:, :32])
+
+
+def test_a_network_returning_the_wrong_shape_is_named():
+    detector = FaceDetector(lambda x: np.zeros((len(x), 3, 3, 5)), S, G, source="net.tflite")
+    with pytest.raises(CheckpointError, match=r"net.tflite: the network returned shape"):
+        detector.predict_grids(np.zeros((1, S, S, 3), np.float32))
+
+
+def test_grid_geometry_accepts_grid_detectors_only():
+    assert grid_geometry((None, 224, 224, 3), (None, 7, 7, 5), "m") == (224, 7)
+    assert grid_geometry([-1, 96, 96, 3], [-1, 3, 3, 5], "m") == (96, 3)
+    with pytest.raises(CheckpointError, match=r"m: output shape \(None, 7, 7, 4\) is not"):
+        grid_geometry((None, 224, 224, 3), (None, 7, 7, 4), "m")
+    with pytest.raises(CheckpointError, match=r"m: input shape \(None, None, None, 3\) is not"):
+        grid_geometry((None, None, None, 3), (None, 7, 7, 5), "m")
+
+
+def _bad_files(tmp_path):
+    """(path, expected message) for every way a model file can be unusable."""
+    corrupt_keras = tmp_path / "corrupt.keras"
+    corrupt_keras.write_bytes(b"not a zip")
+    corrupt_tflite = tmp_path / "corrupt.tflite"
+    corrupt_tflite.write_bytes(b"\x00" * 64)
+    weights_h5 = tmp_path / "weights.h5"
+    weights_h5.write_bytes(b"\x89HDF")
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    flat = str(tmp_path / "flat.keras")
+    tiny_keras_model(flat=True).save(flat)
+    oblong = str(tmp_path / "oblong.keras")
+    tiny_keras_model(64, 2, height=32).save(oblong)
+    return [
+        (str(tmp_path / "missing.keras"), "checkpoint not found"),
+        (str(tmp_path / "missing.tflite"), "checkpoint not found"),
+        (str(corrupt_keras), "cannot load checkpoint"),
+        (str(corrupt_tflite), "cannot load TFLite model"),
+        (str(weights_h5), "unknown model format '.h5'"),
+        (str(folder), "not a SavedModel"),
+        (flat, r"output shape (None, 20) is not (batch, G, G, 5)"),
+        (oblong, r"input shape (None, 32, 64, 3) is not (batch, S, S, 3)"),
+    ]
+
+
+def test_unusable_model_files_fail_in_one_line_naming_the_file(tmp_path):
+    for path, message in _bad_files(tmp_path):
+        with pytest.raises(CheckpointError) as caught:
+            FaceDetector.load(path)
+        text = str(caught.value)
+        assert text.startswith(path + ":") and message in text, text
+        assert "\n" not in text
+
+
+def test_resolve_weights_finds_the_best_checkpoint_or_keeps_the_file(tmp_path):
+    run = tmp_path / "checkpoints" / "run1"
+    run.mkdir(parents=True)
+    for name in ("model-0.30.keras", "model-0.70.keras", "last.keras"):
+        (run / name).write_bytes(b"x")
+    saved_model = tmp_path / "exported"
+    saved_model.mkdir()
+    (saved_model / "saved_model.pb").write_bytes(b"x")
+    best = str(run / "model-0.70.keras")
+    assert resolve_weights(None, str(tmp_path / "checkpoints")) == best
+    assert resolve_weights(str(run), "unused") == best
+    assert resolve_weights(str(saved_model), "unused") == str(saved_model)
+    assert resolve_weights("given.tflite", "unused") == "given.tflite"
+    with pytest.raises(CheckpointError, match="no model-.*keras checkpoint found"):
+        resolve_weights(None, str(tmp_path / "empty"))
+
+
+def test_face_rows_round_to_pixels_and_three_decimals():
+    det = Detections(np.array([[10.4, 20.6, 30.5, 40.49]], np.float32),
+                     np.array([0.87654], np.float32))
+    assert face_rows(det) == [{"x": 10, "y": 21, "w": 30, "h": 40, "score": 0.877}]
+    assert face_rows(Detections.empty()) == []
+
+
+def test_annotate_video_draws_every_frame_and_writes_the_stream(tmp_path):
+    source = str(tmp_path / "clip.avi")
+    face = (40, 20, 30, 24)
+    writer = cv2.VideoWriter(source, cv2.VideoWriter_fourcc(*"MJPG"), 10, (128, 96))
+    for _ in range(6):
+        writer.write(scene(128, 96, face))
+    writer.release()
+    detector = FaceDetector(bright_box_network(S, G), S, G)
+    out = str(tmp_path / "out" / "annotated.avi")
+    summary = annotate_video(detector, source, out, progress=False)
+    assert (summary.frames, summary.faces, summary.output, summary.stopped) == (
+        6, 6, out, "end of video")
+    assert summary.fps > 0
+    capture = cv2.VideoCapture(out)
+    frames = []
+    while True:
+        ok, frame = capture.read()
+        if not ok:
+            break
+        frames.append(frame)
+    capture.release()
+    assert len(frames) == 6 and frames[0].shape == (96, 128, 3)
+    # The box's left edge is drawn green (B, G, R), the fps text is written top-left.
+    x, y, w, h = face
+    edge = frames[-1][y + h // 2, x].astype(int)
+    assert edge[1] > 150 and edge[0] < 100 and edge[2] < 100, edge
+    assert frames[-1][5:30, 5:60].max() > 200  # white fps text on the dark background
+    assert [f for f in os.listdir(tmp_path / "out")] == ["annotated.avi"]  # no temp left
+
+    with pytest.raises(ConfigError, match=r"--output x.mkv: video output must end in"):
+        annotate_video(detector, source, "x.mkv", progress=False)
+    with pytest.raises(ImageError, match="missing.mp4: video file not found"):
+        annotate_video(detector, str(tmp_path / "missing.mp4"), None, progress=False)

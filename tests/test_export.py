@@ -1,0 +1,174 @@
+"""Export: SavedModel and TFLite (float32, float16) files compute what the Keras model
+computes, detect.py runs them, and exports replace earlier ones atomically."""
+
+import json
+import os
+import shutil
+
+import cv2
+import keras
+import numpy as np
+import pytest
+
+import detect
+import export
+from config import Config
+from errors import CheckpointError, ConfigError
+from model import export as export_lib
+from model.detector import FaceDetector
+from model.export import default_export_path, export_model
+from model.network import create_model
+
+TINY = Config(input_size=96, grid_size=3, alpha=0.35, backbone_weights="none", head_channels=32)
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    """A tiny detector saved as .keras and exported once as a SavedModel.
+
+    Untrained, its activations vanish through the backbone (BatchNorm in inference mode
+    with unit statistics) and every cell outputs the same. So the BatchNorm statistics are
+    set from one batch (momentum 0, one training-mode call) and the output layer gets
+    large random weights: scores and boxes then differ from image to image and cell to cell.
+    """
+    keras.utils.set_random_seed(7)
+    model = create_model(TINY)
+    batchnorms = [layer for layer in model.get_layer("backbone").layers + model.layers
+                  if isinstance(layer, keras.layers.BatchNormalization)]
+    for layer in batchnorms:
+        layer.momentum = 0.0
+    model(inputs(4, seed=5), training=True)
+    for layer in batchnorms:
+        layer.momentum = 0.99
+    head = model.get_layer("head_out")
+    rng = np.random.default_rng(7)
+    head.kernel.assign(rng.normal(0, 0.3, head.kernel.shape).astype(np.float32))
+    head.bias.assign(np.zeros(head.bias.shape, np.float32))
+    folder = tmp_path_factory.mktemp("export")
+    checkpoint = str(folder / "model-0.50.keras")
+    model.save(checkpoint)
+    assert export.main(["--weights", checkpoint, "--format", "saved_model"]) == 0
+    saved_model = str(folder / "model-0.50_saved_model")
+    return model, checkpoint, saved_model
+
+
+@pytest.fixture
+def reuse_saved_model(exported, monkeypatch):
+    """TFLite exports convert a fresh SavedModel export; the tests below copy the one the
+    fixture made instead (the slowest step, checked in the first test) and test the rest."""
+    saved_model = exported[2]
+    monkeypatch.setattr(export_lib, "export_saved_model",
+                        lambda model, path: shutil.copytree(saved_model, path))
+
+
+def inputs(n=2, seed=0):
+    return np.random.default_rng(seed).uniform(-1, 1, (n, 96, 96, 3)).astype(np.float32)
+
+
+def photo(seed=1):
+    """A non-square noise image (letterboxed into the 96 px input)."""
+    return np.random.default_rng(seed).integers(0, 256, (100, 150, 3), dtype=np.uint8)
+
+
+def test_saved_model_computes_the_keras_outputs(exported):
+    model, _, saved_model = exported
+    detector = FaceDetector.load(saved_model)
+    assert (detector.kind, detector.input_size, detector.grid_size) == ("saved_model", 96, 3)
+    x = inputs(3)
+    np.testing.assert_allclose(detector.predict_grids(x), model.predict_on_batch(x), atol=1e-5)
+    np.testing.assert_allclose(detector.predict_grids(x[:1]), model.predict_on_batch(x[:1]),
+                               atol=1e-5)
+
+
+def test_tflite_float32_matches_keras_and_detect_runs_it(exported, reuse_saved_model, capsys):
+    model, checkpoint, _ = exported
+    tflite = os.path.join(os.path.dirname(checkpoint), "face.tflite")
+    assert export_model(model, "tflite", tflite) == tflite
+    lite, keras_detector = FaceDetector.load(tflite), FaceDetector.load(checkpoint)
+    assert (lite.kind, lite.input_size, lite.grid_size) == ("tflite", 96, 3)
+    x = inputs(2)
+    expected = model.predict_on_batch(x)
+    assert expected[..., 4].std() > 0.05  # the outputs vary: the comparison means something
+    np.testing.assert_allclose(lite.predict_grids(x), expected, atol=1e-4)
+    np.testing.assert_allclose(lite.predict_grids(x[:1]), expected[:1], atol=1e-4)  # resized back
+
+    # The same faces in original pixels, through the one post-processing path.
+    a = keras_detector.detect(photo(), score_threshold=0.2)
+    b = lite.detect(photo(), score_threshold=0.2)
+    assert len(a.scores) >= 2
+    np.testing.assert_allclose(b.boxes, a.boxes, atol=1e-2)
+    np.testing.assert_allclose(b.scores, a.scores, atol=1e-4)
+
+    # detect.py on the .tflite file prints what it prints for the .keras checkpoint.
+    image_path = os.path.join(os.path.dirname(checkpoint), "photo.png")
+    cv2.imwrite(image_path, photo())
+    printed = []
+    for weights in (checkpoint, tflite):
+        assert detect.main(["--image", image_path, "--weights", weights, "--threshold", "0.2",
+                            "--json", "--no-save"]) == 0
+        printed.append(json.loads(capsys.readouterr().out))
+    assert printed[0] == printed[1] and len(printed[0][0]["faces"]) == len(a.scores)
+
+
+def test_tflite_float16_cli_export_is_half_the_size_and_close(exported, reuse_saved_model,
+                                                               capsys):
+    model, checkpoint, _ = exported
+    assert export.main(["--weights", checkpoint, "--format", "tflite", "--float16"]) == 0
+    f16 = default_export_path(checkpoint, "tflite", float16=True)
+    assert f16.endswith("model-0.50_fp16.tflite")
+    assert capsys.readouterr().out.startswith(f"{f16}: tflite float16, input 96x96, grid 3x3")
+    # Weights in half precision: about 2 bytes per parameter (float32 needs 4).
+    assert os.path.getsize(f16) < 2.5 * model.count_params()
+    x = inputs(2)
+    expected = model.predict_on_batch(x)
+    half = FaceDetector.load(f16).predict_grids(x)
+    error = np.abs(half - expected)
+    # Rounding every weight to float16 moves this untrained (ill-conditioned) network's
+    # outputs by up to a few hundredths; a real difference, but no different model.
+    assert 0 < error.mean() < 0.01 and error.max() < 0.1, (error.mean(), error.max())
+
+
+def test_export_arguments_are_checked(exported, tmp_path):
+    model, checkpoint, _ = exported
+    with pytest.raises(ConfigError, match="--format 'onnx': must be one of saved_model, tflite"):
+        export_model(model, "onnx", str(tmp_path / "m.onnx"))
+    with pytest.raises(ConfigError, match="--float16 applies to --format tflite only"):
+        export_model(model, "saved_model", str(tmp_path / "sm"), float16=True)
+    with pytest.raises(ConfigError, match="is a folder; a TFLite export is one file"):
+        export_model(model, "tflite", str(tmp_path))
+    (tmp_path / "notes.txt").write_text("keep me")
+    with pytest.raises(ConfigError, match="exists and is not a SavedModel folder"):
+        export_model(model, "saved_model", str(tmp_path))
+    with pytest.raises(CheckpointError, match="export reads .keras checkpoints only"):
+        export.main(["--weights", str(tmp_path / "notes.txt"), "--format", "tflite"])
+    with pytest.raises(CheckpointError, match="missing.keras: checkpoint not found"):
+        export.main(["--weights", str(tmp_path / "missing.keras"), "--format", "tflite"])
+    assert default_export_path("run/model-0.61.keras", "tflite", float16=True) == \
+        "run/model-0.61_fp16.tflite"
+    assert default_export_path("run/model-0.61.keras", "saved_model") == \
+        "run/model-0.61_saved_model"
+
+
+def test_saved_model_export_replaces_atomically(tmp_path, monkeypatch):
+    """A new export swaps in whole; a failed one leaves the earlier export and no temp."""
+    def fake_export(model, path, content=b"new"):
+        os.makedirs(path)
+        with open(os.path.join(path, "saved_model.pb"), "wb") as f:
+            f.write(content)
+
+    target = tmp_path / "sm"
+    monkeypatch.setattr(export_lib, "export_saved_model", lambda m, p: fake_export(m, p, b"one"))
+    export_model(None, "saved_model", str(target))
+    monkeypatch.setattr(export_lib, "export_saved_model", lambda m, p: fake_export(m, p, b"two"))
+    export_model(None, "saved_model", str(target))
+    assert (target / "saved_model.pb").read_bytes() == b"two"
+
+    def failing(model, path):
+        fake_export(model, path, b"half")
+        raise RuntimeError("conversion failed")
+
+    monkeypatch.setattr(export_lib, "export_saved_model", failing)
+    with pytest.raises(RuntimeError, match="conversion failed"):
+        export_model(None, "saved_model", str(target))
+    assert (target / "saved_model.pb").read_bytes() == b"two"
+    assert os.listdir(tmp_path) == ["sm"]
