@@ -62,7 +62,9 @@ def config_from_args(args: argparse.Namespace, base: Optional[Config] = None) ->
 
 def run_main(main: Callable[[], Optional[int]]) -> None:
     """Run a CLI's main; turn project errors and bad paths into one line on stderr, exit 2."""
-    prog = os.path.basename(sys.argv[0])
+    spec = getattr(sys.modules.get("__main__"), "__spec__", None)
+    # `python -m data.download` names itself so; a script by its file name.
+    prog = f"python -m {spec.name}" if spec is not None else os.path.basename(sys.argv[0])
     try:
         code = main()
     except FaceDetectorError as e:

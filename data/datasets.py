@@ -351,7 +351,10 @@ def _check_exists(path: str) -> None:
             f"{path}: WIDER FACE not found; run `python -m data.download` to fetch it, "
             f"or train on the demo data with `python train.py --demo`"
         )
-    raise DatasetError(f"{path}: dataset not found")
+    raise DatasetError(
+        f"{path}: dataset not found; pass a WIDER FACE root (`python -m data.download` fetches "
+        "one), a labelme/YOLO/COCO folder, or train on the demo data with `python train.py --demo`"
+    )
 
 
 def _hash01(seed: int, name: str) -> float:

@@ -1,0 +1,274 @@
+"""Training: two stages (head on a frozen backbone, then fine-tuning), with validation,
+score-named checkpoints, TensorBoard, warm-up, early stopping, LR reduction and resume.
+
+`train(config)` is what `train.py` calls; it returns a `TrainResult` and raises project
+errors (one line each) for bad data, bad checkpoints or a diverged loss.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from typing import List, Optional
+
+import keras
+import numpy as np
+
+from config import Config, save_config
+from errors import CheckpointError, ConfigError, TrainingDiverged
+from files import atomic_write_text
+from model.checkpoints import LAST_FILE, ScoreCheckpoint, load_checkpoint, read_state
+
+# Metrics that are better when higher; everything else (losses, mse) is better lower.
+_HIGHER_IS_BETTER = ("val_ap", "val_iou", "val_recall")
+
+
+def monitor_mode(monitor: str) -> str:
+    return "max" if monitor in _HIGHER_IS_BETTER else "min"
+
+
+@dataclass
+class RunPaths:
+    name: str
+    log_dir: str  # TensorBoard: <log_dir>/train, /validation, /images
+    checkpoint_dir: str
+
+    @classmethod
+    def for_config(cls, config: Config, name: str) -> "RunPaths":
+        return cls(name, os.path.join(config.log_dir, "fit", name),
+                   os.path.join(config.checkpoint_dir, name))
+
+
+@dataclass
+class TrainResult:
+    paths: RunPaths
+    history: dict = field(default_factory=dict)  # metric -> list over epochs
+    epochs_done: int = 0
+    best_checkpoint: Optional[str] = None
+    best_score: Optional[float] = None
+    minutes: float = 0.0
+
+
+def latest_run(checkpoint_dir: str) -> str:
+    """Name of the most recently updated run under `checkpoint_dir` that can be resumed."""
+    runs = [
+        d for d in (os.listdir(checkpoint_dir) if os.path.isdir(checkpoint_dir) else [])
+        if os.path.isfile(os.path.join(checkpoint_dir, d, LAST_FILE))
+    ]
+    if not runs:
+        raise CheckpointError(f"{checkpoint_dir}: no run to resume (no */{LAST_FILE} found)")
+    return max(runs, key=lambda d: os.path.getmtime(os.path.join(checkpoint_dir, d, LAST_FILE)))
+
+
+def make_strategy(config: Config):
+    """The distribution strategy: MirroredStrategy over several GPUs, else the default."""
+    import tensorflow as tf
+
+    gpus = tf.config.list_logical_devices("GPU")
+    if config.distribute == "none" or (config.distribute == "auto" and len(gpus) < 2):
+        return tf.distribute.get_strategy()
+    devices = [d.name for d in (gpus or tf.config.list_logical_devices("CPU"))]
+    return tf.distribute.MirroredStrategy(devices=devices)
+
+
+class WarmUp(keras.callbacks.Callback):
+    """Raise the learning rate linearly from 10% to `target` over the first `steps` batches."""
+
+    def __init__(self, target: float, steps: int):
+        super().__init__()
+        self.target = target
+        self.steps = max(0, int(steps))
+        self._step = 0
+
+    def on_train_batch_begin(self, batch, logs=None):
+        if self._step < self.steps:
+            fraction = 0.1 + 0.9 * self._step / self.steps
+            self.model.optimizer.learning_rate = self.target * fraction
+
+    def on_train_batch_end(self, batch, logs=None):
+        self._step += 1
+        if self._step == self.steps:
+            self.model.optimizer.learning_rate = self.target
+
+
+class HistoryFile(keras.callbacks.Callback):
+    """Write the epoch metrics to `history.json` atomically after every epoch."""
+
+    def __init__(self, path: str, history: dict, start_time: float):
+        super().__init__()
+        self.path = path
+        self.history = history
+        self.start_time = start_time
+
+    def on_epoch_end(self, epoch, logs=None):
+        record = {k: float(v) for k, v in (logs or {}).items() if np.isscalar(v)}
+        record.update(epoch=epoch + 1, minutes=(time.time() - self.start_time) / 60)
+        for k, v in record.items():
+            self.history.setdefault(k, []).append(v)
+        atomic_write_text(self.path, json.dumps(self.history, indent=1) + "\n")
+
+
+def _compile(model: keras.Model, config: Config, learning_rate: float) -> None:
+    from model.loss import make_loss, make_loss_metrics
+
+    model.compile(
+        optimizer=keras.optimizers.AdamW(learning_rate=learning_rate,
+                                         weight_decay=config.weight_decay, clipnorm=10.0),
+        loss=make_loss(config),
+        metrics=make_loss_metrics(config),
+    )
+
+
+def _datasets(config: Config, global_batch: int):
+    from data.data_generator import FaceGridDataset
+    from data.datasets import training_records, validation_records
+
+    batch_config = config.replace(batch_size=global_batch)
+    train_records = training_records(config)
+    val_records = validation_records(config)
+    train = FaceGridDataset(train_records, batch_config, training=True)
+    val = FaceGridDataset(val_records, batch_config, training=False, workers=1,
+                          use_multiprocessing=False)
+    return train, val
+
+
+def train(config: Config, resume: bool = False, weights: Optional[str] = None) -> TrainResult:
+    """Train as `config` says; see the module docstring.
+
+    Args:
+        config: the resolved configuration (written beside the logs and checkpoints).
+        resume: continue the run named by `config.run_name` (or the latest run) from its
+            last completed epoch, with its optimizer state.
+        weights: start from this checkpoint's weights (fine-tuning), fresh optimizer.
+    """
+    from model.network import create_model, set_backbone_trainable
+
+    if resume and weights:
+        raise ConfigError("--resume and --weights: give one (resume continues a run, "
+                          "--weights starts a new one from a checkpoint)")
+    if resume:
+        name = config.run_name or latest_run(config.checkpoint_dir)
+    else:
+        name = config.run_name or time.strftime("%Y%m%d-%H%M%S")
+    paths = RunPaths.for_config(config, name)
+    config = config.replace(run_name=name)
+
+    if config.mixed_precision:
+        keras.mixed_precision.set_global_policy("mixed_float16")
+    strategy = make_strategy(config)
+    replicas = strategy.num_replicas_in_sync
+    global_batch = config.batch_size * replicas
+    train_data, val_data = _datasets(config, global_batch)
+
+    state = read_state(paths.checkpoint_dir) if resume else None
+    if resume and state is None:
+        raise CheckpointError(f"{paths.checkpoint_dir}: no state.json to resume from")
+    start_epoch = int(state["epoch"]) if state else 0
+    train_data.set_epoch(start_epoch)  # the resumed epoch's order and augmentation
+
+    for d in (paths.log_dir, paths.checkpoint_dir):
+        os.makedirs(d, exist_ok=True)
+    save_config(config, os.path.join(paths.log_dir, "config.json"))
+    save_config(config, os.path.join(paths.checkpoint_dir, "config.json"))
+
+    history_path = os.path.join(paths.log_dir, "history.json")
+    history: dict = {}
+    if resume and os.path.isfile(history_path):
+        with open(history_path, encoding="utf-8") as f:
+            history = {k: v[:start_epoch] for k, v in json.load(f).items()}
+    start_time = time.time() - 60 * (history.get("minutes") or [0.0])[-1]
+
+    stages = [
+        ("head", config.head_epochs, config.learning_rate, False),
+        ("finetune", config.finetune_epochs, config.finetune_learning_rate, True),
+    ]
+    total_epochs = config.head_epochs + config.finetune_epochs
+    model = None
+    compiled_stage = None
+    with strategy.scope():
+        if resume:
+            model = load_checkpoint(os.path.join(paths.checkpoint_dir, LAST_FILE))
+            compiled_stage = state.get("stage")
+        else:
+            model = create_model(config)
+            if weights:
+                _load_weights(model, weights)
+
+    steps = config.steps_per_epoch or len(train_data)
+    first_stage_epoch = 0
+    from model.validation import GridValidation, NonFiniteLossGuard
+
+    for stage, epochs, lr, backbone_trainable in stages:
+        stage_end = first_stage_epoch + epochs
+        begin = max(start_epoch, first_stage_epoch)
+        first_stage_epoch = stage_end
+        if epochs <= 0 or begin >= stage_end:
+            continue
+        if compiled_stage != stage:
+            with strategy.scope():
+                # BatchNorm statistics of ImageNet weights stay frozen when fine-tuning with
+                # small batches; a backbone trained from scratch needs them to learn.
+                set_backbone_trainable(model, backbone_trainable,
+                                       train_batchnorm=config.backbone_weights == "none")
+                _compile(model, config, lr)
+            compiled_stage = stage
+        guard = NonFiniteLossGuard()
+        callbacks = [
+            guard,
+            GridValidation(val_data, config, max_batches=config.validation_steps, guard=guard,
+                           image_log_dir=os.path.join(paths.log_dir, "images")),
+        ]
+        if begin == stage_end - epochs:  # warm up at the start of a stage, not on resume
+            callbacks.insert(0, WarmUp(lr, config.warmup_epochs * steps))
+        mode = monitor_mode(config.monitor)
+        if config.reduce_lr_patience > 0:
+            callbacks.append(keras.callbacks.ReduceLROnPlateau(
+                monitor=config.monitor, mode=mode, factor=config.reduce_lr_factor,
+                patience=config.reduce_lr_patience, min_lr=lr * 1e-3))
+        early = None
+        if config.early_stopping_patience > 0:
+            early = keras.callbacks.EarlyStopping(
+                monitor=config.monitor, mode=mode, patience=config.early_stopping_patience)
+            callbacks.append(early)
+        callbacks += [
+            ScoreCheckpoint(paths.checkpoint_dir, config.monitor, mode, config.keep_best,
+                            stage=stage, guard=guard),
+            HistoryFile(history_path, history, start_time),
+            keras.callbacks.TensorBoard(paths.log_dir, write_graph=False, update_freq="epoch",
+                                        profile_batch=0),
+        ]
+        model.fit(
+            train_data,
+            initial_epoch=begin,
+            epochs=stage_end,
+            steps_per_epoch=config.steps_per_epoch or None,
+            callbacks=callbacks,
+            verbose=1 if os.environ.get("CI") is None else 2,
+        )
+        if guard.triggered:
+            raise TrainingDiverged(
+                f"{guard.triggered}; stopped, the last good checkpoint in "
+                f"{paths.checkpoint_dir} is kept (try a lower --learning-rate)")
+        if early is not None and early.stopped_epoch > 0:
+            break
+
+    result = TrainResult(paths, history, epochs_done=len(history.get("epoch", [])),
+                         minutes=(time.time() - start_time) / 60)
+    state = read_state(paths.checkpoint_dir) or {}
+    if state.get("best"):
+        result.best_score, result.best_checkpoint = state["best"][0]
+    return result
+
+
+def _load_weights(model: keras.Model, path: str) -> None:
+    """Initialise `model` from a checkpoint of the same architecture."""
+    source = load_checkpoint(path, compile=False)
+    try:
+        model.set_weights(source.get_weights())
+    except ValueError as e:
+        raise CheckpointError(
+            f"{path}: incompatible with the configured network "
+            f"(input_size/grid_size/alpha differ?): {str(e).splitlines()[0][:160]}") from None

@@ -1,0 +1,166 @@
+"""The validation callback: IoU, MSE and AP over the validation set at every epoch end.
+
+It puts `val_iou`, `val_mse` and `val_ap` (and `val_recall`) into the epoch's `logs`
+before the checkpoint, early-stopping and learning-rate callbacks read them, so place it
+first among those. AP uses the very decode and NMS code `detect.py` uses
+(`model.postprocess.detect_from_grid`).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import List, Optional
+
+import keras
+import numpy as np
+
+from config import Config
+from data.boxes import Letterbox
+from data.grid import CLASS, H, W, XC, YC, grid_box_corners
+from model.evaluate import average_precision
+from model.postprocess import detect_from_grid
+
+
+def cell_iou(targets: np.ndarray, predictions: np.ndarray) -> np.ndarray:
+    """IoU between each face and the box predicted in its cell.
+
+    Args:
+        targets: (B, G, G, 5) grid targets.
+        predictions: (B, G, G, 5) network outputs.
+
+    Returns:
+        (F,) IoU for the F face cells of the batch.
+    """
+    faces = targets[..., CLASS] == 1.0
+    tx1, ty1, tx2, ty2 = (c[faces] for c in grid_box_corners(targets))
+    px1, py1, px2, py2 = (c[faces] for c in grid_box_corners(predictions))
+    inter = np.clip(np.minimum(tx2, px2) - np.maximum(tx1, px1), 0, None) * np.clip(
+        np.minimum(ty2, py2) - np.maximum(ty1, py1), 0, None
+    )
+    union = (tx2 - tx1) * (ty2 - ty1) + (px2 - px1) * (py2 - py1) - inter
+    return np.where(union > 0, inter / np.maximum(union, 1e-12), 0.0)
+
+
+def box_squared_errors(targets: np.ndarray, predictions: np.ndarray) -> np.ndarray:
+    """(F, 4) squared errors of the box channels (h, w, yc, xc) on the F face cells."""
+    faces = targets[..., CLASS] == 1.0
+    channels = [H, W, YC, XC]
+    return (targets[faces][:, channels] - predictions[faces][:, channels]) ** 2
+
+
+class GridValidation(keras.callbacks.Callback):
+    """Compute validation metrics with the model at each epoch end.
+
+    Args:
+        dataset: a validation `FaceGridDataset` (deterministic); its `load_batch(i)` gives
+            (images, targets, faces) with faces a list of (boxes_xywh, ignore) in
+            network-input pixels.
+        config: score threshold, NMS IoU and detection cap for AP.
+        max_batches: evaluate at most this many batches (0 = all).
+        guard: a `NonFiniteLossGuard`; when it fired, the epoch is not evaluated.
+        image_log_dir: if set, a few fixed validation images with true (green) and predicted
+            (red, with scores) boxes go to TensorBoard under this folder every epoch.
+        num_images: how many images to log.
+    """
+
+    def __init__(self, dataset, config: Config, max_batches: int = 0, guard=None,
+                 image_log_dir: Optional[str] = None, num_images: int = 4):
+        super().__init__()
+        self.dataset = dataset
+        self.config = config
+        self.max_batches = max_batches
+        self.guard = guard
+        self.image_log_dir = image_log_dir
+        self.num_images = num_images
+        self._writer = None
+
+    def evaluate(self) -> dict:
+        """Run the model over the validation set and return the metrics."""
+        size = self.config.input_size
+        identity = Letterbox(1.0, 1.0, 0.0, 0.0, size, size, size)
+        ious, sq_errors, detections, ground_truths = [], [], [], []
+        logged_images = None
+        num_batches = len(self.dataset)
+        if self.max_batches:
+            num_batches = min(num_batches, self.max_batches)
+        for i in range(num_batches):
+            images, targets, faces = self.dataset.load_batch(i)
+            predictions = np.asarray(self.model.predict_on_batch(images), dtype=np.float32)
+            ious.append(cell_iou(targets, predictions))
+            sq_errors.append(box_squared_errors(targets, predictions))
+            for grid, (boxes, ignore) in zip(predictions, faces):
+                detections.append(detect_from_grid(
+                    grid, identity, self.config.eval_score_threshold,
+                    self.config.nms_iou, self.config.max_detections,
+                ))
+                ground_truths.append((boxes, ignore))
+            if logged_images is None:
+                logged_images = (images[: self.num_images], detections[: self.num_images],
+                                 ground_truths[: self.num_images])
+        ious = np.concatenate(ious) if ious else np.zeros(0)
+        sq_errors = np.concatenate(sq_errors) if sq_errors else np.zeros((0, 4))
+        ap, recall = average_precision(detections, ground_truths, iou_threshold=0.5,
+                                       return_recall=True)
+        self._logged_images = logged_images
+        return {
+            "val_iou": float(ious.mean()) if ious.size else 0.0,
+            "val_mse": float(sq_errors.mean()) if sq_errors.size else 0.0,
+            "val_ap": float(ap),
+            "val_recall": float(recall),
+        }
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is None or (self.guard is not None and self.guard.triggered):
+            return
+        logs.update(self.evaluate())
+        if self.image_log_dir:
+            self._log_images(epoch)
+
+    def _log_images(self, epoch: int) -> None:
+        import tensorflow as tf
+
+        from data.draw import draw_boxes
+
+        images, detections, ground_truths = self._logged_images
+        drawn = []
+        for image, det, (boxes, ignore) in zip(images, detections, ground_truths):
+            bgr = np.clip((image[..., ::-1] + 1.0) * 127.5, 0, 255).astype(np.uint8)
+            bgr = draw_boxes(bgr, boxes, ignore=ignore, color=(0, 255, 0))
+            bgr = draw_boxes(bgr, det.boxes, scores=det.scores, color=(0, 0, 255))
+            drawn.append(bgr[..., ::-1])
+        if self._writer is None:
+            self._writer = tf.summary.create_file_writer(self.image_log_dir)
+        with self._writer.as_default():
+            tf.summary.image("validation_detections", np.stack(drawn), step=epoch,
+                             max_outputs=len(drawn),
+                             description="green: ground truth (grey: ignored), red: predicted")
+        self._writer.flush()
+
+    def on_train_end(self, logs=None):
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+
+
+class NonFiniteLossGuard(keras.callbacks.Callback):
+    """Stop training at the first NaN or Inf loss, remembering where it happened.
+
+    The checkpoint and validation callbacks consult `triggered` so that weights that went
+    non-finite are never saved over the last good checkpoint.
+    """
+
+    def __init__(self):
+        super().__init__()
+        self.triggered: Optional[str] = None
+        self._epoch = 0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch = epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        loss = (logs or {}).get("loss")
+        if loss is not None and not np.isfinite(float(loss)):
+            self.triggered = (
+                f"non-finite loss ({float(loss)}) at epoch {self._epoch + 1}, batch {batch + 1}"
+            )
+            self.model.stop_training = True

@@ -1,0 +1,151 @@
+"""End to end: train.py's library path on generated data (model/training.py).
+
+One tiny configuration (96 px input, 3x3 grid, MobileNetV2 alpha 0.35, no ImageNet weights)
+trains for a few epochs; the tests then check what a user relies on: the loss falls, the
+validation metrics reach the history and TensorBoard, checkpoints are named by their score
+and reload, `--resume` continues at the saved epoch, and a NaN loss stops training cleanly.
+"""
+
+import glob
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from config import Config
+from data.synthetic import make_demo_dataset
+from errors import CheckpointError, ConfigError, TrainingDiverged
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture(scope="module")
+def demo_root(tmp_path_factory):
+    root = str(tmp_path_factory.mktemp("demo"))
+    make_demo_dataset(root, num_train=48, num_val=16, seed=5, progress=False)
+    return root
+
+
+def _config(root, tmp_path, **changes):
+    values = dict(
+        dataset=root, input_size=96, grid_size=3, alpha=0.35, backbone_weights="none",
+        head_channels=32, batch_size=8, head_epochs=0, finetune_epochs=3,
+        finetune_learning_rate=3e-3, warmup_epochs=0.5, early_stopping_patience=0,
+        reduce_lr_patience=0, log_dir=str(tmp_path / "logs"),
+        checkpoint_dir=str(tmp_path / "ckpt"), run_name="run", keep_best=2, workers=1,
+    )
+    values.update(changes)
+    return Config(**values)
+
+
+def _scalar_tags(event_dir):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(event_dir, size_guidance={"tensors": 0, "images": 0})
+    acc.Reload()
+    return set(acc.Tags()["tensors"]) | set(acc.Tags()["scalars"]), acc
+
+
+@pytest.fixture(scope="module")
+def trained(demo_root, tmp_path_factory):
+    """Two epochs, then `resume` to a third: the run every test below inspects."""
+    from model.training import train
+
+    tmp_path = tmp_path_factory.mktemp("run")
+    first = train(_config(demo_root, tmp_path, finetune_epochs=2))
+    resumed = train(_config(demo_root, tmp_path, finetune_epochs=3), resume=True)
+    return tmp_path, first, resumed
+
+
+def test_loss_falls_and_metrics_reach_the_history(trained):
+    _, first, resumed = trained
+    history = resumed.history
+    assert history["epoch"] == [1, 2, 3]
+    for key in ("loss", "box_loss", "obj_loss", "val_iou", "val_mse", "val_ap", "val_recall"):
+        assert len(history[key]) == 3 and np.all(np.isfinite(history[key])), key
+    assert history["loss"][-1] < history["loss"][0]
+    assert 0.0 <= min(history["val_ap"]) and max(history["val_ap"]) <= 1.0
+
+
+def test_resume_continues_from_the_saved_epoch(trained):
+    tmp_path, first, resumed = trained
+    assert first.epochs_done == 2 and resumed.epochs_done == 3
+    with open(tmp_path / "ckpt" / "run" / "state.json") as f:
+        assert json.load(f)["epoch"] == 3
+    with open(tmp_path / "logs" / "fit" / "run" / "history.json") as f:
+        assert json.load(f)["epoch"] == [1, 2, 3]
+
+
+def test_config_is_recorded_beside_logs_and_checkpoints(trained):
+    tmp_path, _, _ = trained
+    for folder in (tmp_path / "logs" / "fit" / "run", tmp_path / "ckpt" / "run"):
+        with open(folder / "config.json") as f:
+            saved = json.load(f)
+        assert saved["grid_size"] == 3 and saved["run_name"] == "run"
+
+
+def test_checkpoints_are_named_by_score_and_reload_without_custom_objects(trained):
+    tmp_path, _, resumed = trained
+    names = sorted(os.path.basename(p) for p in glob.glob(str(tmp_path / "ckpt/run/model-*.keras")))
+    assert 1 <= len(names) <= 2  # keep_best=2
+    assert resumed.best_checkpoint.endswith(f"model-{resumed.best_score:.2f}.keras")
+    # A fresh interpreter that imports nothing of this project loads it.
+    code = (
+        "import keras, numpy as np, sys; m = keras.models.load_model(sys.argv[1]); "
+        "y = m.predict(np.zeros((1, 96, 96, 3), 'float32'), verbose=0); print(y.shape)"
+    )
+    out = subprocess.run([sys.executable, "-c", code, resumed.best_checkpoint],
+                         capture_output=True, text=True, env={**os.environ, "PYTHONPATH": ""},
+                         cwd=str(tmp_path))
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip().splitlines()[-1] == "(1, 3, 3, 5)"
+
+
+def test_tensorboard_holds_scalars_and_images(trained):
+    tmp_path, _, _ = trained
+    run = tmp_path / "logs" / "fit" / "run"
+    train_tags, _ = _scalar_tags(str(run / "train"))
+    assert {"epoch_loss", "epoch_learning_rate"} <= train_tags
+    val_tags, _ = _scalar_tags(str(run / "validation"))
+    assert {"epoch_ap", "epoch_iou", "epoch_mse"} <= val_tags
+    image_tags, acc = _scalar_tags(str(run / "images"))
+    assert "validation_detections" in image_tags
+
+
+def test_nan_loss_stops_naming_epoch_and_batch_and_saves_nothing(demo_root, tmp_path, monkeypatch):
+    import keras
+
+    import model.loss as loss_module
+    from model.training import train
+
+    class NanLoss(keras.losses.Loss):
+        def call(self, y_true, y_pred):
+            return keras.ops.mean(y_pred) * np.nan
+
+    monkeypatch.setattr(loss_module, "make_loss", lambda config: NanLoss())
+    with pytest.raises(TrainingDiverged, match=r"epoch 1, batch 1.*last good checkpoint"):
+        train(_config(demo_root, tmp_path, finetune_epochs=1, steps_per_epoch=2))
+    assert not glob.glob(str(tmp_path / "ckpt" / "run" / "*.keras"))
+
+
+def test_resume_without_a_run_and_conflicting_flags_are_clear(demo_root, tmp_path):
+    from model.training import train
+
+    with pytest.raises(CheckpointError, match="no run to resume"):
+        train(_config(demo_root, tmp_path, run_name=""), resume=True)
+    with pytest.raises(ConfigError, match="--resume and --weights"):
+        train(_config(demo_root, tmp_path), resume=True, weights="x.keras")
+
+
+def test_missing_dataset_names_download_and_demo(tmp_path):
+    r = subprocess.run(
+        [sys.executable, "train.py", "--dataset", str(tmp_path / "WIDER"), "--backbone-weights",
+         "none"], capture_output=True, text=True, cwd=REPO,
+    )
+    assert r.returncode == 2
+    last = r.stderr.strip().splitlines()[-1]
+    assert last.startswith("train.py: error:") and "python -m data.download" in last
+    assert "--demo" in last
