@@ -66,8 +66,14 @@ def letterbox_image(image: np.ndarray, letterbox: Letterbox) -> np.ndarray:
 
 def to_network_input(image_bgr: np.ndarray) -> np.ndarray:
     """BGR uint8 (..., H, W, 3) -> RGB float32 in MobileNetV2's range [-1, 1]."""
-    rgb = image_bgr[..., ::-1].astype(np.float32)
-    return rgb * (2.0 / 255.0) - 1.0
+    # Channel by channel into one buffer, then in place: a cast through the reversed
+    # view (`[..., ::-1].astype`) is ~8x slower and was 20% of a training batch's time.
+    image_bgr = np.asarray(image_bgr)
+    rgb = np.empty(image_bgr.shape, dtype=np.float32)
+    rgb[..., 0], rgb[..., 1], rgb[..., 2] = image_bgr[..., 2], image_bgr[..., 1], image_bgr[..., 0]
+    rgb *= np.float32(2.0 / 255.0)
+    rgb -= np.float32(1.0)
+    return rgb
 
 
 def prepare_image(image_bgr: np.ndarray, input_size: int, keep_aspect: bool = True):

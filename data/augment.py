@@ -1,0 +1,295 @@
+"""Box-exact augmentation of one image, loaded at reduced JPEG size where that loses nothing.
+
+One training sample goes, in `load_training_sample`:
+
+    JPEG header (size only) -> plan: crop window, flip, photometric jitter
+    -> decode at 1/2, 1/4 or 1/8 when the crop will be shrunk at least that much anyway
+    -> crop -> flip -> ONE letterbox resize of the crop to the (S, S) input -> jitter
+    -> boxes mapped by the same arithmetic into input pixels.
+
+Face rules, the same in every mode:
+- boxes are clipped to the image (WIDER boxes may reach outside it); zero-size boxes are
+  dropped.
+- a crop keeps the faces whose centre lies inside it; a face cut by the crop is clipped
+  to it, and marked ignore when it keeps less than `MIN_VISIBLE_FRACTION` of its area (a
+  half face is neither a face to learn nor background to penalise).
+- a face whose SMALLER side is under `config.min_face_size` input pixels is marked
+  ignore: both sides must reach the minimum for a face to be learned, because a face a
+  few pixels wide carries no signal whatever its height.
+Validation (and training with `config.augment` off) is deterministic: the whole image,
+no flip, no jitter; only the clipping, the letterbox and the min-size rule.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+import cv2
+import numpy as np
+
+from config import Config
+from data.boxes import Letterbox, clip_xywh
+from data.image import letterbox_image, read_image, read_image_size
+from data.records import ImageRecord
+
+# --- augmentation strengths (training only) -------------------------------------------
+WHOLE_IMAGE_PROB = 0.25  # keep the whole image instead of cropping
+CROP_SCALE = (0.3, 1.0)  # square crop side, as a fraction of the image's shorter side
+FACE_CENTRED_PROB = 0.8  # place the crop around a random face rather than anywhere
+MIN_VISIBLE_FRACTION = 0.5  # a face cut by the crop keeping less of its area is ignored
+FLIP_PROB = 0.5
+JITTER_PROB = 0.5  # each photometric change is applied with this probability
+BRIGHTNESS_DELTA = 32.0  # added to every channel, 0-255 scale
+CONTRAST_RANGE = (0.75, 1.25)
+SATURATION_RANGE = (0.7, 1.3)
+HUE_DELTA = 8  # OpenCV hue units (2 degrees each): +-16 degrees keeps skin plausible
+
+REDUCTIONS = (8, 4, 2)  # JPEG DCT-domain reductions OpenCV offers
+# Only JPEGs decode faster at reduced size; OpenCV decodes other formats in full and
+# then resizes, which would only add a second, coarser resize.
+JPEG_EXTENSIONS = (".jpg", ".jpeg", ".jpe", ".jfif")
+
+
+@dataclass(frozen=True)
+class AugmentPlan:
+    """What to do to one image, decided before it is decoded.
+
+    The crop window is in the pixels of the image file (it may be fractional). Jitter
+    values at their defaults leave the image unchanged.
+    """
+
+    x: float
+    y: float
+    width: float
+    height: float
+    flip: bool = False
+    brightness: float = 0.0  # added to every channel, 0-255 scale
+    contrast: float = 1.0  # factor around mid-grey
+    saturation: float = 1.0  # factor on HSV saturation
+    hue: int = 0  # shift in OpenCV hue units (2 degrees)
+
+    @classmethod
+    def whole(cls, width: float, height: float) -> "AugmentPlan":
+        """The identity plan: the whole image, no flip, no jitter (validation)."""
+        return cls(0.0, 0.0, float(width), float(height))
+
+
+def faces_in_image(record: ImageRecord, width: int, height: int):
+    """The record's faces clipped to a (width, height) image, zero-size ones dropped.
+
+    Returns:
+        (boxes (N, 4) float32 xywh image pixels, ignore (N,) bool).
+    """
+    boxes = clip_xywh(record.boxes, width, height)
+    keep = (boxes[:, 2] > 0) & (boxes[:, 3] > 0)
+    return boxes[keep], record.ignore[keep]
+
+
+def _window_start(face_start, face_size, window, limit, rng) -> float:
+    """Start of a window of `window` px inside [0, limit] holding the face (whole if it
+    fits, else its centre), uniformly among the possible starts."""
+    lo = max(0.0, face_start + face_size - window)
+    hi = min(limit - window, face_start)
+    if lo > hi:
+        centre = face_start + face_size / 2
+        lo, hi = max(0.0, centre - window), min(limit - window, centre)
+    return float(rng.uniform(lo, hi)) if hi > lo else float(max(0.0, min(lo, limit - window)))
+
+
+def plan_augmentation(
+    width: int,
+    height: int,
+    boxes: np.ndarray,
+    ignore: np.ndarray,
+    rng: Optional[np.random.Generator],
+    augment: bool,
+) -> AugmentPlan:
+    """Choose the crop window, flip and jitter for an image of (width, height) pixels.
+
+    Args:
+        width, height: size of the image file, pixels.
+        boxes: (N, 4) xywh faces in image pixels, already clipped (`faces_in_image`).
+        ignore: (N,) bool.
+        rng: the sample's random generator (unused when `augment` is False).
+        augment: False gives `AugmentPlan.whole` (validation).
+    """
+    if not augment:
+        return AugmentPlan.whole(width, height)
+    flip = bool(rng.random() < FLIP_PROB)
+    if rng.random() < WHOLE_IMAGE_PROB:
+        x, y, w, h = 0.0, 0.0, float(width), float(height)
+    else:
+        short = float(min(width, height))
+        side = float(rng.uniform(*CROP_SCALE)) * short
+        faces = np.flatnonzero(~np.asarray(ignore, dtype=bool))
+        if faces.size and rng.random() < FACE_CENTRED_PROB:
+            fx, fy, fw, fh = (float(v) for v in boxes[rng.choice(faces)])
+            # Scale jitter, but never so tight that the chosen face is cut.
+            side = min(max(side, fw, fh), short)
+            x = _window_start(fx, fw, side, width, rng)
+            y = _window_start(fy, fh, side, height, rng)
+        else:
+            x = float(rng.uniform(0.0, width - side))
+            y = float(rng.uniform(0.0, height - side))
+        w = h = side
+
+    def maybe(draw):
+        return draw() if rng.random() < JITTER_PROB else None
+
+    brightness = maybe(lambda: rng.uniform(-BRIGHTNESS_DELTA, BRIGHTNESS_DELTA))
+    contrast = maybe(lambda: rng.uniform(*CONTRAST_RANGE))
+    saturation = maybe(lambda: rng.uniform(*SATURATION_RANGE))
+    hue = maybe(lambda: rng.integers(-HUE_DELTA, HUE_DELTA + 1))
+    return AugmentPlan(
+        x, y, w, h, flip,
+        brightness=float(brightness) if brightness is not None else 0.0,
+        contrast=float(contrast) if contrast is not None else 1.0,
+        saturation=float(saturation) if saturation is not None else 1.0,
+        hue=int(hue) if hue is not None else 0,
+    )
+
+
+def choose_reduction(crop_width: float, crop_height: float, input_size: int, keep_aspect: bool) -> int:
+    """Largest JPEG decode reduction (8, 4, 2, else 1) that still leaves the crop at least
+    as many pixels as it gets in the network input, so reduced decoding loses nothing."""
+    letterbox = Letterbox.fit(
+        max(1, round(crop_width)), max(1, round(crop_height)), input_size, keep_aspect
+    )
+    for k in REDUCTIONS:
+        if crop_width / k >= letterbox.content_width and crop_height / k >= letterbox.content_height:
+            return k
+    return 1
+
+
+def photometric_jitter(image: np.ndarray, plan: AugmentPlan) -> np.ndarray:
+    """Brightness / contrast / saturation / hue of a (H, W, 3) BGR uint8 image, as the
+    plan says, through 256-entry lookup tables (cheap). Returns a new image, or `image`
+    itself when the plan changes nothing. Grey pixels stay grey."""
+    out = image
+    if plan.hue or plan.saturation != 1.0:
+        levels = np.arange(256, dtype=np.float32)
+        lut = np.empty((1, 256, 3), dtype=np.uint8)
+        lut[0, :, 0] = (np.arange(256) + plan.hue) % 180  # OpenCV 8-bit hue is 0..179
+        lut[0, :, 1] = np.clip(np.rint(levels * plan.saturation), 0, 255)
+        lut[0, :, 2] = np.arange(256)
+        hsv = cv2.cvtColor(out, cv2.COLOR_BGR2HSV)
+        out = cv2.cvtColor(cv2.LUT(hsv, lut), cv2.COLOR_HSV2BGR)
+    if plan.brightness or plan.contrast != 1.0:
+        levels = np.arange(256, dtype=np.float32)
+        lut = np.clip(np.rint((levels - 128.0) * plan.contrast + 128.0 + plan.brightness), 0, 255)
+        out = cv2.LUT(out, lut.astype(np.uint8))
+    return out
+
+
+def augment_image(
+    image: np.ndarray,
+    boxes: np.ndarray,
+    ignore: np.ndarray,
+    plan: AugmentPlan,
+    config: Config,
+    scale: float = 1.0,
+):
+    """Apply a plan to a decoded image: crop, flip, letterbox resize, jitter, min-size rule.
+
+    Args:
+        image: (H, W, 3) BGR uint8, possibly decoded at reduced size.
+        boxes: (N, 4) xywh faces in the pixels of the image FILE, clipped to it.
+        ignore: (N,) bool.
+        plan: from `plan_augmentation`, in the pixels of the image file.
+        config: input_size, letterbox (keep aspect) and min_face_size are used.
+        scale: pixels of `image` per pixel of the file (1 / JPEG reduction).
+
+    Returns:
+        (image_input (S, S, 3) uint8 BGR, boxes_input (M, 4) float32 xywh input pixels,
+        ignore (M,) bool), M <= N.
+    """
+    img_h, img_w = image.shape[:2]
+    # The crop in decoded pixels; boxes follow the same integer window, so they stay exact.
+    x0 = min(max(int(round(plan.x * scale)), 0), img_w - 1)
+    y0 = min(max(int(round(plan.y * scale)), 0), img_h - 1)
+    x1 = min(max(int(round((plan.x + plan.width) * scale)), x0 + 1), img_w)
+    y1 = min(max(int(round((plan.y + plan.height) * scale)), y0 + 1), img_h)
+    crop_w, crop_h = x1 - x0, y1 - y0
+    crop = image[y0:y1, x0:x1]
+
+    b = np.asarray(boxes, dtype=np.float32).reshape(-1, 4) * np.float32(scale)
+    b[:, 0] -= x0
+    b[:, 1] -= y0
+    ign = np.asarray(ignore, dtype=bool).reshape(-1).copy()
+    cx = b[:, 0] + b[:, 2] / 2
+    cy = b[:, 1] + b[:, 3] / 2
+    inside = (cx >= 0) & (cx < crop_w) & (cy >= 0) & (cy < crop_h)
+    visible = clip_xywh(b, crop_w, crop_h)
+    area = b[:, 2] * b[:, 3]
+    kept_fraction = np.where(area > 0, visible[:, 2] * visible[:, 3] / np.maximum(area, 1e-12), 0)
+    ign |= kept_fraction < MIN_VISIBLE_FRACTION
+    keep = inside & (visible[:, 2] > 0) & (visible[:, 3] > 0)
+    b, ign = visible[keep], ign[keep]
+
+    if plan.flip:
+        crop = cv2.flip(crop, 1)
+        b[:, 0] = crop_w - b[:, 0] - b[:, 2]
+
+    letterbox = Letterbox.fit(crop_w, crop_h, config.input_size, config.letterbox)
+    out = letterbox_image(crop, letterbox)
+    # Jitter the picture only: the letterbox padding keeps its fixed grey.
+    px, py = int(letterbox.pad_x), int(letterbox.pad_y)
+    content = out[py : py + letterbox.content_height, px : px + letterbox.content_width]
+    jittered = photometric_jitter(content, plan)
+    if jittered is not content:
+        content[...] = jittered
+
+    s = config.input_size
+    b = clip_xywh(letterbox.to_input(b), s, s)
+    ign |= np.minimum(b[:, 2], b[:, 3]) < config.min_face_size
+    return np.ascontiguousarray(out), b.astype(np.float32), ign
+
+
+def load_training_sample(
+    record: ImageRecord,
+    config: Config,
+    rng: Optional[np.random.Generator],
+    training: bool,
+):
+    """Read one record's image and turn it into a network input and its faces.
+
+    The crop is planned from the JPEG header's size (`data.image.read_image_size`) before
+    decoding, so the JPEG can be decoded directly at 1/2, 1/4 or 1/8 size when the crop
+    will be shrunk that much anyway (`choose_reduction`); other formats are decoded in
+    full and planned on their pixels. Augmentation runs when `training` and
+    `config.augment`; otherwise the result is deterministic.
+
+    Args:
+        record: the image and its faces (xywh pixels of the file).
+        config: input_size, letterbox, min_face_size, augment.
+        rng: the sample's random generator (may be None when not augmenting).
+        training: True for the training pipeline.
+
+    Returns:
+        (image_input (S, S, 3) uint8 BGR, boxes_input (N, 4) float32 xywh input pixels,
+        ignore (N,) bool).
+
+    Raises:
+        ImageError: the image is missing or cannot be decoded (the message names it).
+    """
+    augment = training and config.augment
+    if record.path.lower().endswith(JPEG_EXTENSIONS):
+        # The size as the decoder will produce it (EXIF orientation applied), from the header.
+        width, height = read_image_size(record.path)
+        boxes, ignore = faces_in_image(record, width, height)
+        plan = plan_augmentation(width, height, boxes, ignore, rng, augment)
+        reduce = choose_reduction(plan.width, plan.height, config.input_size, config.letterbox)
+        image = read_image(record.path, reduce)
+        # libjpeg's scaled output is ceil(size / k), pixel i covering file pixels [k i, k i + k).
+        if image.shape[:2] == (-(-height // reduce), -(-width // reduce)):
+            return augment_image(image, boxes, ignore, plan, config, scale=1.0 / reduce)
+        # Not what the header promised (not really a JPEG?): plan again on the real pixels.
+        if reduce != 1:
+            image = read_image(record.path)
+    else:
+        image = read_image(record.path)
+    height, width = image.shape[:2]
+    boxes, ignore = faces_in_image(record, width, height)
+    plan = plan_augmentation(width, height, boxes, ignore, rng, augment)
+    return augment_image(image, boxes, ignore, plan, config)

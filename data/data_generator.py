@@ -1,0 +1,217 @@
+"""The batch generator: ImageRecords -> (network inputs, grid targets) batches for Model.fit.
+
+Determinism: the order of an epoch is a permutation seeded by (config.seed, epoch), and
+each sample's augmentation by (config.seed, epoch, record index), so a batch's content
+does not depend on which worker thread or process makes it, nor on the order batches are
+asked for. Pass `shuffle=False` to `Model.fit`: this dataset shuffles itself, and Keras'
+own shuffling of batch order would only make runs differ.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import threading
+import warnings
+from typing import List, Optional
+
+import cv2
+import keras
+import numpy as np
+
+from config import Config
+from data.augment import load_training_sample
+from data.draw import draw_boxes
+from data.grid import NUM_CHANNELS, encode_grid
+from data.image import PAD_VALUE, to_network_input
+from data.records import ImageRecord
+from errors import DatasetError, ImageError
+from files import atomic_path
+
+# Attempts at other (random) images before an unreadable one becomes a blank sample.
+MAX_REPLACEMENTS = 3
+# Debug pictures: the first images of the first batches of every epoch.
+DEBUG_BATCHES = 2
+DEBUG_IMAGES_PER_BATCH = 4
+
+# Tags that keep the shuffle stream and the per-sample streams of one epoch apart.
+_SHUFFLE_STREAM, _SAMPLE_STREAM = 0, 1
+
+
+class FaceGridDataset(keras.utils.PyDataset):
+    """Batches of augmented images and their grid targets, read from disk on demand.
+
+    Batch `i` is `(images, targets)`:
+        images: float32 (B, S, S, 3), RGB in [-1, 1] (`data.image.to_network_input`).
+        targets: float32 (B, G, G, 5), `data.grid.encode_grid` of every face of each image.
+    `load_batch(i)` gives the same batch plus its faces in input pixels (for metrics).
+
+    Training (`training=True`) augments when `config.augment` (see `data.augment`),
+    shuffles every epoch unless `shuffle=False`, and drops the last partial batch when it
+    shuffles (the dropped images change every epoch). Validation is deterministic: same
+    order, same pixels, every call, the last batch possibly smaller.
+
+    Only the records are held; images are read per batch. An unreadable image is skipped
+    with one warning naming it: in training another image of the dataset takes its place,
+    in validation a blank all-background one.
+
+    Counters (`collisions`: faces lost because a larger face's centre shared their grid
+    cell; `encoded_faces`: faces encoded, ignored ones included) add up over the batches
+    made in this process; with `use_multiprocessing=True`, batches made in worker
+    processes are not counted.
+
+    Args:
+        records: the images and their faces.
+        config: input_size, grid_size, batch_size, seed, augment, letterbox,
+            min_face_size; workers and use_multiprocessing unless given in kwargs.
+        training: training pipeline (augmentation, shuffling) or validation.
+        shuffle: shuffle every epoch; None means `training`.
+        debug_dir: if set, the first `DEBUG_IMAGES_PER_BATCH` images of the first
+            `DEBUG_BATCHES` batches of every epoch are written there as PNGs with their
+            boxes drawn (faces green, ignored grey), to check the augmentation by eye.
+        **kwargs: `keras.utils.PyDataset` arguments (workers, use_multiprocessing,
+            max_queue_size). With workers > 1, OpenCV's internal threading is turned off
+            for the process (`cv2.setNumThreads(1)`): the workers parallelise instead.
+    """
+
+    def __init__(
+        self,
+        records: List[ImageRecord],
+        config: Config,
+        training: bool,
+        shuffle: Optional[bool] = None,
+        debug_dir: Optional[str] = None,
+        **kwargs,
+    ):
+        kwargs.setdefault("workers", config.workers)
+        kwargs.setdefault("use_multiprocessing", config.use_multiprocessing)
+        super().__init__(**kwargs)
+        if self.workers > 1:
+            # The workers are the parallelism: OpenCV's own thread pool, entered by several
+            # workers at once, only contends (measured on 2 cores: 2 worker threads ran at
+            # 0.8x of one with it, up to 2x without). Process-wide; worker processes inherit it.
+            cv2.setNumThreads(1)
+        self.records = list(records)
+        if not self.records:
+            raise DatasetError("FaceGridDataset: no image records to read")
+        self.config = config
+        self.training = bool(training)
+        self.shuffle = self.training if shuffle is None else bool(shuffle)
+        self.debug_dir = debug_dir
+        self.epoch = 0
+        self.collisions = 0
+        self.encoded_faces = 0
+        self.unreadable = set()  # paths already reported, skipped without a new attempt
+        self._lock = threading.Lock()
+        self._order = self._epoch_order()
+
+    # --- Keras PyDataset protocol ---------------------------------------------------
+
+    def __len__(self) -> int:
+        n, b = len(self.records), self.config.batch_size
+        if self.training and self.shuffle and n >= b:
+            return n // b
+        return math.ceil(n / b)
+
+    def __getitem__(self, index: int):
+        """Batch `index` of the current epoch: (images (B,S,S,3), targets (B,G,G,5))."""
+        images, targets, _ = self.load_batch(index)
+        return images, targets
+
+    def load_batch(self, index: int):
+        """Batch `index` with the faces its targets were encoded from.
+
+        Returns:
+            (images float32 (B, S, S, 3) in [-1, 1], targets float32 (B, G, G, 5),
+            faces: B tuples (boxes (N, 4) float32 xywh input pixels, ignore (N,) bool)),
+            the faces before grid encoding (so also those a collision left out).
+        """
+        if not 0 <= index < len(self):
+            raise IndexError(f"batch index {index} out of range (0..{len(self) - 1})")
+        epoch, order = self.epoch, self._order
+        b = self.config.batch_size
+        ids = order[index * b : (index + 1) * b]
+        s, g = self.config.input_size, self.config.grid_size
+        images = np.empty((len(ids), s, s, 3), dtype=np.uint8)
+        targets = np.empty((len(ids), g, g, NUM_CHANNELS), dtype=np.float32)
+        faces = []
+        collisions = 0
+        for j, record_index in enumerate(ids):
+            image, boxes, ignore = self._sample(int(record_index), epoch)
+            encoded = encode_grid(boxes, ignore, s, g)
+            images[j], targets[j] = image, encoded.grid
+            faces.append((boxes, ignore))
+            collisions += encoded.collisions
+            if self.debug_dir and index < DEBUG_BATCHES and j < DEBUG_IMAGES_PER_BATCH:
+                self._write_debug(epoch, index, j, image, boxes, ignore)
+        with self._lock:
+            self.collisions += collisions
+            self.encoded_faces += sum(len(f[0]) for f in faces)
+        return to_network_input(images), targets, faces
+
+    def on_epoch_end(self) -> None:
+        self.set_epoch(self.epoch + 1)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Jump to an epoch (e.g. when resuming training): its order and augmentation."""
+        self.epoch = int(epoch)
+        self._order = self._epoch_order()
+
+    # --- pickling (use_multiprocessing with spawn) ----------------------------------
+
+    def __getstate__(self):
+        state = self.__dict__.copy()
+        del state["_lock"]
+        return state
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
+
+    # --- helpers ----------------------------------------------------------------------
+
+    def _epoch_order(self) -> np.ndarray:
+        n = len(self.records)
+        if not self.shuffle:
+            return np.arange(n)
+        rng = np.random.default_rng([self._seed, self.epoch, _SHUFFLE_STREAM])
+        return rng.permutation(n)
+
+    @property
+    def _seed(self) -> int:
+        return self.config.seed % (2**63)  # SeedSequence wants a non-negative entropy
+
+    def _sample(self, record_index: int, epoch: int):
+        """(image (S,S,3) uint8, boxes (N,4) input px, ignore (N,)) of one record,
+        replaced by another image or a blank one when it cannot be read."""
+        rng = np.random.default_rng([self._seed, epoch, _SAMPLE_STREAM, record_index])
+        record = self.records[record_index]
+        for attempt in range(MAX_REPLACEMENTS + 1):
+            if record.path not in self.unreadable:
+                try:
+                    return load_training_sample(record, self.config, rng, self.training)
+                except ImageError as e:
+                    self._report_unreadable(record.path, e)
+            if not self.training or attempt == MAX_REPLACEMENTS:
+                break
+            record = self.records[int(rng.integers(len(self.records)))]
+        s = self.config.input_size
+        return (
+            np.full((s, s, 3), PAD_VALUE, dtype=np.uint8),
+            np.zeros((0, 4), dtype=np.float32),
+            np.zeros((0,), dtype=bool),
+        )
+
+    def _report_unreadable(self, path: str, error: ImageError) -> None:
+        with self._lock:
+            if path in self.unreadable:
+                return
+            self.unreadable.add(path)
+        instead = "another image" if self.training else "a blank image"
+        warnings.warn(f"{error}; skipped, {instead} used instead", stacklevel=3)
+
+    def _write_debug(self, epoch, index, j, image, boxes, ignore) -> None:
+        path = os.path.join(self.debug_dir, f"epoch{epoch:03d}_batch{index:03d}_{j:02d}.png")
+        with atomic_path(path) as tmp:
+            if not cv2.imwrite(tmp, draw_boxes(image, boxes, ignore=ignore)):
+                raise OSError(f"{path}: cannot write debug image")
