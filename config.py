@@ -154,6 +154,7 @@ def demo_config(base: Config) -> Config:
     return base.replace(
         dataset=DEMO_ROOT,
         backbone_weights="none",
+        alpha=0.35,  # 3x faster steps than 0.75 on a CPU
         head_epochs=0,
         finetune_epochs=12,
         finetune_learning_rate=2e-3,

@@ -48,6 +48,9 @@ IMAGENET_BASE_URL = (
 )
 
 
+SCRATCH_BN_MOMENTUM = 0.9
+
+
 def create_model(config: Config, backbone_weights: str | None = None) -> keras.Model:
     """Build the detector for `config`.
 
@@ -70,6 +73,13 @@ def create_model(config: Config, backbone_weights: str | None = None) -> keras.M
 
     strides = sorted(s for s in FEATURE_LAYERS if s >= stride)  # the grid's and coarser
     backbone = _backbone(config.alpha, size, weights, strides)
+    if weights.strip().lower() == "none":
+        # Keras' MobileNetV2 keeps BatchNorm averages with momentum 0.999, made for
+        # pretrained statistics: from scratch they would lag the weights for thousands of
+        # steps and inference would see stale statistics (AP ~0 after hundreds of steps).
+        for layer in backbone.layers:
+            if isinstance(layer, keras.layers.BatchNormalization):
+                layer.momentum = SCRATCH_BN_MOMENTUM
     features = dict(zip(strides, _as_list(backbone(inputs))))
 
     x = _top_down(features, stride, config.head_channels)

@@ -242,6 +242,7 @@ def train(config: Config, resume: bool = False, weights: Optional[str] = None) -
         ]
         model.fit(
             train_data,
+            shuffle=False,  # the dataset shuffles itself, seeded per epoch
             initial_epoch=begin,
             epochs=stage_end,
             steps_per_epoch=config.steps_per_epoch or None,
