@@ -74,6 +74,14 @@ class GridValidation(keras.callbacks.Callback):
         self.num_images = num_images
         self._writer = None
 
+    def set_model(self, model):
+        super().set_model(model)
+        import tensorflow as tf
+
+        # A traced inference call: as fast as predict_on_batch, and unlike it correct under
+        # MirroredStrategy (which returned every replica's copy of the batch).
+        self._predict = tf.function(lambda x: model(x, training=False), reduce_retracing=True)
+
     def evaluate(self) -> dict:
         """Run the model over the validation set and return the metrics."""
         size = self.config.input_size
@@ -85,7 +93,7 @@ class GridValidation(keras.callbacks.Callback):
             num_batches = min(num_batches, self.max_batches)
         for i in range(num_batches):
             images, targets, faces = self.dataset.load_batch(i)
-            predictions = np.asarray(self.model.predict_on_batch(images), dtype=np.float32)
+            predictions = np.asarray(self._predict(images), dtype=np.float32)
             ious.append(cell_iou(targets, predictions))
             sq_errors.append(box_squared_errors(targets, predictions))
             for grid, (boxes, ignore) in zip(predictions, faces):

@@ -149,3 +149,55 @@ def test_missing_dataset_names_download_and_demo(tmp_path):
     last = r.stderr.strip().splitlines()[-1]
     assert last.startswith("train.py: error:") and "python -m data.download" in last
     assert "--demo" in last
+
+
+def test_mixed_sources_with_negatives_train(demo_root, tmp_path):
+    """A WIDER root mixed with a labelme folder (weight 2) plus face-free negatives trains."""
+    from test_datasets import make_flat_labelme
+    from test_formats import write_image
+
+    from data.datasets import training_records
+    from model.training import train
+
+    labelme = make_flat_labelme(tmp_path / "mine", 10)
+    for i in range(3):
+        write_image(str(tmp_path / "negatives" / f"bg_{i}.jpg"), 64, 48)
+    config = _config(demo_root, tmp_path, dataset=f"{demo_root}:1,labelme={labelme}:2",
+                     negatives=str(tmp_path / "negatives"), finetune_epochs=1,
+                     steps_per_epoch=2, validation_steps=1)
+    records = training_records(config)
+    mine = [r for r in records if os.path.dirname(r.path) == labelme]
+    negatives = [r for r in records if "bg_" in r.name]
+    assert len(negatives) == 3 and all(len(r.boxes) == 0 for r in negatives)
+    assert len(mine) == 2 * len({r.path for r in mine})  # weight 2: each image twice
+    result = train(config)
+    assert result.epochs_done == 1 and np.isfinite(result.history["loss"][0])
+
+
+MIRRORED_SCRIPT = """
+import json, sys
+import tensorflow as tf
+cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(
+    cpu, [tf.config.LogicalDeviceConfiguration(), tf.config.LogicalDeviceConfiguration()])
+from config import Config
+from model.training import make_strategy, train
+config = Config(**json.loads(sys.argv[1]))
+strategy = make_strategy(config)
+result = train(config)
+print("REPLICAS", strategy.num_replicas_in_sync, "EPOCHS", result.epochs_done,
+      "LOSS", result.history["loss"][-1])
+"""
+
+
+def test_mirrored_strategy_on_two_logical_cpus(demo_root, tmp_path):
+    """The multi-GPU path (MirroredStrategy, global batch scaled) runs on two CPU devices."""
+    values = _config(demo_root, tmp_path, distribute="mirrored", batch_size=4,
+                     finetune_epochs=1, steps_per_epoch=2, validation_steps=1).to_dict()
+    r = subprocess.run([sys.executable, "-c", MIRRORED_SCRIPT, json.dumps(values)],
+                       capture_output=True, text=True, cwd=REPO,
+                       env={**os.environ, "PYTHONPATH": REPO})
+    assert r.returncode == 0, r.stderr[-3000:]
+    words = r.stdout.split("REPLICAS", 1)[1].split()
+    assert words[0] == "2" and words[2] == "1"
+    assert np.isfinite(float(words[4]))
