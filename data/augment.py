@@ -240,10 +240,23 @@ def augment_image(
     if jittered is not content:
         content[...] = jittered
 
+    b, ign = faces_to_input(b, ign, letterbox, config)
+    return np.ascontiguousarray(out), b, ign
+
+
+def faces_to_input(boxes: np.ndarray, ignore: np.ndarray, letterbox: Letterbox, config: Config):
+    """Faces (N, 4) xywh in the resized region's pixels -> network-input pixels.
+
+    Clips to the input and applies the one minimum-size rule: a face whose smaller side is
+    under `config.min_face_size` input pixels becomes ignore (not background).
+
+    Returns:
+        (boxes (N, 4) float32 xywh input pixels, ignore (N,) bool).
+    """
     s = config.input_size
-    b = clip_xywh(letterbox.to_input(b), s, s)
-    ign |= np.minimum(b[:, 2], b[:, 3]) < config.min_face_size
-    return np.ascontiguousarray(out), b.astype(np.float32), ign
+    boxes = clip_xywh(letterbox.to_input(boxes), s, s)
+    too_small = np.minimum(boxes[:, 2], boxes[:, 3]) < config.min_face_size
+    return boxes.astype(np.float32), np.asarray(ignore, dtype=bool) | too_small
 
 
 def load_training_sample(

@@ -24,8 +24,8 @@ from tqdm import tqdm
 
 from cli import add_config_arguments, config_from_args
 from config import Config
-from data.augment import faces_in_image
-from data.boxes import Letterbox, clip_xywh
+from data.augment import faces_in_image, faces_to_input
+from data.boxes import Letterbox
 from data.datasets import FORMATS, parse_sources, read_source
 from data.grid import encode_grid
 from data.image import read_image_size
@@ -92,10 +92,8 @@ def input_faces(record: ImageRecord, width: int, height: int, config: Config):
     """
     boxes, ignore = faces_in_image(record, width, height)
     letterbox = Letterbox.fit(width, height, config.input_size, config.letterbox)
-    s = config.input_size
-    boxes = clip_xywh(letterbox.to_input(boxes), s, s)
-    small = ~ignore & (np.minimum(boxes[:, 2], boxes[:, 3]) < config.min_face_size)
-    return boxes, ignore | small, small
+    input_boxes, input_ignore = faces_to_input(boxes, ignore, letterbox, config)
+    return input_boxes, input_ignore, input_ignore & ~ignore
 
 
 def dataset_stats(
