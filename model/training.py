@@ -8,11 +8,10 @@ errors (one line each) for bad data, bad checkpoints or a diverged loss.
 from __future__ import annotations
 
 import json
-import math
 import os
 import time
 from dataclasses import dataclass, field
-from typing import List, Optional
+from typing import Optional
 
 import keras
 import numpy as np
@@ -185,7 +184,6 @@ def train(config: Config, resume: bool = False, weights: Optional[str] = None) -
         ("head", config.head_epochs, config.learning_rate, False),
         ("finetune", config.finetune_epochs, config.finetune_learning_rate, True),
     ]
-    total_epochs = config.head_epochs + config.finetune_epochs
     model = None
     compiled_stage = None
     with strategy.scope():

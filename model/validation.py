@@ -8,8 +8,7 @@ first among those. AP uses the very decode and NMS code `detect.py` uses
 
 from __future__ import annotations
 
-import os
-from typing import List, Optional
+from typing import Optional
 
 import keras
 import numpy as np
@@ -85,7 +84,7 @@ class GridValidation(keras.callbacks.Callback):
     def evaluate(self) -> dict:
         """Run the model over the validation set and return the metrics."""
         size = self.config.input_size
-        identity = Letterbox(1.0, 1.0, 0.0, 0.0, size, size, size)
+        identity = Letterbox.fit(size, size, size)  # input pixels map onto themselves
         ious, sq_errors, detections, ground_truths = [], [], [], []
         logged_images = None
         num_batches = len(self.dataset)

@@ -1,6 +1,5 @@
 """Score-named checkpoints (model/checkpoints.py): best N kept, atomic, found again."""
 
-import json
 import os
 
 import keras

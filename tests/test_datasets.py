@@ -26,7 +26,7 @@ from data.grid import CLASS
 from data.records import ImageRecord
 from data.wider import write_wider_annotations
 from errors import ConfigError, DatasetError
-from test_formats import FACES, labelme_shape, make_coco, make_labelme, make_yolo, write_image
+from test_formats import make_coco, make_labelme, make_yolo, write_image
 
 SMALL = dict(input_size=64, grid_size=4, batch_size=4, seed=7)
 
