@@ -7,6 +7,11 @@ import os
 import tempfile
 from typing import Iterator
 
+# The process umask, read once at import (reading it means setting it, which is not
+# thread-safe, so it is not done per write).
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)
+
 
 @contextlib.contextmanager
 def atomic_path(path: str) -> Iterator[str]:
@@ -21,6 +26,8 @@ def atomic_path(path: str) -> Iterator[str]:
     base, ext = os.path.splitext(os.path.basename(path))
     fd, tmp = tempfile.mkstemp(prefix=f".{base}.", suffix=f".tmp{ext}", dir=directory)
     os.close(fd)
+    # mkstemp makes the file private (0600); give it the mode a plain open() would.
+    os.chmod(tmp, 0o666 & ~_UMASK)
     try:
         yield tmp
         with open(tmp, "rb+") as f:

@@ -49,7 +49,9 @@ def main():
     g, _, k = facts["grid_shape"]
     rows = [
         ("model", source),
-        ("input shape", f"{s} x {s} x {c}"),
+        ("input shape", f"{s} x {s} x {c} {facts['input_dtype']}"
+                        + ("  (RGB pixels, scaled to [-1, 1] inside)"
+                           if facts["input_dtype"] == "uint8" else "")),
         ("grid output", f"{g} x {g} x {k}  (h, w, yc, xc, class)"),
         ("cell size", f"{facts['cell_size']} px"),
         ("trainable params", f"{facts['trainable_params']:,}"),

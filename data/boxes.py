@@ -15,23 +15,27 @@ import numpy as np
 
 
 def xywh_to_xyxy(boxes: np.ndarray) -> np.ndarray:
-    """(N, 4) xywh -> (N, 4) xyxy."""
-    boxes = np.asarray(boxes, dtype=np.float32).reshape(-1, 4)
-    return np.concatenate([boxes[:, :2], boxes[:, :2] + boxes[:, 2:]], axis=1)
+    """(N, 4) xywh -> (N, 4) xyxy (a new array)."""
+    xyxy = np.array(boxes, dtype=np.float32).reshape(-1, 4)
+    xyxy[:, 2:] += xyxy[:, :2]
+    return xyxy
 
 
 def xyxy_to_xywh(boxes: np.ndarray) -> np.ndarray:
-    """(N, 4) xyxy -> (N, 4) xywh."""
-    boxes = np.asarray(boxes, dtype=np.float32).reshape(-1, 4)
-    return np.concatenate([boxes[:, :2], boxes[:, 2:] - boxes[:, :2]], axis=1)
+    """(N, 4) xyxy -> (N, 4) xywh (a new array)."""
+    xywh = np.array(boxes, dtype=np.float32).reshape(-1, 4)
+    xywh[:, 2:] -= xywh[:, :2]
+    return xywh
 
 
 def clip_xywh(boxes: np.ndarray, width: float, height: float) -> np.ndarray:
     """Clip (N, 4) xywh boxes to the image [0, width] x [0, height]; sizes may become 0."""
+    # In place on one new array: this runs for every training sample, several times.
     xyxy = xywh_to_xyxy(boxes)
-    xyxy[:, [0, 2]] = np.clip(xyxy[:, [0, 2]], 0.0, width)
-    xyxy[:, [1, 3]] = np.clip(xyxy[:, [1, 3]], 0.0, height)
-    return xyxy_to_xywh(xyxy)
+    limits = np.array([width, height, width, height], dtype=np.float32)
+    np.minimum(np.maximum(xyxy, 0.0, out=xyxy), limits, out=xyxy)
+    xyxy[:, 2:] -= xyxy[:, :2]
+    return xyxy
 
 
 def iou_matrix(a_xyxy: np.ndarray, b_xyxy: np.ndarray) -> np.ndarray:

@@ -42,7 +42,8 @@ class FaceGridDataset(keras.utils.PyDataset):
     """Batches of augmented images and their grid targets, read from disk on demand.
 
     Batch `i` is `(images, targets)`:
-        images: float32 (B, S, S, 3), RGB in [-1, 1] (`data.image.to_network_input`).
+        images: uint8 (B, S, S, 3) RGB (`data.image.to_network_input`; the network scales
+            them to [-1, 1] itself).
         targets: float32 (B, G, G, 5), `data.grid.encode_grid` of every face of each image.
     `load_batch(i)` gives the same batch plus its faces in input pixels (for metrics).
 
@@ -122,7 +123,7 @@ class FaceGridDataset(keras.utils.PyDataset):
         """Batch `index` with the faces its targets were encoded from.
 
         Returns:
-            (images float32 (B, S, S, 3) in [-1, 1], targets float32 (B, G, G, 5),
+            (images uint8 (B, S, S, 3) RGB, targets float32 (B, G, G, 5),
             faces: B tuples (boxes (N, 4) float32 xywh input pixels, ignore (N,) bool)),
             the faces before grid encoding (so also those a collision left out).
         """

@@ -64,23 +64,21 @@ def encode_grid(
     row = np.minimum((cy / cell).astype(np.int64), grid_size - 1)
 
     # Ignored faces first: a face centre in the same cell overrides the mark below.
-    for i in np.flatnonzero(valid & ignore):
-        grid[row[i], col[i], CLASS] = IGNORE
+    ignored = valid & ignore
+    grid[row[ignored], col[ignored], CLASS] = IGNORE
 
-    collisions = 0
+    # Largest face first; np.unique's return_index gives each cell's first (largest) face.
     faces = np.flatnonzero(valid & ~ignore)
-    for i in faces[np.argsort(-(boxes[faces, 2] * boxes[faces, 3]), kind="stable")]:
-        r, c = row[i], col[i]
-        if grid[r, c, CLASS] == 1.0:
-            collisions += 1  # a larger face already owns this cell
-            continue
-        grid[r, c] = (
-            boxes[i, 3] / image_size,
-            boxes[i, 2] / image_size,
-            cy[i] / cell - r,
-            cx[i] / cell - c,
-            1.0,
-        )
+    faces = faces[np.argsort(-(boxes[faces, 2] * boxes[faces, 3]), kind="stable")]
+    _, first = np.unique(row[faces] * grid_size + col[faces], return_index=True)
+    kept = faces[first]
+    collisions = len(faces) - len(kept)  # each lost to a larger face in its cell
+    r, c = row[kept], col[kept]
+    grid[r, c, H] = boxes[kept, 3] / image_size
+    grid[r, c, W] = boxes[kept, 2] / image_size
+    grid[r, c, YC] = cy[kept] / cell - r
+    grid[r, c, XC] = cx[kept] / cell - c
+    grid[r, c, CLASS] = 1.0
     return GridTargets(grid, collisions)
 
 

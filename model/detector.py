@@ -36,6 +36,17 @@ SAVED_MODEL_FILE = "saved_model.pb"
 FORMATS_HELP = "a .keras checkpoint, a .tflite file or a SavedModel folder"
 
 
+def check_input_dtype(dtype, source: str) -> None:
+    """Raise CheckpointError unless a network takes uint8 pixels, as this project's do."""
+    name = np.dtype(getattr(dtype, "as_numpy_dtype", dtype)).name
+    if name != "uint8":
+        raise CheckpointError(
+            f"{source}: the network takes {name} inputs, not uint8 pixels: it was saved by "
+            "an older version that scaled images outside the model; retrain, or start from "
+            "its weights with `python train.py --weights FILE`"
+        )
+
+
 def grid_geometry(input_shape, output_shape, source: str) -> tuple:
     """(input_size S, grid_size G) of a grid detector from its tensor shapes.
 
@@ -117,7 +128,7 @@ class FaceDetector:
         keep_aspect: bool = True,
         model=None,
     ):
-        """Wrap any callable mapping (B, S, S, 3) float32 inputs to (B, G, G, 5) grids.
+        """Wrap any callable mapping (B, S, S, 3) uint8 inputs to (B, G, G, 5) grids.
 
         `model` is the object behind `predict_fn` (Keras model, loaded SavedModel, TFLite
         interpreter), kept alive and reachable as `detector.model`.
@@ -175,12 +186,13 @@ class FaceDetector:
         if any(isinstance(d, (tuple, list)) for d in in_shape + out_shape):
             raise CheckpointError(f"{source}: not a single-input, single-output model")
         size, grid = grid_geometry(in_shape, out_shape, source)
+        check_input_dtype(model.inputs[0].dtype, source)
         # A tf.function over the call, batch dimension free so it is traced once: the
         # fastest single-image path (224 px, 2 cores: ~28 ms against ~34 ms for
         # predict_on_batch and ~260 ms for the eager call; benchmarks/bench_detect.py).
         call = tf.function(
             lambda x: model(x, training=False),
-            input_signature=[tf.TensorSpec((None, size, size, 3), tf.float32)],
+            input_signature=[tf.TensorSpec((None, size, size, 3), tf.uint8)],
         )
         return cls(lambda x: call(x).numpy(), size, grid, source, "keras", keep_aspect, model)
 
@@ -202,6 +214,7 @@ class FaceDetector:
         (in_name, in_spec), = inputs.items()
         (out_name, out_spec), = outputs.items()
         size, grid = grid_geometry(in_spec.shape.as_list(), out_spec.shape.as_list(), path)
+        check_input_dtype(in_spec.dtype, path)
 
         def predict(x):
             return signature(**{in_name: tf.constant(x)})[out_name].numpy()
@@ -225,11 +238,11 @@ class FaceDetector:
         size, grid = grid_geometry(
             in_detail["shape_signature"], out_detail["shape_signature"], path
         )
-        if in_detail["dtype"] != np.float32 or out_detail["dtype"] != np.float32:
+        check_input_dtype(in_detail["dtype"], path)
+        if out_detail["dtype"] != np.float32:
             raise CheckpointError(
-                f"{path}: input {np.dtype(in_detail['dtype']).name} / output "
-                f"{np.dtype(out_detail['dtype']).name}; only float32 (or float16-weight) "
-                "TFLite models are supported"
+                f"{path}: output {np.dtype(out_detail['dtype']).name}; only float32-output "
+                "(float32 or float16-weight) TFLite models are supported"
             )
         state = {"batch": None}
 
@@ -249,12 +262,17 @@ class FaceDetector:
         """Network outputs for a batch of prepared inputs.
 
         Args:
-            batch: (B, S, S, 3) float32 network inputs (`data.image.prepare_image`).
+            batch: (B, S, S, 3) RGB uint8 network inputs (`data.image.prepare_image`).
 
         Returns:
             (B, G, G, 5) float32 grids, channels (h, w, yc, xc, class).
         """
-        batch = np.ascontiguousarray(batch, dtype=np.float32)
+        batch = np.asarray(batch)
+        if batch.dtype != np.uint8:
+            # Casting would turn scaled floats into black images without a word.
+            raise ValueError(f"predict_grids expects uint8 pixels (data.image.prepare_image), "
+                             f"got {batch.dtype}")
+        batch = np.ascontiguousarray(batch)
         s = self.input_size
         if batch.ndim != 4 or batch.shape[1:] != (s, s, 3):
             raise ValueError(f"predict_grids expects (B, {s}, {s}, 3) inputs, got {batch.shape}")
@@ -270,7 +288,7 @@ class FaceDetector:
     __call__ = predict_grids
 
     def prepare(self, image_bgr: np.ndarray):
-        """BGR uint8 image -> (network input (S, S, 3) float32, Letterbox)."""
+        """BGR uint8 image -> (network input (S, S, 3) RGB uint8, Letterbox)."""
         return prepare_image(image_bgr, self.input_size, self.keep_aspect)
 
     def detect(

@@ -512,7 +512,7 @@ def evaluate_model(
 
     Args:
         model: a `model.detector.FaceDetector`, a Keras model or any callable mapping a
-            (B, S, S, 3) float32 batch of network inputs to (B, G, G, 5) grids
+            (B, S, S, 3) uint8 batch of network inputs to (B, G, G, 5) grids
             (S = config.input_size).
         records: ImageRecords; their images are read from `record.path`.
         config: input_size, letterbox, batch_size, nms_iou, max_detections, workers and

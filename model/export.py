@@ -39,7 +39,7 @@ def export_model(keras_model, fmt: str, path: str, float16: bool = False) -> str
     """Write `keras_model` as a SavedModel folder or a TFLite file.
 
     Args:
-        keras_model: the detector, input (B, S, S, 3) float32, output (B, G, G, 5).
+        keras_model: the detector, input (B, S, S, 3) RGB uint8, output (B, G, G, 5).
         fmt: 'saved_model' or 'tflite'.
         path: the folder (saved_model) or file (tflite) to write; replaced atomically if
             it holds an earlier export.

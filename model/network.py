@@ -1,6 +1,7 @@
 """The face detector network: a MobileNetV2 backbone and a grid head.
 
-    image (B, S, S, 3) in [-1, 1]
+    image (B, S, S, 3) RGB uint8 (`data.image.to_network_input`)
+      -> input scaling to MobileNetV2's [-1, 1] (x / 127.5 - 1), inside the model
       -> backbone: MobileNetV2 (include_top=False) feature maps at strides 8, 16, 32
       -> neck: FPN-like top-down path down to the grid's stride (1x1 laterals, upsample,
                add, 3x3 conv); the stride-32 grid uses the last stage alone
@@ -26,6 +27,9 @@ from data.grid import CLASS, H, NUM_CHANNELS, W
 from errors import CheckpointError, WeightsUnavailableError
 
 BACKBONE_NAME = "backbone"
+INPUT_NAME = "image"
+INPUT_DTYPE = "uint8"
+INPUT_SCALING = "input_scaling"  # the layer that maps uint8 pixels to [-1, 1]
 OUTPUT_NAME = "grid"
 HEAD_CONVS = 2
 # Prior face probability of every cell at initialisation (RetinaNet): with ~1 face cell
@@ -60,8 +64,8 @@ def create_model(config: Config, backbone_weights: str | None = None) -> keras.M
             path to MobileNetV2 (include_top=False, same alpha) weights (.h5/.weights.h5).
 
     Returns:
-        A Keras model, input (B, S, S, 3) float in [-1, 1], output (B, G, G, 5) float32
-        in [0, 1]. All layers are trainable; see `set_backbone_trainable`.
+        A Keras model, input (B, S, S, 3) RGB uint8 (scaled to [-1, 1] by its first
+        layer), output (B, G, G, 5) float32 in [0, 1]. All layers are trainable; see `set_backbone_trainable`.
 
     Raises:
         WeightsUnavailableError: ImageNet weights cannot be had offline, or the weights
@@ -69,7 +73,10 @@ def create_model(config: Config, backbone_weights: str | None = None) -> keras.M
     """
     weights = config.backbone_weights if backbone_weights is None else backbone_weights
     size, stride = config.input_size, config.cell_size
-    inputs = keras.Input((size, size, 3), name="image")
+    inputs = keras.Input((size, size, 3), dtype=INPUT_DTYPE, name=INPUT_NAME)
+    # Scaling in the model: whatever feeds it (generator, detect.py, an exported TFLite
+    # file on a phone) gives plain pixels, and MobileNetV2 always sees its [-1, 1].
+    scaled = keras.layers.Rescaling(1.0 / 127.5, offset=-1.0, name=INPUT_SCALING)(inputs)
 
     strides = sorted(s for s in FEATURE_LAYERS if s >= stride)  # the grid's and coarser
     backbone = _backbone(config.alpha, size, weights, strides)
@@ -80,7 +87,7 @@ def create_model(config: Config, backbone_weights: str | None = None) -> keras.M
         for layer in backbone.layers:
             if isinstance(layer, keras.layers.BatchNormalization):
                 layer.momentum = SCRATCH_BN_MOMENTUM
-    features = dict(zip(strides, _as_list(backbone(inputs))))
+    features = dict(zip(strides, _as_list(backbone(scaled))))
 
     x = _top_down(features, stride, config.head_channels)
     for i in range(1, HEAD_CONVS + 1):
@@ -304,7 +311,7 @@ def model_summary_facts(model: keras.Model) -> dict:
     """The facts print_model.py shows, read from the model itself (config or checkpoint).
 
     Returns:
-        dict with input_shape (S, S, 3), grid_shape (G, G, 5), cell_size (px),
+        dict with input_shape (S, S, 3), input_dtype, grid_shape (G, G, 5), cell_size (px),
         trainable_params, frozen_params (non-trainable weights: frozen layers and
         BatchNorm moving statistics), backbone_params, head_params (all outside the
         backbone), macs and flops (= 2 x MACs) per image.
@@ -320,6 +327,7 @@ def model_summary_facts(model: keras.Model) -> dict:
     macs = count_macs(model)
     return {
         "input_shape": input_shape,
+        "input_dtype": str(model.inputs[0].dtype),
         "grid_shape": grid_shape,
         "cell_size": input_shape[0] // grid_shape[0],
         "trainable_params": size(model.trainable_weights),

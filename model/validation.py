@@ -131,7 +131,7 @@ class GridValidation(keras.callbacks.Callback):
         images, detections, ground_truths = self._logged_images
         drawn = []
         for image, det, (boxes, ignore) in zip(images, detections, ground_truths):
-            bgr = np.clip((image[..., ::-1] + 1.0) * 127.5, 0, 255).astype(np.uint8)
+            bgr = np.ascontiguousarray(image[..., ::-1])  # network input is RGB
             bgr = draw_boxes(bgr, boxes, ignore=ignore, color=(0, 255, 0))
             bgr = draw_boxes(bgr, det.boxes, scores=det.scores, color=(0, 0, 255))
             drawn.append(bgr[..., ::-1])

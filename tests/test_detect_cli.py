@@ -30,8 +30,9 @@ def logit(p):
 def checkpoint(tmp_path_factory):
     """A 64-px, 2x2-grid .keras model that predicts, in every cell, a face a quarter of
     the input wide at the cell centre with score 0.9, whatever the image."""
-    inputs = keras.Input((64, 64, 3), name="image")
-    x = keras.layers.AveragePooling2D(32)(inputs)
+    inputs = keras.Input((64, 64, 3), dtype="uint8", name="image")
+    x = keras.layers.Rescaling(1.0 / 127.5, offset=-1.0)(inputs)
+    x = keras.layers.AveragePooling2D(32)(x)
     head = keras.layers.Conv2D(5, 1, activation="sigmoid", kernel_initializer="zeros")
     x = head(x)
     head.bias.assign(np.array([logit(0.25), logit(0.25), 0.0, 0.0, logit(0.9)], np.float32))

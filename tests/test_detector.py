@@ -25,7 +25,7 @@ def encoded_face_network(letterboxes, faces, score=0.8, size=S, grid_size=G):
     calls = []
 
     def predict(batch):
-        assert batch.dtype == np.float32 and batch.shape[1:] == (size, size, 3)
+        assert batch.dtype == np.uint8 and batch.shape[1:] == (size, size, 3)
         start = sum(calls)
         calls.append(len(batch))
         grids = []
@@ -88,10 +88,11 @@ def test_thresholds_reach_the_post_processing():
     assert len(detector.detect(image, score_threshold=0.9).scores) == 0
 
 
-def tiny_keras_model(size=64, grid=2, flat=False, height=None):
+def tiny_keras_model(size=64, grid=2, flat=False, height=None, dtype="uint8"):
     """A small conv net (B, S, S, 3) -> (B, G, G, 5) with random weights."""
-    inputs = keras.Input((height or size, size, 3), name="image")
-    x = keras.layers.Conv2D(8, 3, padding="same", activation="relu")(inputs)
+    inputs = keras.Input((height or size, size, 3), dtype=dtype, name="image")
+    x = keras.layers.Rescaling(1 / 127.5, offset=-1)(inputs)
+    x = keras.layers.Conv2D(8, 3, padding="same", activation="relu")(x)
     x = keras.layers.AveragePooling2D(size // grid)(x)
     x = keras.layers.Conv2D(5, 1, activation="sigmoid",
                             kernel_initializer=keras.initializers.RandomNormal(stddev=1.0))(x)
@@ -105,7 +106,7 @@ def test_keras_detector_reads_its_geometry_and_matches_the_model_on_any_batch(tm
     model = tiny_keras_model(64, 2)
     path = str(tmp_path / "model-0.10.keras")
     model.save(path)
-    x = np.random.default_rng(0).uniform(-1, 1, (3, 64, 64, 3)).astype(np.float32)
+    x = np.random.default_rng(0).integers(0, 256, (3, 64, 64, 3), dtype=np.uint8)
     expected = model.predict_on_batch(x)
     for detector in (FaceDetector.from_keras(model), FaceDetector.load(path)):
         assert (detector.input_size, detector.grid_size, detector.kind) == (64, 2, "keras")
@@ -116,10 +117,24 @@ def test_keras_detector_reads_its_geometry_and_matches_the_model_on_any_batch(tm
         detector.predict_grids(x[:, :32])
 
 
+def test_a_float_input_network_from_before_uint8_inputs_is_refused_by_name(tmp_path):
+    path = str(tmp_path / "old.keras")
+    tiny_keras_model(64, 2, dtype="float32").save(path)
+    with pytest.raises(CheckpointError, match=r"old.keras: the network takes float32 inputs, "
+                       r"not uint8 pixels.*--weights"):
+        FaceDetector.load(path)
+
+
+def test_float_batches_are_refused_not_cast_to_black():
+    detector = FaceDetector(lambda x: np.zeros((len(x), G, G, 5)), S, G)
+    with pytest.raises(ValueError, match="expects uint8 pixels"):
+        detector.predict_grids(np.zeros((1, S, S, 3), np.float32))
+
+
 def test_a_network_returning_the_wrong_shape_is_named():
     detector = FaceDetector(lambda x: np.zeros((len(x), 3, 3, 5)), S, G, source="net.tflite")
     with pytest.raises(CheckpointError, match=r"net.tflite: the network returned shape"):
-        detector.predict_grids(np.zeros((1, S, S, 3), np.float32))
+        detector.predict_grids(np.zeros((1, S, S, 3), np.uint8))
 
 
 def test_grid_geometry_accepts_grid_detectors_only():

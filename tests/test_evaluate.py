@@ -395,10 +395,10 @@ def bright_box_network(input_size, grid_size):
     from data.grid import CLASS, encode_grid
 
     def predict(batch):
-        assert batch.dtype == np.float32 and batch.shape[1:] == (input_size, input_size, 3)
+        assert batch.dtype == np.uint8 and batch.shape[1:] == (input_size, input_size, 3)
         grids = []
         for image in batch:
-            ys, xs = np.nonzero(image.min(axis=-1) > 0.5)
+            ys, xs = np.nonzero(image.min(axis=-1) > 200)
             boxes = np.zeros((0, 4))
             if len(xs):
                 boxes = [[xs.min(), ys.min(), xs.max() + 1 - xs.min(), ys.max() + 1 - ys.min()]]
@@ -499,8 +499,9 @@ def tiny_checkpoint(path, output_grid=True):
     """A 64-px, 2x2-grid Keras model saved as .keras (untrained: the scores are arbitrary)."""
     import keras
 
-    inputs = keras.Input((64, 64, 3))
-    x = keras.layers.AveragePooling2D(32)(inputs)
+    inputs = keras.Input((64, 64, 3), dtype="uint8")
+    x = keras.layers.Rescaling(1 / 127.5, offset=-1)(inputs)
+    x = keras.layers.AveragePooling2D(32)(x)
     x = keras.layers.Conv2D(5, 1, activation="sigmoid")(x)
     if not output_grid:
         x = keras.layers.Flatten()(x)

@@ -62,7 +62,7 @@ def reuse_saved_model(exported, monkeypatch):
 
 
 def inputs(n=2, seed=0):
-    return np.random.default_rng(seed).uniform(-1, 1, (n, 96, 96, 3)).astype(np.float32)
+    return np.random.default_rng(seed).integers(0, 256, (n, 96, 96, 3), dtype=np.uint8)
 
 
 def photo(seed=1):

@@ -38,12 +38,13 @@ def test_letterbox_places_content_and_pads():
     assert (out[16:48] == 255).all()
 
 
-def test_network_input_is_rgb_in_minus_one_one():
+def test_network_input_is_contiguous_rgb_uint8():
     bgr = np.zeros((2, 2, 3), np.uint8)
     bgr[..., 0] = 255  # pure blue
+    bgr[..., 1] = 7
     x = to_network_input(bgr)
-    assert x.dtype == np.float32
-    np.testing.assert_allclose(x[0, 0], [-1.0, -1.0, 1.0])
+    assert x.dtype == np.uint8 and x.flags["C_CONTIGUOUS"]
+    np.testing.assert_array_equal(x[0, 0], [0, 7, 255])
 
 
 def test_prepare_image_returns_input_and_mapping():

@@ -21,7 +21,7 @@ SMALL = Config(input_size=SIZE, grid_size=3, alpha=0.35, backbone_weights="none"
 
 
 def images(n=2, seed=0):
-    return np.random.default_rng(seed).uniform(-1, 1, (n, SIZE, SIZE, 3)).astype(np.float32)
+    return np.random.default_rng(seed).integers(0, 256, (n, SIZE, SIZE, 3), dtype=np.uint8)
 
 
 def small_mobilenet(alpha=0.35, seed=None):
@@ -56,6 +56,19 @@ def test_output_is_a_grid_of_sigmoids_per_stride(models, grid_size):
     assert facts["grid_shape"] == (grid_size, grid_size, 5)
     assert facts["cell_size"] == SIZE // grid_size
     assert facts["input_shape"] == (SIZE, SIZE, 3)
+
+
+def test_the_network_takes_uint8_pixels_and_scales_them_to_minus_one_one(models):
+    """MobileNetV2 wants [-1, 1]: the scaling is the model's first layer, so nothing that
+    feeds it (generator, detect.py, an export) can forget it."""
+    model = models[3]
+    assert model.inputs[0].dtype == "uint8"
+    scaling = keras.Model(model.inputs, model.get_layer(network.INPUT_SCALING).output)
+    pixels = np.array([0, 127, 255], np.uint8).reshape(1, 1, 3, 1).repeat(3, axis=3)
+    pixels = np.pad(pixels, ((0, 0), (0, SIZE - 1), (0, SIZE - 3), (0, 0)))
+    scaled = np.asarray(scaling([pixels]))
+    np.testing.assert_allclose(scaled[0, 0, :3, 0], [-1.0, 127 / 127.5 - 1, 1.0], atol=1e-6)
+    assert scaled.min() >= -1 and scaled.max() <= 1
 
 
 def test_finer_grids_cost_more_flops(models):

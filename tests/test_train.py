@@ -95,7 +95,7 @@ def test_checkpoints_are_named_by_score_and_reload_without_custom_objects(traine
     # A fresh interpreter that imports nothing of this project loads it.
     code = (
         "import keras, numpy as np, sys; m = keras.models.load_model(sys.argv[1]); "
-        "y = m.predict(np.zeros((1, 96, 96, 3), 'float32'), verbose=0); print(y.shape)"
+        "y = m.predict(np.zeros((1, 96, 96, 3), 'uint8'), verbose=0); print(y.shape)"
     )
     out = subprocess.run([sys.executable, "-c", code, resumed.best_checkpoint],
                          capture_output=True, text=True, env={**os.environ, "PYTHONPATH": ""},
