@@ -34,7 +34,6 @@ from data.image import letterbox_image, read_image, read_image_size
 from data.records import ImageRecord
 
 # --- augmentation strengths (training only) -------------------------------------------
-WHOLE_IMAGE_PROB = 0.25  # keep the whole image instead of cropping
 CROP_SCALE = (0.3, 1.0)  # square crop side, as a fraction of the image's shorter side
 FACE_CENTRED_PROB = 0.8  # place the crop around a random face rather than anywhere
 MIN_VISIBLE_FRACTION = 0.5  # a face cut by the crop keeping less of its area is ignored
@@ -104,6 +103,7 @@ def plan_augmentation(
     ignore: np.ndarray,
     rng: Optional[np.random.Generator],
     augment: bool,
+    crop_prob: float = Config.crop_prob,
 ) -> AugmentPlan:
     """Choose the crop window, flip and jitter for an image of (width, height) pixels.
 
@@ -113,11 +113,13 @@ def plan_augmentation(
         ignore: (N,) bool.
         rng: the sample's random generator (unused when `augment` is False).
         augment: False gives `AugmentPlan.whole` (validation).
+        crop_prob: chance of a random crop; otherwise the whole image (still flipped and
+            jittered).
     """
     if not augment:
         return AugmentPlan.whole(width, height)
     flip = bool(rng.random() < FLIP_PROB)
-    if rng.random() < WHOLE_IMAGE_PROB:
+    if rng.random() >= crop_prob:
         x, y, w, h = 0.0, 0.0, float(width), float(height)
     else:
         short = float(min(width, height))
@@ -291,7 +293,7 @@ def load_training_sample(
         # The size as the decoder will produce it (EXIF orientation applied), from the header.
         width, height = read_image_size(record.path)
         boxes, ignore = faces_in_image(record, width, height)
-        plan = plan_augmentation(width, height, boxes, ignore, rng, augment)
+        plan = plan_augmentation(width, height, boxes, ignore, rng, augment, config.crop_prob)
         reduce = choose_reduction(plan.width, plan.height, config.input_size, config.letterbox)
         image = read_image(record.path, reduce)
         # libjpeg's scaled output is ceil(size / k), pixel i covering file pixels [k i, k i + k).
@@ -304,5 +306,5 @@ def load_training_sample(
         image = read_image(record.path)
     height, width = image.shape[:2]
     boxes, ignore = faces_in_image(record, width, height)
-    plan = plan_augmentation(width, height, boxes, ignore, rng, augment)
+    plan = plan_augmentation(width, height, boxes, ignore, rng, augment, config.crop_prob)
     return augment_image(image, boxes, ignore, plan, config)

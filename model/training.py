@@ -8,6 +8,7 @@ errors (one line each) for bad data, bad checkpoints or a diverged loss.
 from __future__ import annotations
 
 import json
+import math
 import os
 import time
 from dataclasses import dataclass, field
@@ -16,7 +17,7 @@ from typing import Optional
 import keras
 import numpy as np
 
-from config import Config, save_config
+from config import LR_SCHEDULES, Config, save_config
 from errors import CheckpointError, ConfigError, TrainingDiverged
 from files import atomic_write_text
 from model.checkpoints import LAST_FILE, ScoreCheckpoint, load_checkpoint, read_state
@@ -73,24 +74,54 @@ def make_strategy(config: Config):
     return tf.distribute.MirroredStrategy(devices=devices)
 
 
-class WarmUp(keras.callbacks.Callback):
-    """Raise the learning rate linearly from 10% to `target` over the first `steps` batches."""
+class LearningRateSchedule(keras.callbacks.Callback):
+    """Per-batch learning rate: linear warm-up, then constant or cosine decay.
 
-    def __init__(self, target: float, steps: int):
+    Warm-up raises the rate from 10% to `target` over the first `warmup_steps` batches.
+    After it, `schedule="constant"` keeps `target` (ReduceLROnPlateau may lower it), and
+    `schedule="cosine"` decays it along a half cosine to `target * COSINE_FLOOR` at
+    `total_steps`, the end of the stage: a fixed budget ends on small, settling steps.
+
+    Args:
+        target: the stage's learning rate.
+        warmup_steps: batches of warm-up (0: none).
+        schedule: "constant" or "cosine".
+        total_steps: batches in the stage (cosine only).
+        start_step: batches of the stage already done (a resumed run skips the warm-up
+            and continues the cosine where it was).
+    """
+
+    COSINE_FLOOR = 0.01
+
+    def __init__(self, target: float, warmup_steps: int, schedule: str = "constant",
+                 total_steps: int = 0, start_step: int = 0):
         super().__init__()
-        self.target = target
-        self.steps = max(0, int(steps))
-        self._step = 0
+        if schedule not in LR_SCHEDULES:
+            raise ConfigError(f"lr_schedule={schedule!r}: must be one of {', '.join(LR_SCHEDULES)}")
+        self.target = float(target)
+        self.warmup_steps = max(0, int(warmup_steps))
+        self.schedule = schedule
+        self.total_steps = max(1, int(total_steps))
+        self._step = int(start_step)
+
+    def rate(self, step: int) -> float:
+        """The learning rate of batch `step` of the stage (0-based)."""
+        if step < self.warmup_steps:
+            return self.target * (0.1 + 0.9 * step / self.warmup_steps)
+        if self.schedule == "constant":
+            return self.target
+        span = max(1, self.total_steps - self.warmup_steps)
+        progress = min(1.0, (step - self.warmup_steps) / span)
+        floor = self.target * self.COSINE_FLOOR
+        return floor + (self.target - floor) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
     def on_train_batch_begin(self, batch, logs=None):
-        if self._step < self.steps:
-            fraction = 0.1 + 0.9 * self._step / self.steps
-            self.model.optimizer.learning_rate = self.target * fraction
+        # Constant after warm-up: leave the rate alone, ReduceLROnPlateau owns it then.
+        if self.schedule == "cosine" or self._step <= self.warmup_steps:
+            self.model.optimizer.learning_rate = self.rate(self._step)
 
     def on_train_batch_end(self, batch, logs=None):
         self._step += 1
-        if self._step == self.steps:
-            self.model.optimizer.learning_rate = self.target
 
 
 class HistoryFile(keras.callbacks.Callback):
@@ -219,10 +250,11 @@ def train(config: Config, resume: bool = False, weights: Optional[str] = None) -
             GridValidation(val_data, config, max_batches=config.validation_steps, guard=guard,
                            image_log_dir=os.path.join(paths.log_dir, "images")),
         ]
-        if begin == stage_end - epochs:  # warm up at the start of a stage, not on resume
-            callbacks.insert(0, WarmUp(lr, config.warmup_epochs * steps))
+        callbacks.insert(0, LearningRateSchedule(
+            lr, config.warmup_epochs * steps, config.lr_schedule, total_steps=epochs * steps,
+            start_step=(begin - (stage_end - epochs)) * steps))
         mode = monitor_mode(config.monitor)
-        if config.reduce_lr_patience > 0:
+        if config.reduce_lr_patience > 0 and config.lr_schedule == "constant":
             callbacks.append(keras.callbacks.ReduceLROnPlateau(
                 monitor=config.monitor, mode=mode, factor=config.reduce_lr_factor,
                 patience=config.reduce_lr_patience, min_lr=lr * 1e-3))

@@ -25,7 +25,7 @@ from data.boxes import Letterbox
 from data.draw import IGNORE_COLOR, draw_boxes
 from data.image import PAD_VALUE, read_image
 from data.records import ImageRecord
-from errors import ImageError
+from errors import ConfigError, ImageError
 
 GREY = 90  # not PAD_VALUE, so padding and background differ
 FACE_COLORS = [(0, 0, 255), (0, 255, 0), (255, 0, 0), (0, 255, 255), (255, 0, 255)]
@@ -275,6 +275,24 @@ def test_plan_keeps_crop_inside_image_and_around_faces(scene):
         )
     assert with_face > 170
     assert plan_augmentation(800, 600, boxes, ignore, None, False) == AugmentPlan.whole(800, 600)
+
+
+def test_crop_prob_sets_how_often_training_crops(scene):
+    """crop_prob 0 keeps every whole image (flip still varies), 1 crops every time."""
+    boxes, ignore = faces_in_image(scene, 800, 600)
+
+    def plans(crop_prob):
+        return [plan_augmentation(800, 600, boxes, ignore, np.random.default_rng(seed), True,
+                                  crop_prob) for seed in range(200)]
+
+    whole = plans(0.0)
+    assert all((p.x, p.y, p.width, p.height) == (0, 0, 800, 600) for p in whole)
+    assert 60 < sum(p.flip for p in whole) < 140
+    assert all(p.width < 800 for p in plans(1.0))  # a square crop of at most 600 px
+    default = sum(p.width < 800 for p in plans(Config.crop_prob))
+    assert 130 < default < 170  # about 3 in 4
+    with pytest.raises(ConfigError, match="crop_prob=1.5"):
+        Config(crop_prob=1.5)
 
 
 def test_photometric_jitter_changes_colours_keeps_grey():

@@ -10,7 +10,7 @@ import pytest
 
 import cli
 from cli import add_config_arguments, config_from_args
-from config import Config, load_config, save_config
+from config import DEMO_ROOT, Config, demo_config, load_config, save_config
 from errors import ConfigError
 from files import atomic_path, atomic_write_text
 
@@ -31,6 +31,8 @@ def test_defaults_are_the_original_design():
         ({"grid_size": 56}, "grid_size"),
         ({"batch_size": 0}, "batch_size"),
         ({"nms_iou": 0.0}, "nms_iou"),
+        ({"lr_schedule": "linear"}, "lr_schedule"),
+        ({"crop_prob": -0.1}, "crop_prob"),
     ],
 )
 def test_invalid_values_name_the_field(changes, field):
@@ -44,6 +46,20 @@ def test_flags_override_fields_and_booleans_negate():
     args = parser.parse_args(["--grid-size", "14", "--alpha", "0.35", "--no-augment"])
     c = config_from_args(args)
     assert (c.grid_size, c.alpha, c.augment, c.input_size) == (14, 0.35, False, 224)
+
+
+def test_demo_preset_trains_from_scratch_and_flags_still_override():
+    """The README's main job needs no download and no ImageNet weights; flags win over it."""
+    demo = demo_config(Config())
+    assert demo.dataset == DEMO_ROOT and demo.backbone_weights == "none"
+    assert demo.head_epochs == 0 and demo.finetune_epochs > 0  # no frozen-backbone stage
+    assert (demo.input_size, demo.grid_size) == (224, 7)  # the user's geometry
+    assert demo.lr_schedule == "cosine"
+    parser = argparse.ArgumentParser()
+    add_config_arguments(parser)
+    args = parser.parse_args(["--finetune-epochs", "2", "--lr-schedule", "constant"])
+    c = config_from_args(args, base=demo)
+    assert (c.finetune_epochs, c.lr_schedule, c.dataset) == (2, "constant", DEMO_ROOT)
 
 
 def test_save_load_round_trip_and_config_flag(tmp_path):

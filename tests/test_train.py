@@ -201,3 +201,41 @@ def test_mirrored_strategy_on_two_logical_cpus(demo_root, tmp_path):
     words = r.stdout.split("REPLICAS", 1)[1].split()
     assert words[0] == "2" and words[2] == "1"
     assert np.isfinite(float(words[4]))
+
+
+def test_learning_rate_warms_up_then_follows_the_schedule():
+    from model.training import LearningRateSchedule
+
+    cosine = LearningRateSchedule(1e-2, warmup_steps=10, schedule="cosine", total_steps=110)
+    assert cosine.rate(0) == pytest.approx(1e-3)  # warm-up starts at 10%
+    assert cosine.rate(5) == pytest.approx(5.5e-3)
+    assert cosine.rate(10) == pytest.approx(1e-2)  # full rate when warm-up ends
+    assert cosine.rate(60) == pytest.approx((1e-2 + 1e-4) / 2)  # half-way down the cosine
+    assert cosine.rate(110) == pytest.approx(1e-4) == cosine.rate(500)  # floor: 1%
+    rates = [cosine.rate(s) for s in range(10, 111)]
+    assert all(a >= b for a, b in zip(rates, rates[1:]))  # decays monotonically
+    constant = LearningRateSchedule(1e-2, warmup_steps=10, schedule="constant")
+    assert constant.rate(0) == pytest.approx(1e-3) and constant.rate(1000) == 1e-2
+    with pytest.raises(ConfigError, match="lr_schedule='step'"):
+        LearningRateSchedule(1e-2, 0, schedule="step")
+    with pytest.raises(ConfigError, match="lr_schedule='step'"):
+        Config(lr_schedule="step")
+
+
+def test_learning_rate_schedule_sets_the_optimizer_and_resumes_mid_stage():
+    import keras
+
+    from model.training import LearningRateSchedule
+
+    model = keras.Sequential([keras.Input((1,)), keras.layers.Dense(1)])
+    model.compile(keras.optimizers.SGD(0.5), "mse")
+    x = np.zeros((8, 1), np.float32)
+    seen = []
+    record = keras.callbacks.LambdaCallback(
+        on_train_batch_begin=lambda b, logs: seen.append(float(model.optimizer.learning_rate)))
+    # A resumed stage: 4 of 8 batches done, so no warm-up and the cosine continues.
+    schedule = LearningRateSchedule(0.1, warmup_steps=2, schedule="cosine", total_steps=8,
+                                    start_step=4)
+    model.fit(x, x, batch_size=2, epochs=1, verbose=0, callbacks=[schedule, record])
+    assert seen == pytest.approx([schedule.rate(s) for s in range(4, 8)])
+    assert seen[0] < 0.1 and seen[-1] < seen[0]
