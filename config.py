@@ -65,7 +65,7 @@ class Config:
     keep_best: int = 3  # checkpoints kept
     mixed_precision: bool = False
     distribute: str = "auto"  # auto: MirroredStrategy when >1 GPU; mirrored: all devices; none
-    steps_per_epoch: int = 0  # 0 = one pass over the data
+    steps_per_epoch: int = 0  # 0 = one pass over the data; N = N batches of a fresh shuffle
     validation_steps: int = 0  # 0 = one pass over the validation data
     log_dir: str = "logs"
     checkpoint_dir: str = "checkpoints"

@@ -70,6 +70,10 @@ class FaceGridDataset(keras.utils.PyDataset):
         debug_dir: if set, the first `DEBUG_IMAGES_PER_BATCH` images of the first
             `DEBUG_BATCHES` batches of every epoch are written there as PNGs with their
             boxes drawn (faces green, ignored grey), to check the augmentation by eye.
+        endless: batches never run out: batch `i` is batch `i % len(self)` of the current
+            epoch's order. For `Model.fit(steps_per_epoch=N)`: Keras asks an endless
+            dataset for N batches per epoch, where a finite one would carry its pass over
+            several epochs and cut some short ("Your input ran out of data").
         **kwargs: `keras.utils.PyDataset` arguments (workers, use_multiprocessing,
             max_queue_size). With workers > 1, OpenCV's internal threading is turned off
             for the process (`cv2.setNumThreads(1)`): the workers parallelise instead.
@@ -82,6 +86,7 @@ class FaceGridDataset(keras.utils.PyDataset):
         training: bool,
         shuffle: Optional[bool] = None,
         debug_dir: Optional[str] = None,
+        endless: bool = False,
         **kwargs,
     ):
         kwargs.setdefault("workers", config.workers)
@@ -99,6 +104,7 @@ class FaceGridDataset(keras.utils.PyDataset):
         self.training = bool(training)
         self.shuffle = self.training if shuffle is None else bool(shuffle)
         self.debug_dir = debug_dir
+        self.endless = bool(endless)
         self.epoch = 0
         self.collisions = 0
         self.encoded_faces = 0
@@ -114,8 +120,15 @@ class FaceGridDataset(keras.utils.PyDataset):
             return n // b
         return math.ceil(n / b)
 
+    @property
+    def num_batches(self) -> Optional[int]:
+        """Batches per pass for Keras; None (endless) when `endless`."""
+        return None if self.endless else len(self)
+
     def __getitem__(self, index: int):
         """Batch `index` of the current epoch: (images (B,S,S,3), targets (B,G,G,5))."""
+        if self.endless:
+            index %= len(self)
         images, targets, _ = self.load_batch(index)
         return images, targets
 

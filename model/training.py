@@ -159,7 +159,9 @@ def _datasets(config: Config, global_batch: int):
     batch_config = config.replace(batch_size=global_batch)
     train_records = training_records(config)
     val_records = validation_records(config)
-    train = FaceGridDataset(train_records, batch_config, training=True)
+    # With steps_per_epoch set, every epoch gets that many batches of a fresh shuffle.
+    train = FaceGridDataset(train_records, batch_config, training=True,
+                            endless=config.steps_per_epoch > 0)
     val = FaceGridDataset(val_records, batch_config, training=False, workers=1,
                           use_multiprocessing=False)
     return train, val

@@ -245,3 +245,39 @@ def test_empty_record_list_is_rejected():
     """No records is a DatasetError, not an empty epoch discovered later."""
     with pytest.raises(DatasetError, match="no image records"):
         FaceGridDataset([], CONFIG, training=True)
+
+
+def test_endless_dataset_gives_fit_every_step_of_every_epoch(face_records):
+    """steps_per_epoch longer than a pass: an endless dataset serves all of them, where a
+    finite one makes Keras stop the epoch early ("ran out of data")."""
+    import keras
+
+    config = CONFIG.replace(batch_size=2)
+    inputs = keras.Input((64, 64, 3), dtype="uint8")
+    x = keras.layers.Rescaling(1.0 / 255)(inputs)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    x = keras.layers.Dense(4 * 4 * 5)(x)
+    model = keras.Model(inputs, keras.layers.Reshape((4, 4, 5))(x))
+    model.compile("sgd", "mse")
+    steps = []
+    counter = keras.callbacks.LambdaCallback(
+        on_epoch_begin=lambda e, logs: steps.append(0),
+        on_train_batch_end=lambda b, logs: steps.__setitem__(-1, steps[-1] + 1))
+
+    for workers in (1, 2):
+        dataset = FaceGridDataset(face_records, config, training=True, endless=True,
+                                  workers=workers)
+        assert dataset.num_batches is None and len(dataset) == 5
+        np.testing.assert_array_equal(dataset[7][0], dataset[2][0])  # wraps around
+        steps.clear()
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # "Your input ran out of data" would raise
+            model.fit(dataset, epochs=2, steps_per_epoch=12, verbose=0, shuffle=False,
+                      callbacks=[counter])
+        assert steps == [12, 12]
+        assert dataset.epoch >= 2  # reshuffled after each epoch (Keras may add one more)
+
+    finite = FaceGridDataset(face_records, config, training=True)
+    assert finite.num_batches == 5
+    with pytest.raises(IndexError):
+        finite[5]
