@@ -22,6 +22,12 @@ DEMO_ROOT = os.path.join("data", "demo")
 LR_SCHEDULES = ("constant", "cosine")
 
 
+def check_lr_schedule(name: str) -> None:
+    """Raise ConfigError unless `name` is one of LR_SCHEDULES."""
+    if name not in LR_SCHEDULES:
+        raise ConfigError(f"lr_schedule={name!r}: must be one of {', '.join(LR_SCHEDULES)}")
+
+
 @dataclass
 class Config:
     """All knobs of data, model, training and detection. Field docs are the CLI help."""
@@ -102,9 +108,7 @@ class Config:
             )
         if not 0.0 <= self.crop_prob <= 1.0:
             raise ConfigError(f"crop_prob={self.crop_prob}: must be in [0, 1]")
-        if self.lr_schedule not in LR_SCHEDULES:
-            raise ConfigError(
-                f"lr_schedule={self.lr_schedule!r}: must be one of {', '.join(LR_SCHEDULES)}")
+        check_lr_schedule(self.lr_schedule)
         if self.batch_size <= 0:
             raise ConfigError(f"batch_size={self.batch_size}: must be positive")
         if self.distribute not in ("auto", "mirrored", "none"):

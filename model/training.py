@@ -17,7 +17,7 @@ from typing import Optional
 import keras
 import numpy as np
 
-from config import LR_SCHEDULES, Config, save_config
+from config import Config, check_lr_schedule, save_config
 from errors import CheckpointError, ConfigError, TrainingDiverged
 from files import atomic_write_text
 from model.checkpoints import LAST_FILE, ScoreCheckpoint, load_checkpoint, read_state
@@ -96,8 +96,7 @@ class LearningRateSchedule(keras.callbacks.Callback):
     def __init__(self, target: float, warmup_steps: int, schedule: str = "constant",
                  total_steps: int = 0, start_step: int = 0):
         super().__init__()
-        if schedule not in LR_SCHEDULES:
-            raise ConfigError(f"lr_schedule={schedule!r}: must be one of {', '.join(LR_SCHEDULES)}")
+        check_lr_schedule(schedule)
         self.target = float(target)
         self.warmup_steps = max(0, int(warmup_steps))
         self.schedule = schedule
