@@ -71,7 +71,12 @@ def to_network_input(image_bgr: np.ndarray) -> np.ndarray:
     `model.network.INPUT_SCALING`), so no caller can feed it unscaled pixels, and batches
     stay a quarter of the float32 size on their way to the device or between processes.
     """
-    return np.ascontiguousarray(np.asarray(image_bgr, dtype=np.uint8)[..., ::-1])
+    image = np.ascontiguousarray(image_bgr, dtype=np.uint8)
+    if image.size == 0:
+        return image[..., ::-1].copy()
+    # OpenCV's SIMD channel swap: copying the reversed view `[..., ::-1]` is 2-5x slower.
+    # A batch (B, H, W, 3) is swapped as one (B*H, W, 3) image.
+    return cv2.cvtColor(image.reshape(-1, *image.shape[-2:]), cv2.COLOR_BGR2RGB).reshape(image.shape)
 
 
 def prepare_image(image_bgr: np.ndarray, input_size: int, keep_aspect: bool = True):
