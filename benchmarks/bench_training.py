@@ -2,7 +2,8 @@
 
     python benchmarks/bench_training.py [--steps 40] [--workers 2] [--input-size 224]
 
-Trains one network (the demo preset's: alpha 0.35, head 64, no ImageNet weights) with
+Trains one network (the demo preset's: 224 px, 14x14 grid, alpha 0.35, head 64, no
+ImageNet weights, unless flags say otherwise) with
 `Model.fit` fed three ways, in this order, in one run: the same batches held in memory as
 NumPy arrays, then `FaceGridDataset` (augmentation on, as the demo trains), then the
 in-memory arrays again, which brackets the machine's drift during the run. Target
@@ -51,14 +52,15 @@ def timed_fit(model, steps, batch_size, data=None, arrays=None):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--steps", type=int, default=40)
-    parser.add_argument("--input-size", type=int, default=224)
-    parser.add_argument("--grid-size", type=int, default=7)
-    parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--workers", type=int, default=2, help="generator threads (demo: 2)")
+    preset = demo_config(Config())
+    parser.add_argument("--input-size", type=int, default=preset.input_size)
+    parser.add_argument("--grid-size", type=int, default=preset.grid_size)
+    parser.add_argument("--batch-size", type=int, default=preset.batch_size)
+    parser.add_argument("--workers", type=int, default=preset.workers, help="generator threads")
     args = parser.parse_args()
 
     ensure_demo_dataset(DEMO_ROOT)
-    config = demo_config(Config()).replace(
+    config = preset.replace(
         input_size=args.input_size, grid_size=args.grid_size, batch_size=args.batch_size,
         workers=args.workers, augment=True)
     records = load_wider_split(DEMO_ROOT, "train").records

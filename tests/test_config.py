@@ -53,7 +53,10 @@ def test_demo_preset_trains_from_scratch_and_flags_still_override():
     demo = demo_config(Config())
     assert demo.dataset == DEMO_ROOT and demo.backbone_weights == "none"
     assert demo.head_epochs == 0 and demo.finetune_epochs > 0  # no frozen-backbone stage
-    assert (demo.input_size, demo.grid_size) == (224, 7)  # the user's geometry
+    # The user's 224 px input; 16-px cells (grid 14) for the demo's small faces, while
+    # the default stays the user's 7x7.
+    assert (demo.input_size, demo.grid_size) == (224, 14)
+    assert (Config().input_size, Config().grid_size) == (224, 7)
     assert demo.lr_schedule == "cosine"
     parser = argparse.ArgumentParser()
     add_config_arguments(parser)
