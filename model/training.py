@@ -175,7 +175,7 @@ def train(config: Config, resume: bool = False, weights: Optional[str] = None) -
             last completed epoch, with its optimizer state.
         weights: start from this checkpoint's weights (fine-tuning), fresh optimizer.
     """
-    from model.network import create_model, set_backbone_trainable
+    from model.network import set_backbone_trainable
 
     if resume and weights:
         raise ConfigError("--resume and --weights: give one (resume continues a run, "
@@ -223,9 +223,7 @@ def train(config: Config, resume: bool = False, weights: Optional[str] = None) -
             model = load_checkpoint(os.path.join(paths.checkpoint_dir, LAST_FILE))
             compiled_stage = state.get("stage")
         else:
-            model = create_model(config)
-            if weights:
-                _load_weights(model, weights)
+            model = initial_model(config, weights)
 
     steps = config.steps_per_epoch or len(train_data)
     first_stage_epoch = 0
@@ -293,6 +291,22 @@ def train(config: Config, resume: bool = False, weights: Optional[str] = None) -
     if state.get("best"):
         result.best_score, result.best_checkpoint = state["best"][0]
     return result
+
+
+def initial_model(config: Config, weights: Optional[str] = None) -> keras.Model:
+    """The network before training: initial weights drawn from `config.seed`, then
+    replaced by a checkpoint's weights if `weights` is given.
+
+    The same seed gives the same initial weights, so runs repeat up to the order in which
+    threaded kernels sum (which still makes runs drift apart a little).
+    """
+    from model.network import create_model
+
+    keras.utils.set_random_seed(config.seed)
+    model = create_model(config)
+    if weights:
+        _load_weights(model, weights)
+    return model
 
 
 def _load_weights(model: keras.Model, path: str) -> None:

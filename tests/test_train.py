@@ -239,3 +239,17 @@ def test_learning_rate_schedule_sets_the_optimizer_and_resumes_mid_stage():
     model.fit(x, x, batch_size=2, epochs=1, verbose=0, callbacks=[schedule, record])
     assert seen == pytest.approx([schedule.rate(s) for s in range(4, 8)])
     assert seen[0] < 0.1 and seen[-1] < seen[0]
+
+
+def test_initial_weights_follow_the_seed(demo_root, tmp_path):
+    """Two runs with one seed start from the same weights (runs repeat); another seed
+    starts elsewhere."""
+    from model.training import initial_model
+
+    def weights(seed):
+        model = initial_model(_config(demo_root, tmp_path, seed=seed))
+        return [np.asarray(w) for w in model.get_weights()]
+
+    first, again, other = weights(7), weights(7), weights(8)
+    assert all(np.array_equal(a, b) for a, b in zip(first, again))
+    assert not all(np.array_equal(a, b) for a, b in zip(first, other))
