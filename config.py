@@ -162,8 +162,8 @@ def demo_config(base: Config) -> Config:
 
     No ImageNet weights (offline machines have none), so there is no frozen-backbone stage:
     the whole network trains from the start at a higher learning rate, decayed along a
-    cosine to the end of its fixed budget (8 to 9.5 minutes on 2 CPU cores; the measured
-    curve and the runs behind these choices are in docs/benchmarks.md).
+    cosine to the end of its fixed budget (7.4 to 9.4 minutes of training on 2 CPU cores;
+    the measured curve and the runs behind these choices are in docs/benchmarks.md).
     """
     return base.replace(
         dataset=DEMO_ROOT,

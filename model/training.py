@@ -298,7 +298,9 @@ def initial_model(config: Config, weights: Optional[str] = None) -> keras.Model:
     replaced by a checkpoint's weights if `weights` is given.
 
     The same seed gives the same initial weights, so runs repeat up to the order in which
-    threaded kernels sum (which still makes runs drift apart a little).
+    threaded kernels sum (which still makes runs drift apart a little). The seed is set
+    with `keras.utils.set_random_seed`: Python's, NumPy's and the backend's global
+    generators (the data pipeline has seeded generators of its own).
     """
     from model.network import create_model
 
