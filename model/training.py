@@ -226,13 +226,12 @@ def train(config: Config, resume: bool = False, weights: Optional[str] = None) -
             model = initial_model(config, weights)
 
     steps = config.steps_per_epoch or len(train_data)
-    first_stage_epoch = 0
+    stage_end = 0
     from model.validation import GridValidation, NonFiniteLossGuard
 
     for stage, epochs, lr, backbone_trainable in stages:
-        stage_end = first_stage_epoch + epochs
-        begin = max(start_epoch, first_stage_epoch)
-        first_stage_epoch = stage_end
+        stage_start, stage_end = stage_end, stage_end + epochs
+        begin = max(start_epoch, stage_start)  # later than stage_start when resuming
         if epochs <= 0 or begin >= stage_end:
             continue
         if compiled_stage != stage:
@@ -245,13 +244,13 @@ def train(config: Config, resume: bool = False, weights: Optional[str] = None) -
             compiled_stage = stage
         guard = NonFiniteLossGuard()
         callbacks = [
+            LearningRateSchedule(
+                lr, config.warmup_epochs * steps, config.lr_schedule,
+                total_steps=epochs * steps, start_step=(begin - stage_start) * steps),
             guard,
             GridValidation(val_data, config, max_batches=config.validation_steps, guard=guard,
                            image_log_dir=os.path.join(paths.log_dir, "images")),
         ]
-        callbacks.insert(0, LearningRateSchedule(
-            lr, config.warmup_epochs * steps, config.lr_schedule, total_steps=epochs * steps,
-            start_step=(begin - (stage_end - epochs)) * steps))
         mode = monitor_mode(config.monitor)
         if config.reduce_lr_patience > 0 and config.lr_schedule == "constant":
             callbacks.append(keras.callbacks.ReduceLROnPlateau(
