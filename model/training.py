@@ -296,10 +296,10 @@ def initial_model(config: Config, weights: Optional[str] = None) -> keras.Model:
     """The network before training: initial weights drawn from `config.seed`, then
     replaced by a checkpoint's weights if `weights` is given.
 
-    The same seed gives the same initial weights, so runs repeat up to the order in which
-    threaded kernels sum (which still makes runs drift apart a little). The seed is set
-    with `keras.utils.set_random_seed`: Python's, NumPy's and the backend's global
-    generators (the data pipeline has seeded generators of its own).
+    The same seed gives the same initial weights, so runs repeat unless threaded kernels
+    sum in a different order (two seeded demo runs on one machine matched exactly). The
+    seed is set with `keras.utils.set_random_seed`: Python's, NumPy's and the backend's
+    global generators (the data pipeline has seeded generators of its own).
     """
     from model.network import create_model
 
