@@ -8,7 +8,9 @@
 
 The model is --weights (a .keras checkpoint, a .tflite file from export.py, a SavedModel
 folder, or a folder of checkpoints: its best model-*.keras), else the best model-*.keras
-under --checkpoint-dir. Input and grid size are read from the model.
+under --checkpoint-dir, else the face model shipped in models/ (trained on real photos;
+README "The shipped model"), said in one line on stderr. Input and grid size are read
+from the model.
 
 Output, on stdout:
 - one line per face, `x y w h score`: box in the image's pixels (top-left corner, width,
@@ -46,6 +48,9 @@ from cli import add_config_arguments, config_from_args, run_main
 from errors import ConfigError, ImageError
 
 PROG = "detect.py"
+# The model that ships with the repository, used when the user has none of their own.
+SHIPPED_MODEL = os.path.join(os.path.dirname(os.path.abspath(__file__)), "models",
+                             "face_detector.tflite")
 SUFFIX = "_detected"
 _GLOB_CHARS = "*?["
 
@@ -62,7 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="a video file, or a camera index such as 0")
     parser.add_argument("--weights", metavar="FILE",
                         help=".keras, .tflite or SavedModel folder (default: the best "
-                        "model-*.keras under --checkpoint-dir)")
+                        "model-*.keras under --checkpoint-dir, else models/face_detector.tflite)")
     parser.add_argument("--output", metavar="PATH",
                         help="annotated image (one input), folder (several) or video file")
     parser.add_argument("--threshold", dest="score_threshold", type=float, default=None,
@@ -142,9 +147,18 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         raise ConfigError("--show works with --video only")
     if args.image:
         paths, several = expand_images(args.image)
+    from errors import CheckpointError
     from model.detector import FaceDetector, resolve_weights
 
-    weights = resolve_weights(args.weights, config.checkpoint_dir)
+    try:
+        weights = resolve_weights(args.weights, config.checkpoint_dir)
+    except CheckpointError:
+        if args.weights is not None or not os.path.isfile(SHIPPED_MODEL):
+            raise
+        weights = SHIPPED_MODEL
+        print(f"{PROG}: no checkpoint under {config.checkpoint_dir}/: using the shipped model "
+              f"{os.path.relpath(SHIPPED_MODEL)} (pass --weights to use your own)",
+              file=sys.stderr)
     detector = FaceDetector.load(weights, keep_aspect=config.letterbox)
     thresholds = (config.score_threshold, config.nms_iou, config.max_detections)
     if args.video:

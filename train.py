@@ -2,6 +2,7 @@
 
     python train.py                      # WIDER FACE in the official layout under data/WIDER
     python train.py --demo               # the bundled demo data (generated on first use)
+    python train.py --preset real        # the recipe measured on real photos (config.py)
     python train.py --resume             # continue the latest run after a crash or Ctrl-C
     python train.py --weights checkpoints/RUN/model-0.81.keras   # fine-tune from a checkpoint
     tensorboard --logdir logs
@@ -16,7 +17,8 @@ import os
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from cli import add_config_arguments, config_from_args, run_main
-from config import DEMO_ROOT, Config, demo_config
+from errors import ConfigError
+from config import DEMO_ROOT, PRESETS, Config, demo_config, load_config
 
 
 def parse_args(argv=None):
@@ -24,20 +26,28 @@ def parse_args(argv=None):
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--demo", action="store_true",
                         help=f"train on the bundled demo data in {DEMO_ROOT} (made if missing)")
+    parser.add_argument("--preset", choices=sorted(PRESETS),
+                        help="start from a named recipe of config.py (flags still override)")
     parser.add_argument("--resume", action="store_true",
                         help="continue --run-name (default: the latest run) from its last epoch")
     parser.add_argument("--weights", metavar="CKPT", help="start from a checkpoint's weights")
     parser.add_argument("--format", dest="dataset_format", default=None,
-                        help="alias of --dataset-format: auto, wider, labelme, yolo, coco")
+                        help="alias of --dataset-format: auto, wider, labelme, yolo, coco, voc")
     add_config_arguments(parser)
     return parser.parse_args(argv)
 
 
 def main(argv=None):
     args = parse_args(argv)
-    base = demo_config(Config()) if args.demo else None
+    if args.demo and args.preset not in (None, "demo"):
+        raise ConfigError(f"--demo and --preset {args.preset}: give one")
+    base = None
+    if args.demo:
+        base = demo_config(Config())
+    elif args.preset:
+        base = PRESETS[args.preset](load_config(args.config) if args.config else Config())
     config = config_from_args(args, base=base)
-    if args.demo and config.dataset == DEMO_ROOT:
+    if (args.demo or args.preset == "demo") and config.dataset == DEMO_ROOT:
         from data.synthetic import ensure_demo_dataset
 
         ensure_demo_dataset(DEMO_ROOT)

@@ -34,7 +34,6 @@ from data.image import letterbox_image, read_image, read_image_size
 from data.records import ImageRecord
 
 # --- augmentation strengths (training only) -------------------------------------------
-CROP_SCALE = (0.3, 1.0)  # square crop side, as a fraction of the image's shorter side
 FACE_CENTRED_PROB = 0.8  # place the crop around a random face rather than anywhere
 MIN_VISIBLE_FRACTION = 0.5  # a face cut by the crop keeping less of its area is ignored
 FLIP_PROB = 0.5
@@ -104,6 +103,7 @@ def plan_augmentation(
     rng: Optional[np.random.Generator],
     augment: bool,
     crop_prob: float = Config.crop_prob,
+    crop_scale: tuple = (Config.crop_min_scale, Config.crop_max_scale),
 ) -> AugmentPlan:
     """Choose the crop window, flip and jitter for an image of (width, height) pixels.
 
@@ -115,6 +115,10 @@ def plan_augmentation(
         augment: False gives `AugmentPlan.whole` (validation).
         crop_prob: chance of a random crop; otherwise the whole image (still flipped and
             jittered).
+        crop_scale: (low, high) range of the square crop's side, as a fraction of the
+            image's shorter side. Above 1 the window reaches past the image, which then
+            shrinks inside grey padding: a zoom out, so large faces are also seen small
+            (SCRFD trains with 0.3 to 2).
     """
     if not augment:
         return AugmentPlan.whole(width, height)
@@ -123,9 +127,13 @@ def plan_augmentation(
         x, y, w, h = 0.0, 0.0, float(width), float(height)
     else:
         short = float(min(width, height))
-        side = float(rng.uniform(*CROP_SCALE)) * short
+        side = float(rng.uniform(*crop_scale)) * short
         faces = np.flatnonzero(~np.asarray(ignore, dtype=bool))
-        if faces.size and rng.random() < FACE_CENTRED_PROB:
+        if side > short:
+            # Zoom out: the image lies somewhere inside the larger window.
+            x = float(rng.uniform(min(0.0, width - side), max(0.0, width - side)))
+            y = float(rng.uniform(min(0.0, height - side), max(0.0, height - side)))
+        elif faces.size and rng.random() < FACE_CENTRED_PROB:
             fx, fy, fw, fh = (float(v) for v in boxes[rng.choice(faces)])
             # Scale jitter, but never so tight that the chosen face is cut.
             side = min(max(side, fw, fh), short)
@@ -233,7 +241,7 @@ def augment_image(
         crop = cv2.flip(crop, 1)
         b[:, 0] = crop_w - b[:, 0] - b[:, 2]
 
-    letterbox = Letterbox.fit(crop_w, crop_h, config.input_size, config.letterbox)
+    letterbox = _crop_letterbox(plan, scale, x0, y0, crop_w, crop_h, config)
     out = letterbox_image(crop, letterbox)
     # Jitter the picture only: the letterbox padding keeps its fixed grey.
     px, py = int(letterbox.pad_x), int(letterbox.pad_y)
@@ -244,6 +252,24 @@ def augment_image(
 
     b, ign = faces_to_input(b, ign, letterbox, config)
     return np.ascontiguousarray(out), b, ign
+
+
+def _crop_letterbox(plan: AugmentPlan, scale: float, x0: int, y0: int, crop_w: int,
+                    crop_h: int, config: Config) -> Letterbox:
+    """How the crop maps onto the input: fitted to it, or, when the plan's window reaches
+    past the image (a zoom out), shrunk to the window's scale and placed where the window
+    puts it, the rest grey padding."""
+    win_w, win_h = plan.width * scale, plan.height * scale
+    if win_w <= crop_w + 1 and win_h <= crop_h + 1:
+        return Letterbox.fit(crop_w, crop_h, config.input_size, config.letterbox)
+    s = config.input_size
+    k = s / max(win_w, win_h)
+    content_w = min(s, max(1, round(crop_w * k)))
+    content_h = min(s, max(1, round(crop_h * k)))
+    pad_x = min(max(int(round((x0 - plan.x * scale) * k)), 0), s - content_w)
+    pad_y = min(max(int(round((y0 - plan.y * scale) * k)), 0), s - content_h)
+    return Letterbox(content_w / crop_w, content_h / crop_h, float(pad_x), float(pad_y), s,
+                     content_w, content_h)
 
 
 def faces_to_input(boxes: np.ndarray, ignore: np.ndarray, letterbox: Letterbox, config: Config):
@@ -293,7 +319,8 @@ def load_training_sample(
         # The size as the decoder will produce it (EXIF orientation applied), from the header.
         width, height = read_image_size(record.path)
         boxes, ignore = faces_in_image(record, width, height)
-        plan = plan_augmentation(width, height, boxes, ignore, rng, augment, config.crop_prob)
+        plan = plan_augmentation(width, height, boxes, ignore, rng, augment, config.crop_prob,
+                                (config.crop_min_scale, config.crop_max_scale))
         reduce = choose_reduction(plan.width, plan.height, config.input_size, config.letterbox)
         image = read_image(record.path, reduce)
         # libjpeg's scaled output is ceil(size / k), pixel i covering file pixels [k i, k i + k).
@@ -306,5 +333,6 @@ def load_training_sample(
         image = read_image(record.path)
     height, width = image.shape[:2]
     boxes, ignore = faces_in_image(record, width, height)
-    plan = plan_augmentation(width, height, boxes, ignore, rng, augment, config.crop_prob)
+    plan = plan_augmentation(width, height, boxes, ignore, rng, augment, config.crop_prob,
+                                (config.crop_min_scale, config.crop_max_scale))
     return augment_image(image, boxes, ignore, plan, config)

@@ -171,7 +171,7 @@ def _place(src: str, dest: str, copy: bool) -> bool:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m data.convert",
-        description="Write a labelme / YOLO / COCO (or WIDER) dataset in the official WIDER "
+        description="Write a labelme / YOLO / COCO / VOC (or WIDER) dataset in the official WIDER "
                     "FACE layout.",
     )
     parser.add_argument("--input", required=True, help="dataset folder (or COCO .json) to read")

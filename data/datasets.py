@@ -7,8 +7,11 @@ A *source* is a folder (or a COCO .json) in one of the formats:
     labelme   one labelme .json per image          (data/formats/labelme.py)
     yolo      images/ + labels/ `class cx cy w h`  (data/formats/yolo.py)
     coco      one COCO .json                       (data/formats/coco.py)
+    voc       one Pascal VOC .xml per image        (data/formats/voc.py)
 
 `--dataset-format auto` detects the format; a WIDER root is always recognised by its layout.
+A folder with `annotations/*.xml` or `Annotations/*.xml` is VOC, and so, failing every other
+format, is one with .xml files beside images of the same name.
 
 Several sources mix with weights. The syntax of `--dataset`, `--val-dataset` and
 `--negatives` is a comma-separated list of
@@ -49,13 +52,14 @@ from config import WIDER_ROOT, Config
 from data.formats import LoadReport, record_name
 from data.formats.coco import is_coco_file, read_coco
 from data.formats.labelme import labelme_files, read_labelme
+from data.formats.voc import LAYOUTS as VOC_LAYOUTS, read_voc
 from data.formats.yolo import CLASSES_FILE, read_yolo
 from data.image import IMAGE_EXTENSIONS, image_files
 from data.records import ImageRecord
 from data.wider import SPLITS, load_wider_split, wider_split_paths
 from errors import ConfigError, DatasetError
 
-FORMATS = ("wider", "labelme", "yolo", "coco")
+FORMATS = ("wider", "labelme", "yolo", "coco", "voc")
 # Folder (or COCO file name) spellings of each split.
 SPLIT_NAMES = {"train": ("train", "training"), "val": ("val", "valid", "validation"),
                "test": ("test",)}
@@ -116,7 +120,12 @@ def is_wider_root(path: str) -> bool:
 
 
 def detect_format(path: str) -> str:
-    """The format of a source: 'wider', 'labelme', 'yolo' or 'coco' (DatasetError if unknown)."""
+    """The format of a source: one of FORMATS (DatasetError if unknown).
+
+    In order: WIDER layout, labelme / COCO .json, VOC annotation folder, YOLO labels, .xml
+    beside images (VOC). VOC's folders come before YOLO because darknet's voc_label.py
+    writes YOLO labels/ into VOC folders whose images YOLO's rule cannot pair with them.
+    """
     _check_exists(path)
     if os.path.isfile(path):
         if path.lower().endswith(".json") and is_coco_file(path):
@@ -133,11 +142,15 @@ def detect_format(path: str) -> str:
         kind = _json_kind(json_path)
         if kind:
             return kind
+    if _has_voc_folder(path):
+        return "voc"
     if _has_yolo_labels(path):
         return "yolo"
+    if _has_xml_beside_images(path):
+        return "voc"
     raise DatasetError(
         f"{path}: cannot tell the dataset format (no wider_face_split/, no labelme or COCO "
-        f".json, no YOLO labels/*.txt); name it with --dataset-format"
+        f".json, no VOC annotations/*.xml, no YOLO labels/*.txt); name it with --dataset-format"
     )
 
 
@@ -146,7 +159,7 @@ class LoadedSource(NamedTuple):
 
     Attributes:
         records: the ImageRecords.
-        format: the format read ('wider', 'labelme', 'yolo', 'coco').
+        format: the format read (one of FORMATS).
         missing_images: annotated images left out because the file is missing (WIDER with
             skip_missing, custom formats always); counted over the source's whole pool.
         report: the custom reader's LoadReport (None for WIDER).
@@ -171,7 +184,7 @@ def load_records(
     """The records of one split of one source, in any supported format.
 
     Args:
-        source: a WIDER root, a labelme / YOLO folder, a COCO folder or .json.
+        source: a WIDER root, a labelme / YOLO / VOC folder, a COCO folder or .json.
         split: 'train', 'val' or 'test' (WIDER test: no boxes).
         fmt: 'auto' or one of FORMATS; a WIDER root is read as WIDER whatever this says.
         skip_missing: WIDER: leave out listed images missing on disk instead of failing.
@@ -207,6 +220,12 @@ def read_source(
         raise ConfigError(f"split={split!r}: must be one of {', '.join(SPLITS)}")
     _check_exists(source)
     if fmt == "wider" or (os.path.isdir(source) and is_wider_root(source)):
+        if holdout and split in ("train", "val") and _train_split_only(source):
+            # A WIDER-layout set with a train split alone (a converted or third-party set)
+            # is one pool, split by the same seeded hash as a custom source.
+            wider = load_wider_split(source, "train", skip_missing)
+            records = holdout_split(wider.records, split, seed)
+            return LoadedSource(records, "wider", wider.skipped_images, None)
         _check_wider_split(source, split)
         wider = load_wider_split(source, split, skip_missing)
         return LoadedSource(wider.records, "wider", wider.skipped_images, None)
@@ -353,7 +372,8 @@ def _check_exists(path: str) -> None:
         )
     raise DatasetError(
         f"{path}: dataset not found; pass a WIDER FACE root (`python -m data.download` fetches "
-        "one), a labelme/YOLO/COCO folder, or train on the demo data with `python train.py --demo`"
+        "one), a labelme/YOLO/COCO/VOC folder, or train on the demo data with "
+        "`python train.py --demo`"
     )
 
 
@@ -386,6 +406,32 @@ def _coco_files(folder: str) -> list:
                 if f.lower().endswith(".json") and is_coco_file(os.path.join(where, f))
             )
     return found
+
+
+def _voc_candidates(folder: str) -> list:
+    """`folder` and its split sub-folders (train/, val/, ...): where a VOC layout may be."""
+    splits = [os.path.join(folder, name) for names in SPLIT_NAMES.values() for name in names]
+    return [folder] + [s for s in splits if os.path.isdir(s)]
+
+
+def _has_voc_folder(folder: str) -> bool:
+    """An annotations/ or Annotations/ folder holding .xml files, in `folder` or a split."""
+    for where in _voc_candidates(folder):
+        for annotations, _ in VOC_LAYOUTS:
+            path = os.path.join(where, annotations)
+            if os.path.isdir(path) and any(f.lower().endswith(".xml") for f in os.listdir(path)):
+                return True
+    return False
+
+
+def _has_xml_beside_images(folder: str) -> bool:
+    """An .xml beside an image of the same name (LabelImg's layout), in `folder` or a split."""
+    for where in _voc_candidates(folder):
+        files = os.listdir(where)
+        xml = {os.path.splitext(f)[0] for f in files if f.lower().endswith(".xml")}
+        if any(os.path.splitext(f)[0] in xml for f in files if f.lower().endswith(IMAGE_EXTENSIONS)):
+            return True
+    return False
 
 
 def _has_yolo_labels(folder: str) -> bool:
@@ -422,13 +468,15 @@ def _find_split(root: str, fmt: str, split: str) -> Optional[str]:
 
 
 def _read_custom(path: str, fmt: str, labels) -> LoadedSource:
-    """Read a labelme / YOLO / COCO source, emit its report, fail if nothing is usable."""
+    """Read a labelme / YOLO / COCO / VOC source, emit its report, fail if nothing is usable."""
     if fmt == "labelme":
         result = read_labelme(path, labels)
     elif fmt == "yolo":
         result = read_yolo(path, labels)
     elif fmt == "coco":
         result = read_coco(_coco_file(path), categories=labels)
+    elif fmt == "voc":
+        result = read_voc(path, labels)
     else:
         raise ConfigError(f"--dataset-format {fmt!r}: must be auto or one of {', '.join(FORMATS)}")
     result.report.emit()
@@ -436,6 +484,14 @@ def _read_custom(path: str, fmt: str, labels) -> LoadedSource:
         first = f"; first problem: {result.report.messages[0]}" if result.report.messages else ""
         raise DatasetError(f"{path}: no usable {fmt} annotations found{first}")
     return LoadedSource(result.records, fmt, result.report.missing_images, result.report)
+
+
+def _train_split_only(root: str) -> bool:
+    """Whether a WIDER-layout root (not the official download) has a train split, no val."""
+    if os.path.abspath(root) == os.path.abspath(WIDER_ROOT):
+        return False  # the official download: a missing val split means an unfinished download
+    return (os.path.exists(wider_split_paths(root, "train")[1])
+            and not os.path.exists(wider_split_paths(root, "val")[1]))
 
 
 def _check_wider_split(root: str, split: str) -> None:

@@ -3,9 +3,17 @@
 A grid is a (G, G, 5) array whose cell (row, col) holds, in this channel order:
 
     h, w    the face's height and width as fractions of the network input side
-    yc, xc  the face centre's offset inside its cell, in [0, 1)
-    class   1 for the cell holding a face's centre, 0 for background,
+    yc, xc  the face centre's offset from the cell's top-left corner, in cells: in [0, 1)
+            for the cell holding the centre; in [-0.5, 1.5) for a neighbour cell
+    class   1 for a cell that predicts a face, 0 for background,
             -1 for a cell that holds only ignored faces (neither learned nor penalised)
+
+By default one cell predicts each face: the one holding its centre. With `neighbours`
+(YOLOv5's assignment, FCOS' centre sampling) up to three more do: the cells beside and
+diagonal to it on the sides nearer the centre (so the centre is less than half a cell away
+from them), when their own centre lies inside the face. More positives per face give the
+network more to learn from each photo and detections that do not hinge on one cell; the
+network's offsets must then reach [-0.5, 1.5) (`model.network`, `neighbour_cells`).
 
 The network predicts the same layout (class as a score in [0, 1]), so `decode_grid`
 serves targets and predictions alike, and `grid_box_corners` lets the loss and the
@@ -33,6 +41,7 @@ def encode_grid(
     ignore: np.ndarray,
     image_size: int,
     grid_size: int,
+    neighbours: bool = False,
 ) -> GridTargets:
     """Encode faces into a grid target.
 
@@ -41,10 +50,13 @@ def encode_grid(
         ignore: (N,) bool, True for faces to mark as ignore rather than as faces.
         image_size: side of the square network input, pixels.
         grid_size: G, cells per side.
+        neighbours: also assign each face to up to 3 neighbouring cells (module doc).
 
     Returns:
         GridTargets(grid (G, G, 5) float32, collisions). When several face centres fall in
         one cell the largest face is kept and the others are counted as collisions.
+        A neighbour cell goes to a face only when no face centre lies in it; among faces
+        wanting the same neighbour cell the largest wins.
         Boxes whose centre lies outside the input, or with a non-positive size, are skipped.
     """
     boxes = np.asarray(boxes, dtype=np.float32).reshape(-1, 4)
@@ -74,6 +86,31 @@ def encode_grid(
     kept = faces[first]
     collisions = len(faces) - len(kept)  # each lost to a larger face in its cell
     r, c = row[kept], col[kept]
+    if neighbours:
+        # Each kept face's neighbour cells on the sides nearer its centre, (face, row, col).
+        fy, fx = cy[kept] / cell - r, cx[kept] / cell - c
+        dr = np.where(fy < 0.5, -1, 1)
+        dc = np.where(fx < 0.5, -1, 1)
+        n_face = np.concatenate([kept, kept, kept])
+        n_row = np.concatenate([r + dr, r, r + dr])
+        n_col = np.concatenate([c, c + dc, c + dc])
+        inside = (n_row >= 0) & (n_row < grid_size) & (n_col >= 0) & (n_col < grid_size)
+        n_face, n_row, n_col = n_face[inside], n_row[inside], n_col[inside]
+        # The neighbour cell's centre must lie inside the face: a tiny face keeps one cell.
+        x, y, w, h = (boxes[n_face, k] for k in range(4))
+        ccx, ccy = (n_col + 0.5) * cell, (n_row + 0.5) * cell
+        covered = (ccx > x) & (ccx < x + w) & (ccy > y) & (ccy < y + h)
+        taken = np.zeros((grid_size, grid_size), dtype=bool)
+        taken[r, c] = True
+        free = covered & ~taken[n_row, n_col]
+        n_face, n_row, n_col = n_face[free], n_row[free], n_col[free]
+        # `kept` is in descending size order, so the first claim of a cell is the largest.
+        order = np.argsort(-(boxes[n_face, 2] * boxes[n_face, 3]), kind="stable")
+        _, first = np.unique((n_row * grid_size + n_col)[order], return_index=True)
+        pick = order[first]
+        kept = np.concatenate([kept, n_face[pick]])
+        r = np.concatenate([r, n_row[pick]])
+        c = np.concatenate([c, n_col[pick]])
     grid[r, c, H] = boxes[kept, 3] / image_size
     grid[r, c, W] = boxes[kept, 2] / image_size
     grid[r, c, YC] = cy[kept] / cell - r

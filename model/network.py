@@ -23,7 +23,7 @@ import keras
 import numpy as np
 
 from config import Config
-from data.grid import CLASS, H, NUM_CHANNELS, W
+from data.grid import CLASS, H, NUM_CHANNELS, XC, YC, W
 from errors import CheckpointError, WeightsUnavailableError
 
 BACKBONE_NAME = "backbone"
@@ -103,7 +103,16 @@ def create_model(config: Config, backbone_weights: str | None = None) -> keras.M
     x = out(x)
     out.bias.assign(_output_bias(config.grid_size))
     # float32 even under mixed precision: the loss takes sqrt and logs of these values.
-    grid = keras.layers.Activation("sigmoid", dtype="float32", name=OUTPUT_NAME)(x)
+    if not config.neighbour_cells:
+        grid = keras.layers.Activation("sigmoid", dtype="float32", name=OUTPUT_NAME)(x)
+    else:
+        x = keras.layers.Activation("sigmoid", dtype="float32", name="grid_sigmoid")(x)
+        # Neighbour cells see the face centre up to half a cell beyond their border:
+        # yc, xc = 2 sigmoid - 0.5 in [-0.5, 1.5] (YOLOv5); h, w and the score stay sigmoid.
+        scale, offset = np.ones(NUM_CHANNELS), np.zeros(NUM_CHANNELS)
+        scale[[YC, XC]], offset[[YC, XC]] = 2.0, -0.5
+        grid = keras.layers.Rescaling(scale.tolist(), offset.tolist(), dtype="float32",
+                                      name=OUTPUT_NAME)(x)
     return keras.Model(inputs, grid, name="face_detector")
 
 
@@ -337,3 +346,23 @@ def model_summary_facts(model: keras.Model) -> dict:
         "macs": macs,
         "flops": 2 * macs,
     }
+
+
+def at_input_size(model: keras.Model, config: Config, input_size: int) -> keras.Model:
+    """The same trained network built for another input size (the same weights).
+
+    Every layer is convolutional, so weights do not depend on the input size; the grid
+    keeps its cell size (config.cell_size) and gets input_size / cell cells per side.
+    Detecting at a larger size than training sees smaller faces (peers train at 640).
+
+    Args:
+        model: a network made by `create_model(config)` (a loaded checkpoint).
+        config: the configuration it was trained with (its run's config.json).
+        input_size: the new input side, a multiple of 32.
+    """
+    sized = config.replace(input_size=int(input_size),
+                           grid_size=int(input_size) // config.cell_size,
+                           backbone_weights="none")
+    resized = create_model(sized)
+    resized.set_weights(model.get_weights())
+    return resized

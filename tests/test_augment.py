@@ -329,3 +329,25 @@ def test_draw_boxes_colours_faces_and_ignored(tmp_path):
     assert tuple(out[40, 35]) == IGNORE_COLOR  # bottom edge of the ignored box
     with pytest.raises(ValueError, match="2 boxes but 1 scores"):
         draw_boxes(image, boxes, scores=np.array([0.5]))
+
+
+def test_zoom_out_crops_shrink_the_image_inside_padding_with_boxes_on_faces(scene):
+    """crop_max_scale above 1: the window reaches past the image, which shrinks to the
+    window's scale inside grey padding; every box stays on its face."""
+    config = Config(input_size=160, grid_size=5, crop_prob=1.0, crop_min_scale=1.6,
+                    crop_max_scale=2.0, min_face_size=4.0)
+    boxes, ignore = faces_in_image(scene, 800, 600)
+    for seed in range(20):
+        rng = np.random.default_rng(seed)
+        plan = plan_augmentation(800, 600, boxes, ignore, rng, True, 1.0, (1.6, 2.0))
+        assert 960 - 1e-6 <= plan.width == plan.height <= 1200 + 1e-6
+        assert plan.x <= 0 and plan.y <= 0  # the whole image lies inside the window
+        image, out, ign = load_training_sample(scene, config, np.random.default_rng(seed), True)
+        assert len(out) == 5
+        scale = 160 / max(plan.width, plan.height)
+        # The image shrank to the window's scale: a face keeps that fraction of its size.
+        np.testing.assert_allclose(np.sort(out[:, 2]), np.sort(boxes[:, 2]) * scale, rtol=0.02)
+        assert (image == PAD_VALUE).all(axis=-1).mean() > 0.4  # most of the input is padding
+        assert_boxes_on_faces(image, out, ign, min_side=8.0)
+    with pytest.raises(ConfigError, match="crop_min_scale"):
+        Config(crop_min_scale=1.5, crop_max_scale=1.0)

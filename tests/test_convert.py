@@ -57,7 +57,7 @@ def test_round_trip_each_format_through_the_wider_layout_is_exact(tmp_path, fmt)
     assert result.linked + result.copied == 3
     assert digest(tmp_path / "in") == before
     # The converted root is a WIDER root for the rest of the project.
-    assert len(load_records(str(tmp_path / "out"), "train")) == 3
+    assert len(load_records(str(tmp_path / "out"), "train", holdout=False)) == 3
 
 
 def test_images_are_hard_linked_or_copied(tmp_path):
@@ -83,9 +83,9 @@ def test_existing_split_is_refused_without_overwrite(tmp_path):
     convert_to_wider(records, out, progress=False)
     with pytest.raises(DatasetError, match=r"the train split already exists .* use --overwrite"):
         convert_to_wider(records[:1], out, progress=False)
-    assert len(load_records(out, "train")) == 3  # untouched
+    assert len(load_records(out, "train", holdout=False)) == 3  # untouched
     convert_to_wider(records[:1], out, overwrite=True, progress=False)
-    assert len(load_records(out, "train")) == 1
+    assert len(load_records(out, "train", holdout=False)) == 1
     convert_to_wider(records, out, "val", progress=False)  # another split is free
     assert len(load_wider_split(out, "val").records) == 3
 

@@ -76,8 +76,8 @@ def test_parse_sources_rejects_bad_entries(spec, message):
 
 
 def test_parse_sources_rejects_unknown_format():
-    with pytest.raises(ConfigError, match=r"--dataset-format 'voc': must be auto or one of"):
-        parse_sources("a", default_format="voc")
+    with pytest.raises(ConfigError, match=r"--dataset-format 'pascal': must be auto or one of"):
+        parse_sources("a", default_format="pascal")
 
 
 # --- detection and missing sources ----------------------------------------------------------
@@ -104,12 +104,19 @@ def test_missing_sources_say_what_to_do(tmp_path, monkeypatch):
         training_records(Config())
 
 
-def test_converted_wider_root_without_val_split(tmp_path):
-    root = make_wider(tmp_path / "w", 2, 0)
+def test_wider_root_without_val_split_is_held_out_like_a_pool(tmp_path):
+    """A WIDER-layout set with only a train split validates on a seeded 10 % of it."""
+    root = make_wider(tmp_path / "w", 20, 0)
     os.remove(os.path.join(root, "wider_face_split", "wider_face_val_bbx_gt.txt"))
-    assert len(load_records(root, "train")) == 2
+    train = [r.name for r in load_records(root, "train")]
+    val = [r.name for r in load_records(root, "val")]
+    assert val and train and not set(train) & set(val)
+    assert len(train) + len(val) == 20
+    assert val == [r.name for r in load_records(root, "val")]  # the same split every run
+    # Read whole (no hold-out: a --val-dataset, a conversion) it is still the train split.
+    assert len(load_records(root, "train", holdout=False)) == 20
     with pytest.raises(DatasetError, match=r"no val split .*--val-dataset"):
-        load_records(root, "val")
+        load_records(root, "val", holdout=False)
 
 
 def test_custom_missing_images_are_left_out_and_counted(tmp_path):

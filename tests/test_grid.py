@@ -98,3 +98,63 @@ def test_grid_box_corners_works_on_tensors():
     on_tensor = grid_box_corners(tf.constant(grid))
     for a, b in zip(on_numpy, on_tensor):
         np.testing.assert_allclose(a, b.numpy(), rtol=1e-6)
+
+
+def test_neighbour_cells_predict_the_same_face_with_offsets_beyond_their_cell():
+    """With neighbours, a face 3 cells wide is also assigned to the 3 cells on the sides
+    nearer its centre; every assigned cell decodes to the very same box."""
+    # 16-px cells; centre (88, 84): cell row 5 (fraction 0.25), col 5 (fraction 0.5).
+    box = np.array([[64, 60, 48, 48]], np.float32)
+    grid, collisions = encode_grid(box, [False], 224, 14, neighbours=True)
+    assert collisions == 0
+    cells = sorted(zip(*np.nonzero(grid[..., CLASS] == 1.0)))
+    assert cells == [(4, 5), (4, 6), (5, 5), (5, 6)]
+    assert grid[4, 5, 2] == pytest.approx(1.25) and grid[5, 6, 3] == pytest.approx(-0.5)
+    decoded, _ = decode_grid(grid, 224)
+    np.testing.assert_allclose(decoded, np.repeat(box, 4, axis=0), atol=1e-4)
+    # Without the flag: the centre cell only, as before.
+    plain, _ = encode_grid(box, [False], 224, 14)
+    assert list(zip(*np.nonzero(plain[..., CLASS] == 1.0))) == [(5, 5)]
+
+
+def test_neighbour_cells_skip_tiny_faces_and_never_take_a_face_centre_cell():
+    """A face smaller than a cell keeps one cell (the neighbours' centres are outside it);
+    a neighbour cell holding another face's centre keeps that face; a contested neighbour
+    cell goes to the larger face."""
+    tiny = np.array([[100, 100, 6, 6]], np.float32)
+    grid, _ = encode_grid(tiny, [False], 224, 14, neighbours=True)
+    assert int((grid[..., CLASS] == 1.0).sum()) == 1
+
+    big = [64, 60, 48, 48]  # centre cell (5, 5); neighbours (4, 5), (5, 6), (4, 6)
+    small = [98, 50, 12, 12]  # centre (104, 56): cell (3, 6)... and one in (4, 6):
+    inside = [98, 66, 12, 12]  # centre (104, 72) -> cell (4, 6), a neighbour of `big`
+    boxes = np.array([big, small, inside], np.float32)
+    grid, collisions = encode_grid(boxes, [False] * 3, 224, 14, neighbours=True)
+    assert collisions == 0
+    # (4, 6) holds `inside`'s own centre: its box, not the big face's.
+    assert grid[4, 6, 1] * 224 == pytest.approx(12)
+    assert grid[5, 5, 1] * 224 == pytest.approx(48) and grid[4, 5, 1] * 224 == pytest.approx(48)
+    # Two faces wanting one neighbour cell, (6, 6): the larger wins.
+    p = [72, 72, 40, 40]  # centre (92, 92): cell (5, 5), fractions 0.75 -> (6, 5), (5, 6), (6, 6)
+    q = [101, 101, 30, 30]  # centre (116, 116): cell (7, 7), fractions 0.25 -> (6, 7), (7, 6), (6, 6)
+    for order in ([p, q], [q, p]):
+        grid, _ = encode_grid(np.array(order, np.float32), [False, False], 224, 14,
+                              neighbours=True)
+        assert grid[6, 6, 1] * 224 == pytest.approx(40)
+        assert grid[6, 7, 1] * 224 == pytest.approx(30) and grid[6, 5, 1] * 224 == pytest.approx(40)
+
+
+def test_neighbour_round_trip_over_random_boxes_decodes_only_input_boxes():
+    """Every cell the neighbour assignment marks decodes to one of the input boxes."""
+    rng = np.random.default_rng(1)
+    for _ in range(100):
+        boxes = _random_boxes(rng, int(rng.integers(1, 12)), 224)
+        grid, collisions = encode_grid(boxes, np.zeros(len(boxes), bool), 224, 28, neighbours=True)
+        decoded, _ = decode_grid(grid, 224)
+        plain, plain_collisions = encode_grid(boxes, np.zeros(len(boxes), bool), 224, 28)
+        assert collisions == plain_collisions
+        assert len(decoded) >= len(boxes) - collisions
+        dist = np.abs(decoded[:, None, :] - boxes[None, :, :]).max(axis=2).min(axis=1)
+        assert np.all(dist < 1e-3)
+        offsets = grid[grid[..., CLASS] == 1.0][:, 2:4]
+        assert np.all((offsets >= -0.5) & (offsets < 1.5))

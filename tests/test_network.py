@@ -232,3 +232,36 @@ def test_a_model_that_is_not_a_grid_detector_is_refused():
     classifier = keras.Model(inputs, keras.layers.Dense(2)(keras.layers.Flatten()(inputs)))
     with pytest.raises(CheckpointError, match="other.keras: not a face grid model"):
         check_grid_model(classifier, "other.keras")
+
+
+def test_neighbour_cells_network_reaches_offsets_beyond_its_cell(tmp_path):
+    """With neighbour_cells the centre offsets are 2 sigmoid - 0.5, in [-0.5, 1.5], the
+    rest stays sigmoid; the file reloads with no custom_objects and gives the same grid."""
+    config = SMALL.replace(grid_size=6, neighbour_cells=True)
+    model = create_model(config)
+    head = model.get_layer("head_out")
+    kernel, bias = head.get_weights()
+    bias[2], bias[3] = 8.0, -8.0  # yc, xc logits far past both ends of the sigmoid
+    head.set_weights([np.zeros_like(kernel), bias])
+    out = model.predict(images(), verbose=0)
+    np.testing.assert_allclose(out[..., 2], 1.5, atol=1e-3)
+    np.testing.assert_allclose(out[..., 3], -0.5, atol=1e-3)
+    assert np.all((out[..., CLASS] > 0) & (out[..., CLASS] < 1))
+    path = str(tmp_path / "n.keras")
+    model.save(path)
+    np.testing.assert_allclose(keras.models.load_model(path).predict(images(), verbose=0), out,
+                               atol=1e-6)
+
+
+def test_at_input_size_runs_the_same_weights_on_a_larger_grid():
+    """at_input_size keeps the weights and the cell size: 2x the input, 2x the cells, and
+    on an image tiled from the smaller one's the inner cells see the same thing."""
+    config = SMALL.replace(grid_size=6)
+    model = create_model(config)
+    bigger = network.at_input_size(model, config, 2 * SIZE)
+    assert bigger.output_shape == (None, 12, 12, 5)
+    for a, b in zip(model.get_weights(), bigger.get_weights()):
+        np.testing.assert_array_equal(a, b)
+    same = network.at_input_size(model, config, SIZE)
+    np.testing.assert_allclose(same.predict(images(), verbose=0), model.predict(images(), verbose=0),
+                               atol=1e-5)

@@ -7,6 +7,7 @@ generator, statistics, conversion, evaluation) has one pipeline:
     data/formats/labelme.py   one labelme .json per image, rectangle shapes
     data/formats/yolo.py      one `class cx cy w h` .txt per image (normalised)
     data/formats/coco.py      one COCO .json (images, annotations, categories)
+    data/formats/voc.py       one Pascal VOC .xml per image (annotations/ + images/)
 
 Readers are forgiving in one precise way: a bad entry (malformed file, out-of-range
 value, box of non-positive size, image missing on disk) is reported with its file and
@@ -38,15 +39,16 @@ class LoadReport:
 
     Attributes:
         source: the folder or file read.
-        fmt: the format name ('labelme', 'yolo', 'coco').
+        fmt: the format name ('labelme', 'yolo', 'coco', 'voc').
         images: records produced.
         faces: boxes kept (ignored ones included).
-        ignored: boxes kept with ignore=True (COCO crowd, labelme `ignore` flag).
+        ignored: boxes kept with ignore=True (COCO crowd, labelme `ignore` flag, VOC
+            `difficult`).
         problems: bad entries left out (malformed files, bad values, missing images).
         missing_images: the part of `problems` that are annotations whose image is missing.
         skipped_shapes: shapes of a kind the reader does not use (labelme polygons...).
         filtered: boxes whose label or class the label filter rejected.
-        unlabelled: images in the folder without an annotation file (labelme: not used;
+        unlabelled: images in the folder without an annotation file (labelme, VOC: not used;
             YOLO: used as background, the YOLO convention).
         messages: the first MAX_MESSAGES problems, one line each, `file:line: what`.
     """

@@ -1,0 +1,303 @@
+"""Real faces: train a preset on real photos within a time budget, then score it beside the peers.
+
+    python benchmarks/bench_real.py [--preset real] [--minutes 60] [any train.py flag]
+    python benchmarks/bench_real.py --epochs 5 --steps-per-epoch 100   # a fixed length
+    python benchmarks/bench_real.py --score checkpoints/RUN/          # score a trained run
+    python benchmarks/bench_real.py --score checkpoints/RUN/ --detect-sizes 320,416,512
+
+Training (skipped with --score) uses the real photos of ../shared/real_faces, both sets
+mixed: the face-mask photos (Pascal VOC) and the Caltech WebFaces (WIDER layout). Neither
+has a validation split, so each is split by the project's seeded hash (10 % validate, the
+same images every run): that split selects the checkpoint and the detection size. The
+backbone is ../shared/weights' MobileNetV2 1.0 ImageNet file. The budget is kept by
+measuring a few training steps and one validation pass first and giving the run as many
+epochs of `--steps-per-epoch` (default 100) steps as fit; the run's real time is printed.
+Runs compared with each other should rather get the same `--epochs`: a measured budget
+moves with the machine's load.
+
+Scoring runs in a fresh process with one thread (TF, TFLite and OpenCV), so latencies are
+comparable. It picks the detection input size with the best AP at IoU 0.5 on the
+validation split (`--detect-sizes`; the network is convolutional, so the trained weights
+run at any multiple of 32), then takes turns image by image on the 200 real WIDER FACE
+photos of ../shared/wider_val_subset200 between
+    this model (Keras), its TFLite float32 export, YuNet-n, UltraFace RFB-320
+and prints one table: the official protocol's easy / medium / hard AP and the median ms
+per image (each detector's own pre-processing, network and NMS on the decoded photo).
+The photos are stored at 416x416; each is first resized back to its original aspect ratio
+(long side 640, `original_sizes.txt`) for every detector alike, and boxes are mapped back
+to the 416x416 pixels of the official ground truth. The test set is only reported on:
+nothing is chosen on it.
+"""
+
+import argparse
+import glob
+import json
+import math
+import os
+import subprocess
+import sys
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)
+SHARED = os.path.join(os.path.dirname(REPO), "shared")
+REAL_FACES = os.path.join(SHARED, "real_faces")
+REAL_SOURCES = ",".join([
+    "voc=" + os.path.join(REAL_FACES, "face_mask_voc"),
+    "wider=" + os.path.join(REAL_FACES, "caltech_webfaces"),
+])
+BACKBONE = os.path.join(SHARED, "weights", "mobilenet_v2_1.0_imagenet_no_top.h5")
+SUBSET = os.path.join(SHARED, "wider_val_subset200")
+RESTORED_LONG_SIDE = 640
+# Detections kept per image when scoring: the crowded WIDER photos hold up to ~700 faces.
+SCORE_MAX_DETECTIONS = 1000
+CALIBRATION_STEPS = 6
+
+
+# ----------------------------------------------------------------------------- training
+def budgeted_config(config, minutes: float):
+    """`config` with as many epochs as fit in `minutes` on this machine (measured)."""
+    import numpy as np
+
+    from data.data_generator import FaceGridDataset
+    from data.datasets import training_records, validation_records
+    from model.training import _compile, initial_model
+
+    steps = config.steps_per_epoch or 100
+    train_records = training_records(config)
+    val_records = validation_records(config)
+    data = FaceGridDataset(train_records, config, training=True)
+    model = initial_model(config)
+    _compile(model, config, config.finetune_learning_rate)
+    batches = [data[i] for i in range(CALIBRATION_STEPS + 2)]
+    for x, y in batches[:2]:  # traces the step, warms the kernels
+        model.train_on_batch(x, y)
+    start = time.perf_counter()
+    for x, y in batches[2:]:
+        model.train_on_batch(x, y)
+    step_s = (time.perf_counter() - start) / CALIBRATION_STEPS
+    predict = model.predict_on_batch
+    predict(batches[0][0])
+    start = time.perf_counter()
+    predict(batches[1][0])
+    val_s = (time.perf_counter() - start) * math.ceil(len(val_records) / config.batch_size)
+    epoch_s = steps * step_s + 1.3 * val_s  # + decoding and AP of the validation pass
+    epochs = max(1, int(minutes * 60 // epoch_s))
+    head = min(config.head_epochs, max(0, epochs - 1))
+    print(f"budget {minutes:g} min: {step_s:.2f} s per step, ~{val_s:.0f} s per validation "
+          f"pass -> {epochs} epochs of {steps} steps ({head} with the backbone frozen); "
+          f"{len(train_records)} training and {len(val_records)} validation images",
+          flush=True)
+    del model, data, batches
+    np.random.seed(config.seed)
+    return config.replace(steps_per_epoch=steps, head_epochs=head, finetune_epochs=epochs - head)
+
+
+def train_preset(args, config) -> str:
+    """Train within the budget; return the run's checkpoint folder."""
+    from model.training import train
+
+    if args.epochs:
+        steps = config.steps_per_epoch or 100
+        head = min(config.head_epochs, max(0, args.epochs - 1))
+        config = config.replace(steps_per_epoch=steps, head_epochs=head,
+                                finetune_epochs=args.epochs - head)
+    else:
+        config = budgeted_config(config, args.minutes)
+    result = train(config)
+    budget = f"{args.epochs} epochs asked" if args.epochs else f"budget {args.minutes:g} min"
+    print(f"trained {result.epochs_done} epochs in {result.minutes:.1f} min "
+          f"({budget}); best {config.monitor} {result.best_score:.4f}: "
+          f"{result.best_checkpoint}", flush=True)
+    return result.paths.checkpoint_dir
+
+
+# ------------------------------------------------------------------------------ scoring
+def read_original_sizes(subset: str) -> dict:
+    """'<event>/<file>' without extension -> (original W, H)."""
+    sizes = {}
+    with open(os.path.join(subset, "original_sizes.txt"), encoding="utf-8") as f:
+        for line in f:
+            if line.strip() and not line.startswith("#"):
+                rel, w, h, _, _ = line.split()
+                sizes[os.path.splitext(rel)[0]] = (int(w), int(h))
+    return sizes
+
+
+def restore_aspect(image, original_size):
+    """The 416x416 file resized to its original aspect, long side RESTORED_LONG_SIDE."""
+    import cv2
+
+    w, h = original_size
+    k = RESTORED_LONG_SIDE / max(w, h)
+    return cv2.resize(image, (max(1, round(w * k)), max(1, round(h * k))),
+                      interpolation=cv2.INTER_LINEAR)
+
+
+def checkpoint_of(path: str):
+    """(best .keras file, its run's Config) from a run folder or a checkpoint file."""
+    from config import load_config
+    from model.checkpoints import read_state
+
+    folder = path if os.path.isdir(path) else os.path.dirname(path)
+    if os.path.isdir(path):
+        state = read_state(path) or {}
+        best = state.get("best") or []
+        path = best[0][1] if best else sorted(glob.glob(os.path.join(path, "model-*.keras")))[-1]
+    return path, load_config(os.path.join(folder, "config.json"))
+
+
+def validation_ap(detector, records, config) -> float:
+    """AP at IoU 0.5 of `detector` on validation records (original pixels, ignores kept)."""
+    from data.image import read_image
+    from model.evaluate import average_precision
+
+    detections, truths = [], []
+    for record in records:
+        detections.append(detector.detect(read_image(record.path), config.eval_score_threshold,
+                                          config.nms_iou, SCORE_MAX_DETECTIONS))
+        truths.append((record.boxes, record.ignore))
+    return float(average_precision(detections, truths, iou_threshold=0.5))
+
+
+def score(args) -> dict:
+    """The table: this model (Keras, TFLite) and the peers on the 200 WIDER photos."""
+    import tensorflow as tf
+
+    tf.config.threading.set_intra_op_parallelism_threads(1)
+    tf.config.threading.set_inter_op_parallelism_threads(1)
+    import cv2
+    import numpy as np
+    from tqdm import tqdm
+
+    cv2.setNumThreads(1)
+    from benchmarks.peers import UltraFace, YuNet
+    from data.datasets import validation_records
+    from data.image import read_image
+    from data.wider import load_wider_split
+    from model.checkpoints import load_checkpoint
+    from model.detector import FaceDetector
+    from model.evaluate import wider_ap
+    from model.export import tflite_bytes
+    from model.network import at_input_size
+
+    weights, config = checkpoint_of(args.score)
+    trained = load_checkpoint(weights, compile=False)
+    print(f"scoring {weights} (trained at {config.input_size} px, cell {config.cell_size} px)")
+
+    # The detection size: chosen on the validation split, never on the test photos.
+    val = validation_records(config)
+    sizes = [int(s) for s in args.detect_sizes.split(",")] if args.detect_sizes else [
+        config.input_size]
+    val_aps = {}
+    for size in sizes:
+        net = trained if size == config.input_size else at_input_size(trained, config, size)
+        val_aps[size] = validation_ap(FaceDetector.from_keras(net, keep_aspect=config.letterbox),
+                                      val, config)
+        print(f"  validation AP@0.5 at {size} px: {val_aps[size]:.4f} ({len(val)} images)",
+              flush=True)
+    size = max(val_aps, key=val_aps.get)
+    net = trained if size == config.input_size else at_input_size(trained, config, size)
+
+    tflite_path = os.path.join(args.tmp_dir, f"bench_real_{os.getpid()}.tflite")
+    with open(tflite_path, "wb") as f:
+        f.write(tflite_bytes(net))
+    ours = [("ours Keras", FaceDetector.from_keras(net, keep_aspect=config.letterbox)),
+            ("ours TFLite fp32", FaceDetector.load(tflite_path, config.letterbox, num_threads=1))]
+    detectors = ours + [(YuNet.name, YuNet()), (UltraFace.name, UltraFace())]
+
+    records = load_wider_split(SUBSET, "val").records
+    originals = read_original_sizes(SUBSET)
+    predictions = {name: {} for name, _ in detectors}
+    times = {name: [] for name, _ in detectors}
+    for record in tqdm(records, desc="test photos", unit="image"):
+        key = os.path.splitext(record.name)[0]
+        image = read_image(record.path)
+        file_h, file_w = image.shape[:2]
+        photo = restore_aspect(image, originals[key])
+        to_file = np.float32([file_w / photo.shape[1], file_h / photo.shape[0]] * 2)
+        for name, det in detectors:
+            start = time.perf_counter()
+            if name.startswith("ours"):
+                found = det.detect(photo, config.eval_score_threshold, config.nms_iou,
+                                   SCORE_MAX_DETECTIONS)
+            else:
+                found = det.detect(photo)
+            times[name].append(time.perf_counter() - start)
+            predictions[name][key] = (found.boxes * to_file, found.scores)
+    os.remove(tflite_path)
+
+    gt_dir = os.path.join(SUBSET, "eval_tools", "ground_truth")
+    rows = []
+    for name, _ in detectors:
+        ap = wider_ap(predictions[name], gt_dir)
+        rows.append({"detector": name, **ap, "ms": 1000 * float(np.median(times[name]))})
+    result = {"weights": weights, "detect_size": size, "val_ap50": val_aps, "rows": rows,
+              "config": config.to_dict()}
+    print(f"\nbest checkpoint {weights}; detection at {size} px (validation AP@0.5 "
+          f"{val_aps[size]:.4f} on {len(val)} held-out training photos)")
+    print("| detector | easy | medium | hard | ms / image (1 thread) |")
+    print("| --- | --- | --- | --- | --- |")
+    for r in rows:
+        label = r["detector"] + (f" {size} px" if r["detector"].startswith("ours") else "")
+        print(f"| {label} | {r['easy']:.3f} | {r['medium']:.3f} | {r['hard']:.3f} | "
+              f"{r['ms']:.1f} |")
+    if args.out:
+        from files import atomic_write_text
+
+        atomic_write_text(args.out, json.dumps(result, indent=2) + "\n")
+    return result
+
+
+# --------------------------------------------------------------------------------- main
+def parse_args(argv=None):
+    from cli import add_config_arguments
+
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--preset", default="real", help="config.py preset (default: real)")
+    parser.add_argument("--minutes", type=float, default=60.0,
+                        help="training budget on this machine, minutes (default 60)")
+    parser.add_argument("--epochs", type=int, default=0,
+                        help="train this many epochs instead of a measured budget")
+    parser.add_argument("--score", metavar="RUN", help="only score this run folder or checkpoint")
+    parser.add_argument("--detect-sizes", default="",
+                        help="comma-separated input sizes to choose from on validation "
+                             "(default: the training size)")
+    parser.add_argument("--out", help="also write the results as JSON here")
+    parser.add_argument("--tmp-dir", default="/tmp", help="where the TFLite export is written")
+    add_config_arguments(parser)
+    return parser.parse_args(argv)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    if not os.path.isdir(REAL_FACES) or not os.path.isfile(BACKBONE):
+        raise SystemExit(f"bench_real: needs {REAL_FACES} and {BACKBONE} (../shared)")
+    if args.score:
+        score(args)
+        return
+    from cli import config_from_args
+    from config import PRESETS, Config
+
+    if args.preset not in PRESETS:
+        raise SystemExit(f"bench_real: --preset {args.preset!r}: one of {', '.join(PRESETS)}")
+    base = PRESETS[args.preset](Config()).replace(
+        dataset=REAL_SOURCES, backbone_weights=BACKBONE,
+        run_name=f"real-{args.preset}-{time.strftime('%Y%m%d-%H%M%S')}")
+    config = config_from_args(args, base=base)
+    run_dir = train_preset(args, config)
+    # Scoring in a fresh one-thread process: training's threads would skew the latencies.
+    command = [sys.executable, os.path.abspath(__file__), "--score", run_dir,
+               "--tmp-dir", args.tmp_dir]
+    if args.detect_sizes:
+        command += ["--detect-sizes", args.detect_sizes]
+    if args.out:
+        command += ["--out", args.out]
+    subprocess.run(command, check=True)
+
+
+if __name__ == "__main__":
+    main()
