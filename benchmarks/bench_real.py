@@ -2,6 +2,7 @@
 
     python benchmarks/bench_real.py [--preset real] [--minutes 60] [any train.py flag]
     python benchmarks/bench_real.py --epochs 5 --steps-per-epoch 100   # a fixed length
+    python benchmarks/bench_real.py --resume checkpoints/RUN/      # finish an interrupted run
     python benchmarks/bench_real.py --score checkpoints/RUN/          # score a trained run
     python benchmarks/bench_real.py --score checkpoints/RUN/ --detect-sizes 320,416,512
 
@@ -71,7 +72,9 @@ def budgeted_config(config, minutes: float):
     data = FaceGridDataset(train_records, config, training=True)
     model = initial_model(config)
     _compile(model, config, config.finetune_learning_rate)
+    start = time.perf_counter()
     batches = [data[i] for i in range(CALIBRATION_STEPS + 2)]
+    load_s = (time.perf_counter() - start) / len(batches)
     for x, y in batches[:2]:  # traces the step, warms the kernels
         model.train_on_batch(x, y)
     start = time.perf_counter()
@@ -83,10 +86,13 @@ def budgeted_config(config, minutes: float):
     start = time.perf_counter()
     predict(batches[1][0])
     val_s = (time.perf_counter() - start) * math.ceil(len(val_records) / config.batch_size)
-    epoch_s = steps * step_s + 1.3 * val_s  # + decoding and AP of the validation pass
+    # The loader threads take CPU from the step: with 2 cores, half their time adds to it.
+    cores = max(1, min(os.cpu_count() or 1, config.workers + 1))
+    epoch_s = steps * (step_s + load_s / cores) + 1.3 * val_s  # + validation decode and AP
     epochs = max(1, int(minutes * 60 // epoch_s))
     head = min(config.head_epochs, max(0, epochs - 1))
-    print(f"budget {minutes:g} min: {step_s:.2f} s per step, ~{val_s:.0f} s per validation "
+    print(f"budget {minutes:g} min: {step_s:.2f} s per step + {load_s:.2f} s of loading, "
+          f"~{val_s:.0f} s per validation "
           f"pass -> {epochs} epochs of {steps} steps ({head} with the backbone frozen); "
           f"{len(train_records)} training and {len(val_records)} validation images",
           flush=True)
@@ -201,11 +207,22 @@ def score(args) -> dict:
     size = max(val_aps, key=val_aps.get)
     net = trained if size == config.input_size else at_input_size(trained, config, size)
 
-    tflite_path = os.path.join(args.tmp_dir, f"bench_real_{os.getpid()}.tflite")
-    with open(tflite_path, "wb") as f:
-        f.write(tflite_bytes(net))
-    ours = [("ours Keras", FaceDetector.from_keras(net, keep_aspect=config.letterbox)),
-            ("ours TFLite fp32", FaceDetector.load(tflite_path, config.letterbox, num_threads=1))]
+    ours = [("ours Keras", FaceDetector.from_keras(net, keep_aspect=config.letterbox))]
+    exports = []
+    for label, float16 in (("ours TFLite fp32", False), ("ours TFLite fp16", True)):
+        path = os.path.join(args.tmp_dir, f"bench_real_{os.getpid()}_{int(float16)}.tflite")
+        with open(path, "wb") as f:
+            f.write(tflite_bytes(net, float16=float16))
+        exports.append(path)
+        ours.append((label, FaceDetector.load(path, config.letterbox, num_threads=1)))
+    if args.ship:
+        from files import atomic_write_bytes
+
+        os.makedirs(os.path.dirname(os.path.abspath(args.ship)), exist_ok=True)
+        with open(exports[1], "rb") as f:
+            atomic_write_bytes(args.ship, f.read())
+        print(f"shipped the float16 TFLite export ({os.path.getsize(args.ship) / 1e6:.1f} MB) "
+              f"as {args.ship}")
     detectors = ours + [(YuNet.name, YuNet()), (UltraFace.name, UltraFace())]
 
     records = load_wider_split(SUBSET, "val").records
@@ -227,7 +244,8 @@ def score(args) -> dict:
                 found = det.detect(photo)
             times[name].append(time.perf_counter() - start)
             predictions[name][key] = (found.boxes * to_file, found.scores)
-    os.remove(tflite_path)
+    for path in exports:
+        os.remove(path)
 
     gt_dir = os.path.join(SUBSET, "eval_tools", "ground_truth")
     rows = []
@@ -262,11 +280,16 @@ def parse_args(argv=None):
                         help="training budget on this machine, minutes (default 60)")
     parser.add_argument("--epochs", type=int, default=0,
                         help="train this many epochs instead of a measured budget")
+    parser.add_argument("--resume", metavar="RUN",
+                        help="continue an interrupted run folder (its config.json), then score")
     parser.add_argument("--score", metavar="RUN", help="only score this run folder or checkpoint")
     parser.add_argument("--detect-sizes", default="",
                         help="comma-separated input sizes to choose from on validation "
                              "(default: the training size)")
     parser.add_argument("--out", help="also write the results as JSON here")
+    parser.add_argument("--ship", metavar="PATH",
+                        help="also write the scored float16 TFLite export here "
+                             "(models/face_detector.tflite: the model detect.py falls back to)")
     parser.add_argument("--tmp-dir", default="/tmp", help="where the TFLite export is written")
     add_config_arguments(parser)
     return parser.parse_args(argv)
@@ -280,7 +303,17 @@ def main(argv=None):
         score(args)
         return
     from cli import config_from_args
-    from config import PRESETS, Config
+    from config import PRESETS, Config, load_config
+
+    if args.resume:
+        from model.training import train
+
+        config = load_config(os.path.join(args.resume, "config.json"))
+        result = train(config, resume=True)
+        print(f"resumed {result.paths.name}: {result.epochs_done} epochs in "
+              f"{result.minutes:.1f} min", flush=True)
+        score_in_fresh_process(result.paths.checkpoint_dir, args)
+        return
 
     if args.preset not in PRESETS:
         raise SystemExit(f"bench_real: --preset {args.preset!r}: one of {', '.join(PRESETS)}")
@@ -288,14 +321,20 @@ def main(argv=None):
         dataset=REAL_SOURCES, backbone_weights=BACKBONE,
         run_name=f"real-{args.preset}-{time.strftime('%Y%m%d-%H%M%S')}")
     config = config_from_args(args, base=base)
-    run_dir = train_preset(args, config)
-    # Scoring in a fresh one-thread process: training's threads would skew the latencies.
+    score_in_fresh_process(train_preset(args, config), args)
+
+
+def score_in_fresh_process(run_dir: str, args) -> None:
+    """`--score run_dir` in a new one-thread process: training's threads would skew the
+    latencies, and TF's thread counts are fixed once it starts."""
     command = [sys.executable, os.path.abspath(__file__), "--score", run_dir,
                "--tmp-dir", args.tmp_dir]
     if args.detect_sizes:
         command += ["--detect-sizes", args.detect_sizes]
     if args.out:
         command += ["--out", args.out]
+    if args.ship:
+        command += ["--ship", args.ship]
     subprocess.run(command, check=True)
 
 

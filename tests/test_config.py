@@ -113,3 +113,29 @@ def test_run_main_turns_project_errors_into_one_line(tmp_path):
     r = subprocess.run([sys.executable, str(script)], capture_output=True, text=True)
     assert r.returncode == 2
     assert r.stderr.strip() == "prog.py: error: data/x.txt:3: expected a count"
+
+
+def test_presets_are_valid_and_train_py_starts_from_them(monkeypatch):
+    """`train.py --preset NAME` starts from PRESETS[NAME], flags still override, and
+    --demo with another preset is refused in one line."""
+    import train
+    from config import PRESETS, demo_config, real_config
+
+    assert PRESETS["demo"] is demo_config and PRESETS["real"] is real_config
+    real = real_config(Config())
+    assert (real.input_size, real.grid_size, real.alpha, real.neighbour_cells) == (320, 40, 1.0, True)
+    seen = []
+
+    class Stop(Exception):
+        pass
+
+    def fake_train(config, **kwargs):  # records the resolved config, trains nothing
+        seen.append(config)
+        raise Stop
+
+    monkeypatch.setattr("model.training.train", fake_train)
+    with pytest.raises(Stop):
+        train.main(["--preset", "real", "--batch-size", "4"])
+    assert seen[0].input_size == 320 and seen[0].batch_size == 4
+    with pytest.raises(ConfigError, match="--demo and --preset real"):
+        train.main(["--demo", "--preset", "real"])

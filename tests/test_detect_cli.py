@@ -90,7 +90,7 @@ def test_single_image_json_thresholds_and_default_output(checkpoint, photos, cap
     assert capsys.readouterr().out.splitlines() == [f"# {good}: 0 faces"]
 
 
-def test_bad_inputs_raise_one_line_errors(checkpoint, photos, tmp_path):
+def test_bad_inputs_raise_one_line_errors(checkpoint, photos, tmp_path, monkeypatch):
     with pytest.raises(ImageError, match=r"bad.jpg: not a readable image"):
         detect.main(["--image", str(photos / "bad.jpg"), "--weights", checkpoint])
     empty = tmp_path / "empty"
@@ -100,6 +100,7 @@ def test_bad_inputs_raise_one_line_errors(checkpoint, photos, tmp_path):
     with pytest.raises(ImageError, match=r"none of the 2 images could be read"):
         detect.main(["--image", str(photos / "bad.jpg"), str(tmp_path / "missing.jpg"),
                      "--weights", checkpoint])
+    monkeypatch.setattr(detect, "SHIPPED_MODEL", str(tmp_path / "not_shipped.tflite"))
     with pytest.raises(CheckpointError, match=r"no model-\*\.keras checkpoint found"):
         detect.main(["--image", str(photos), "--checkpoint-dir", str(empty)])
     with pytest.raises(ConfigError, match="score_threshold=1.5"):
@@ -142,3 +143,19 @@ def test_command_line_errors_are_one_line(checkpoint, photos, tmp_path):
     assert done.returncode == 2
     assert done.stderr.strip().splitlines() == [
         f"detect.py: error: {missing}: checkpoint not found"]
+
+
+def test_without_checkpoints_the_shipped_model_is_used_and_said(checkpoint, photos, tmp_path,
+                                                                 monkeypatch, capsys):
+    """No --weights and no checkpoint of the user's: detect.py runs the shipped model and
+    says so in one stderr line; a user's --weights never falls back to it."""
+    monkeypatch.setattr(detect, "SHIPPED_MODEL", checkpoint)  # stands in for models/
+    empty = tmp_path / "no_runs"
+    empty.mkdir()
+    image = str(photos / "sub" / "good.jpg")
+    assert detect.main(["--image", image, "--no-save", "--checkpoint-dir", str(empty)]) == 0
+    captured = capsys.readouterr()
+    assert captured.out.splitlines() == FACES_128
+    assert captured.err.count("\n") == 1 and "using the shipped model" in captured.err
+    with pytest.raises(CheckpointError, match="checkpoint not found"):
+        detect.main(["--image", image, "--weights", str(tmp_path / "mine.keras")])
