@@ -121,17 +121,6 @@ def train_preset(args, config) -> str:
 
 
 # ------------------------------------------------------------------------------ scoring
-def read_original_sizes(subset: str) -> dict:
-    """'<event>/<file>' without extension -> (original W, H)."""
-    sizes = {}
-    with open(os.path.join(subset, "original_sizes.txt"), encoding="utf-8") as f:
-        for line in f:
-            if line.strip() and not line.startswith("#"):
-                rel, w, h, _, _ = line.split()
-                sizes[os.path.splitext(rel)[0]] = (int(w), int(h))
-    return sizes
-
-
 def restore_aspect(image, original_size):
     """The 416x416 file resized to its original aspect, long side RESTORED_LONG_SIDE."""
     import cv2
@@ -179,6 +168,7 @@ def score(args) -> dict:
     from tqdm import tqdm
 
     cv2.setNumThreads(1)
+    from benchmarks.bench_generator import read_original_sizes
     from benchmarks.peers import UltraFace, YuNet
     from data.datasets import validation_records
     from data.image import read_image
@@ -233,7 +223,7 @@ def score(args) -> dict:
         key = os.path.splitext(record.name)[0]
         image = read_image(record.path)
         file_h, file_w = image.shape[:2]
-        photo = restore_aspect(image, originals[key])
+        photo = restore_aspect(image, originals[record.name][:2])
         to_file = np.float32([file_w / photo.shape[1], file_h / photo.shape[0]] * 2)
         for name, det in detectors:
             start = time.perf_counter()

@@ -417,8 +417,8 @@ def _voc_candidates(folder: str) -> list:
 def _has_voc_folder(folder: str) -> bool:
     """An annotations/ or Annotations/ folder holding .xml files, in `folder` or a split."""
     for where in _voc_candidates(folder):
-        for annotations, _ in VOC_LAYOUTS:
-            path = os.path.join(where, annotations)
+        for annotation_dir, _ in VOC_LAYOUTS:
+            path = os.path.join(where, annotation_dir)
             if os.path.isdir(path) and any(f.lower().endswith(".xml") for f in os.listdir(path)):
                 return True
     return False

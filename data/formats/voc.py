@@ -64,10 +64,10 @@ _CORNERS = ("xmin", "ymin", "xmax", "ymax")
 
 def voc_layout(folder: str) -> Optional[Tuple[str, str]]:
     """(annotation folder, images folder) of a VOC dataset, or None if it has no .xml."""
-    for annotations, images in LAYOUTS:
-        where = os.path.join(folder, annotations)
+    for annotation_dir, image_dir in LAYOUTS:
+        where = os.path.join(folder, annotation_dir)
         if _xml_files(where):
-            return where, os.path.join(folder, images)
+            return where, os.path.join(folder, image_dir)
     if _xml_files(folder):
         return folder, folder
     return None
