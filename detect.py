@@ -148,7 +148,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if args.image:
         paths, several = expand_images(args.image)
     from errors import CheckpointError
-    from model.detector import FaceDetector, resolve_weights
+    from model.detector import FaceDetector, read_model_facts, resolve_weights
 
     try:
         weights = resolve_weights(args.weights, config.checkpoint_dir)
@@ -156,9 +156,16 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         if args.weights is not None or not os.path.isfile(SHIPPED_MODEL):
             raise
         weights = SHIPPED_MODEL
+        # Its threshold was chosen on held-out photos (best F1), unless --threshold is given.
+        threshold = read_model_facts(SHIPPED_MODEL).get("score_threshold")
+        if threshold is not None and not isinstance(threshold, (int, float)):
+            raise CheckpointError(f"{SHIPPED_MODEL}: score_threshold {threshold!r} in its "
+                                  "facts file is not a number")
+        if args.score_threshold is None and threshold is not None:
+            config = config.replace(score_threshold=float(threshold))
         print(f"{PROG}: no checkpoint under {config.checkpoint_dir}/: using the shipped model "
-              f"{os.path.relpath(SHIPPED_MODEL)} (pass --weights to use your own)",
-              file=sys.stderr)
+              f"{os.path.relpath(SHIPPED_MODEL)}, score threshold {config.score_threshold:g} "
+              "(pass --weights to use your own)", file=sys.stderr)
     detector = FaceDetector.load(weights, keep_aspect=config.letterbox)
     thresholds = (config.score_threshold, config.nms_iou, config.max_detections)
     if args.video:

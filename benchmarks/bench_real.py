@@ -144,17 +144,20 @@ def checkpoint_of(path: str):
     return path, load_config(os.path.join(folder, "config.json"))
 
 
-def validation_ap(detector, records, config) -> float:
-    """AP at IoU 0.5 of `detector` on validation records (original pixels, ignores kept)."""
+def validation_ap(detector, records, config) -> dict:
+    """AP at IoU 0.5 of `detector` on validation records (original pixels, ignores kept),
+    and the score threshold of its best F1 there: {'ap', 'threshold', 'f1', 'precision',
+    'recall'}."""
     from data.image import read_image
-    from model.evaluate import average_precision
+    from model.evaluate import average_precision, best_f1_threshold
 
     detections, truths = [], []
     for record in records:
         detections.append(detector.detect(read_image(record.path), config.eval_score_threshold,
                                           config.nms_iou, SCORE_MAX_DETECTIONS))
         truths.append((record.boxes, record.ignore))
-    return float(average_precision(detections, truths, iou_threshold=0.5))
+    return {"ap": float(average_precision(detections, truths, iou_threshold=0.5)),
+            **best_f1_threshold(detections, truths, iou_threshold=0.5)}
 
 
 def score(args) -> dict:
@@ -174,7 +177,7 @@ def score(args) -> dict:
     from data.image import read_image
     from data.wider import load_wider_split
     from model.checkpoints import load_checkpoint
-    from model.detector import FaceDetector
+    from model.detector import FaceDetector, model_facts_path
     from model.evaluate import wider_ap
     from model.export import tflite_bytes
     from model.network import at_input_size
@@ -192,9 +195,11 @@ def score(args) -> dict:
         net = trained if size == config.input_size else at_input_size(trained, config, size)
         val_aps[size] = validation_ap(FaceDetector.from_keras(net, keep_aspect=config.letterbox),
                                       val, config)
-        print(f"  validation AP@0.5 at {size} px: {val_aps[size]:.4f} ({len(val)} images)",
-              flush=True)
-    size = max(val_aps, key=val_aps.get)
+        v = val_aps[size]
+        print(f"  validation AP@0.5 at {size} px: {v['ap']:.4f} ({len(val)} images); best F1 "
+              f"{v['f1']:.3f} at score {v['threshold']:.3f} (P {v['precision']:.3f}, "
+              f"R {v['recall']:.3f})", flush=True)
+    size = max(val_aps, key=lambda s: val_aps[s]["ap"])
     net = trained if size == config.input_size else at_input_size(trained, config, size)
 
     ours = [("ours Keras", FaceDetector.from_keras(net, keep_aspect=config.letterbox))]
@@ -206,13 +211,18 @@ def score(args) -> dict:
         exports.append(path)
         ours.append((label, FaceDetector.load(path, config.letterbox, num_threads=1)))
     if args.ship:
-        from files import atomic_write_bytes
+        from files import atomic_write_bytes, atomic_write_text
 
         os.makedirs(os.path.dirname(os.path.abspath(args.ship)), exist_ok=True)
         with open(exports[1], "rb") as f:
             atomic_write_bytes(args.ship, f.read())
+        # The operating point chosen on the held-out photos: detect.py's default for it.
+        facts = {"score_threshold": round(val_aps[size]["threshold"], 3),
+                 "input_size": size, "validation": val_aps[size], "weights": weights,
+                 "chosen_on": "best F1 at IoU 0.5 on the held-out split of the training photos"}
+        atomic_write_text(model_facts_path(args.ship), json.dumps(facts, indent=2) + "\n")
         print(f"shipped the float16 TFLite export ({os.path.getsize(args.ship) / 1e6:.1f} MB) "
-              f"as {args.ship}")
+              f"as {args.ship}, score threshold {facts['score_threshold']}")
     detectors = ours + [(YuNet.name, YuNet()), (UltraFace.name, UltraFace())]
 
     records = load_wider_split(SUBSET, "val").records
@@ -245,7 +255,7 @@ def score(args) -> dict:
     result = {"weights": weights, "detect_size": size, "val_ap50": val_aps, "rows": rows,
               "config": config.to_dict()}
     print(f"\nbest checkpoint {weights}; detection at {size} px (validation AP@0.5 "
-          f"{val_aps[size]:.4f} on {len(val)} held-out training photos)")
+          f"{val_aps[size]['ap']:.4f} on {len(val)} held-out training photos)")
     print("| detector | easy | medium | hard | ms / image (1 thread) |")
     print("| --- | --- | --- | --- | --- |")
     for r in rows:

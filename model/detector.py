@@ -100,6 +100,33 @@ def resolve_weights(weights: Optional[str], checkpoint_dir: str) -> str:
     return find_best_checkpoint(checkpoint_dir if weights is None else weights)
 
 
+def model_facts_path(model_path: str) -> str:
+    """The JSON file beside a model that may hold facts validated with it (the shipped
+    model's `score_threshold`): `models/face_detector.tflite` -> `models/face_detector.json`."""
+    return os.path.splitext(model_path)[0] + ".json"
+
+
+def read_model_facts(model_path: str) -> dict:
+    """The facts beside a model ({} when there is no such file).
+
+    Raises:
+        CheckpointError: the file exists but is not a JSON object (naming it).
+    """
+    import json
+
+    path = model_facts_path(model_path)
+    if not os.path.isfile(path):
+        return {}
+    try:
+        with open(path, encoding="utf-8") as f:
+            facts = json.load(f)
+    except (ValueError, UnicodeDecodeError) as e:
+        raise CheckpointError(f"{path}: not valid JSON ({_first_line(e)})") from None
+    if not isinstance(facts, dict):
+        raise CheckpointError(f"{path}: expected a JSON object of model facts")
+    return facts
+
+
 def _first_line(error: BaseException, limit: int = 200) -> str:
     text = str(error).strip()
     line = text.splitlines()[0].strip() if text else type(error).__name__

@@ -159,3 +159,29 @@ def test_without_checkpoints_the_shipped_model_is_used_and_said(checkpoint, phot
     assert captured.err.count("\n") == 1 and "using the shipped model" in captured.err
     with pytest.raises(CheckpointError, match="checkpoint not found"):
         detect.main(["--image", image, "--weights", str(tmp_path / "mine.keras")])
+
+
+def test_the_shipped_model_uses_its_validated_threshold_unless_told(checkpoint, photos,
+                                                                     tmp_path, monkeypatch,
+                                                                     capsys):
+    """The facts file beside the shipped model sets the default threshold (here above the
+    stand-in's 0.9 scores: no face); --threshold overrides it; a bad file is named."""
+    shipped = tmp_path / "models" / "face_detector.keras"
+    shipped.parent.mkdir()
+    shipped.write_bytes(open(checkpoint, "rb").read())
+    monkeypatch.setattr(detect, "SHIPPED_MODEL", str(shipped))
+    facts = tmp_path / "models" / "face_detector.json"
+    facts.write_text(json.dumps({"score_threshold": 0.95}))
+    image = str(photos / "sub" / "good.jpg")
+    args = ["--image", image, "--no-save", "--checkpoint-dir", str(tmp_path / "none")]
+    assert detect.main(args) == 0
+    captured = capsys.readouterr()
+    assert captured.out == "" and "score threshold 0.95" in captured.err
+    assert detect.main(args + ["--threshold", "0.5"]) == 0
+    assert capsys.readouterr().out.splitlines() == FACES_128
+    facts.write_text('{"score_threshold": "high"}')
+    with pytest.raises(CheckpointError, match=r"face_detector\.keras: score_threshold 'high' .* not a number"):
+        detect.main(args)
+    facts.write_text("[1, 2")
+    with pytest.raises(CheckpointError, match=r"face_detector\.json: not valid JSON"):
+        detect.main(args)

@@ -17,6 +17,7 @@ from model.evaluate import (
     SETTINGS,
     WiderGroundTruth,
     average_precision,
+    best_f1_threshold,
     evaluate_model,
     load_wider_gt,
     main,
@@ -546,3 +547,18 @@ def test_cli_runs_a_checkpoint_over_a_wider_layout_split(tmp_path, capsys):
     flat = tiny_checkpoint(str(tmp_path / "flat.keras"), output_grid=False)
     with pytest.raises(CheckpointError, match=r"flat.keras: output shape \(None, 20\) is not"):
         main(["--weights", flat, "--dataset", str(root)])
+
+
+def test_best_f1_threshold_is_the_cut_between_true_and_false_detections():
+    """Two faces found at 0.9 and 0.7, a false detection at 0.8 and one at 0.3: the best
+    cut keeps the first three (P 2/3, R 1, F1 0.8) and its threshold is 0.7."""
+    faces = np.array([[0, 0, 10, 10], [50, 50, 10, 10]], np.float32)
+    boxes = np.array([[0, 0, 10, 10], [100, 100, 10, 10], [50, 50, 10, 10], [200, 0, 5, 5]],
+                     np.float32)
+    scores = np.array([0.9, 0.8, 0.7, 0.3], np.float32)
+    best = best_f1_threshold([(boxes, scores)], [(faces, np.zeros(2, bool))])
+    assert best["threshold"] == pytest.approx(0.7)
+    assert best["f1"] == pytest.approx(0.8) and best["recall"] == 1.0
+    assert best["precision"] == pytest.approx(2 / 3)
+    none = best_f1_threshold([(boxes[1:2], scores[1:2])], [(faces, np.zeros(2, bool))])
+    assert none == {"threshold": 0.0, "f1": 0.0, "precision": 0.0, "recall": 0.0}
