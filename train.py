@@ -18,7 +18,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from cli import add_config_arguments, config_from_args, run_main
 from errors import ConfigError
-from config import DEMO_ROOT, PRESETS, Config, demo_config, load_config
+from config import DEMO_ROOT, PRESETS, Config, load_config
 
 
 def parse_args(argv=None):
@@ -41,13 +41,14 @@ def main(argv=None):
     args = parse_args(argv)
     if args.demo and args.preset not in (None, "demo"):
         raise ConfigError(f"--demo and --preset {args.preset}: give one")
+    preset = "demo" if args.demo else args.preset
     base = None
-    if args.demo:
-        base = demo_config(Config())
-    elif args.preset:
-        base = PRESETS[args.preset](load_config(args.config) if args.config else Config())
+    if preset:
+        # --demo starts from the plain defaults, as it always has; --preset from --config.
+        start = load_config(args.config) if args.config and not args.demo else Config()
+        base = PRESETS[preset](start)
     config = config_from_args(args, base=base)
-    if (args.demo or args.preset == "demo") and config.dataset == DEMO_ROOT:
+    if preset == "demo" and config.dataset == DEMO_ROOT:
         from data.synthetic import ensure_demo_dataset
 
         ensure_demo_dataset(DEMO_ROOT)

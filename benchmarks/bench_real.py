@@ -190,9 +190,10 @@ def score(args) -> dict:
     val = validation_records(config)
     sizes = [int(s) for s in args.detect_sizes.split(",")] if args.detect_sizes else [
         config.input_size]
-    val_aps = {}
+    val_aps, nets = {}, {}
     for size in sizes:
-        net = trained if size == config.input_size else at_input_size(trained, config, size)
+        net = nets[size] = (trained if size == config.input_size
+                            else at_input_size(trained, config, size))
         val_aps[size] = validation_ap(FaceDetector.from_keras(net, keep_aspect=config.letterbox),
                                       val, config)
         v = val_aps[size]
@@ -200,7 +201,7 @@ def score(args) -> dict:
               f"{v['f1']:.3f} at score {v['threshold']:.3f} (P {v['precision']:.3f}, "
               f"R {v['recall']:.3f})", flush=True)
     size = max(val_aps, key=lambda s: val_aps[s]["ap"])
-    net = trained if size == config.input_size else at_input_size(trained, config, size)
+    net = nets[size]
 
     ours = [("ours Keras", FaceDetector.from_keras(net, keep_aspect=config.letterbox))]
     exports = []

@@ -52,7 +52,7 @@ from config import WIDER_ROOT, Config
 from data.formats import LoadReport, record_name
 from data.formats.coco import is_coco_file, read_coco
 from data.formats.labelme import labelme_files, read_labelme
-from data.formats.voc import LAYOUTS as VOC_LAYOUTS, read_voc
+from data.formats.voc import LAYOUTS as VOC_LAYOUTS, read_voc, xml_files
 from data.formats.yolo import CLASSES_FILE, read_yolo
 from data.image import IMAGE_EXTENSIONS, image_files
 from data.records import ImageRecord
@@ -417,10 +417,8 @@ def _voc_candidates(folder: str) -> list:
 def _has_voc_folder(folder: str) -> bool:
     """An annotations/ or Annotations/ folder holding .xml files, in `folder` or a split."""
     for where in _voc_candidates(folder):
-        for annotation_dir, _ in VOC_LAYOUTS:
-            path = os.path.join(where, annotation_dir)
-            if os.path.isdir(path) and any(f.lower().endswith(".xml") for f in os.listdir(path)):
-                return True
+        if any(xml_files(os.path.join(where, annotation_dir)) for annotation_dir, _ in VOC_LAYOUTS):
+            return True
     return False
 
 

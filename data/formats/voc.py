@@ -66,9 +66,9 @@ def voc_layout(folder: str) -> Optional[Tuple[str, str]]:
     """(annotation folder, images folder) of a VOC dataset, or None if it has no .xml."""
     for annotation_dir, image_dir in LAYOUTS:
         where = os.path.join(folder, annotation_dir)
-        if _xml_files(where):
+        if xml_files(where):
             return where, os.path.join(folder, image_dir)
-    if _xml_files(folder):
+    if xml_files(folder):
         return folder, folder
     return None
 
@@ -97,7 +97,7 @@ def read_voc(folder: str, labels: Optional[Iterable[str]] = None) -> LoadResult:
     for path in images:
         by_stem.setdefault(_stem(path), []).append(path)
     records, claimed = [], set()
-    for xml_path in _xml_files(xml_dir):
+    for xml_path in xml_files(xml_dir):
         claimed.update(_key(p) for p in by_stem.get(_stem(xml_path), ()))  # even if it is bad
         record = _read_file(xml_path, folder, images_dir, by_stem, accepted, report)
         if record is not None:
@@ -109,7 +109,7 @@ def read_voc(folder: str, labels: Optional[Iterable[str]] = None) -> LoadResult:
     return LoadResult(records, report)
 
 
-def _xml_files(folder: str) -> list:
+def xml_files(folder: str) -> list:
     """Sorted .xml files directly in `folder` (none if it is not a folder)."""
     if not os.path.isdir(folder):
         return []
