@@ -12,7 +12,7 @@ import argparse
 import dataclasses
 import os
 import sys
-from typing import Callable, Optional, Sequence
+from typing import Callable, Iterable, Optional, Sequence, Tuple
 
 from config import Config, load_config
 from errors import FaceDetectorError
@@ -60,8 +60,40 @@ def config_from_args(args: argparse.Namespace, base: Optional[Config] = None) ->
     return base.replace(**changes)
 
 
+def _file_keys(path: str) -> list:
+    """What identifies the file `path` names: its real path and, if it exists, its inode
+    (so hard links, symlinks and case-insensitive spellings of one file compare equal)."""
+    keys = [("path", os.path.normcase(os.path.realpath(path)))]
+    try:
+        st = os.stat(path)
+    except OSError:
+        return keys
+    if st.st_ino:  # some file systems report 0 for every file
+        keys.append(("inode", st.st_dev, st.st_ino))
+    return keys
+
+
+def overwritten_input(outputs: Iterable[str], inputs: Iterable[str]
+                      ) -> Optional[Tuple[str, str]]:
+    """(output, input) for the first output path that names one of the input files, else
+    None: what a CLI checks before writing anything, so no run replaces its own input.
+
+    Linear in the number of paths (one stat each), for folder runs of many images.
+    """
+    owner = {}
+    for path in inputs:
+        for key in _file_keys(path):
+            owner.setdefault(key, path)
+    for out in outputs:
+        for key in _file_keys(out):
+            if key in owner:
+                return out, owner[key]
+    return None
+
+
 def run_main(main: Callable[[], Optional[int]]) -> None:
-    """Run a CLI's main; turn project errors and bad paths into one line on stderr, exit 2."""
+    """Run a CLI's main; turn project errors and file-system errors (OSError: missing
+    files, full disks, unwritable folders) into one line on stderr, exit 2."""
     spec = getattr(sys.modules.get("__main__"), "__spec__", None)
     # `python -m data.download` names itself so; a script by its file name.
     prog = f"python -m {spec.name}" if spec is not None else os.path.basename(sys.argv[0])
@@ -70,8 +102,10 @@ def run_main(main: Callable[[], Optional[int]]) -> None:
     except FaceDetectorError as e:
         print(f"{prog}: error: {e}", file=sys.stderr)
         sys.exit(2)
-    except (FileNotFoundError, IsADirectoryError, PermissionError) as e:
-        print(f"{prog}: error: {e.filename or ''}: {e.strerror}", file=sys.stderr)
+    except OSError as e:
+        # A missing file, a full disk, a read-only folder...: the file and the reason.
+        where = f"{e.filename}: " if e.filename else ""
+        print(f"{prog}: error: {where}{e.strerror or e}", file=sys.stderr)
         sys.exit(2)
     except KeyboardInterrupt:
         print(f"{prog}: interrupted", file=sys.stderr)

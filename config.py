@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
+import numbers
 import os
 from dataclasses import dataclass
 
@@ -20,6 +22,87 @@ WIDER_ROOT = os.path.join("data", "WIDER")
 DEMO_ROOT = os.path.join("data", "demo")
 # Learning rate after warm-up (model.training.LearningRateSchedule).
 LR_SCHEDULES = ("constant", "cosine")
+
+
+def _check_type(name: str, kind: str, value) -> None:
+    """Raise ConfigError unless `value` has the type the field `name` declares.
+
+    bool is an int in Python, so True is refused where a number belongs, and 0 / 1 where
+    a boolean does; an int is accepted for a float field (JSON writes 1.0 as 1 at times).
+    """
+    is_bool = isinstance(value, bool)
+    if kind == "bool":
+        ok, text = is_bool, "must be true or false"
+    elif kind == "int":
+        ok, text = isinstance(value, numbers.Integral) and not is_bool, "must be an integer"
+    elif kind == "float":
+        ok, text = isinstance(value, numbers.Real) and not is_bool, "must be a number"
+    elif kind == "str":
+        ok, text = isinstance(value, str), "must be a string"
+    else:  # a field of another type: nothing generic to check
+        return
+    if not ok:
+        raise ConfigError(f"{name}={value!r}: {text}")
+
+
+def _finite_at_least(low: float, strict: bool = False):
+    """Rule: a finite number > low (strict) or >= low."""
+    if strict:
+        return (lambda v: math.isfinite(v) and v > low), f"must be a finite number > {low:g}"
+    return (lambda v: math.isfinite(v) and v >= low), f"must be a finite number >= {low:g}"
+
+
+def _fraction(low_open: bool = False):
+    """Rule: a number in [0, 1] (or (0, 1] with low_open); NaN fails the comparison."""
+    if low_open:
+        return (lambda v: 0.0 < v <= 1.0), "must be in (0, 1]"
+    return (lambda v: 0.0 <= v <= 1.0), "must be in [0, 1]"
+
+
+def _int_at_least(low: int, note: str = ""):
+    return (lambda v: v >= low), f"must be >= {low}{note}"
+
+
+SEED_MAX = 2**32 - 1  # NumPy's legacy seeding (keras.utils.set_random_seed) takes 0..2**32-1
+
+# One rule per numeric field of Config: (test, what the message says it must be). Types
+# are checked before (see _check_type), so the tests compare numbers only.
+_NUMERIC_RULES = {
+    "input_size": ((lambda v: v > 0 and v % 32 == 0), "must be a positive multiple of 32"),
+    "grid_size": _int_at_least(1),
+    "alpha": _finite_at_least(0, strict=True),
+    "head_channels": _int_at_least(1),
+    "min_face_size": _finite_at_least(0),
+    "crop_prob": _fraction(),
+    "crop_min_scale": _finite_at_least(0, strict=True),
+    "crop_max_scale": _finite_at_least(0, strict=True),
+    "max_images": _int_at_least(0, " (0 = all)"),
+    "max_image_pixels": _int_at_least(1),
+    "workers": _int_at_least(0),
+    "seed": ((lambda v: 0 <= v <= SEED_MAX), f"must be in [0, {SEED_MAX}]"),
+    "batch_size": _int_at_least(1),
+    "head_epochs": _int_at_least(0),
+    "finetune_epochs": _int_at_least(0),
+    "learning_rate": _finite_at_least(0, strict=True),
+    "finetune_learning_rate": _finite_at_least(0, strict=True),
+    "warmup_epochs": _finite_at_least(0),
+    "weight_decay": _finite_at_least(0),
+    "early_stopping_patience": _int_at_least(0, " (0 disables)"),
+    "reduce_lr_patience": _int_at_least(0, " (0 disables)"),
+    # Keras' ReduceLROnPlateau refuses factors >= 1; 0 would set the learning rate to 0.
+    "reduce_lr_factor": ((lambda v: 0.0 < v < 1.0), "must be in (0, 1)"),
+    "keep_best": _int_at_least(1),
+    "steps_per_epoch": _int_at_least(0, " (0 = one pass over the data)"),
+    "validation_steps": _int_at_least(0, " (0 = one pass over the validation data)"),
+    "focal_gamma": _finite_at_least(0),
+    "focal_alpha": _fraction(),
+    "box_loss_weight": _finite_at_least(0),
+    "objectness_loss_weight": _finite_at_least(0),
+    "score_threshold": _fraction(),
+    "eval_score_threshold": _fraction(),
+    "nms_iou": _fraction(low_open=True),
+    "max_detections": _int_at_least(0, " (0 = no cap)"),
+}
 
 
 def check_lr_schedule(name: str) -> None:
@@ -56,9 +139,14 @@ class Config:
     crop_max_scale: float = 1.0  # largest; above 1 zooms out (the image shrinks inside padding)
     skip_missing_images: bool = False  # drop listed-but-missing images instead of failing
     max_images: int = 0  # use at most this many training images (0 = all)
-    workers: int = 1  # PyDataset workers
+    # Images whose header claims more pixels are refused before decoding (data/image.py):
+    # a 30000x30000 JPEG takes ~6 GB and 90 s to decode, and 65000x65000 crashes OpenCV.
+    # 100 megapixels (300 MB decoded) passes the photos of nearly every camera; the 108
+    # and 200 MP modes of some phones, and large panoramas, need a higher limit.
+    max_image_pixels: int = 100_000_000
+    workers: int = 1  # PyDataset workers (0 or 1: batches made in the training thread)
     use_multiprocessing: bool = False  # PyDataset processes instead of threads
-    seed: int = 1234
+    seed: int = 1234  # 0 .. 2**32 - 1 (NumPy's seed range)
 
     # --- training -----------------------------------------------------------------------
     batch_size: int = 16
@@ -92,16 +180,26 @@ class Config:
     score_threshold: float = 0.5
     eval_score_threshold: float = 0.02  # AP and the official protocol need the low scores too
     nms_iou: float = 0.4
-    max_detections: int = 200
+    max_detections: int = 200  # per image; 0 = no cap
 
     def __post_init__(self) -> None:
         self.validate()
 
     def validate(self) -> None:
-        """Raise ConfigError naming the first field whose value cannot work."""
-        if self.input_size <= 0 or self.input_size % 32:
-            raise ConfigError(f"input_size={self.input_size}: must be a positive multiple of 32")
-        if self.grid_size <= 0 or self.input_size % self.grid_size:
+        """Raise ConfigError naming the first field whose value cannot work.
+
+        Every field is checked for its type first (a config.json may hold "16" or null
+        where a number belongs), then every numeric field against its rule in
+        `_NUMERIC_RULES` (NaN and infinity fail every rule), then the rules that tie
+        fields together.
+        """
+        for f in dataclasses.fields(self):
+            _check_type(f.name, str(f.type), getattr(self, f.name))
+        for name, (rule, text) in _NUMERIC_RULES.items():
+            value = getattr(self, name)
+            if not rule(value):
+                raise ConfigError(f"{name}={value!r}: {text}")
+        if self.input_size % self.grid_size:
             raise ConfigError(
                 f"grid_size={self.grid_size}: must divide input_size={self.input_size}"
             )
@@ -111,22 +209,14 @@ class Config:
                 f"grid_size={self.grid_size}: cell size {stride} px at input_size="
                 f"{self.input_size}; the backbone gives cells of 8, 16 or 32 px"
             )
-        if not 0.0 <= self.crop_prob <= 1.0:
-            raise ConfigError(f"crop_prob={self.crop_prob}: must be in [0, 1]")
-        if not 0.0 < self.crop_min_scale <= self.crop_max_scale:
+        if self.crop_min_scale > self.crop_max_scale:
             raise ConfigError(
                 f"crop_min_scale={self.crop_min_scale}, crop_max_scale={self.crop_max_scale}: "
                 "need 0 < crop_min_scale <= crop_max_scale"
             )
         check_lr_schedule(self.lr_schedule)
-        if self.batch_size <= 0:
-            raise ConfigError(f"batch_size={self.batch_size}: must be positive")
         if self.distribute not in ("auto", "mirrored", "none"):
             raise ConfigError(f"distribute={self.distribute!r}: must be auto, mirrored or none")
-        if not 0.0 < self.nms_iou <= 1.0:
-            raise ConfigError(f"nms_iou={self.nms_iou}: must be in (0, 1]")
-        if not 0.0 <= self.score_threshold <= 1.0:
-            raise ConfigError(f"score_threshold={self.score_threshold}: must be in [0, 1]")
 
     @property
     def cell_size(self) -> int:
@@ -143,11 +233,17 @@ class Config:
     @classmethod
     def from_dict(cls, values: dict, source: str = "config") -> "Config":
         """Build from a dict, rejecting unknown keys (a typo must not pass silently)."""
+        if not isinstance(values, dict):
+            kind = "null" if values is None else type(values).__name__
+            raise ConfigError(f"{source}: expected a JSON object of config fields, got {kind}")
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(values) - known)
         if unknown:
             raise ConfigError(f"{source}: unknown config field(s): {', '.join(unknown)}")
-        return cls(**values)
+        try:
+            return cls(**values)
+        except ConfigError as e:
+            raise ConfigError(f"{source}: {e}") from None
 
 
 def save_config(config: Config, path: str) -> None:
@@ -164,6 +260,10 @@ def load_config(path: str) -> Config:
         raise ConfigError(f"{path}: config file not found") from None
     except json.JSONDecodeError as e:
         raise ConfigError(f"{path}:{e.lineno}: not valid JSON ({e.msg})") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not a UTF-8 text file") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{path}: is a folder, not a config file") from None
     return Config.from_dict(values, source=path)
 
 

@@ -6,7 +6,7 @@
     python detect.py --video clip.mp4 --output clip_detected.mp4
     python detect.py --video 0 --show                  # camera 0 in a window; q or Esc stops
 
-The model is --weights (a .keras checkpoint, a .tflite file from export.py, a SavedModel
+The model is --weights (a .keras checkpoint, a .tflite or .onnx file from export.py, a SavedModel
 folder, or a folder of checkpoints: its best model-*.keras), else the best model-*.keras
 under --checkpoint-dir, else the face model shipped in models/ (trained on real photos;
 README "The shipped model"), said in one line on stderr. Input and grid size are read
@@ -19,18 +19,26 @@ Output, on stdout:
   `# <path>: <n> faces`, so `numpy.loadtxt` (which skips '#' lines) still reads the
   numbers. `--json` prints instead one JSON list of {"image", "faces": [{"x", "y", "w",
   "h", "score"}], "output"} (all images, also the ones without faces).
-- the annotated image is written as <name>_detected<ext> next to the input, or to
-  --output: a file for one image, a folder for several, where the inputs' subfolders
-  are kept. Folder and glob scans skip
-  files already named *_detected.*, so a second run does not detect on its own output.
+- the annotated image is written as <name>_detected<ext> next to the input (.jpg when
+  OpenCV cannot write the input's extension), or to --output: a file with an image
+  extension OpenCV writes for one image (or a folder: an existing one, or a name ending
+  in /), a folder for several, where the inputs' subfolders are kept. Folder and glob
+  scans skip files already named *_detected.*, so a second run does not detect on its
+  own output. No output may name an input (image or video): such a run is refused
+  before anything is written.
+- images whose header claims more than --max-image-pixels pixels (default 100
+  megapixels) are refused unread, like unreadable ones; a truncated image is processed
+  with a line `detect.py: warning: <path>: truncated image ...` on stderr (the exit
+  status stays 0 for it).
 - video: the annotated stream (boxes, scores and the frame rate drawn) goes to --output
   (.mp4 or .avi; default for a video file: <name>_detected.mp4 beside it) and/or a window
   (--show); a line with frames, seconds and frames per second is printed at the end.
 
-Exit status: 0 every image processed; 1 some images could not be read (each named on
-one stderr line `detect.py: warning: <path>: ...`; the others are processed and written);
-2 nothing could be done: a usage error, a missing or incompatible checkpoint, or no input
-image readable (one line `detect.py: error: ...`).
+Exit status: 0 every image processed; 1 some images could not be read or their annotated
+copy not written (each named on one stderr line `detect.py: warning: <path>: ...`; the
+others are processed and written); 2 nothing could be done: a usage error, a missing or
+incompatible checkpoint, an output over an input, or no input image processed (one line
+`detect.py: error: ...`).
 """
 
 from __future__ import annotations
@@ -40,11 +48,12 @@ import glob
 import json
 import os
 import sys
+import warnings
 from typing import List, Optional, Sequence, Tuple
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from cli import add_config_arguments, config_from_args, run_main
+from cli import add_config_arguments, config_from_args, overwritten_input, run_main
 from errors import ConfigError, ImageError
 
 PROG = "detect.py"
@@ -66,7 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
     source.add_argument("--video", metavar="PATH|INDEX",
                         help="a video file, or a camera index such as 0")
     parser.add_argument("--weights", metavar="FILE",
-                        help=".keras, .tflite or SavedModel folder (default: the best "
+                        help=".keras, .tflite, .onnx or SavedModel folder (default: the best "
                         "model-*.keras under --checkpoint-dir, else models/face_detector.tflite)")
     parser.add_argument("--output", metavar="PATH",
                         help="annotated image (one input), folder (several) or video file")
@@ -77,7 +86,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--show", action="store_true",
                         help="with --video: show the annotated stream in a window")
     add_config_arguments(
-        parser, only=("checkpoint_dir", "letterbox", "nms_iou", "max_detections")
+        parser, only=("checkpoint_dir", "letterbox", "nms_iou", "max_detections",
+                      "max_image_pixels")
     )
     return parser
 
@@ -119,19 +129,52 @@ def _is_output(path: str) -> bool:
 
 
 def output_paths(paths: Sequence[str], several: bool, output: Optional[str]) -> List[str]:
-    """Where each image's annotated copy goes (see the module docstring)."""
+    """Where each image's annotated copy goes (see the module docstring).
+
+    Raises:
+        ConfigError: --output cannot hold what it is asked to: a file for several images,
+            or a file name without an image extension OpenCV writes for one.
+    """
+    import cv2
+
     def named(path):
         stem, ext = os.path.splitext(path)
-        return stem + SUFFIX + ext
+        # An input OpenCV reads but cannot write under its own extension ('photo', .tif
+        # builds without a writer): imwrite would fail, so the copy is a JPEG.
+        return stem + SUFFIX + (ext if cv2.haveImageWriter("x" + ext) else ".jpg")
 
     if output is None:
         return [named(p) for p in paths]
-    if not several and not os.path.isdir(output):
+    folder = os.path.isdir(output) or output.endswith(("/", os.sep))
+    if several and os.path.exists(output) and not os.path.isdir(output):
+        raise ConfigError(f"--output {output}: is a file; {len(paths)} images need a folder")
+    if not several and not folder:
+        if not cv2.haveImageWriter(output):
+            raise ConfigError(
+                f"--output {output}: not an image file name OpenCV can write (give it an "
+                "extension such as .jpg or .png, or name a folder)"
+            )
         return [output]
     if not several:
         return [os.path.join(output, named(os.path.basename(paths[0])))]
     root = os.path.commonpath([os.path.dirname(os.path.abspath(p)) for p in paths])
     return [os.path.join(output, named(os.path.relpath(os.path.abspath(p), root))) for p in paths]
+
+
+def check_not_over_inputs(paths: Sequence[str], outputs: Sequence[str],
+                          output: Optional[str]) -> None:
+    """ConfigError naming both files when an annotated copy would replace an input image
+    (`--output a.jpg` for a.jpg, or a folder run landing on one of its inputs)."""
+    clash = overwritten_input(outputs, paths)
+    if clash is None:
+        return
+    out, image = clash
+    source = paths[list(outputs).index(out)]
+    if output is not None and out == output:
+        raise ConfigError(f"--output {out}: is the input image {image}; not writing over it")
+    where = f"--output {output}" if output is not None else "the default output"
+    raise ConfigError(f"{where}: the annotated copy of {source} would be written over the "
+                      f"input image {image}; choose another --output")
 
 
 def video_source(text: str):
@@ -145,8 +188,21 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     config = config_from_args(args)
     if args.show and not args.video:
         raise ConfigError("--show works with --video only")
+    # OpenCV reads its own pixel limit once, at its first decode: set to ours before any,
+    # it also stops the formats whose header data/image.py does not parse (TIFF, JPEG
+    # 2000...) before they are decoded. A limit the user exported stays.
+    os.environ.setdefault("OPENCV_IO_MAX_IMAGE_PIXELS", str(config.max_image_pixels))
+    outputs = None
     if args.image:
         paths, several = expand_images(args.image)
+        if not args.no_save:  # checked before the model loads: a refusal costs nothing
+            outputs = output_paths(paths, several, args.output)
+            check_not_over_inputs(paths, outputs, args.output)
+    elif args.video and args.output and not args.no_save:
+        clash = overwritten_input([args.output], [args.video])
+        if clash is not None:
+            raise ConfigError(f"--output {args.output}: is the input video {clash[1]}; "
+                              "not writing over it")
     from errors import CheckpointError
     from model.detector import FaceDetector, read_model_facts, resolve_weights
 
@@ -170,32 +226,44 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     thresholds = (config.score_threshold, config.nms_iou, config.max_detections)
     if args.video:
         return _run_video(args, detector, thresholds)
-    return _run_images(args, detector, thresholds, paths, several)
+    return _run_images(args, detector, thresholds, paths, several, outputs,
+                       config.max_image_pixels)
 
 
-def _run_images(args, detector, thresholds, paths, several) -> int:
+def _run_images(args, detector, thresholds, paths, several, outputs, max_pixels) -> int:
+    """Each image in turn; one that cannot be read or written is named on one warning
+    line and the run goes on to the next (a single image raises instead)."""
     from tqdm import tqdm
 
     from data.image import read_image
     from model.detector import annotate, face_rows, write_image
 
-    outputs = output_paths(paths, several, args.output)
-    results, failures = [], []
+    results, failures, write_failures = [], [], 0
     bar = tqdm(paths, desc="detect", unit="image", disable=None if len(paths) > 1 else True)
-    for path, out in zip(bar, outputs):
+    for i, path in enumerate(bar):
+        out = None if outputs is None else outputs[i]
         try:
-            image = read_image(path)
+            # A truncated image is processed; its warning becomes one stderr line.
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                image = read_image(path, max_pixels=max_pixels)
+            for warning in caught:
+                bar.write(f"{PROG}: warning: {warning.message}", file=sys.stderr)
+            detections = detector.detect(image, *thresholds)
+            if out is not None:
+                try:
+                    write_image(out, annotate(image, detections))
+                except ImageError:
+                    write_failures += 1
+                    raise
         except ImageError as e:
             if len(paths) == 1:
                 raise
             failures.append(path)
             bar.write(f"{PROG}: warning: {e}", file=sys.stderr)
             continue
-        detections = detector.detect(image, *thresholds)
-        if not args.no_save:
-            write_image(out, annotate(image, detections))
         faces = face_rows(detections)
-        results.append({"image": path, "faces": faces, "output": None if args.no_save else out})
+        results.append({"image": path, "faces": faces, "output": out})
         if not args.json:
             lines = [f"# {path}: {len(faces)} faces"] if several else []
             lines += [f"{f['x']} {f['y']} {f['w']} {f['h']} {f['score']:.3f}" for f in faces]
@@ -205,7 +273,8 @@ def _run_images(args, detector, thresholds, paths, several) -> int:
     if args.json:
         print(json.dumps(results, indent=2))
     if failures and not results:
-        raise ImageError(f"none of the {len(paths)} images could be read")
+        done = "read" if not write_failures else "read and written"
+        raise ImageError(f"none of the {len(paths)} images could be {done}")
     return 1 if failures else 0
 
 

@@ -1,13 +1,20 @@
-"""Export a checkpoint as a TensorFlow SavedModel or a TFLite file (float32 or float16).
+"""Export a checkpoint as a TensorFlow SavedModel, a TFLite file (float32, float16 or
+int8) or an ONNX file.
 
     python export.py --weights checkpoints/run/model-0.61.keras --format tflite
     python export.py --format tflite --float16 --output face_fp16.tflite   # best checkpoint
+    python export.py --weights model-0.61.keras --format tflite --int8 --calibration-images 200
+    python export.py --weights model-0.61.keras --format onnx
     python export.py --weights model-0.61.keras --format saved_model
 
+--int8 quantises weights and activations to 8 bits, calibrated on --calibration-images
+training photos: those of the run's config.json beside the checkpoint (the dataset it was
+trained on), or of --dataset.
 Without --weights the best model-*.keras under --checkpoint-dir is exported. Without
 --output the export goes beside the checkpoint: model-0.61.tflite, model-0.61_fp16.tflite
 or model-0.61_saved_model/. Run the result with `python detect.py --weights FILE`.
-See model/export.py.
+An --output that is the checkpoint itself, or a SavedModel folder holding it, is refused
+before anything is written: the export would replace the checkpoint. See model/export.py.
 """
 
 from __future__ import annotations
@@ -18,24 +25,43 @@ from typing import Optional, Sequence
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from cli import add_config_arguments, config_from_args, run_main
+from cli import add_config_arguments, config_from_args, overwritten_input, run_main
+from errors import ConfigError
+
+
+def check_output_keeps_checkpoint(output: str, weights: str, fmt: str) -> None:
+    """ConfigError naming both when writing `output` would replace or delete `weights`."""
+    if overwritten_input([output], [weights]) is not None:
+        raise ConfigError(f"--output {output}: is the checkpoint being exported ({weights}); "
+                          "not writing over it")
+    # A SavedModel export replaces the whole folder: a checkpoint inside it would go too.
+    folder, checkpoint = os.path.realpath(output), os.path.realpath(weights)
+    if fmt == "saved_model" and os.path.isdir(folder) \
+            and os.path.commonpath([folder, checkpoint]) == folder:
+        raise ConfigError(f"--output {output}: holds the checkpoint being exported "
+                          f"({weights}); replacing the folder would delete it")
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="export.py",
-        description="Export a .keras checkpoint as a SavedModel folder or a TFLite file.",
+        description="Export a .keras checkpoint as a SavedModel folder, a TFLite or an ONNX file.",
     )
     parser.add_argument("--weights", metavar="FILE",
                         help="a .keras checkpoint, or a folder: its best model-*.keras "
                         "(default: the best under --checkpoint-dir)")
-    parser.add_argument("--format", required=True, choices=("saved_model", "tflite"))
+    parser.add_argument("--format", required=True, choices=("saved_model", "tflite", "onnx"))
     parser.add_argument("--float16", action="store_true",
                         help="TFLite with float16 weights (half the size)")
+    parser.add_argument("--int8", action="store_true",
+                        help="TFLite with int8 weights and activations (calibrated)")
+    parser.add_argument("--calibration-images", type=int, default=200, metavar="N",
+                        help="--int8: training images that set the value ranges (default 200)")
     parser.add_argument("--output", metavar="PATH",
-                        help="file (tflite) or folder (saved_model) to write "
+                        help="file (tflite, onnx) or folder (saved_model) to write "
                         "(default: beside the checkpoint)")
-    add_config_arguments(parser, only=("checkpoint_dir",))
+    add_config_arguments(parser, only=("checkpoint_dir", "dataset", "dataset_format",
+                                       "face_labels", "letterbox", "seed"))
     return parser
 
 
@@ -47,17 +73,41 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     from model.detector import FaceDetector, resolve_weights
     from model.export import default_export_path, export_model
 
+    if args.int8 and args.format != "tflite":
+        raise ConfigError("--int8 applies to --format tflite only")
+    if args.int8 and args.calibration_images <= 0:
+        raise ConfigError(f"--calibration-images {args.calibration_images}: must be positive")
     weights = resolve_weights(args.weights, config.checkpoint_dir)
     if not weights.endswith(".keras"):
         raise CheckpointError(f"{weights}: export reads .keras checkpoints only")
+    output = args.output or default_export_path(weights, args.format, args.float16, args.int8)
+    check_output_keeps_checkpoint(output, weights, args.format)  # before the slow load
     model = load_checkpoint(weights, compile=False)
     detector = FaceDetector.from_keras(model, weights)  # refuses non-detector models
-    output = args.output or default_export_path(weights, args.format, args.float16)
-    export_model(model, args.format, output, args.float16)
-    print(f"{output}: {args.format}{' float16' if args.float16 else ''}, input "
+    calibration = None
+    if args.int8:
+        calibration = _calibration(args, weights, detector.input_size)
+    export_model(model, args.format, output, args.float16, int8_inputs=calibration)
+    precision = " float16" if args.float16 else f" int8 ({len(calibration)} calibration " \
+        "images)" if args.int8 else ""
+    print(f"{output}: {args.format}{precision}, input "
           f"{detector.input_size}x{detector.input_size}, grid {detector.grid_size}x"
           f"{detector.grid_size}")
     return 0
+
+
+def _calibration(args, weights: str, input_size: int):
+    """Calibration inputs from the training photos of the run (or of --dataset)."""
+    from config import load_config
+    from data.datasets import training_records
+    from model.export import calibration_inputs
+
+    run_config = os.path.join(os.path.dirname(os.path.abspath(weights)), "config.json")
+    base = load_config(run_config) if os.path.isfile(run_config) and not args.config else None
+    config = config_from_args(args, base=base)
+    records = training_records(config)
+    return calibration_inputs([r.path for r in records], input_size, config.letterbox,
+                              args.calibration_images, config.seed)
 
 
 if __name__ == "__main__":

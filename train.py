@@ -48,6 +48,10 @@ def main(argv=None):
         start = load_config(args.config) if args.config and not args.demo else Config()
         base = PRESETS[preset](start)
     config = config_from_args(args, base=base)
+    # OpenCV reads its own pixel limit once, at its first decode (data loader workers
+    # inherit it): set to max_image_pixels, it also covers formats whose header
+    # data/image.py does not parse. A limit the user exported stays.
+    os.environ.setdefault("OPENCV_IO_MAX_IMAGE_PIXELS", str(config.max_image_pixels))
     if preset == "demo" and config.dataset == DEMO_ROOT:
         from data.synthetic import ensure_demo_dataset
 

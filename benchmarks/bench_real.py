@@ -21,7 +21,9 @@ comparable. It picks the detection input size with the best AP at IoU 0.5 on the
 validation split (`--detect-sizes`; the network is convolutional, so the trained weights
 run at any multiple of 32), then takes turns image by image on the 200 real WIDER FACE
 photos of ../shared/wider_val_subset200 between
-    this model (Keras), its TFLite float32 export, YuNet-n, UltraFace RFB-320
+    this model (Keras), its TFLite float32, float16 and int8 exports (int8 calibrated on
+    --calibration-images training photos), its ONNX export (onnxruntime), YuNet-n,
+    UltraFace RFB-320
 and prints one table: the official protocol's easy / medium / hard AP and the median ms
 per image (each detector's own pre-processing, network and NMS on the decoded photo).
 The photos are stored at 416x416; each is first resized back to its original aspect ratio
@@ -179,7 +181,8 @@ def score(args) -> dict:
     from model.checkpoints import load_checkpoint
     from model.detector import FaceDetector, model_facts_path
     from model.evaluate import wider_ap
-    from model.export import tflite_bytes
+    from data.datasets import training_records
+    from model.export import calibration_inputs, export_model
     from model.network import at_input_size
 
     weights, config = checkpoint_of(args.score)
@@ -205,10 +208,15 @@ def score(args) -> dict:
 
     ours = [("ours Keras", FaceDetector.from_keras(net, keep_aspect=config.letterbox))]
     exports = []
-    for label, float16 in (("ours TFLite fp32", False), ("ours TFLite fp16", True)):
-        path = os.path.join(args.tmp_dir, f"bench_real_{os.getpid()}_{int(float16)}.tflite")
-        with open(path, "wb") as f:
-            f.write(tflite_bytes(net, float16=float16))
+    # int8 ranges are measured on training photos, prepared as detection prepares them.
+    calibration = calibration_inputs([r.path for r in training_records(config)], size,
+                                     config.letterbox, args.calibration_images, config.seed)
+    for label, fmt, options in (("ours TFLite fp32", "tflite", {}),
+                                ("ours TFLite fp16", "tflite", {"float16": True}),
+                                ("ours TFLite int8", "tflite", {"int8_inputs": calibration}),
+                                ("ours ONNX", "onnx", {})):
+        path = os.path.join(args.tmp_dir, f"bench_real_{os.getpid()}_{len(exports)}.{fmt}")
+        export_model(net, fmt, path, **options)
         exports.append(path)
         ours.append((label, FaceDetector.load(path, config.letterbox, num_threads=1)))
     if args.ship:
@@ -291,7 +299,9 @@ def parse_args(argv=None):
     parser.add_argument("--ship", metavar="PATH",
                         help="also write the scored float16 TFLite export here "
                              "(models/face_detector.tflite: the model detect.py falls back to)")
-    parser.add_argument("--tmp-dir", default="/tmp", help="where the TFLite export is written")
+    parser.add_argument("--tmp-dir", default="/tmp", help="where the exports are written")
+    parser.add_argument("--calibration-images", type=int, default=200, metavar="N",
+                        help="training photos that calibrate the int8 export (default 200)")
     add_config_arguments(parser)
     return parser.parse_args(argv)
 
@@ -329,7 +339,7 @@ def score_in_fresh_process(run_dir: str, args) -> None:
     """`--score run_dir` in a new one-thread process: training's threads would skew the
     latencies, and TF's thread counts are fixed once it starts."""
     command = [sys.executable, os.path.abspath(__file__), "--score", run_dir,
-               "--tmp-dir", args.tmp_dir]
+               "--tmp-dir", args.tmp_dir, "--calibration-images", str(args.calibration_images)]
     if args.detect_sizes:
         command += ["--detect-sizes", args.detect_sizes]
     if args.out:

@@ -303,7 +303,7 @@ def load_training_sample(
 
     Args:
         record: the image and its faces (xywh pixels of the file).
-        config: input_size, letterbox, min_face_size, augment.
+        config: input_size, letterbox, min_face_size, augment, max_image_pixels.
         rng: the sample's random generator (may be None when not augmenting).
         training: True for the training pipeline.
 
@@ -322,15 +322,15 @@ def load_training_sample(
         plan = plan_augmentation(width, height, boxes, ignore, rng, augment, config.crop_prob,
                                 (config.crop_min_scale, config.crop_max_scale))
         reduce = choose_reduction(plan.width, plan.height, config.input_size, config.letterbox)
-        image = read_image(record.path, reduce)
+        image = read_image(record.path, reduce, max_pixels=config.max_image_pixels)
         # libjpeg's scaled output is ceil(size / k), pixel i covering file pixels [k i, k i + k).
         if image.shape[:2] == (-(-height // reduce), -(-width // reduce)):
             return augment_image(image, boxes, ignore, plan, config, scale=1.0 / reduce)
         # Not what the header promised (not really a JPEG?): plan again on the real pixels.
         if reduce != 1:
-            image = read_image(record.path)
+            image = read_image(record.path, max_pixels=config.max_image_pixels)
     else:
-        image = read_image(record.path)
+        image = read_image(record.path, max_pixels=config.max_image_pixels)
     height, width = image.shape[:2]
     boxes, ignore = faces_in_image(record, width, height)
     plan = plan_augmentation(width, height, boxes, ignore, rng, augment, config.crop_prob,

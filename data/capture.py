@@ -16,6 +16,7 @@ frames in a window (q or Esc stops). Next, label the folder with labelme:
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import re
 import tempfile
@@ -130,13 +131,22 @@ def capture_frames(
     Returns:
         CaptureResult with the saved paths in order.
     """
-    if interval < 0:
-        raise ConfigError(f"--interval {interval}: must be >= 0 seconds")
+    # NaN passes `interval < 0` and then never reaches the next save time: one frame only.
+    if not math.isfinite(interval) or interval < 0:
+        raise ConfigError(f"--interval {interval}: must be a finite number of seconds >= 0")
     if count < 0:
         raise ConfigError(f"--count {count}: must be >= 0 (0 = no limit)")
+    if os.sep in prefix or "/" in prefix:  # the frames would land outside --out
+        raise ConfigError(f"--prefix {prefix}: must be a file name prefix, without '/'")
+    if os.path.exists(out_dir) and not os.path.isdir(out_dir):
+        raise ConfigError(f"--out {out_dir}: is a file, not a folder for the frames")
     is_file = isinstance(source, str)
     capture = open_capture(source)
-    os.makedirs(out_dir, exist_ok=True)
+    try:
+        os.makedirs(out_dir, exist_ok=True)
+    except OSError as e:  # a file on the way (a/b with a a file), a read-only parent...
+        capture.release()
+        raise ConfigError(f"--out {out_dir}: cannot create the folder ({e.strerror})") from None
     fps = capture.get(cv2.CAP_PROP_FPS) if is_file else 0.0
     result = CaptureResult()
     index = next_index(out_dir, prefix)

@@ -40,7 +40,6 @@ samples that teach the detector what is not a face. They are added to training o
 from __future__ import annotations
 
 import hashlib
-import json
 import math
 import os
 from dataclasses import dataclass
@@ -49,7 +48,7 @@ from typing import List, NamedTuple, Optional, Sequence, Tuple
 import numpy as np
 
 from config import WIDER_ROOT, Config
-from data.formats import LoadReport, record_name
+from data.formats import LoadReport, load_json, record_name
 from data.formats.coco import is_coco_file, read_coco
 from data.formats.labelme import labelme_files, read_labelme
 from data.formats.voc import LAYOUTS as VOC_LAYOUTS, read_voc, xml_files
@@ -57,7 +56,7 @@ from data.formats.yolo import CLASSES_FILE, read_yolo
 from data.image import IMAGE_EXTENSIONS, image_files
 from data.records import ImageRecord
 from data.wider import SPLITS, load_wider_split, wider_split_paths
-from errors import ConfigError, DatasetError
+from errors import ConfigError, DatasetError, FaceDetectorError
 
 FORMATS = ("wider", "labelme", "yolo", "coco", "voc")
 # Folder (or COCO file name) spellings of each split.
@@ -385,9 +384,9 @@ def _hash01(seed: int, name: str) -> float:
 
 def _json_kind(path: str) -> Optional[str]:
     try:
-        with open(path, encoding="utf-8-sig") as f:
-            data = json.load(f)
-    except (OSError, ValueError):
+        # The readers' own loader: a deeply nested or huge-integer file is no traceback.
+        data = load_json(path)
+    except (OSError, FaceDetectorError):
         return None
     if isinstance(data, dict) and "shapes" in data:
         return "labelme"

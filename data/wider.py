@@ -11,12 +11,24 @@ Quirks of the real files, all handled here:
 - an image without faces is written `0` followed by the dummy line `0 0 0 0 0 0 0 0 0 0`
   (train file); the dummy line is consumed, it is not a face;
 - a few faces have w or h <= 0 (the val file lists 11, among them 4 images whose only
-  "face" is the all-zero dummy line under a count of 1): they are dropped and counted in
-  `WiderAnnotations.dropped_boxes`;
+  "face" is the all-zero dummy line under a count of 1): they are dropped, counted in
+  `WiderAnnotations.dropped_boxes` (their lines in `dropped_lines`) and shown in one
+  AnnotationWarning naming the file, the count and the first lines;
 - CRLF line ends, trailing spaces, blank trailing lines.
 
+Anything else that is not the official format raises AnnotationError `FILE:LINE: ...`:
+a file listing no image at all, a face count or numbers that are not plain ASCII
+decimals (Python would read '1_0' as 10), non-finite values, attribute flags outside their
+official ranges (ATTRIBUTE_MAX: blur 0-2, expression 0-1, illumination 0-1, invalid 0-1,
+occlusion 0-2, pose 0-1, integers), x / y / w / h beyond +-MAX_COORDINATE px (absurd for
+any photo; this also keeps float32 conversion finite), and a kept box lying wholly left
+of or above the image (x + w <= 0 or y + h <= 0). A box partly outside (x < 0 < x + w)
+is kept: converted custom sets may hold such boxes.
+
 Clipping to the image and the minimum-face-size ignore rule need the image size, so they
-happen later, in the data generator; records hold the file's boxes as they are.
+happen later, in the data generator; records hold the file's boxes as they are. (Reading
+3,226 image headers to check right / bottom borders would double the reader's time, and
+the reader must work without the images, e.g. for evaluation ground truth.)
 """
 
 from __future__ import annotations
@@ -28,6 +40,7 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
+from data.formats import MAX_COORDINATE, AnnotationWarning, _caller_level
 from data.image import IMAGE_EXTENSIONS
 from data.records import ImageRecord
 from errors import AnnotationError, ConfigError, DatasetError
@@ -37,10 +50,15 @@ SPLITS = ("train", "val", "test")
 # Columns of a face line after x y w h; `invalid` is the one that makes a face ignored.
 ATTRIBUTE_NAMES = ("blur", "expression", "illumination", "invalid", "occlusion", "pose")
 INVALID = ATTRIBUTE_NAMES.index("invalid")
+# The official range of each attribute flag is 0..max (WIDER FACE readme).
+ATTRIBUTE_MAX = (2, 1, 1, 1, 2, 1)
+_COLUMNS = ("x", "y", "w", "h") + ATTRIBUTE_NAMES
+_ATTRIBUTE_MAX = np.asarray(ATTRIBUTE_MAX, np.float64)
 FACE_LINE = "10 numbers 'x y w h blur expression illumination invalid occlusion pose'"
 DUMMY_LINE = "0 0 0 0 0 0 0 0 0 0"
 _NUMBERS_PER_LINE = 10
 _MAX_SHOWN = 80  # characters of an offending line quoted in an error
+_SHOWN_LINES = 5  # line numbers of dropped boxes quoted in the warning
 
 
 @dataclass
@@ -54,12 +72,14 @@ class WiderAnnotations:
         dropped_boxes: face lines of the whole file with w <= 0 or h <= 0, not in `records`.
         source: the annotation file read.
         skipped_images: listed images left out because they are missing on disk.
+        dropped_lines: the 1-based lines of the dropped boxes, in file order.
     """
 
     records: list = field(default_factory=list)
     dropped_boxes: int = 0
     source: str = ""
     skipped_images: int = 0
+    dropped_lines: list = field(default_factory=list)
 
     @property
     def num_images(self) -> int:
@@ -137,9 +157,10 @@ def read_wider_annotations(path: str, images_dir: str) -> WiderAnnotations:
     """Parse a `wider_face_{train,val}_bbx_gt.txt` file into ImageRecords.
 
     Record paths are `os.path.join(images_dir, name)`; `line` is the 1-based line of the
-    image's path line. Any malformed block raises AnnotationError naming file and line.
-    The face lines are parsed in one numpy conversion, so the full val file (46k lines)
-    takes a fraction of a second.
+    image's path line. Any malformed block raises AnnotationError naming file and line
+    (module doc). Boxes with w or h <= 0 are dropped and shown in one AnnotationWarning.
+    The face lines are parsed and checked in a few numpy operations, so the full val file
+    (46k lines) takes a fraction of a second.
     """
     lines = _read_lines(path)
     n = len(lines)
@@ -161,10 +182,9 @@ def read_wider_annotations(path: str, images_dir: str) -> WiderAnnotations:
         i += 1
         if i >= n:
             raise _error(path, i + 1, f"the face count of {name}", None)
-        try:
-            count = int(lines[i])
-        except ValueError:
-            count = -1
+        text = lines[i].strip()
+        # ASCII digits only: int() would take '1_0', '+3' or '١'; 18 digits bound int().
+        count = int(text) if text.isascii() and text.isdigit() and len(text) <= 18 else -1
         if count < 0:
             raise _error(path, i + 1, f"the face count of {name} (an integer >= 0)", lines[i])
         i += 1
@@ -175,15 +195,19 @@ def read_wider_annotations(path: str, images_dir: str) -> WiderAnnotations:
         starts.append(i)
         counts.append(count)
         i += count
+    if not names:
+        raise _error(path, 1, "an image path like '0--Parade/0_Parade_Parade_0_194.jpg' "
+                     "(the file lists no images)", None)
 
     face_lines = []
     for start, count in zip(starts, counts):
         face_lines.extend(lines[start:start + count])
     values = _parse_face_lines(path, face_lines, names, starts, counts)
+    keep = (values[:, 2] > 0) & (values[:, 3] > 0)
+    _check_values(path, values, keep, face_lines, names, starts, counts)
 
     counts_arr = np.asarray(counts, np.int64)
     owner = np.repeat(np.arange(len(names)), counts_arr)
-    keep = (values[:, 2] > 0) & (values[:, 3] > 0)
     boxes = values[keep, :4].astype(np.float32)
     attributes = values[keep, 4:].astype(np.int32)
     kept_counts = np.bincount(owner[keep], minlength=len(names))
@@ -203,7 +227,38 @@ def read_wider_annotations(path: str, images_dir: str) -> WiderAnnotations:
             line=path_lines[k],
         ))
         begin = end
-    return WiderAnnotations(records, dropped_boxes=int((~keep).sum()), source=path)
+    dropped = np.flatnonzero(~keep)
+    dropped_lines = [] if not len(dropped) else _line_numbers(dropped, starts, counts).tolist()
+    annotations = WiderAnnotations(records, dropped_boxes=len(dropped), source=path,
+                                   dropped_lines=dropped_lines)
+    if dropped_lines:
+        shown = ", ".join(map(str, dropped_lines[:_SHOWN_LINES]))
+        extra = len(dropped_lines) - _SHOWN_LINES
+        more = f" and {extra} more" if extra > 0 else ""
+        lines_word = "lines" if len(dropped_lines) > 1 else "line"
+        warnings.warn(
+            f"{path}: {len(dropped_lines)} face {lines_word} with w <= 0 or h <= 0 left out "
+            f"({lines_word} {shown}{more})",
+            AnnotationWarning, stacklevel=_caller_level(),
+        )
+    return annotations
+
+
+def _line_numbers(faces: np.ndarray, starts, counts) -> np.ndarray:
+    """1-based file lines of face lines given by their flat indices."""
+    ends = np.cumsum(counts)
+    blocks = np.searchsorted(ends, faces, side="right")
+    first_face = ends[blocks] - np.asarray(counts)[blocks]  # flat index of each block's first face
+    return np.asarray(starts, np.int64)[blocks] + faces - first_face + 1
+
+
+def _face_error(path, bad: int, what: str, face_lines, names, starts, counts) -> AnnotationError:
+    """The AnnotationError of face line `bad` (flat index): its file line, block and text."""
+    ends = np.cumsum(counts)
+    block = int(np.searchsorted(ends, bad, side="right"))
+    within = bad - (int(ends[block]) - counts[block])
+    expected = f"{what} (face {within + 1} of {counts[block]} of {names[block]})"
+    return _error(path, starts[block] + within + 1, expected, face_lines[bad])
 
 
 def _parse_face_lines(path, face_lines, names, starts, counts) -> np.ndarray:
@@ -216,31 +271,69 @@ def _parse_face_lines(path, face_lines, names, starts, counts) -> np.ndarray:
     if len(wrong):
         bad = int(wrong[0])
     else:
-        try:
-            values = np.array(" ".join(face_lines).split(), dtype=np.float64)
-        except ValueError:
-            values = None
+        joined = " ".join(face_lines)
+        values = None
+        # numpy's conversion, like float(), reads '1_0' as 10 and non-ASCII digits; plain
+        # ASCII decimals only (two C-speed scans of the text).
+        if joined.isascii() and "_" not in joined:
+            try:
+                values = np.array(joined.split(), dtype=np.float64)
+            except ValueError:
+                pass
         if values is not None and np.isfinite(values).all():
             return values.reshape(-1, _NUMBERS_PER_LINE)
         bad = _first_non_numeric(face_lines)
-
-    # Map the flat index back to its block for the message.
-    ends = np.cumsum(counts)
-    block = int(np.searchsorted(ends, bad, side="right"))
-    within = bad - (int(ends[block]) - counts[block])
-    expected = f"{FACE_LINE} (face {within + 1} of {counts[block]} of {names[block]})"
-    raise _error(path, starts[block] + within + 1, expected, face_lines[bad])
+    raise _face_error(path, bad, FACE_LINE, face_lines, names, starts, counts)
 
 
 def _first_non_numeric(face_lines) -> int:
     """Index of the first line with a token the bulk conversion rejected (or inf / nan)."""
     for k, line in enumerate(face_lines):
+        if not line.isascii() or "_" in line:
+            return k
         try:
             if not np.isfinite(np.array(line.split(), dtype=np.float64)).all():
                 return k
         except ValueError:
             return k
     raise AssertionError("the bulk conversion failed but every line converts")  # unreachable
+
+
+def _check_values(path, values: np.ndarray, keep: np.ndarray, face_lines, names, starts,
+                  counts) -> None:
+    """AnnotationError at the first face line whose values are out of range (module doc)."""
+    if not len(values):
+        return
+    # Fast path, the official files: values within +-MAX_COORDINATE, x, y and flags >= 0 (so
+    # no kept box lies left of or above the image), integer flags in range. About 1 ms for
+    # the val file (whole-array reductions are the fast ones).
+    attributes = values[:, 4:]
+    low = values.min()
+    if (low >= -MAX_COORDINATE and values.max() <= MAX_COORDINATE
+            and (low >= 0 or (values[:, :2].min() >= 0 and attributes.min() >= 0))
+            and not (attributes > _ATTRIBUTE_MAX).any()
+            and np.array_equal(np.floor(attributes), attributes)):
+        return
+    absurd = np.abs(values[:, :4]) > MAX_COORDINATE
+    flags = ((attributes < 0) | (attributes > _ATTRIBUTE_MAX)
+             | (attributes != np.floor(attributes)))
+    x, y, w, h = values[:, 0], values[:, 1], values[:, 2], values[:, 3]
+    outside = keep & ((x + w <= 0) | (y + h <= 0))
+    bad = absurd.any(axis=1) | flags.any(axis=1) | outside
+    if not bad.any():
+        return
+    k = int(np.argmax(bad))
+    if absurd[k].any():
+        column = int(np.argmax(absurd[k]))
+        what = (f"{_COLUMNS[column]} (column {column + 1}) within +-{MAX_COORDINATE:.0f} px "
+                f"(no image is that large)")
+    elif flags[k].any():
+        column = int(np.argmax(flags[k]))
+        what = (f"{ATTRIBUTE_NAMES[column]} (column {column + 5}) an integer "
+                f"0-{ATTRIBUTE_MAX[column]}")
+    else:
+        what = "a box reaching into the image (x + w > 0 and y + h > 0)"
+    raise _face_error(path, k, what, face_lines, names, starts, counts)
 
 
 def read_wider_test_filelist(path: str, images_dir: str) -> list:
@@ -253,6 +346,9 @@ def read_wider_test_filelist(path: str, images_dir: str) -> list:
         if not _is_image_path(name):
             raise _error(path, i + 1, "an image path like '0--Parade/0_Parade_marchingband_1_737.jpg'", line)
         records.append(ImageRecord(path=os.path.join(images_dir, name), name=name, line=i + 1))
+    if not records:
+        raise _error(path, 1, "an image path like '0--Parade/0_Parade_marchingband_1_737.jpg' "
+                     "(the file lists no images)", None)
     return records
 
 

@@ -1,6 +1,6 @@
 """The detector runtime: a trained network, in any of its saved forms, behind one interface.
 
-    detector = FaceDetector.load("model-0.61.keras")  # or .tflite, or a SavedModel folder
+    detector = FaceDetector.load("model-0.61.keras")  # or .tflite, .onnx, a SavedModel folder
     faces = detector.detect(read_image("photo.jpg"))    # Detections in the photo's pixels
     grids = detector.predict_grids(batch)                # (B, S, S, 3) -> (B, G, G, 5)
 
@@ -32,8 +32,9 @@ from model.postprocess import Detections, detect_batch, detect_from_grid
 
 KERAS_EXT = ".keras"
 TFLITE_EXT = ".tflite"
+ONNX_EXT = ".onnx"
 SAVED_MODEL_FILE = "saved_model.pb"
-FORMATS_HELP = "a .keras checkpoint, a .tflite file or a SavedModel folder"
+FORMATS_HELP = "a .keras checkpoint, a .tflite or .onnx file, or a SavedModel folder"
 
 
 def check_input_dtype(dtype, source: str) -> None:
@@ -70,6 +71,11 @@ def grid_geometry(input_shape, output_shape, source: str) -> tuple:
             f"{source}: output shape {_shape_text(output_shape)} is not (batch, G, G, 5)"
         )
     return in_shape[1], out_shape[1]
+
+
+def _onnx_dims(shape) -> tuple:
+    """An ONNX tensor shape with its symbolic dimensions ('unk__538', 'batch') as None."""
+    return tuple(d if isinstance(d, int) else None for d in shape)
 
 
 def _shape_text(shape) -> str:
@@ -140,7 +146,7 @@ class FaceDetector:
         input_size: S, side of the square network input in pixels.
         grid_size: G, cells per side of the output grid.
         source: the file or folder it was loaded from (or a description).
-        kind: 'keras', 'saved_model', 'tflite' or 'callable'.
+        kind: 'keras', 'saved_model', 'tflite', 'onnx' or 'callable'.
         keep_aspect: letterbox (True) or stretch (False) images into the input, as the
             network was trained (Config.letterbox).
     """
@@ -177,7 +183,7 @@ class FaceDetector:
         Args:
             path: the model file or folder.
             keep_aspect: Config.letterbox of the training run.
-            num_threads: TFLite interpreter threads (default: all CPU cores).
+            num_threads: TFLite interpreter / onnxruntime threads (default: all CPU cores).
 
         Raises:
             CheckpointError: missing, unreadable, or not a (B, S, S, 3) -> (B, G, G, 5)
@@ -198,6 +204,8 @@ class FaceDetector:
             return cls.from_keras(load_checkpoint(path, compile=False), path, keep_aspect)
         if ext == TFLITE_EXT:
             return cls._load_tflite(path, keep_aspect, num_threads)
+        if ext == ONNX_EXT:
+            return cls._load_onnx(path, keep_aspect, num_threads)
         raise CheckpointError(f"{path}: unknown model format '{ext}' (expected {FORMATS_HELP})")
 
     @classmethod
@@ -283,6 +291,64 @@ class FaceDetector:
             return interpreter.get_tensor(out_detail["index"])  # a copy
 
         return cls(predict, size, grid, path, "tflite", keep_aspect, interpreter)
+
+    @classmethod
+    def _load_onnx(cls, path: str, keep_aspect: bool, num_threads: Optional[int]
+                   ) -> "FaceDetector":
+        """An ONNX export, run by onnxruntime when it is installed, else by OpenCV's dnn."""
+        try:
+            import onnxruntime
+        except ImportError:
+            return cls._load_onnx_opencv(path, keep_aspect)
+        options = onnxruntime.SessionOptions()
+        options.intra_op_num_threads = num_threads or (os.cpu_count() or 1)
+        try:
+            session = onnxruntime.InferenceSession(path, options,
+                                                   providers=["CPUExecutionProvider"])
+        except Exception as e:  # onnxruntime raises its own types for a bad file
+            raise CheckpointError(f"{path}: cannot load ONNX model ({_first_line(e)})") from None
+        inputs, outputs = session.get_inputs(), session.get_outputs()
+        if len(inputs) != 1 or len(outputs) != 1:
+            raise CheckpointError(f"{path}: not a single-input, single-output model")
+        size, grid = grid_geometry(_onnx_dims(inputs[0].shape), _onnx_dims(outputs[0].shape),
+                                   path)
+        check_input_dtype(inputs[0].type.replace("tensor(", "").rstrip(")"), path)
+        in_name = inputs[0].name
+
+        def predict(x):
+            return session.run(None, {in_name: x})[0]
+
+        return cls(predict, size, grid, path, "onnx", keep_aspect, session)
+
+    @classmethod
+    def _load_onnx_opencv(cls, path: str, keep_aspect: bool) -> "FaceDetector":
+        """The ONNX file through cv2.dnn; its shapes are read from the graph by `onnx`."""
+        try:
+            import onnx
+        except ImportError:
+            raise CheckpointError(f"{path}: running ONNX models needs onnxruntime "
+                                  "(pip install onnxruntime) or the onnx package") from None
+        try:
+            graph = onnx.load(path, load_external_data=False).graph
+            net = cv2.dnn.readNetFromONNX(path)
+        except Exception as e:  # protobuf DecodeError, cv2.error: a file that is not ONNX
+            raise CheckpointError(f"{path}: cannot load ONNX model ({_first_line(e)})") from None
+        if len(graph.input) != 1 or len(graph.output) != 1:
+            raise CheckpointError(f"{path}: not a single-input, single-output model")
+
+        def dims(value):
+            return _onnx_dims(d.dim_value if d.HasField("dim_value") else None
+                              for d in value.type.tensor_type.shape.dim)
+
+        size, grid = grid_geometry(dims(graph.input[0]), dims(graph.output[0]), path)
+        elem_type = graph.input[0].type.tensor_type.elem_type
+        check_input_dtype(onnx.helper.tensor_dtype_to_np_dtype(elem_type), path)
+
+        def predict(x):
+            net.setInput(x)
+            return net.forward()
+
+        return cls(predict, size, grid, path, "onnx", keep_aspect, net)
 
     # ---------------------------------------------------------------- running
     def predict_grids(self, batch: np.ndarray) -> np.ndarray:
@@ -388,10 +454,23 @@ def annotate(image_bgr: np.ndarray, detections: Detections) -> np.ndarray:
 
 
 def write_image(path: str, image_bgr: np.ndarray) -> None:
-    """Write an image atomically, its format chosen by the extension; ImageError if not."""
-    with atomic_path(path) as tmp:
-        if not cv2.imwrite(tmp, image_bgr):
-            raise ImageError(f"{path}: cannot write image (unsupported extension?)")
+    """Write an image atomically, its format chosen by the extension.
+
+    Raises:
+        ImageError: one line naming `path` for every way the write can fail: an extension
+            OpenCV has no writer for (cv2.error), a full disk or a folder that cannot be
+            created or written (OSError), or the encoder refusing the image.
+    """
+    try:
+        with atomic_path(path) as tmp:
+            if not cv2.imwrite(tmp, image_bgr):
+                raise ImageError(f"{path}: cannot write image (the encoder refused it)")
+    except ImageError:
+        raise
+    except cv2.error as e:
+        raise ImageError(f"{path}: cannot write image ({_first_line(e)})") from None
+    except OSError as e:
+        raise ImageError(f"{path}: cannot write image ({e.strerror or e})") from None
 
 
 # ---------------------------------------------------------------------- video

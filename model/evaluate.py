@@ -17,9 +17,13 @@ prediction folders are scored the same way (`python evaluate.py --predictions DI
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import math
 import os
+import sys
 import time
+import warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Callable, Dict, List, Mapping, Optional, Sequence, Union
@@ -269,22 +273,29 @@ def write_predictions(out_dir: str, name: str, boxes: np.ndarray, scores: np.nda
 def read_prediction_file(path: str) -> Detections:
     """Read one submission file -> Detections (float64, as the official reader's doubles).
 
-    Raises AnnotationError naming the file and line if it is malformed.
+    An empty file (0 bytes, or blank lines only) is an image without detections, as the
+    official read_pred.m scores it. Raises AnnotationError naming the file and line if it
+    is malformed: a count that is not a whole number (3.7, inf, 1e400), a box line that
+    is not five numbers, a coordinate or score that is NaN or infinite, a negative size.
     """
-    with open(path, encoding="utf-8", errors="replace") as f:
-        lines = [line.strip() for line in f]
-    while lines and not lines[-1]:
-        lines.pop()
+    return _detections_from_lines(path, _prediction_lines(path))
+
+
+def _detections_from_lines(path: str, lines: List[str]) -> Detections:
+    """`read_prediction_file` on the file's lines, already read (`path` names it)."""
+    if not lines:
+        return Detections(np.zeros((0, 4), np.float64), np.zeros(0, np.float64))
     if len(lines) < 2:
         raise AnnotationError(
             f"{path}: expected the image name on line 1 and the box count on line 2"
         )
-    try:
-        count = int(float(lines[1]))
-    except ValueError:
-        raise AnnotationError(f"{path}:2: expected the number of boxes, got {lines[1]!r}") from None
+    count = _box_count(lines[1])
+    if count is None:
+        raise AnnotationError(
+            f"{path}:2: expected the number of boxes (a whole number), got {lines[1]!r}"
+        )
     rows = lines[2:]
-    if count < 0 or len(rows) != count:
+    if len(rows) != count:
         raise AnnotationError(f"{path}:2: says {count} boxes but {len(rows)} box lines follow")
     values = np.zeros((count, 5), np.float64)
     for i, line in enumerate(rows):
@@ -297,11 +308,61 @@ def read_prediction_file(path: str) -> Detections:
             raise AnnotationError(
                 f"{path}:{i + 3}: expected 'x y w h score', got {line!r}"
             ) from None
+        # A NaN score sorts anywhere and a NaN or infinite box overlaps nothing, or
+        # everything: either would change the AP without a word.
+        if not np.isfinite(values[i]).all():
+            raise AnnotationError(
+                f"{path}:{i + 3}: 'x y w h score' must be finite numbers, got {line!r}"
+            )
+        if values[i, 2] < 0 or values[i, 3] < 0:
+            raise AnnotationError(
+                f"{path}:{i + 3}: box width and height must be >= 0, got {line!r}"
+            )
     return Detections(values[:, :4], values[:, 4])
 
 
-def read_predictions(directory: str, progress: bool = False) -> Predictions:
-    """Read a folder in the submission layout -> {'<event>/<image>': Detections}."""
+def _prediction_lines(path: str) -> List[str]:
+    """The stripped lines of a submission file, trailing blank lines dropped."""
+    with open(path, encoding="utf-8", errors="replace") as f:
+        lines = [line.strip() for line in f]
+    while lines and not lines[-1]:
+        lines.pop()
+    return lines
+
+
+def _box_count(text: str) -> Optional[int]:
+    """The box count of line 2: a whole, finite, non-negative number ('3', '3.0', '1e3'),
+    else None ('3.7', 'inf', '1e400' which is inf as a float, '-1', 'many')."""
+    try:
+        value = float(text)
+    except ValueError:
+        return None
+    if not math.isfinite(value) or value < 0 or not value.is_integer():
+        return None
+    return int(value)
+
+
+def _names_image(path: str, lines: List[str]) -> bool:
+    """True when line 1 of a submission file names its image: the file's name with an
+    image extension ('0_Parade_1.jpg' in 0_Parade_1.txt), or without one, with or
+    without the event folder before it; an empty file names nothing and passes."""
+    if not lines:
+        return True
+    stem = os.path.splitext(os.path.basename(path))[0]
+    first = os.path.basename(lines[0].replace("\\", "/"))
+    return first == stem or os.path.splitext(first)[0] == stem
+
+
+def read_predictions(directory: str, progress: bool = False,
+                     names: Optional[Sequence[str]] = None) -> Predictions:
+    """Read a folder in the submission layout -> {'<event>/<image>': Detections}.
+
+    A .txt file that is not a prediction file is skipped, and the skipped files are
+    counted in one warning naming the first: with `names` (the ground truth's images,
+    as `prediction_key` takes them), any file whose path is not one of them, as the
+    official tool only opens the files of its ground truth; without, any file whose
+    first line does not name its image (a README.txt beside the event folders).
+    """
     if not os.path.isdir(directory):
         raise DatasetError(f"{directory}: predictions folder not found")
     paths = []
@@ -309,10 +370,22 @@ def read_predictions(directory: str, progress: bool = False) -> Predictions:
         paths.extend(os.path.join(root, f) for f in files if f.endswith(".txt"))
     if not paths:
         raise DatasetError(f"{directory}: no prediction files (<event>/<image>.txt) found")
-    predictions = {}
+    # Both spellings: a .mat name has no extension, a bbx_gt.txt name has one.
+    wanted = None if names is None else {k for n in names for k in (n, prediction_key(n))}
+    predictions, skipped = {}, []
     for path in tqdm(sorted(paths), desc="read predictions", unit="file", disable=not progress):
         key = prediction_key(os.path.relpath(path, directory))
-        predictions[key] = read_prediction_file(path)
+        if wanted is not None and key not in wanted:
+            skipped.append(f"{path}: not an image of the ground truth")
+            continue
+        lines = _prediction_lines(path)
+        if wanted is None and not _names_image(path, lines):
+            skipped.append(f"{path}: line 1 does not name the image {os.path.basename(key)}")
+            continue
+        predictions[key] = _detections_from_lines(path, lines)
+    if skipped:
+        warnings.warn(f"{directory}: skipped {len(skipped)} .txt file(s) that are not "
+                      f"prediction files (first: {skipped[0]})", stacklevel=2)
     return predictions
 
 
@@ -466,7 +539,7 @@ def wider_ap(
         gt = load_wider_gt(gt)
     source = predictions if isinstance(predictions, (str, os.PathLike)) else "predictions"
     if isinstance(predictions, (str, os.PathLike)):
-        predictions = read_predictions(str(predictions), progress=progress)
+        predictions = read_predictions(str(predictions), progress=progress, names=gt.names)
     dets = _detections_for(gt.names, predictions, allow_missing, str(source))
 
     # read_pred.m sorts each image's boxes by descending score; image_pr_info.m relies on it.
@@ -563,7 +636,8 @@ def evaluate_model(
         score_threshold = config.eval_score_threshold
 
     def load(record):
-        return prepare_image(read_image(record.path), config.input_size, config.letterbox)
+        image = read_image(record.path, max_pixels=config.max_image_pixels)
+        return prepare_image(image, config.input_size, config.letterbox)
 
     batches = [records[i : i + config.batch_size] for i in range(0, len(records), config.batch_size)]
     predictions: Predictions = {}
@@ -619,6 +693,19 @@ def _print_result(result: dict) -> None:
               f"{result['faces']} valid faces)")
 
 
+@contextlib.contextmanager
+def _warnings_as_lines(prog: str):
+    """Print the warnings raised inside (skipped prediction files) as one stderr line
+    each, `<prog>: warning: <message>`, instead of Python's two-line form."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            yield
+        finally:
+            for warning in caught:
+                print(f"{prog}: warning: {warning.message}", file=sys.stderr)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="evaluate.py",
@@ -643,7 +730,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--json", metavar="FILE", help="also write the scores as JSON")
     add_config_arguments(parser, only=(
         "dataset", "letterbox", "batch_size", "nms_iou", "max_detections", "workers",
-        "eval_score_threshold", "skip_missing_images",
+        "eval_score_threshold", "skip_missing_images", "max_image_pixels",
     ))
     return parser
 
@@ -672,7 +759,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     else:
         if gt_path is None:
             raise ConfigError("--predictions needs --gt (the .mat folder or a bbx_gt.txt file)")
-        predictions = read_predictions(args.predictions, progress=True)
+        if not os.path.isdir(args.predictions):
+            raise DatasetError(f"{args.predictions}: predictions folder not found")
+        # Read below, once the ground truth names the images: other .txt files are skipped.
+        predictions = args.predictions
         records = None
         summary["predictions"] = args.predictions
 
@@ -685,7 +775,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             )
         gt = load_wider_gt(mat_dir)
         # Images left out with --skip-missing-images have no predictions, by request.
-        result = wider_ap(predictions, gt, allow_missing=config.skip_missing_images, progress=True)
+        with _warnings_as_lines(build_parser().prog):
+            result = wider_ap(predictions, gt, allow_missing=config.skip_missing_images,
+                              progress=True)
         summary.update(protocol="wider", gt=mat_dir, images=len(gt.names), **result)
     else:
         if gt_path is not None:
@@ -694,6 +786,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             records = _records_from_gt_file(gt_path)
             summary["gt"] = gt_path
         names = [prediction_key(r.name) for r in records]
+        if isinstance(predictions, str):
+            with _warnings_as_lines(build_parser().prog):
+                predictions = read_predictions(predictions, progress=True, names=names)
         dets = _detections_for(names, predictions, False, summary.get("predictions", "predictions"))
         ap = average_precision(dets, records)
         faces = sum(r.num_faces for r in records)

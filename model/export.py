@@ -1,15 +1,19 @@
-"""Export a trained detector for deployment: a TensorFlow SavedModel or a TFLite file.
+"""Export a trained detector for deployment: SavedModel, TFLite (float32 / float16 / int8), ONNX.
 
     export_model(model, "saved_model", "face_saved_model")      # folder, serving_default
     export_model(model, "tflite", "face.tflite")                 # float32
     export_model(model, "tflite", "face_fp16.tflite", float16=True)  # float16 weights
+    export_model(model, "tflite", "face_int8.tflite", int8_inputs=calibration)  # int8
+    export_model(model, "onnx", "face.onnx")                     # onnxruntime, cv2.dnn
 
-Keras 3 writes SavedModels with `model.export(path, format="tf_saved_model")`; TFLite files
-are converted from such a SavedModel (`tf.lite.TFLiteConverter.from_saved_model`, the path
-TF documents for Keras 3; converting a traced concrete function gave NaN outputs here).
-Every export keeps the batch dimension free, so `model.detector.FaceDetector` runs the
-result on any batch size. Outputs are written atomically: a failed export leaves nothing
-half-written under the target name and an earlier export in place.
+Keras 3 writes SavedModels with `model.export(path, format="tf_saved_model")` and ONNX
+files with `model.export(path, format="onnx")` (through tf2onnx, in requirements.txt);
+TFLite files are converted from such a SavedModel (`tf.lite.TFLiteConverter.from_saved_model`,
+the path TF documents for Keras 3; converting a traced concrete function gave NaN outputs
+here). Every export takes uint8 RGB pixels as the Keras model does and keeps the batch
+dimension free, so `model.detector.FaceDetector` runs the result on any batch size.
+Outputs are written atomically: a failed export leaves nothing half-written under the
+target name and an earlier export in place.
 """
 
 from __future__ import annotations
@@ -17,52 +21,69 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+from typing import Optional, Sequence
 
-from errors import ConfigError
-from files import atomic_write_bytes
+import numpy as np
 
-FORMATS = ("saved_model", "tflite")
+from errors import ConfigError, ImageError
+from files import atomic_path, atomic_write_bytes
+
+FORMATS = ("saved_model", "tflite", "onnx")
 
 
-def default_export_path(weights: str, fmt: str, float16: bool = False) -> str:
+def default_export_path(weights: str, fmt: str, float16: bool = False, int8: bool = False
+                        ) -> str:
     """Where `export.py` writes by default: beside the checkpoint, named after it.
 
-    model-0.61.keras -> model-0.61_saved_model/, model-0.61.tflite, model-0.61_fp16.tflite
+    model-0.61.keras -> model-0.61_saved_model/, model-0.61.tflite, model-0.61_fp16.tflite,
+    model-0.61_int8.tflite, model-0.61.onnx
     """
     stem = os.path.splitext(weights.rstrip("/\\"))[0]
     if fmt == "saved_model":
         return stem + "_saved_model"
-    return stem + ("_fp16" if float16 else "") + ".tflite"
+    if fmt == "onnx":
+        return stem + ".onnx"
+    return stem + ("_fp16" if float16 else "_int8" if int8 else "") + ".tflite"
 
 
-def export_model(keras_model, fmt: str, path: str, float16: bool = False) -> str:
-    """Write `keras_model` as a SavedModel folder or a TFLite file.
+def export_model(keras_model, fmt: str, path: str, float16: bool = False,
+                 int8_inputs: Optional[np.ndarray] = None) -> str:
+    """Write `keras_model` as a SavedModel folder, a TFLite file or an ONNX file.
 
     Args:
         keras_model: the detector, input (B, S, S, 3) RGB uint8, output (B, G, G, 5).
-        fmt: 'saved_model' or 'tflite'.
-        path: the folder (saved_model) or file (tflite) to write; replaced atomically if
-            it holds an earlier export.
+        fmt: 'saved_model', 'tflite' or 'onnx'.
+        path: the folder (saved_model) or file (tflite, onnx) to write; replaced
+            atomically if it holds an earlier export.
         float16: TFLite only: store the weights as float16 (half the file; the CPU
             interpreter computes in float32 after loading them).
+        int8_inputs: TFLite only: full-integer quantisation, calibrated on these network
+            inputs, (N, S, S, 3) uint8 (`calibration_inputs`). The file takes uint8 pixels
+            and returns float32 grids like every other export.
 
     Returns:
         `path`.
 
     Raises:
-        ConfigError: unknown format, float16 with a SavedModel, or `path` taken by
-            something that is not an export of that format.
+        ConfigError: unknown format, float16 / int8 with another format, both at once,
+            or `path` taken by something that is not an export of that format.
     """
     if fmt not in FORMATS:
         raise ConfigError(f"--format {fmt!r}: must be one of {', '.join(FORMATS)}")
-    if float16 and fmt != "tflite":
-        raise ConfigError("--float16 applies to --format tflite only")
+    int8 = int8_inputs is not None
+    if (float16 or int8) and fmt != "tflite":
+        raise ConfigError(f"--{'float16' if float16 else 'int8'} applies to --format tflite only")
+    if float16 and int8:
+        raise ConfigError("--float16 and --int8: give one")
     if fmt == "saved_model":
         _export_saved_model_atomically(keras_model, path)
+        return path
+    if os.path.isdir(path):
+        raise ConfigError(f"--output {path}: is a folder; a {fmt} export is one file")
+    if fmt == "onnx":
+        export_onnx(keras_model, path)
     else:
-        if os.path.isdir(path):
-            raise ConfigError(f"--output {path}: is a folder; a TFLite export is one file")
-        atomic_write_bytes(path, tflite_bytes(keras_model, float16))
+        atomic_write_bytes(path, tflite_bytes(keras_model, float16, int8_inputs))
     return path
 
 
@@ -71,16 +92,31 @@ def export_saved_model(keras_model, path: str) -> None:
     keras_model.export(path, format="tf_saved_model", verbose=False)
 
 
-def tflite_bytes(keras_model, float16: bool = False) -> bytes:
-    """The TFLite flatbuffer of `keras_model` (float32, or float16 weights)."""
+def export_onnx(keras_model, path: str) -> None:
+    """Keras 3's ONNX export (tf2onnx), written atomically; input 'image' uint8, batch free."""
+    try:
+        import tf2onnx  # noqa: F401  Keras imports it lazily; fail here with the fix named
+    except ImportError:
+        raise ConfigError("--format onnx needs tf2onnx: pip install -r requirements.txt") from None
+    size = keras_model.input_shape[1]
+    # Keras refuses to export a model that has never been called (a freshly built one).
+    keras_model(np.zeros((1, size, size, 3), np.uint8), training=False)
+    with atomic_path(path) as tmp:
+        keras_model.export(tmp, format="onnx", verbose=False)
+
+
+def tflite_bytes(keras_model, float16: bool = False,
+                 int8_inputs: Optional[np.ndarray] = None) -> bytes:
+    """The TFLite flatbuffer of `keras_model` (float32, float16 weights or int8)."""
     with tempfile.TemporaryDirectory(prefix="export-") as tmp:
         saved_model = os.path.join(tmp, "saved_model")
         export_saved_model(keras_model, saved_model)
-        return tflite_from_saved_model(saved_model, float16)
+        return tflite_from_saved_model(saved_model, float16, int8_inputs)
 
 
-def tflite_from_saved_model(saved_model_dir: str, float16: bool = False) -> bytes:
-    """Convert a SavedModel folder to a TFLite flatbuffer (float32, or float16 weights)."""
+def tflite_from_saved_model(saved_model_dir: str, float16: bool = False,
+                            int8_inputs: Optional[np.ndarray] = None) -> bytes:
+    """Convert a SavedModel folder to a TFLite flatbuffer (float32, float16 weights or int8)."""
     import tensorflow as tf
 
     converter = tf.lite.TFLiteConverter.from_saved_model(saved_model_dir)
@@ -88,7 +124,49 @@ def tflite_from_saved_model(saved_model_dir: str, float16: bool = False) -> byte
         # Post-training float16 quantisation: weights stored as float16.
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
         converter.target_spec.supported_types = [tf.float16]
+    elif int8_inputs is not None:
+        int8_inputs = np.asarray(int8_inputs)
+        if int8_inputs.dtype != np.uint8 or int8_inputs.ndim != 4 or not len(int8_inputs):
+            raise ConfigError(f"int8 calibration: need (N, S, S, 3) uint8 network inputs, "
+                              f"got {int8_inputs.dtype} {int8_inputs.shape}")
+        # Full-integer quantisation: weights and activations int8, their ranges measured on
+        # the calibration images. The input stays uint8 pixels (already an integer tensor:
+        # the network's own Rescaling layer turns it into [-1, 1]) and the output float32,
+        # so the file runs behind FaceDetector like the float ones.
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.representative_dataset = lambda: ([x[None]] for x in int8_inputs)
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        converter.inference_input_type = tf.uint8
+        converter.inference_output_type = tf.float32
     return converter.convert()
+
+
+def calibration_inputs(image_paths: Sequence[str], input_size: int, keep_aspect: bool = True,
+                       count: int = 200, seed: int = 0) -> np.ndarray:
+    """Network inputs (N, S, S, 3) uint8 of `count` images drawn (seeded) from `image_paths`.
+
+    Prepared exactly as detection prepares them (`data.image.prepare_image`), so the
+    quantisation ranges are those the deployed model meets. Take them from training
+    photos, never from the photos the model is evaluated on. Unreadable images are skipped;
+    ConfigError if none is left.
+    """
+    from data.image import prepare_image, read_image
+
+    if count <= 0:
+        raise ConfigError(f"--calibration-images {count}: must be positive")
+    paths = list(image_paths)
+    order = np.random.default_rng(seed).permutation(len(paths))
+    inputs = []
+    for i in order:
+        if len(inputs) == count:
+            break
+        try:
+            inputs.append(prepare_image(read_image(paths[i]), input_size, keep_aspect)[0])
+        except ImageError:
+            continue
+    if not inputs:
+        raise ConfigError(f"int8 calibration: none of {len(paths)} images could be read")
+    return np.stack(inputs)
 
 
 def _export_saved_model_atomically(keras_model, path: str) -> None:

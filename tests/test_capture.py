@@ -84,3 +84,37 @@ def test_cli_with_a_video_file(video, tmp_path, capsys):
     assert "saved 2 frames to" in printed and "img_0001.jpg .. img_0002.jpg" in printed
     assert "labelme" in printed
     assert sorted(os.listdir(out)) == ["img_0001.jpg", "img_0002.jpg"]
+
+
+def test_out_naming_a_file_and_bad_intervals_are_refused(video, tmp_path):
+    taken = tmp_path / "notes.jpg"
+    taken.write_bytes(b"not a folder")
+    with pytest.raises(ConfigError, match=rf"--out {taken}: is a file, not a folder"):
+        capture_frames(video, str(taken), progress=False)
+    assert taken.read_bytes() == b"not a folder"
+    out = str(tmp_path / "out")
+    for interval in (float("nan"), float("inf"), -0.5):
+        with pytest.raises(ConfigError, match=rf"--interval {interval}: must be a finite number"):
+            capture_frames(video, out, interval=interval, progress=False)
+    with pytest.raises(ConfigError, match="--prefix ../up: must be a file name prefix"):
+        capture_frames(video, out, prefix="../up", progress=False)
+    assert not os.path.exists(out)  # nothing made for a refused run
+
+
+def test_cli_errors_are_one_line(video, tmp_path):
+    """As a user runs it: exit 2 and one line, no traceback."""
+    import subprocess
+    import sys
+
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    taken = tmp_path / "taken"
+    taken.write_text("x")
+    for flags, message in (
+        (["--out", str(taken)], f"--out {taken}: is a file, not a folder for the frames"),
+        (["--out", str(tmp_path / "o"), "--interval", "nan"],
+         "--interval nan: must be a finite number of seconds >= 0"),
+    ):
+        done = subprocess.run([sys.executable, "-m", "data.capture", "--video", video, *flags],
+                              cwd=repo, capture_output=True, text=True, timeout=60)
+        assert done.returncode == 2
+        assert done.stderr.strip().splitlines() == [f"python -m data.capture: error: {message}"]

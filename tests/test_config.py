@@ -3,6 +3,7 @@
 import argparse
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -139,3 +140,146 @@ def test_presets_are_valid_and_train_py_starts_from_them(monkeypatch):
     assert seen[0].input_size == 320 and seen[0].batch_size == 4
     with pytest.raises(ConfigError, match="--demo and --preset real"):
         train.main(["--demo", "--preset", "real"])
+
+
+# Bad values for every numeric field of Config: each must be refused by Config.validate
+# (so by every CLI) with a ConfigError naming the field.
+NAN, INF = float("nan"), float("inf")
+BAD_NUMBERS = {
+    "input_size": [0, -32, 100],
+    "grid_size": [0, -7],
+    "alpha": [-1.0, 0.0, NAN, INF],
+    "head_channels": [0, -1],
+    "min_face_size": [-1.0, NAN, INF],
+    "crop_prob": [-0.1, 1.5, NAN],
+    "crop_min_scale": [0.0, -0.1, NAN],
+    "crop_max_scale": [INF, NAN, 0.0],
+    "max_images": [-1],
+    "max_image_pixels": [0, -5],
+    "workers": [-1],
+    "seed": [-1, 2**32, 99999999999],
+    "batch_size": [0, -4],
+    "head_epochs": [-1],
+    "finetune_epochs": [-3],
+    "learning_rate": [-1e-3, 0.0, NAN, INF],
+    "finetune_learning_rate": [-1.0, 0.0, NAN],
+    "warmup_epochs": [NAN, -1.0, INF],
+    "weight_decay": [-1e-4, NAN],
+    "early_stopping_patience": [-1],
+    "reduce_lr_patience": [-1],
+    "reduce_lr_factor": [0.0, 1.0, 1.5, NAN],
+    "keep_best": [0],
+    "steps_per_epoch": [-5],
+    "validation_steps": [-1],
+    "focal_gamma": [-1.0, NAN],
+    "focal_alpha": [1.5, -0.1, NAN],
+    "box_loss_weight": [-1.0, INF],
+    "objectness_loss_weight": [NAN, -2.0],
+    "score_threshold": [1.5, -0.5, NAN],
+    "eval_score_threshold": [-0.1, NAN],
+    "nms_iou": [0.0, 1.1, NAN],
+    "max_detections": [-1],
+}
+
+
+def test_every_numeric_field_has_bad_values_below():
+    import dataclasses
+
+    numeric = {f.name for f in dataclasses.fields(Config) if str(f.type) in ("int", "float")}
+    assert numeric == set(BAD_NUMBERS)
+
+
+@pytest.mark.parametrize("field,value", [(f, v) for f, vs in BAD_NUMBERS.items() for v in vs])
+def test_every_numeric_field_refuses_bad_values_naming_it(field, value):
+    with pytest.raises(ConfigError, match=rf"^{field}=") as caught:
+        Config(**{field: value})
+    assert "\n" not in str(caught.value)
+    with pytest.raises(ConfigError, match=rf"^{field}="):  # replace() validates too
+        Config().replace(**{field: value})
+
+
+def test_edge_values_that_mean_something_are_accepted():
+    c = Config(max_images=0, workers=0, seed=0, head_epochs=0, steps_per_epoch=0,
+               validation_steps=0, warmup_epochs=0.0, weight_decay=0.0, max_detections=0,
+               min_face_size=0, early_stopping_patience=0, reduce_lr_patience=0,
+               crop_prob=1.0, score_threshold=0.0, focal_alpha=1.0, nms_iou=1.0)
+    assert c.min_face_size == 0  # an int for a float field is a number too
+    assert Config(seed=2**32 - 1).seed == 2**32 - 1
+
+
+@pytest.mark.parametrize("changes,message", [
+    ({"batch_size": "16"}, "batch_size='16': must be an integer"),
+    ({"seed": 1.5}, "seed=1.5: must be an integer"),
+    ({"batch_size": True}, "batch_size=True: must be an integer"),
+    ({"learning_rate": "0.001"}, "learning_rate='0.001': must be a number"),
+    ({"learning_rate": None}, "learning_rate=None: must be a number"),
+    ({"augment": 1}, "augment=1: must be true or false"),
+    ({"letterbox": "no"}, "letterbox='no': must be true or false"),
+    ({"dataset": None}, "dataset=None: must be a string"),
+    ({"lr_schedule": 3}, "lr_schedule=3: must be a string"),
+])
+def test_wrong_types_name_the_field(changes, message):
+    with pytest.raises(ConfigError, match="^" + re.escape(message)):
+        Config(**changes)
+
+
+@pytest.mark.parametrize("text,message", [
+    ('{"batch_size": "16"}', "batch_size='16': must be an integer"),
+    ('{"augment": "false"}', "augment='false': must be true or false"),
+    ('{"warmup_epochs": null}', "warmup_epochs=None: must be a number"),
+    ('{"finetune_epochs": -3}', "finetune_epochs=-3: must be >= 0"),
+    ("null", "expected a JSON object of config fields, got null"),
+    ("[1, 2]", "expected a JSON object of config fields, got list"),
+    ("16", "expected a JSON object of config fields, got int"),
+    ('"text"', "expected a JSON object of config fields, got str"),
+])
+def test_config_files_with_wrong_values_name_file_and_field(tmp_path, text, message):
+    path = tmp_path / "config.json"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as caught:
+        load_config(str(path))
+    assert str(caught.value) == f"{path}: {message}"
+
+
+def test_bad_flags_are_refused_through_validate():
+    parser = argparse.ArgumentParser()
+    add_config_arguments(parser)
+    for flags, field in ((["--seed", "-1"], "seed"), (["--warmup-epochs", "nan"], "warmup_epochs"),
+                         (["--alpha", "-1"], "alpha"), (["--learning-rate", "inf"], "learning_rate"),
+                         (["--max-image-pixels", "0"], "max_image_pixels")):
+        with pytest.raises(ConfigError, match=rf"^{field}="):
+            config_from_args(parser.parse_args(flags))
+
+
+@pytest.mark.parametrize("script,flags,message", [
+    ("train.py", ["--finetune-epochs", "-3"], "finetune_epochs=-3: must be >= 0"),
+    ("train.py", ["--max-images", "-1"], "max_images=-1: must be >= 0 (0 = all)"),
+    ("train.py", ["--seed", "99999999999"], "seed=99999999999: must be in [0, 4294967295]"),
+    ("train.py", ["--warmup-epochs", "nan"], "warmup_epochs=nan: must be a finite number >= 0"),
+    ("train.py", ["--head-channels", "0"], "head_channels=0: must be >= 1"),
+    ("train.py", ["--validation-steps", "-1"],
+     "validation_steps=-1: must be >= 0 (0 = one pass over the validation data)"),
+])
+def test_clis_exit_2_with_one_line_for_bad_numbers(script, flags, message):
+    """As a user runs them: no traceback, exit 2 (train.py -3 epochs used to exit 0)."""
+    repo = os.path.dirname(os.path.abspath(cli.__file__))
+    done = subprocess.run([sys.executable, script, *flags], cwd=repo, capture_output=True,
+                          text=True, timeout=120, env=dict(os.environ, PYTHONPATH=repo))
+    assert done.returncode == 2, done.stderr
+    lines = [line for line in done.stderr.splitlines() if line.startswith(script)]
+    assert lines == [f"{script}: error: {message}"]
+    assert "Traceback" not in done.stderr
+
+
+def test_overwritten_input_finds_the_same_file_by_any_name(tmp_path):
+    from cli import overwritten_input
+
+    photo = tmp_path / "a.jpg"
+    photo.write_bytes(b"photo")
+    os.link(photo, tmp_path / "hard.jpg")
+    os.symlink(photo, tmp_path / "soft.jpg")
+    for name in ("a.jpg", "hard.jpg", "soft.jpg", "sub/../a.jpg"):
+        (tmp_path / "sub").mkdir(exist_ok=True)
+        out = str(tmp_path / name)
+        assert overwritten_input(["elsewhere.jpg", out], [str(photo)]) == (out, str(photo))
+    assert overwritten_input([str(tmp_path / "new.jpg")], [str(photo)]) is None

@@ -94,6 +94,20 @@ def test_detect_format_of_each_layout(tmp_path):
         detect_format(str(tmp_path / "just_images"))
 
 
+def test_detect_format_passes_over_unusable_json_without_a_traceback(tmp_path):
+    """A .json nested 100,000 deep or holding a 5000-digit integer is not labelme / COCO:
+    format detection goes on to the other layouts (json's RecursionError used to escape)."""
+    folder = tmp_path / "odd"
+    folder.mkdir()
+    (folder / "deep.json").write_text("[" * 100_000 + "]" * 100_000)
+    (folder / "huge.json").write_text('{"shapes": [' + "9" * 5000 + "]}")
+    write_image(folder / "x.jpg", 20, 20)
+    assert detect_format(str(folder)) == "labelme"  # huge.json has shapes: still labelme
+    (folder / "huge.json").unlink()
+    with pytest.raises(DatasetError, match="cannot tell the dataset format"):
+        detect_format(str(folder))
+
+
 def test_missing_sources_say_what_to_do(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # no data/WIDER here
     with pytest.raises(DatasetError, match=r"python -m data\.download.*python train\.py --demo"):
@@ -126,6 +140,41 @@ def test_custom_missing_images_are_left_out_and_counted(tmp_path):
         loaded = read_source(root, "train", holdout=False)
     assert [r.name for r in loaded.records] == ["a.jpg", "c.jpg"]
     assert loaded.format == "labelme" and loaded.missing_images == 1
+
+
+def test_wider_dropped_boxes_are_shown_to_whoever_asks_for_records(tmp_path):
+    """Boxes with w or h <= 0 are left out of a WIDER source: the count and the lines reach
+    the user as an AnnotationWarning attributed to the caller (here this test)."""
+    root = make_wider(tmp_path / "w", 2, 2)
+    path = os.path.join(root, "wider_face_split", "wider_face_val_bbx_gt.txt")
+    with open(path) as f:
+        lines = f.read().splitlines()
+    lines[5] = "20 10 0 44 0 0 0 0 0 0"  # the second image's face: zero width
+    with open(path, "w") as f:
+        f.write("\n".join(lines) + "\n")
+    with pytest.warns(AnnotationWarning) as caught:
+        loaded = read_source(root, "val")
+    assert [str(w.message) for w in caught] == [
+        f"{path}: 1 face line with w <= 0 or h <= 0 left out (line 6)"]
+    assert caught[0].filename == __file__
+    assert [len(r.boxes) for r in loaded.records] == [1, 0]
+
+
+def test_custom_absurd_boxes_are_counted_in_the_source_warning(tmp_path):
+    """A labelme box at 1e12 px or wholly outside its image: left out, counted, warned."""
+    root = make_labelme(str(tmp_path / "lm"), extra_shapes=False)
+    with open(os.path.join(root, "c.json")) as f:
+        doc = json.load(f)
+    doc["shapes"] = [{"label": "face", "shape_type": "rectangle", "points": [[1e12, 1], [1e12 + 5, 9]]},
+                     {"label": "face", "shape_type": "rectangle", "points": [[500, 1], [510, 9]]}]
+    with open(os.path.join(root, "c.json"), "w") as f:
+        json.dump(doc, f)
+    with pytest.warns(AnnotationWarning, match=r"2 problems left out \(2 bad annotation\)") as caught:
+        records = load_records(root, "train", holdout=False)
+    assert "c.json: shapes[0].points: x=1e+12 is beyond 100000 px" in str(caught[0].message)
+    assert "c.json: shapes[1].points: box x=500 y=1 w=10 h=8 lies wholly outside the 120x120 image" \
+        in str(caught[0].message)
+    assert [len(r.boxes) for r in records] == [2, 2, 0]
 
 
 # --- splits -----------------------------------------------------------------------------------

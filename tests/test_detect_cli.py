@@ -5,6 +5,7 @@ import json
 import math
 import os
 import re
+import struct
 import subprocess
 import sys
 
@@ -185,3 +186,118 @@ def test_the_shipped_model_uses_its_validated_threshold_unless_told(checkpoint, 
     facts.write_text("[1, 2")
     with pytest.raises(CheckpointError, match=r"face_detector\.json: not valid JSON"):
         detect.main(args)
+
+
+# ------------------------------------------------------------- nothing lost, no traceback
+def huge_jpeg(path, side=65000):
+    """A real 16x16 JPEG whose header claims side x side pixels (crashed cv2 at 65000)."""
+    ok, data = cv2.imencode(".jpg", np.full((16, 16, 3), 90, np.uint8))
+    data = bytearray(data.tobytes())
+    sof = data.find(b"\xff\xc0")
+    data[sof + 5:sof + 9] = struct.pack(">HH", side, side)
+    path.write_bytes(bytes(data))
+    return path
+
+
+def test_output_over_the_input_is_refused_and_the_photo_kept(checkpoint, photos):
+    good = photos / "sub" / "good.jpg"
+    before = good.read_bytes()
+    with pytest.raises(ConfigError) as caught:
+        detect.main(["--image", str(good), "--weights", checkpoint, "--output", str(good)])
+    assert str(caught.value) == f"--output {good}: is the input image {good}; not writing over it"
+    # Another spelling of the same file, and a folder run whose copy lands on an input.
+    other = str(photos / "sub" / ".." / "sub" / "good.jpg")
+    with pytest.raises(ConfigError, match="is the input image"):
+        detect.main(["--image", str(good), "--weights", checkpoint, "--output", other])
+    earlier = photos / "sub" / "good_detected.jpg"
+    earlier.write_bytes(b"my own photo that happens to have this name")
+    with pytest.raises(ConfigError) as caught:
+        detect.main(["--image", str(good), str(earlier), "--weights", checkpoint])
+    assert str(caught.value) == (f"the default output: the annotated copy of {good} would be "
+                                 f"written over the input image {earlier}; choose another --output")
+    assert good.read_bytes() == before
+    assert earlier.read_bytes() == b"my own photo that happens to have this name"
+
+
+def test_video_output_over_the_input_video_is_refused(checkpoint, tmp_path):
+    clip = tmp_path / "clip.avi"
+    clip.write_bytes(b"stands in for a video")
+    with pytest.raises(ConfigError, match=rf"--output {clip}: is the input video {clip}"):
+        detect.main(["--video", str(clip), "--weights", checkpoint, "--output", str(clip)])
+    assert clip.read_bytes() == b"stands in for a video"
+
+
+def test_bad_outputs_are_named_before_any_work(checkpoint, photos, tmp_path):
+    good = str(photos / "sub" / "good.jpg")
+    for output in (str(tmp_path / "faces.txt"), str(tmp_path / "faces")):
+        with pytest.raises(ConfigError, match=rf"--output {output}: not an image file name "
+                           "OpenCV can write"):
+            detect.main(["--image", good, "--weights", checkpoint, "--output", output])
+    existing = tmp_path / "results.jpg"
+    existing.write_bytes(b"keep")
+    with pytest.raises(ConfigError, match=rf"--output {existing}: is a file; 2 images need a folder"):
+        detect.main(["--image", str(photos), "--weights", checkpoint, "--output", str(existing)])
+    assert existing.read_bytes() == b"keep"
+    # A name ending in / is a folder, made on demand.
+    assert detect.main(["--image", good, "--weights", checkpoint,
+                        "--output", str(tmp_path / "new") + "/"]) == 0
+    assert os.listdir(tmp_path / "new") == ["good_detected.jpg"]
+
+
+def test_a_folder_run_names_each_bad_file_and_goes_on(checkpoint, tmp_path, capsys):
+    """A huge header, a corrupt file and a truncated JPEG among good ones: one stderr line
+    each, every other image processed, exit status 1 (some failed)."""
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for name in ("a.jpg", "c.jpg", "e.jpg"):
+        cv2.imwrite(str(folder / name), np.full((128, 128, 3), 90, np.uint8))
+    huge_jpeg(folder / "b.jpg")
+    (folder / "d.jpg").write_bytes(b"not a jpeg")
+    ok, data = cv2.imencode(".jpg", np.full((128, 128, 3), 60, np.uint8))
+    short = bytearray(data.tobytes())
+    sof = short.find(b"\xff\xc0")
+    short[sof + 5:sof + 7] = struct.pack(">H", 256)  # 256 rows claimed, 128 present
+    (folder / "f.jpg").write_bytes(bytes(short))
+    out = tmp_path / "out"
+    code = detect.main(["--image", str(folder), "--weights", checkpoint, "--output", str(out)])
+    assert code == 1
+    captured = capsys.readouterr()
+    lines = [line for line in captured.err.splitlines() if line.startswith("detect.py:")]
+    assert len(lines) == 3, captured.err
+    assert lines[0].startswith(f"detect.py: warning: {folder / 'b.jpg'}: 65000x65000 image")
+    assert "max_image_pixels=100000000" in lines[0]
+    assert lines[1].startswith(f"detect.py: warning: {folder / 'd.jpg'}: not a readable image")
+    assert lines[2].startswith(f"detect.py: warning: {folder / 'f.jpg'}: truncated image")
+    headers = [line for line in captured.out.splitlines() if line.startswith("#")]
+    assert [h.split(":")[0] for h in headers] == [
+        f"# {folder / n}" for n in ("a.jpg", "c.jpg", "e.jpg", "f.jpg")]
+    assert sorted(os.listdir(out)) == ["a_detected.jpg", "c_detected.jpg", "e_detected.jpg",
+                                       "f_detected.jpg"]
+    # The limit is a flag.
+    with pytest.raises(ImageError, match=r"a.jpg: 128x128 image .* over max_image_pixels=16383"):
+        detect.main(["--image", str(folder / "a.jpg"), "--weights", checkpoint, "--no-save",
+                     "--max-image-pixels", "16383"])
+
+
+def test_write_failures_are_one_line_and_the_run_goes_on(checkpoint, photos, tmp_path, capsys):
+    good = str(photos / "sub" / "good.jpg")
+    blocker = tmp_path / "blocker"
+    blocker.write_text("a file where a folder is needed")
+    target = str(blocker / "x.jpg")
+    with pytest.raises(ImageError) as caught:
+        detect.main(["--image", good, "--weights", checkpoint, "--output", target])
+    assert str(caught.value).startswith(f"{target}: cannot write image (")
+    assert "\n" not in str(caught.value)
+    # In a folder run the image whose copy cannot be written is named, the others written.
+    (photos / "bad.jpg").unlink()
+    cv2.imwrite(str(photos / "top.jpg"), np.full((128, 128, 3), 90, np.uint8))
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "sub").write_text("a file named like the subfolder")
+    code = detect.main(["--image", str(photos), "--weights", checkpoint, "--output", str(out)])
+    assert code == 1
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("detect.py")]
+    assert len(lines) == 1
+    assert lines[0].startswith(f"detect.py: warning: {out / 'sub' / 'good_detected.jpg'}: "
+                               "cannot write image")
+    assert os.path.isfile(out / "top_detected.jpg")

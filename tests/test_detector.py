@@ -238,3 +238,19 @@ def test_annotate_video_draws_every_frame_and_writes_the_stream(tmp_path):
         annotate_video(detector, source, "x.mkv", progress=False)
     with pytest.raises(ImageError, match="missing.mp4: video file not found"):
         annotate_video(detector, str(tmp_path / "missing.mp4"), None, progress=False)
+
+
+def test_write_image_failures_are_one_line_image_errors(tmp_path):
+    """An extension without a writer (cv2.error), a file where a folder is needed
+    (OSError): each one ImageError naming the path; nothing is left behind."""
+    from model.detector import write_image
+
+    image = np.zeros((8, 8, 3), np.uint8)
+    with pytest.raises(ImageError, match=r"faces\.txt: cannot write image \(.*could not find a writer"):
+        write_image(str(tmp_path / "faces.txt"), image)
+    (tmp_path / "blocker").write_text("x")
+    with pytest.raises(ImageError, match=r"blocker/x\.jpg: cannot write image \("):
+        write_image(str(tmp_path / "blocker" / "x.jpg"), image)
+    assert sorted(os.listdir(tmp_path)) == ["blocker"]
+    write_image(str(tmp_path / "ok.png"), image)
+    assert cv2.imread(str(tmp_path / "ok.png")).shape == (8, 8, 3)

@@ -369,16 +369,80 @@ def test_write_read_predictions_round_trip_with_empty_images(tmp_path):
 
 
 @pytest.mark.parametrize("text,message", [
-    ("", r"expected the image name on line 1 and the box count on line 2"),
-    ("a.jpg\nmany\n", r"bad.txt:2: expected the number of boxes, got 'many'"),
+    ("a.jpg\n", r"bad.txt: expected the image name on line 1 and the box count on line 2"),
+    ("a.jpg\nmany\n", r"bad.txt:2: expected the number of boxes \(a whole number\), got 'many'"),
     ("a.jpg\n3\n1 2 3 4 0.5\n", r"bad.txt:2: says 3 boxes but 1 box lines follow"),
     ("a.jpg\n2\n1 2 3 4 0.5\n1 2 3 4\n", r"bad.txt:4: expected 'x y w h score', got '1 2 3 4'"),
+    # Counts that float() reads but that are no number of boxes (int(inf) used to crash).
+    ("a.jpg\ninf\n", r"bad.txt:2: expected the number of boxes \(a whole number\), got 'inf'"),
+    ("a.jpg\n1e400\n", r"bad.txt:2: expected the number of boxes \(a whole number\), got '1e400'"),
+    ("a.jpg\n3.7\n", r"bad.txt:2: expected the number of boxes \(a whole number\), got '3.7'"),
+    ("a.jpg\n-1\n", r"bad.txt:2: expected the number of boxes \(a whole number\), got '-1'"),
+    # Values that would sort anywhere or overlap nothing: refused, not scored.
+    ("a.jpg\n2\n1 2 3 4 0.5\n1 2 3 4 inf\n", r"bad.txt:4: 'x y w h score' must be finite numbers, got '1 2 3 4 inf'"),
+    ("a.jpg\n1\n1 2 3 4 nan\n", r"bad.txt:3: 'x y w h score' must be finite numbers, got '1 2 3 4 nan'"),
+    ("a.jpg\n1\nnan 2 3 4 0.5\n", r"bad.txt:3: 'x y w h score' must be finite numbers"),
+    ("a.jpg\n1\n1 2 inf 4 0.5\n", r"bad.txt:3: 'x y w h score' must be finite numbers"),
+    ("a.jpg\n1\n1 2 -3 4 0.5\n", r"bad.txt:3: box width and height must be >= 0, got '1 2 -3 4 0.5'"),
+    ("a.jpg\n1\n1 2 3 -4 0.5\n", r"bad.txt:3: box width and height must be >= 0"),
 ])
 def test_malformed_prediction_files_name_file_and_line(tmp_path, text, message):
     path = tmp_path / "bad.txt"
     path.write_text(text)
     with pytest.raises(AnnotationError, match=message):
         read_prediction_file(str(path))
+
+
+def test_whole_number_counts_and_empty_files_are_read(tmp_path):
+    """'2.0' and '1e0' are whole counts; a 0-byte (or blank) file is an image without
+    detections, as the official read_pred.m scores it, not an error."""
+    path = tmp_path / "a.txt"
+    path.write_text("a.jpg\n2.0\n1 2 3 4 0.5\n5 6 0 0 -0.25\n")
+    det = read_prediction_file(str(path))
+    np.testing.assert_array_equal(det.boxes, [[1, 2, 3, 4], [5, 6, 0, 0]])
+    np.testing.assert_array_equal(det.scores, [0.5, -0.25])  # any finite score is a score
+    path.write_text("a.jpg\n1e0\n1 2 3 4 0.5\n")
+    assert len(read_prediction_file(str(path)).scores) == 1
+    for text in ("", "\n\n"):
+        path.write_text(text)
+        det = read_prediction_file(str(path))
+        assert det.boxes.shape == (0, 4) and det.scores.shape == (0,)
+
+
+def test_stray_text_files_are_skipped_with_one_counted_warning(tmp_path, hand_gt, capsys):
+    """A README.txt or notes beside the event folders are not prediction files: skipped
+    and counted in one warning; scoring is what it is without them."""
+    preds = write_hand_predictions(str(tmp_path / "pred"))
+    (tmp_path / "pred" / "README.txt").write_text("Predictions of my detector\nrun 3\n")
+    (tmp_path / "pred" / "1--B" / "notes.txt").write_text("b_2 looks hard\n")
+    with pytest.warns(UserWarning, match=r"skipped 2 \.txt file\(s\) that are not "
+                      r"prediction files \(first: .*1--B.notes\.txt: line 1 does not name"):
+        read = read_predictions(preds)
+    assert sorted(read) == sorted(hand_detections())
+    # With the ground truth's names, a file outside it is skipped unread (even a valid-
+    # looking one), as the official tool opens only the files its ground truth lists.
+    (tmp_path / "pred" / "README.txt").write_text("README.jpg\nnot a count\n")
+    with pytest.warns(UserWarning, match=r"skipped 2 .*notes\.txt: not an image of the "
+                      "ground truth"):
+        read = read_predictions(preds, names=["0--A/a_1", "1--B/b_1", "1--B/b_2"])
+    assert sorted(read) == sorted(hand_detections())
+    # The CLI scores the folder as without them and says so in one stderr line.
+    assert main(["--predictions", preds, "--gt", hand_gt]) == 0
+    captured = capsys.readouterr()
+    assert "hard   AP 0.5556" in captured.out
+    notes = [line for line in captured.err.splitlines() if "warning" in line]
+    assert len(notes) == 1 and notes[0].startswith("evaluate.py: warning: ")
+    assert "skipped 2 .txt file(s)" in notes[0]
+
+
+def test_a_malformed_file_of_the_ground_truth_is_an_error_naming_it(tmp_path, hand_gt):
+    preds = write_hand_predictions(str(tmp_path / "pred"))
+    bad = tmp_path / "pred" / "1--B" / "b_1.txt"
+    bad.write_text("b_1.jpg\n1\n52 50 60 60 nan\n")
+    with pytest.raises(AnnotationError, match=r"b_1\.txt:3: 'x y w h score' must be finite"):
+        main(["--predictions", preds, "--gt", hand_gt])
+    bad.write_text("")  # an empty file: b_1 has no detection (F3 unfound), not an error
+    assert main(["--predictions", preds, "--gt", hand_gt]) == 0
 
 
 def test_read_predictions_rejects_missing_or_empty_folders(tmp_path):

@@ -13,7 +13,7 @@ import cv2
 import numpy as np
 import pytest
 
-from data.formats import MAX_MESSAGES, AnnotationWarning, LoadReport
+from data.formats import MAX_MESSAGES, AnnotationWarning, LoadReport, box_problem, load_json
 from data.formats.coco import read_coco
 from data.formats.labelme import read_labelme
 from data.formats.yolo import label_path_candidates, read_yolo
@@ -202,6 +202,103 @@ def test_labelme_image_path_relative_with_backslashes_and_stale_folder(tmp_path)
     np.testing.assert_allclose(p.boxes, [[1, 2, 3, 4]])
 
 
+def _labelme_json(root, name, shapes, raw=None, **fields):
+    """Write NAME.json for NAME.jpg; `raw` replaces the string "RAW" in the text (JSON that
+    json.dumps cannot write: huge integers, deep nesting)."""
+    doc = {"imagePath": f"{name}.jpg", "shapes": shapes, **fields}
+    text = json.dumps(doc)
+    if raw is not None:
+        text = text.replace('"RAW"', raw)
+    (root / f"{name}.json").write_text(text)
+
+
+def test_labelme_hostile_json_is_a_problem_not_a_traceback(tmp_path):
+    """Integers of 400 and 5,000 digits (OverflowError / int-string limit in Python), 100,000
+    levels of nesting (RecursionError), non-UTF-8 bytes: counted problems naming the file."""
+    root = tmp_path / "lm"
+    for name in ("big", "huge", "deep", "latin", "ok"):
+        write_image(root / f"{name}.jpg", 64, 48)
+    good = labelme_shape([10, 10, 20, 20])
+    _labelme_json(root, "big", [good, {"label": "face", "shape_type": "rectangle",
+                                       "points": [[1, 2], ["RAW", 9]]}], raw="9" * 400)
+    _labelme_json(root, "huge", [{"label": "face", "shape_type": "rectangle",
+                                  "points": [[1, 2], ["RAW", 9]]}], raw="9" * 5000)
+    _labelme_json(root, "deep", [good], imageWidth="RAW", raw="[" * 100_000 + "]" * 100_000)
+    (root / "latin.json").write_bytes(b'{"imagePath": "latin.jpg",\n "shapes": [], "x": "caf\xe9"}')
+    _labelme_json(root, "ok", [good])
+    records, report = read_labelme(str(root))
+    assert [r.name for r in records] == ["big.jpg", "huge.jpg", "ok.jpg"]
+    assert [len(r.boxes) for r in records] == [1, 0, 1]
+    assert report.problems == 4
+    # Integers past 20 digits are read as floats: 400 digits overflow to inf.
+    assert report.messages[0] == "big.json: shapes[1].points: not finite numbers: [[1, 2], [Infinity, 9]]"
+    assert report.messages[1].startswith("deep.json: not usable JSON (nested deeper than ")
+    assert report.messages[2] == "huge.json: shapes[0].points: not finite numbers: [[1, 2], [Infinity, 9]]"
+    assert report.messages[3] == "latin.json:2: not UTF-8 text (byte 0xe9)"
+
+
+@pytest.mark.parametrize("points, message", [
+    ([[1e12, 5], [1e12 + 10, 9]], "x=1e+12 is beyond 100000 px (no image is that large)"),
+    ([[1, 5], [1e300, 9]], "w=1e+300 is beyond 100000 px (no image is that large)"),
+    ([[-1e13, 5], [10, 9]], "x=-1e+13 is beyond 100000 px (no image is that large)"),
+    ([[1, 2], [int("9" * 25), 9]], "w=1e+25 is beyond 100000 px (no image is that large)"),
+    ([[100, 5], [120, 9]], "box x=100 y=5 w=20 h=4 lies wholly outside the 64x48 image"),
+    ([[-30, -20], [-10, -5]], "box x=-30 y=-20 w=20 h=15 lies wholly outside the 64x48 image"),
+    ([[10, 48], [20, 60]], "box x=10 y=48 w=10 h=12 lies wholly outside the 64x48 image"),
+    ([["1", 5], [20, 9]], 'expected two corners [[x, y], [x, y]], got [["1", 5], [20, 9]]'),
+    ([[None, 5], [20, 9]], "expected two corners [[x, y], [x, y]], got [[null, 5], [20, 9]]"),
+    ([[True, 5], [20, 9]], "expected two corners [[x, y], [x, y]], got [[true, 5], [20, 9]]"),
+])
+def test_labelme_absurd_or_outside_boxes_are_problems(tmp_path, points, message):
+    root = tmp_path / "lm"
+    write_image(root / "a.jpg", 64, 48)
+    _labelme_json(root, "a", [{"label": "face", "shape_type": "rectangle", "points": points},
+                              labelme_shape([2, 3, 10, 10])], imageWidth=64, imageHeight=48)
+    records, report = read_labelme(str(root))
+    np.testing.assert_array_equal(records[0].boxes, [[2, 3, 10, 10]])  # only the good one
+    assert report.problems == 1 and report.messages == [f"a.json: shapes[0].points: {message}"]
+
+
+def test_labelme_boxes_partly_outside_are_kept_and_size_comes_from_the_header(tmp_path):
+    """Without imageWidth / imageHeight (or with nonsense there) the image header gives the
+    size; a box only partly outside the image is kept for the generator to clip."""
+    root = tmp_path / "lm"
+    write_image(root / "a.jpg", 64, 48)
+    _labelme_json(root, "a", [labelme_shape([-5, 40, 20, 20]), labelme_shape([70, 5, 5, 5])],
+                  imageWidth="64", imageHeight=1e300)
+    records, report = read_labelme(str(root))
+    np.testing.assert_array_equal(records[0].boxes, [[-5, 40, 20, 20]])
+    assert report.messages == ["a.json: shapes[1].points: box x=70 y=5 w=5 h=5 lies wholly outside "
+                               "the 64x48 image"]
+
+
+def test_labelme_image_path_naming_another_image_than_its_own(tmp_path):
+    """imagePath is followed, but an image is read once: x.json beside x.jpg naming y.jpg
+    (a copied .json) is reported and left out, and so is a .json naming an image that has
+    its own .json, or one that an earlier .json (sorted order) already claimed."""
+    root = tmp_path / "lm"
+    for name in ("w", "x", "y", "z"):
+        write_image(root / f"{name}.jpg", 64, 48)
+    _labelme_json(root, "x", [labelme_shape([1, 1, 5, 5])], imagePath="y.jpg")
+    _labelme_json(root, "y", [labelme_shape([2, 2, 6, 6])])
+    os.makedirs(root / "json")
+    for name, image, x in (("a", "../w.jpg", 3), ("b", "../w.jpg", 4), ("c", "../y.jpg", 5)):
+        _labelme_json(root / "json", name, [labelme_shape([x, x, 7, 7])], imagePath=image)
+    write_image(root / "v.jpg", 64, 48)
+    write_image(root / "v.png", 64, 48)  # the same stem, another format: v.json's own too
+    _labelme_json(root, "v", [labelme_shape([1, 1, 4, 4])], imagePath="v.png")
+    records, report = read_labelme(str(root))
+    assert [(r.name, r.boxes[0, 0]) for r in records] == [("v.png", 1), ("w.jpg", 3), ("y.jpg", 2)]
+    b, c = os.path.join("json", "b.json"), os.path.join("json", "c.json")
+    assert report.messages == [
+        f"{b}: imagePath: w.jpg is already annotated by {os.path.join('json', 'a.json')}",
+        f"{c}: imagePath: y.jpg is annotated by its own y.json",
+        "x.json: imagePath: names y.jpg, but the .json's own image x.jpg is beside it; "
+        "fix imagePath or rename the .json",
+    ]
+    assert report.problems == 3 and report.unlabelled == 3  # v.jpg, x.jpg and z.jpg
+
+
 # --- YOLO ---------------------------------------------------------------------------------
 
 def test_yolo_reads_like_its_wider_twin(tmp_path):
@@ -249,6 +346,46 @@ def test_yolo_bad_values_are_reported_with_file_and_line(tmp_path):
     ]
     assert report.messages[4].startswith(os.path.join("labels", "ghost.txt") + ": no image")
     assert report.problems == 5 and report.missing_images == 1
+
+
+def test_yolo_classes_file_not_utf8_is_one_line_error_naming_it(tmp_path):
+    """--face-labels face with a Latin-1 classes.txt: AnnotationError naming file and line,
+    not UnicodeDecodeError; class ids alone never read it."""
+    root = make_yolo(str(tmp_path / "yolo"))
+    with open(os.path.join(root, "classes.txt"), "wb") as f:
+        f.write(b"person\nface\nt\xeate\n")
+    with pytest.raises(AnnotationError) as info:
+        read_yolo(root, classes="face")
+    assert str(info.value) == (f"{os.path.join(root, 'classes.txt')}:3: not UTF-8 text (byte 0xea); "
+                               f"classes.txt holds one class name a line")
+    records, report = read_yolo(root, classes="1")
+    assert report.faces == 4 and report.problems == 0
+    with open(os.path.join(root, "classes.txt"), "w") as f:
+        f.write("person\nface\n")
+    with pytest.raises(DatasetError, match="class '\u00b2' is not in"):  # '²'.isdigit() is True
+        read_yolo(root, classes="\u00b2")
+
+
+def test_yolo_values_must_be_plain_numbers_and_boxes_sane(tmp_path):
+    """'1_0' and '١' (Python's int / float accept both) are malformed; a box the tolerance
+    lets past the border, wholly outside once in pixels, is a problem too."""
+    root = make_yolo(str(tmp_path / "yolo"))
+    with open(os.path.join(root, "labels", "a.txt"), "a") as f:
+        f.write("1 0.5 0.5 0.1 1_0\n"               # line 3
+                "\u0661 0.5 0.5 0.1 0.1\n"          # line 4
+                + "9" * 400 + " 0.5 0.5 0.1 0.1\n"  # line 5
+                "1 1.0000005 0.5 0.0000001 0.1\n"   # line 6
+                "1 0 0 0.2 0.2\n")                  # line 7: centre on the corner, kept
+    records, report = read_yolo(root)
+    lab = os.path.join("labels", "a.txt")
+    assert report.messages[0] == f"{lab}:3: expected 'class cx cy w h' (an integer and 4 numbers), " \
+                                 f"got '1 0.5 0.5 0.1 1_0'"
+    assert report.messages[1].startswith(f"{lab}:4: expected 'class cx cy w h'")
+    assert report.messages[2].startswith(f"{lab}:5: expected 'class cx cy w h'")
+    assert report.messages[3].startswith(f"{lab}:6: box x=160 y=54 w=1.6e-05 h=12 lies wholly outside "
+                                         f"the 160x120 image")
+    assert report.problems == 4
+    np.testing.assert_allclose(records[0].boxes[2], [-16, -12, 32, 24], atol=1e-4)
 
 
 def test_yolo_layouts_and_label_paths(tmp_path):
@@ -350,6 +487,134 @@ def test_coco_bad_entries_are_reported_and_malformed_file_raises(tmp_path):
         f.write('{"images": [],\n "annotations": [}\n')
     with pytest.raises(AnnotationError, match=r"instances.json:2: not valid JSON"):
         read_coco(path)
+
+
+def _coco_with(tmp_path, annotations, raw=None, images=None):
+    """make_coco's file with `annotations` appended (and `images` replacing its images);
+    `raw` replaces the string "RAW" in the text."""
+    path = make_coco(str(tmp_path / "coco"))
+    with open(path) as f:
+        doc = json.load(f)
+    doc["annotations"] += annotations
+    if images is not None:
+        doc["images"] = images
+    text = json.dumps(doc)
+    if raw is not None:
+        text = text.replace('"RAW"', raw)
+    with open(path, "w") as f:
+        f.write(text)
+    return path
+
+
+@pytest.mark.parametrize("raw, kind", [("9" * 400, "huge"), ("9" * 5000, "huge"),
+                                       ("[" * 100_000 + "]" * 100_000, "deep")],
+                         ids=["400-digit-int", "5000-digit-int", "100000-deep"])
+def test_coco_hostile_json_is_one_line_error_or_problem(tmp_path, raw, kind):
+    """A 400- / 5,000-digit integer in a bbox is a counted problem (no OverflowError, no
+    int-string-limit ValueError); 100,000 levels of nesting is an AnnotationError."""
+    path = _coco_with(tmp_path, [{"id": 60, "image_id": 1, "category_id": 1,
+                                  "bbox": [1, "RAW", 5, 5]}], raw=raw)
+    if kind == "deep":
+        with pytest.raises(AnnotationError) as info:
+            read_coco(path)
+        assert str(info.value).startswith(f"{path}: not usable JSON (nested deeper than ")
+        return
+    records, report = read_coco(path)
+    assert_same_faces(records, wider_twin(tmp_path))
+    assert report.messages == ["instances.json: annotations[4].bbox: not finite numbers: "
+                               "[1, Infinity, 5, 5]"]
+
+
+def test_coco_unknown_missing_or_string_category_is_a_problem(tmp_path):
+    """Faces of category 99 (not listed), no category_id or "1" (a string, the id is 1) were
+    dropped without a word; now they are counted problems. A listed non-face category
+    (person) is filtered, as before."""
+    path = _coco_with(tmp_path, [
+        {"id": 60, "image_id": 1, "category_id": 99, "bbox": [1, 1, 5, 5]},
+        {"id": 61, "image_id": 1, "bbox": [1, 1, 5, 5]},
+        {"id": 62, "image_id": 1, "category_id": "1", "bbox": [1, 1, 5, 5]},
+        {"id": 63, "image_id": 1, "category_id": 2, "bbox": [1, 1, 5, 5]},
+    ])
+    records, report = read_coco(path)
+    assert_same_faces(records, wider_twin(tmp_path))
+    assert report.messages == [
+        "instances.json: annotations[4].category_id: 99 is not a category id of the file (ids: 1, 2)",
+        "instances.json: annotations[5].category_id: missing a category id of the file (ids: 1, 2)",
+        'instances.json: annotations[6].category_id: "1" is not a category id of the file (ids: 1, 2)',
+    ]
+    assert report.filtered == 1
+
+
+def test_coco_crowd_flag_is_read_strictly(tmp_path):
+    """iscrowd "0" (a string) was read as crowd: 0 / 1 / false / true only, the rest is a
+    problem and the annotation is left out."""
+    path = _coco_with(tmp_path, [
+        {"id": 60, "image_id": 3, "category_id": 1, "bbox": [1, 1, 5, 5], "iscrowd": "0"},
+        {"id": 61, "image_id": 3, "category_id": 1, "bbox": [1, 1, 5, 5], "iscrowd": 2},
+        {"id": 62, "image_id": 3, "category_id": 1, "bbox": [1, 1, 5, 5], "ignore": None},
+        {"id": 63, "image_id": 3, "category_id": 1, "bbox": [2, 2, 5, 5], "iscrowd": True},
+        {"id": 64, "image_id": 3, "category_id": 1, "bbox": [3, 3, 5, 5], "iscrowd": 0, "ignore": 1},
+        {"id": 65, "image_id": 3, "category_id": 1, "bbox": [4, 4, 5, 5], "iscrowd": False},
+    ])
+    records, report = read_coco(path)
+    np.testing.assert_array_equal(records[2].boxes, [[2, 2, 5, 5], [3, 3, 5, 5], [4, 4, 5, 5]])
+    np.testing.assert_array_equal(records[2].ignore, [True, True, False])
+    assert report.messages == [
+        'instances.json: annotations[4].iscrowd: "0" is not 0 or 1',
+        "instances.json: annotations[5].iscrowd: 2 is not 0 or 1",
+        "instances.json: annotations[6].ignore: null is not 0 or 1",
+    ]
+
+
+def test_coco_absurd_and_outside_boxes_are_problems(tmp_path):
+    """The image size is the entry's width / height, else the image header (c.jpg here)."""
+    images = [{"id": 1, "file_name": "a.jpg", "width": 160, "height": 120},
+              {"id": 2, "file_name": "b.jpg", "width": 200, "height": 100},
+              {"id": 3, "file_name": "c.jpg", "width": "120", "height": 1e300}]
+    path = _coco_with(tmp_path, [
+        {"id": 60, "image_id": 3, "category_id": 1, "bbox": [1e12, 1, 5, 5]},
+        {"id": 61, "image_id": 3, "category_id": 1, "bbox": [1, 1, 1e300, 5]},
+        {"id": 62, "image_id": 3, "category_id": 1, "bbox": [120, 1, 5, 5]},
+        {"id": 63, "image_id": 3, "category_id": 1, "bbox": [-20, -30, 10, 29]},
+        {"id": 64, "image_id": 3, "category_id": 1, "bbox": [115, -3, 10, 10]},  # partly: kept
+        {"id": 65, "image_id": 3, "category_id": 1, "bbox": [1, "2", 5, 5]},
+    ], images=images)
+    records, report = read_coco(path)
+    np.testing.assert_array_equal(records[2].boxes, [[115, -3, 10, 10]])
+    assert report.messages == [
+        "instances.json: annotations[4].bbox: x=1e+12 is beyond 100000 px (no image is that large)",
+        "instances.json: annotations[5].bbox: w=1e+300 is beyond 100000 px (no image is that large)",
+        "instances.json: annotations[6].bbox: box x=120 y=1 w=5 h=5 lies wholly outside the "
+        "120x120 image",
+        "instances.json: annotations[7].bbox: box x=-20 y=-30 w=10 h=29 lies wholly outside the "
+        "120x120 image",
+        'instances.json: annotations[9].bbox: expected [x, y, w, h] numbers, got [1, "2", 5, 5]',
+    ]
+
+
+def test_coco_detection_survives_hostile_json(tmp_path):
+    from data.formats.coco import is_coco_file
+
+    path = tmp_path / "deep.json"
+    path.write_text("[" * 100_000 + "]" * 100_000)
+    assert not is_coco_file(str(path))
+    path.write_bytes(b'{"images": [], "annotations": [], "x": "\xff"}')
+    assert not is_coco_file(str(path))
+
+
+def test_load_json_and_box_problem(tmp_path):
+    path = tmp_path / "x.json"
+    path.write_text('{"a": [1, ' + "9" * 21 + ', ' + "9" * 20 + ', -' + "9" * 30 + ']}')
+    assert load_json(str(path)) == {"a": [1, float("9" * 21), int("9" * 20), -float("9" * 30)]}
+    path.write_bytes(b'{"a":\n\n "\xc3"}')
+    with pytest.raises(AnnotationError, match=r"^shown.json:3: not UTF-8 text \(byte 0xc3\)$"):
+        load_json(str(path), "shown.json")
+    assert box_problem(1, 2, 3, 4, (5, 5)) is None
+    assert box_problem(-2, -2, 3, 3, (5, 5)) is None  # partly outside: the generator clips it
+    assert box_problem(5, 0, 3, 3, (5, 5)) == "box x=5 y=0 w=3 h=3 lies wholly outside the 5x5 image"
+    assert box_problem(0, 0, float("nan"), 3) == "w=nan is not a finite number"
+    assert box_problem(0, 100_001, 3, 3) == "y=100001 is beyond 100000 px (no image is that large)"
+    assert box_problem(99_000, 99_000, 99_000, 99_000) is None  # without a size: bounds only
 
 
 # --- the report -----------------------------------------------------------------------------

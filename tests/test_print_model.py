@@ -60,3 +60,15 @@ def test_describes_a_saved_checkpoint(tmp_path):
     assert fact(result.stdout, "model") == path
     assert fact(result.stdout, "grid output").startswith("12 x 12 x 5")
     assert fact(result.stdout, "cell size") == "8 px"
+
+
+def test_bad_numbers_are_one_line_errors():
+    """Config.validate refuses them before any network is built (no Keras traceback)."""
+    for flags, message in ((["--alpha", "-1"], "alpha=-1.0: must be a finite number > 0"),
+                           (["--alpha", "nan"], "alpha=nan: must be a finite number > 0"),
+                           (["--head-channels", "0"], "head_channels=0: must be >= 1")):
+        result = run(*flags)
+        assert result.returncode == 2
+        lines = [line for line in result.stderr.splitlines() if line.startswith("print_model.py")]
+        assert lines == [f"print_model.py: error: {message}"]
+        assert "Traceback" not in result.stderr and result.stdout == ""

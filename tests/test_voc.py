@@ -202,6 +202,51 @@ def test_boxes_on_the_border_are_clipped_within_one_pixel(tmp_path):
     ]
 
 
+def test_absurd_size_falls_back_to_the_image_and_absurd_boxes_are_problems(tmp_path):
+    """A <size> of 1e300 (or beyond MAX_COORDINATE) is corrupt: the image file's size is used,
+    so boxes stay checked against the real image; 1e12 / 1e300 / 400-digit corners, '1_0'
+    (float() would read 10) and non-ASCII digits are reported."""
+    root = tmp_path / "voc"
+    os.makedirs(root / "annotations")
+    write_image(root / "images" / "h.jpg", 60, 40)
+    write_xml(root / "annotations" / "h.xml", voc_xml("h.jpg", "1e300", "1e300", [
+        voc_object(None, corners=("10", "10", "1e12", "20")),
+        voc_object(None, corners=("10", "10", "1e300", "20")),
+        voc_object(None, corners=("10", "10", "9" * 400, "20")),
+        voc_object(None, corners=("1_0", "10", "20", "20")),
+        voc_object(None, corners=("\u0661", "10", "20", "20")),
+        voc_object(None, corners=("100", "10", "120", "20")),
+        voc_object(None, corners=("10", "10", "30", "20")),
+    ]))
+    records, report = read_voc(str(root))
+    np.testing.assert_array_equal(records[0].boxes, [[10, 10, 20, 10]])
+    h = os.path.join("annotations", "h.xml")
+    assert report.messages == [
+        f"{h}: object 1 <bndbox><xmax>: 1000000000000 is more than 1 px outside the image "
+        f"(width 60 from the image file)",
+        f"{h}: object 2 <bndbox><xmax>: 1e+300 is more than 1 px outside the image "
+        f"(width 60 from the image file)",
+        f"{h}: object 3 <bndbox><xmax>: '{'9' * 59}... is not a finite number",
+        f"{h}: object 4 <bndbox><xmin>: '1_0' is not a number",
+        f"{h}: object 5 <bndbox><xmin>: '\u0661' is not a number",
+        f"{h}: object 6 <bndbox><xmin>: 100 is more than 1 px outside the image "
+        f"(width 60 from the image file)",
+    ]
+
+
+@pytest.mark.parametrize("encoding", ["cp932", "utf-32", "no-such-encoding"])
+def test_xml_declaring_an_encoding_expat_cannot_read_is_reported(tmp_path, encoding):
+    """expat raises ValueError (multi-byte encodings) or LookupError (unknown ones), not
+    ParseError, for such a declaration: reported like any malformed file."""
+    root = make_voc(tmp_path / "voc")
+    write_xml(os.path.join(root, "annotations", "a.xml"),
+              f'<?xml version="1.0" encoding="{encoding}"?>\n' + voc_xml("a.jpg", 160, 120, []))
+    records, report = read_voc(root)
+    assert [r.name for r in records] == ["b.jpg", "c.jpg"]
+    assert len(report.messages) == 1
+    assert report.messages[0].startswith(f"{os.path.join('annotations', 'a.xml')}:1: not readable XML (")
+
+
 def test_image_found_by_the_xml_name_when_filename_is_stale_or_absent(tmp_path):
     """<filename> naming a .png re-encoded as .jpg, or no <filename>: the image named like
     the .xml is used; an unreadable image without <size> is reported."""

@@ -6,8 +6,11 @@ import warnings
 import numpy as np
 import pytest
 
+from data.formats import AnnotationWarning
 from data.records import ImageRecord
 from data.wider import (
+    ATTRIBUTE_MAX,
+    ATTRIBUTE_NAMES,
     DUMMY_LINE,
     check_images,
     find_missing_images,
@@ -61,7 +64,10 @@ def test_split_paths_reject_unknown_split():
 
 def test_reader_parses_boxes_attributes_and_quirks(tmp_path):
     """Boxes/attributes per image, the 0-face dummy line consumed, w<=0 or h<=0 dropped."""
-    result = read_wider_annotations(write(tmp_path, SAMPLE), "imgs")
+    path = write(tmp_path, SAMPLE)
+    with pytest.warns(AnnotationWarning, match=r"gt.txt: 2 face lines with w <= 0 or h <= 0 left out "
+                                               r"\(lines 11, 12\)$"):
+        result = read_wider_annotations(path, "imgs")
     assert [r.name for r in result.records] == [
         "0--Parade/0_Parade_marchingband_1_465.jpg",
         "1--Handshaking/1_Handshaking_1.jpg",
@@ -78,7 +84,7 @@ def test_reader_parses_boxes_attributes_and_quirks(tmp_path):
     np.testing.assert_array_equal(third.boxes, [[10, 20, 30, 40]])
     np.testing.assert_array_equal(third.attributes, [[1, 1, 1, 0, 1, 1]])
     assert [r.line for r in result.records] == [1, 5, 8]
-    assert result.dropped_boxes == 2
+    assert result.dropped_boxes == 2 and result.dropped_lines == [11, 12]
     assert (result.num_images, result.num_boxes, result.num_ignored, result.num_faces) == (3, 3, 1, 2)
     assert result.num_listed == 5
 
@@ -115,6 +121,37 @@ def test_reader_count_one_with_dummy_line_is_dropped_box(tmp_path):
         ("a/b.jpg\n1\n1 2 3 4 0 0 0 0 0 0\n1 2 3 4 0 0 0 0 0 0\n", 4, "an image path",
          "'1 2 3 4 0 0 0 0 0 0'"),
         ("12\n", 1, "an image path", "'12'"),
+        # An empty file is an error, not 0 images read with success.
+        ("", 1, "an image path like '0--Parade/0_Parade_Parade_0_194.jpg' (the file lists no images)",
+         "end of file"),
+        ("\n  \n\n", 1, "(the file lists no images)", "end of file"),
+        # Face counts: plain ASCII digits only (int() would read '1_0' as 10, '١' as 1).
+        ("a/b.jpg\n1_0\n", 2, "face count of a/b.jpg", "'1_0'"),
+        ("a/b.jpg\n+1\n1 2 3 4 0 0 0 0 0 0\n", 2, "face count of a/b.jpg", "'+1'"),
+        ("a/b.jpg\n\u0661\n1 2 3 4 0 0 0 0 0 0\n", 2, "face count of a/b.jpg", "'\u0661'"),
+        pytest.param("a/b.jpg\n" + "9" * 5000 + "\n", 2, "face count of a/b.jpg", "'" + "9" * 80 + "...'",
+                     id="count-of-5000-digits"),
+        # Numbers: plain ASCII decimals, finite, within +-100000 px (1e39 is inf in float32).
+        ("a/b.jpg\n1\n1 2 3 1_0 0 0 0 0 0 0\n", 3, "10 numbers", "'1 2 3 1_0 0 0 0 0 0 0'"),
+        ("a/b.jpg\n1\n1 2 3 inf 0 0 0 0 0 0\n", 3, "10 numbers", "'1 2 3 inf 0 0 0 0 0 0'"),
+        ("a/b.jpg\n1\n1 2 1e39 4 0 0 0 0 0 0\n", 3,
+         "w (column 3) within +-100000 px (no image is that large) (face 1 of 1 of a/b.jpg)",
+         "'1 2 1e39 4 0 0 0 0 0 0'"),
+        ("a/b.jpg\n1\n1 2 3 3.5e38 0 0 0 0 0 0\n", 3, "h (column 4) within +-100000 px",
+         "'1 2 3 3.5e38 0 0 0 0 0 0'"),
+        ("a/b.jpg\n2\n1 2 3 4 0 0 0 0 0 0\n123456 2 3 4 0 0 0 0 0 0\n", 4,
+         "x (column 1) within +-100000 px (no image is that large) (face 2 of 2 of a/b.jpg)",
+         "'123456 2 3 4 0 0 0 0 0 0'"),
+        ("a/b.jpg\n1\n1 -1e6 3 4 0 0 0 0 0 0\n", 3, "y (column 2) within +-100000 px",
+         "'1 -1e6 3 4 0 0 0 0 0 0'"),
+        # Negative x / y: a box wholly left of or above the image is an error.
+        ("a/b.jpg\n1\n-50 2 30 4 0 0 0 0 0 0\n", 3,
+         "a box reaching into the image (x + w > 0 and y + h > 0) (face 1 of 1 of a/b.jpg)",
+         "'-50 2 30 4 0 0 0 0 0 0'"),
+        ("a/b.jpg\n1\n5 -4 30 4 0 0 0 0 0 0\n", 3, "a box reaching into the image", "'5 -4 30 4 0 0 0 0 0 0'"),
+        # Attribute flags: integers in their official ranges.
+        ("a/b.jpg\n1\n1 2 3 4 0 0 0 0 0 0.5\n", 3, "pose (column 10) an integer 0-1",
+         "'1 2 3 4 0 0 0 0 0 0.5'"),
     ],
 )
 def test_reader_malformed_file_raises_one_line_with_file_and_line(tmp_path, text, line, expected, got):
@@ -128,6 +165,60 @@ def test_reader_malformed_file_raises_one_line_with_file_and_line(tmp_path, text
     assert message.endswith(f"got {got}")
 
 
+@pytest.mark.parametrize("column", range(6))
+def test_reader_attribute_flags_outside_their_official_range_raise(tmp_path, column):
+    """blur 0-2, expression 0-1, illumination 0-1, invalid 0-1, occlusion 0-2, pose 0-1:
+    one past the top and -1 are errors naming the flag, its column, the file and the line."""
+    top = ATTRIBUTE_MAX[column]
+    for value in (top + 1, -1):
+        flags = ["0"] * 6
+        flags[column] = str(value)
+        line = "1 2 3 4 " + " ".join(flags)
+        path = write(tmp_path, f"a/b.jpg\n2\n5 6 7 8 0 0 0 0 0 0\n{line}\n", name=f"gt{value}.txt")
+        with pytest.raises(AnnotationError) as info:
+            read_wider_annotations(path, "imgs")
+        assert str(info.value) == (f"{path}:4: expected {ATTRIBUTE_NAMES[column]} (column {column + 5}) "
+                                   f"an integer 0-{top} (face 2 of 2 of a/b.jpg), got '{line}'")
+    flags = ["0"] * 6
+    flags[column] = str(top)
+    ok = read_wider_annotations(write(tmp_path, f"a/b.jpg\n1\n1 2 3 4 {' '.join(flags)}\n"), "imgs")
+    assert ok.records[0].attributes[0, column] == top
+
+
+def test_reader_keeps_boxes_partly_left_of_the_image_and_fractional_values(tmp_path):
+    """x < 0 < x + w (a converted set's box partly outside): kept as it is, the generator
+    clips it; fractional and exponent spellings read as the numbers they are."""
+    path = write(tmp_path, "a/b.jpg\n2\n-5 -2.5 20 10 0 0 0 0 0 0\n1e2 .5 +7 99999 2 1 1 1 2 1\n")
+    record = read_wider_annotations(path, "imgs").records[0]
+    np.testing.assert_array_equal(record.boxes, [[-5, -2.5, 20, 10], [100, 0.5, 7, 99999]])
+    assert np.isfinite(record.boxes).all()
+
+
+def test_reader_empty_test_filelist_is_an_error(tmp_path):
+    path = write(tmp_path, "\n\n", name="list.txt")
+    with pytest.raises(AnnotationError, match=r"list.txt:1: expected an image path .*\(the file lists "
+                                              r"no images\), got end of file$"):
+        read_wider_test_filelist(path, "imgs")
+
+
+def test_dropped_box_warning_lists_the_first_lines_and_counts_the_rest(tmp_path):
+    faces = "".join(f"{k} 1 {'0' if k % 2 else '3'} 4 0 0 0 0 0 0\n" for k in range(16))
+    path = write(tmp_path, f"a/b.jpg\n16\n{faces}")
+    with pytest.warns(AnnotationWarning) as caught:
+        result = read_wider_annotations(path, "imgs")
+    assert [str(w.message) for w in caught] == [
+        f"{path}: 8 face lines with w <= 0 or h <= 0 left out (lines 4, 6, 8, 10, 12 and 3 more)"]
+    assert caught[0].filename == __file__  # attributed to the caller, not to data/wider.py
+    assert result.dropped_lines == [4, 6, 8, 10, 12, 14, 16, 18] and result.num_boxes == 8
+
+
+def test_reader_without_dropped_boxes_does_not_warn(tmp_path):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        result = read_wider_annotations(write(tmp_path, "a/b.jpg\n1\n1 2 3 4 0 0 0 0 0 0\n"), "imgs")
+    assert result.dropped_boxes == 0 and result.dropped_lines == []
+
+
 def test_reader_missing_file_is_dataset_error(tmp_path):
     with pytest.raises(DatasetError, match="nope.txt: annotation file not found"):
         read_wider_annotations(str(tmp_path / "nope.txt"), "imgs")
@@ -136,7 +227,10 @@ def test_reader_missing_file_is_dataset_error(tmp_path):
 def test_reader_full_official_val_file_counts(shared_val_annotations):
     """The real val file: 3,226 images, 39,708 face lines, 11 with w/h <= 0, 585 invalid."""
     path = os.path.join(shared_val_annotations, "wider_face_val_bbx_gt.txt")
-    result = read_wider_annotations(path, "images")
+    with pytest.warns(AnnotationWarning, match=r"11 face lines with w <= 0 or h <= 0 left out "
+                                               r"\(lines 1223, 2803, 17233, 17359, 18361 and 6 more\)"):
+        result = read_wider_annotations(path, "images")
+    assert len(result.dropped_lines) == 11
     assert result.num_images == 3226
     assert result.num_listed == 39708
     assert result.dropped_boxes == 11

@@ -13,20 +13,37 @@ Readers are forgiving in one precise way: a bad entry (malformed file, out-of-ra
 value, box of non-positive size, image missing on disk) is reported with its file and
 field, counted in a `LoadReport`, and left out, while the rest of the dataset loads.
 The report is emitted as one warning. Readers never write to the dataset folder.
+
+Every box a reader keeps is sane (`box_problem`): finite, within MAX_COORDINATE pixels,
+and overlapping its image when the image size is known. A box only partly outside its
+image is kept as it is; the data generator clips it, as it does WIDER boxes.
+JSON files are parsed by `load_json`, which turns what Python's json module raises on
+hostile input (deep nesting, integers of thousands of digits) into one-line errors.
 """
 
 from __future__ import annotations
 
+import json
+import math
 import os
 import sys
 import warnings
 from dataclasses import dataclass, field
-from typing import List, NamedTuple, Optional
+from typing import List, NamedTuple, Optional, Tuple
 
 from data.records import ImageRecord
+from errors import AnnotationError
 
 # Messages a report keeps verbatim; the rest are only counted.
 MAX_MESSAGES = 10
+# Pixel coordinates beyond this belong to no photo (JPEG stops at 65,535 px): a value past
+# it is a typo or corruption, not a face. It also keeps boxes far inside float32's range,
+# so a box that passes converts to finite float32 values.
+MAX_COORDINATE = 100_000.0
+# Integers longer than this (2**64 has 20 digits) are no id or pixel value: `load_json` reads
+# them as floats (inf beyond 1e308), so value checks report them instead of int() failing
+# past 4,300 digits or float() overflowing later.
+_MAX_INT_DIGITS = 20
 
 
 class AnnotationWarning(UserWarning):
@@ -130,6 +147,88 @@ def _caller_level() -> int:
 class LoadResult(NamedTuple):
     records: List[ImageRecord]
     report: LoadReport
+
+
+def is_number(value) -> bool:
+    """A JSON number (int or float, not a bool)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _number(v: float) -> str:
+    return f"{v:g}"
+
+
+def box_problem(x: float, y: float, w: float, h: float,
+                size: Optional[Tuple[float, float]] = None) -> Optional[str]:
+    """Why an xywh pixel box of positive size cannot be used, or None if it is sane.
+
+    Sane: every value finite and within MAX_COORDINATE px, and, when the image `size`
+    (width, height) is known, the box overlaps the image (a box wholly outside it is no
+    face of that image; one partly outside is clipped later).
+    """
+    for key, value in (("x", x), ("y", y), ("w", w), ("h", h)):
+        if not math.isfinite(value):
+            return f"{key}={value} is not a finite number"
+        if abs(value) > MAX_COORDINATE:
+            return (f"{key}={_number(value)} is beyond {MAX_COORDINATE:.0f} px "
+                    f"(no image is that large)")
+    if size is not None:
+        width, height = size
+        if x + w <= 0 or y + h <= 0 or x >= width or y >= height:
+            return (f"box x={_number(x)} y={_number(y)} w={_number(w)} h={_number(h)} lies wholly "
+                    f"outside the {_number(width)}x{_number(height)} image")
+    return None
+
+
+def valid_size(width, height) -> Optional[Tuple[float, float]]:
+    """(width, height) when both are numbers in (0, MAX_COORDINATE], else None."""
+    if not (is_number(width) and is_number(height)):
+        return None
+    if not (0 < width <= MAX_COORDINATE and 0 < height <= MAX_COORDINATE):
+        return None  # also rejects NaN
+    return float(width), float(height)
+
+
+def _parse_int(text: str):
+    return int(text) if len(text.lstrip("-")) <= _MAX_INT_DIGITS else float(text)
+
+
+def load_json(path: str, shown: Optional[str] = None):
+    """The parsed JSON of `path`; AnnotationError `SHOWN[:LINE]: why` if it cannot be read.
+
+    `shown` is the file's name in messages (default `path`). Besides invalid JSON and
+    non-UTF-8 text, this rejects nesting deeper than Python's recursion limit (json's
+    RecursionError); huge integers become floats (see _MAX_INT_DIGITS). NaN / Infinity
+    literals are kept: readers report them per entry as not finite.
+    """
+    shown = shown or path
+    try:
+        with open(path, "rb") as f:
+            raw = f.read()
+    except FileNotFoundError:
+        raise  # the caller knows what kind of file is missing (COCO: a DatasetError)
+    except OSError as e:
+        raise AnnotationError(f"{shown}: cannot read the file ({e.strerror})") from None
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        line = raw[: e.start].count(b"\n") + 1
+        raise AnnotationError(f"{shown}:{line}: not UTF-8 text (byte 0x{raw[e.start]:02x})") from None
+    try:
+        return json.loads(text, parse_int=_parse_int)
+    except json.JSONDecodeError as e:
+        raise AnnotationError(f"{shown}:{e.lineno}: not valid JSON ({e.msg})") from None
+    except RecursionError:
+        raise AnnotationError(
+            f"{shown}: not usable JSON (nested deeper than {sys.getrecursionlimit()} levels)"
+        ) from None
+
+
+def shown_text(value, limit: int = 60) -> str:
+    """A string from a file fit for a one-line message: as it is when printable, else its
+    repr (newlines and control characters escaped); cut at `limit` characters."""
+    text = value if isinstance(value, str) and value.isprintable() else repr(value)
+    return text if len(text) <= limit else text[:limit] + "..."
 
 
 def display_path(path: str, root: str) -> str:

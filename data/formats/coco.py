@@ -6,9 +6,17 @@
      "categories": [{"id": 1, "name": "face"}]}
 
 - `bbox` is top-left x, y and width, height in pixels: the project's xywh as it is.
-- `iscrowd: 1` (and a truthy `ignore`, used by some face sets) makes an ignored face.
+- `iscrowd: 1` (and `ignore: 1`, used by some face sets) makes an ignored face. Both are
+  read strictly: 0 / 1 (or false / true); anything else, the string "0" included (which
+  a truthiness test would read as crowd), is reported and the annotation left out.
 - Categories read as faces: the names given, else `face` when the file has a category of
-  that name (any case), else all of them.
+  that name (any case), else all of them. In a file that lists categories, an annotation
+  whose `category_id` is missing, of another type (a string "1" for the id 1) or not
+  listed is reported, not silently skipped; one of a listed non-face category is
+  counted as filtered.
+- Boxes must be sane (`data.formats.box_problem`): finite, within MAX_COORDINATE px, not
+  wholly outside the image, whose size is the entry's `width` / `height` (read from the
+  image file's header when those are missing or not positive numbers).
 - Every listed image is a record, so images without face annotations are background.
 - `file_name` is looked up under, in order: the images folder given, the .json's folder,
   its `images/`, the parent folder's `images/`, the parent folder, and the parent's folder
@@ -26,9 +34,19 @@ from typing import Iterable, Optional
 
 import numpy as np
 
-from data.formats import LoadReport, LoadResult, parse_label_filter
+from data.formats import (
+    LoadReport,
+    LoadResult,
+    box_problem,
+    is_number,
+    load_json,
+    parse_label_filter,
+    shown_text,
+    valid_size,
+)
+from data.image import read_image_size
 from data.records import ImageRecord
-from errors import AnnotationError, DatasetError
+from errors import AnnotationError, DatasetError, FaceDetectorError, ImageError
 
 DEFAULT_CATEGORY = "face"
 
@@ -36,9 +54,8 @@ DEFAULT_CATEGORY = "face"
 def is_coco_file(path: str) -> bool:
     """Whether a .json file is a COCO annotation file (has `images` and `annotations`)."""
     try:
-        with open(path, encoding="utf-8-sig") as f:
-            data = json.load(f)
-    except (OSError, ValueError):
+        data = load_json(path)
+    except (OSError, FaceDetectorError):
         return False
     return isinstance(data, dict) and "images" in data and "annotations" in data
 
@@ -80,7 +97,7 @@ def read_coco(
     accepted = _category_ids(data["categories"], categories, json_path)
     folders = image_folders(json_path, images_dir)
 
-    images = {}  # id -> (path, name)
+    images = {}  # id -> (path, name, (width, height))
     for i, entry in enumerate(data["images"]):
         where = f"{shown}: images[{i}]"
         if not isinstance(entry, dict) or not _is_id(entry.get("id")):
@@ -96,13 +113,21 @@ def read_coco(
         name = file_name.strip().replace("\\", "/")
         path = next((p for p in (os.path.join(f, name) for f in folders) if os.path.isfile(p)), None)
         if path is None:
-            report.problem(f"{where}.file_name: {name} not found", missing_image=True)
+            report.problem(f"{where}.file_name: {shown_text(name)} not found", missing_image=True)
             continue
-        images[entry["id"]] = (path, name)
+        size = valid_size(entry.get("width"), entry.get("height"))
+        if size is None:  # no usable width / height in the entry: the file's header says
+            try:
+                size = read_image_size(path)
+            except ImageError as e:
+                report.problem(f"{where}.file_name: {shown_text(name)}: {_reason(e)}")
+                continue
+        images[entry["id"]] = (path, name, size)
 
     boxes = {image_id: [] for image_id in images}
     ignore = {image_id: [] for image_id in images}
     known_images = {e["id"] for e in data["images"] if isinstance(e, dict) and _is_id(e.get("id"))}
+    listed = _listed_categories(data["categories"])
     for i, ann in enumerate(data["annotations"]):
         where = f"{shown}: annotations[{i}]"
         if not isinstance(ann, dict):
@@ -110,19 +135,28 @@ def read_coco(
             continue
         image_id = ann.get("image_id")
         if not _is_id(image_id) or image_id not in known_images:
-            report.problem(f"{where}.image_id: {image_id!r} is not in images")
+            report.problem(f"{where}.image_id: {_json(image_id)} is not in images")
             continue
         if image_id not in images:
             continue  # its image entry was already reported
         category = ann.get("category_id")
+        if listed and (not _is_id(category) or category not in listed):
+            what = "missing" if "category_id" not in ann else f"{_json(category)} is not"
+            report.problem(f"{where}.category_id: {what} a category id of the file "
+                           f"({_some(listed)})")
+            continue
         if accepted is not None and (not _is_id(category) or category not in accepted):
             report.filtered += 1
             continue
-        box = _bbox(ann.get("bbox"), f"{where}.bbox", report)
+        box = _bbox(ann.get("bbox"), f"{where}.bbox", report, images[image_id][2])
         if box is None:
             continue
+        crowd = _flag(ann, "iscrowd", where, report)
+        ignored = None if crowd is None else _flag(ann, "ignore", where, report)
+        if ignored is None:
+            continue
         boxes[image_id].append(box)
-        ignore[image_id].append(bool(ann.get("iscrowd", 0)) or bool(ann.get("ignore", 0)))
+        ignore[image_id].append(crowd or ignored)
 
     records = [
         ImageRecord(
@@ -130,7 +164,7 @@ def read_coco(
             boxes=np.asarray(boxes[image_id], np.float32).reshape(-1, 4),
             ignore=np.asarray(ignore[image_id], bool),
         )
-        for image_id, (path, name) in images.items()
+        for image_id, (path, name, _) in images.items()
     ]
     report.count(records)
     return LoadResult(records, report)
@@ -140,16 +174,41 @@ def _is_id(value) -> bool:
     return isinstance(value, (int, str)) and not isinstance(value, bool)
 
 
+def _listed_categories(categories: list) -> frozenset:
+    """The category ids the file lists (empty: the file names no categories)."""
+    return frozenset(c["id"] for c in categories if isinstance(c, dict) and _is_id(c.get("id")))
+
+
+def _some(ids: frozenset, shown: int = 5) -> str:
+    listed = sorted(ids, key=lambda v: (isinstance(v, str), v))
+    text = ", ".join(repr(v) for v in listed[:shown])
+    return f"ids: {text}" + (f" and {len(listed) - shown} more" if len(listed) > shown else "")
+
+
+def _flag(ann: dict, key: str, where: str, report: LoadReport):
+    """A 0 / 1 field (absent: False); None (reported) if anything else."""
+    value = ann.get(key, 0)
+    if is_number(value) and value in (0, 1) or isinstance(value, bool):
+        return bool(value)
+    report.problem(f"{where}.{key}: {_json(value)} is not 0 or 1")
+    return None
+
+
+def _json(value) -> str:
+    return shown_text(json.dumps(value))
+
+
+def _reason(error: ImageError) -> str:
+    """An ImageError's message without its leading `path: ` (the caller names the file)."""
+    text = str(error)
+    return text.split(": ", 1)[1] if ": " in text else text
+
+
 def _load(json_path: str) -> dict:
     try:
-        with open(json_path, encoding="utf-8-sig") as f:
-            data = json.load(f)
+        data = load_json(json_path)
     except FileNotFoundError:
         raise DatasetError(f"{json_path}: COCO annotation file not found") from None
-    except json.JSONDecodeError as e:
-        raise AnnotationError(f"{json_path}:{e.lineno}: not valid JSON ({e.msg})") from None
-    except UnicodeDecodeError:
-        raise AnnotationError(f"{json_path}: not UTF-8 text") from None
     if not isinstance(data, dict):
         raise AnnotationError(f"{json_path}: expected a COCO object with images and annotations")
     for key in ("images", "annotations"):
@@ -180,15 +239,15 @@ def _category_ids(categories: list, wanted, json_path: str) -> Optional[frozense
     return frozenset().union(*(names[n] for n in chosen))
 
 
-def _bbox(bbox, where: str, report: LoadReport):
-    """[x, y, w, h] floats, or None (reported) if malformed or of non-positive size."""
-    if (not isinstance(bbox, (list, tuple)) or len(bbox) != 4
-            or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in bbox)):
-        report.problem(f"{where}: expected [x, y, w, h] numbers, got {json.dumps(bbox)[:60]}")
+def _bbox(bbox, where: str, report: LoadReport, size):
+    """[x, y, w, h] floats, or None (reported) if malformed, of non-positive size or not
+    sane in the image of `size` (width, height)."""
+    if not isinstance(bbox, list) or len(bbox) != 4 or not all(is_number(v) for v in bbox):
+        report.problem(f"{where}: expected [x, y, w, h] numbers, got {_json(bbox)}")
         return None
-    x, y, w, h = (float(v) for v in bbox)
+    x, y, w, h = (float(v) for v in bbox)  # load_json bounds integers: no OverflowError
     if not all(math.isfinite(v) for v in (x, y, w, h)):
-        report.problem(f"{where}: not finite numbers: {bbox}")
+        report.problem(f"{where}: not finite numbers: {_json(bbox)}")
         return None
     for key, value in (("w", w), ("h", h)):
         if value < 0:
@@ -197,4 +256,8 @@ def _bbox(bbox, where: str, report: LoadReport):
         if value == 0:
             report.problem(f"{where}: {key}=0: zero size")
             return None
+    problem = box_problem(x, y, w, h, size)
+    if problem:
+        report.problem(f"{where}: {problem}")
+        return None
     return [x, y, w, h]

@@ -10,7 +10,15 @@ A labelme file (https://github.com/wkentaro/labelme) looks like
   the box is their min / max, in the pixels of the image as decoded upright (labelme and
   OpenCV both apply EXIF orientation, so the two agree).
 - `imagePath` is relative to the .json's folder (backslashes from Windows accepted); if
-  it does not exist, the image of the same name beside the .json is used.
+  it does not exist, the image of the same name beside the .json is used. imagePath is
+  followed when it names another image than the .json's own, except when the .json's own
+  image (same stem, beside it) exists: then the pair is ambiguous (typically a .json copied
+  from another image's and edited), so the file is reported and left out. An image is read
+  once: a .json naming an image that has its own .json (same stem, beside it) is reported,
+  and so is a second .json naming the same image (sorted order).
+- Boxes must be sane (`data.formats.box_problem`): finite, within MAX_COORDINATE px, not
+  wholly outside the image, whose size is `imageWidth` / `imageHeight` (read from the image
+  file's header when those are missing or not positive numbers).
 - A shape whose per-label flags say `ignore` (labelme `--labelflags '{face: [ignore]}'`)
   becomes an ignored face: neither learned nor penalised.
 - Shapes other than rectangles are skipped and counted; so are labels outside the filter.
@@ -26,9 +34,21 @@ from typing import Iterable, Optional
 
 import numpy as np
 
-from data.formats import LoadReport, LoadResult, display_path, parse_label_filter, record_name
-from data.image import image_files
+from data.formats import (
+    LoadReport,
+    LoadResult,
+    box_problem,
+    display_path,
+    is_number,
+    load_json,
+    parse_label_filter,
+    record_name,
+    shown_text,
+    valid_size,
+)
+from data.image import IMAGE_EXTENSIONS, image_files, read_image_size
 from data.records import ImageRecord
+from errors import AnnotationError, ImageError
 
 
 def labelme_files(folder: str) -> list:
@@ -52,12 +72,12 @@ def read_labelme(folder: str, labels: Optional[Iterable[str]] = None) -> LoadRes
     """
     accepted = parse_label_filter(labels)
     report = LoadReport(folder, "labelme")
-    records, used_images = [], set()
+    records, used_images = [], {}  # image key -> the .json that claimed it
     for json_path in labelme_files(folder):
-        record = _read_file(json_path, folder, accepted, report)
+        record = _read_file(json_path, folder, accepted, report, used_images)
         if record is not None:
             records.append(record)
-            used_images.add(os.path.normpath(os.path.abspath(record.path)))
+            used_images[os.path.normpath(os.path.abspath(record.path))] = json_path
     report.unlabelled = sum(
         1 for p in image_files(folder) if os.path.normpath(os.path.abspath(p)) not in used_images
     )
@@ -66,16 +86,13 @@ def read_labelme(folder: str, labels: Optional[Iterable[str]] = None) -> LoadRes
     return LoadResult(records, report)
 
 
-def _read_file(json_path: str, folder: str, accepted, report: LoadReport) -> Optional[ImageRecord]:
+def _read_file(json_path: str, folder: str, accepted, report: LoadReport,
+               used_images: dict) -> Optional[ImageRecord]:
     shown = display_path(json_path, folder)
     try:
-        with open(json_path, encoding="utf-8-sig") as f:
-            data = json.load(f)
-    except json.JSONDecodeError as e:
-        report.problem(f"{shown}:{e.lineno}: not valid JSON ({e.msg})")
-        return None
-    except UnicodeDecodeError:
-        report.problem(f"{shown}: not UTF-8 text")
+        data = load_json(json_path, shown)
+    except AnnotationError as e:
+        report.problem(str(e))
         return None
     if not isinstance(data, dict) or not isinstance(data.get("shapes"), list):
         report.problem(f"{shown}: shapes: missing, not a labelme file")
@@ -85,10 +102,27 @@ def _read_file(json_path: str, folder: str, accepted, report: LoadReport) -> Opt
         report.problem(f"{shown}: imagePath: missing or not a string")
         return None
     if not os.path.isfile(image_path):
-        report.problem(f"{shown}: imagePath: {data['imagePath']} not found", missing_image=True)
+        report.problem(f"{shown}: imagePath: {shown_text(data['imagePath'])} not found",
+                       missing_image=True)
+        return None
+    own = _own_image(json_path)
+    if own is not None and _stem_key(image_path) != _stem_key(json_path):
+        report.problem(f"{shown}: imagePath: names {display_path(image_path, folder)}, but the "
+                       f".json's own image {display_path(own, folder)} is beside it; fix imagePath "
+                       f"or rename the .json")
+        return None
+    owner = os.path.splitext(image_path)[0] + ".json"
+    if _key(owner) != _key(json_path) and os.path.isfile(owner):
+        report.problem(f"{shown}: imagePath: {display_path(image_path, folder)} is annotated by "
+                       f"its own {display_path(owner, folder)}")
+        return None
+    first = used_images.get(_key(image_path))
+    if first is not None:
+        report.problem(f"{shown}: imagePath: {display_path(image_path, folder)} is already "
+                       f"annotated by {display_path(first, folder)}")
         return None
 
-    boxes, ignore = [], []
+    boxes, ignore, size = [], [], None
     for i, shape in enumerate(data["shapes"]):
         where = f"{shown}: shapes[{i}]"
         if not isinstance(shape, dict):
@@ -101,7 +135,12 @@ def _read_file(json_path: str, folder: str, accepted, report: LoadReport) -> Opt
         if accepted is not None and str(shape.get("label", "")) not in accepted:
             report.filtered += 1
             continue
-        box = _rectangle(shape.get("points"), where, report)
+        if size is None:  # only needed, so only read, for a file with rectangles
+            size = _image_size(data, image_path)
+            if isinstance(size, ImageError):
+                report.problem(f"{shown}: imagePath: {_reason(size)}")
+                return None
+        box = _rectangle(shape.get("points"), where, report, size)
         if box is None:
             continue
         boxes.append(box)
@@ -113,6 +152,44 @@ def _read_file(json_path: str, folder: str, accepted, report: LoadReport) -> Opt
         boxes=np.asarray(boxes, np.float32).reshape(-1, 4),
         ignore=np.asarray(ignore, bool),
     )
+
+
+def _key(path: str) -> str:
+    """One spelling of a file's path, to compare paths found in different ways."""
+    return os.path.normpath(os.path.abspath(path))
+
+
+def _stem_key(path: str) -> str:
+    """The path without its extension: x.json, x.jpg and x.png belong together."""
+    return os.path.splitext(_key(path))[0]
+
+
+def _own_image(json_path: str) -> Optional[str]:
+    """The image beside a .json with its stem (`x.json` -> `x.jpg`, ...), or None."""
+    stem = os.path.splitext(json_path)[0]
+    for ext in IMAGE_EXTENSIONS:
+        for candidate in (stem + ext, stem + ext.upper()):
+            if os.path.isfile(candidate):
+                return candidate
+    return None
+
+
+def _image_size(data: dict, image_path: str):
+    """(width, height) from imageWidth / imageHeight, else the image header; the
+    ImageError if the header cannot be read."""
+    size = valid_size(data.get("imageWidth"), data.get("imageHeight"))
+    if size is not None:
+        return size
+    try:
+        return read_image_size(image_path)
+    except ImageError as e:
+        return e
+
+
+def _reason(error: ImageError) -> str:
+    """An ImageError's message without its leading `path: ` (the caller names the file)."""
+    text = str(error)
+    return text.split(": ", 1)[1] if ": " in text else text
 
 
 def _image_path(json_path: str, image_path) -> Optional[str]:
@@ -129,15 +206,13 @@ def _image_path(json_path: str, image_path) -> Optional[str]:
     return path
 
 
-def _rectangle(points, where: str, report: LoadReport):
+def _rectangle(points, where: str, report: LoadReport, size):
     """[x, y, w, h] from a rectangle's corner points (any order), or None if bad."""
-    try:
-        xy = np.asarray(points, dtype=np.float64)
-    except (TypeError, ValueError):
-        xy = None
-    if xy is None or xy.ndim != 2 or xy.shape[1] != 2 or len(xy) < 2:
+    if not (isinstance(points, list) and len(points) >= 2 and all(
+            isinstance(p, list) and len(p) == 2 and all(is_number(v) for v in p) for p in points)):
         report.problem(f"{where}.points: expected two corners [[x, y], [x, y]], got {_short(points)}")
         return None
+    xy = np.asarray(points, dtype=np.float64)  # numbers only (load_json bounds integers)
     if not np.isfinite(xy).all():
         report.problem(f"{where}.points: not finite numbers: {_short(points)}")
         return None
@@ -147,11 +222,16 @@ def _rectangle(points, where: str, report: LoadReport):
     if w <= 0 or h <= 0:
         report.problem(f"{where}.points: zero-size rectangle (w={_num(w)}, h={_num(h)})")
         return None
+    problem = box_problem(float(x1), float(y1), float(w), float(h), size)
+    if problem:
+        report.problem(f"{where}.points: {problem}")
+        return None
     return [x1, y1, w, h]
 
 
 def _num(v: float) -> str:
-    return str(int(v)) if math.isclose(v, round(v)) else f"{v:g}"
+    # Integers as integers, up to 1e15 (past it, 1e300 would print as 301 digits).
+    return str(int(v)) if abs(v) < 1e15 and math.isclose(v, round(v)) else f"{v:g}"
 
 
 def _short(value) -> str:

@@ -27,7 +27,9 @@ Layouts (the .xml files are read from the annotation folder, not its sub-folders
 - Borders: a box may reach up to BORDER_TOLERANCE (1 px) past the image, because VOC tools
   often write xmax = width or width + 1; it is clipped to the image. A box further out,
   or of non-positive size (before or after clipping), is reported and left out. The
-  image size is `<size>` when it holds positive numbers, else read from the image file.
+  image size is `<size>` when it holds positive numbers up to MAX_COORDINATE (no photo is
+  larger: such a `<size>` is corrupt), else read from the image file; so every box kept is
+  finite, sane and inside its image.
 - `<difficult>1</difficult>` makes an ignored face: neither learned nor penalised.
   `<truncated>`, `<occluded>` and `<pose>` are accepted and change nothing: a truncated
   face is still a face, boxed as far as it is visible.
@@ -50,7 +52,15 @@ from typing import Iterable, Optional, Tuple
 
 import numpy as np
 
-from data.formats import LoadReport, LoadResult, display_path, parse_label_filter, record_name
+from data.formats import (
+    MAX_COORDINATE,
+    LoadReport,
+    LoadResult,
+    display_path,
+    parse_label_filter,
+    record_name,
+    shown_text,
+)
 from data.image import IMAGE_EXTENSIONS, read_image_size
 from data.records import ImageRecord
 from errors import DatasetError, ImageError
@@ -150,6 +160,11 @@ def _read_file(xml_path: str, folder: str, images_dir: str, by_stem: dict, accep
         reason = str(e).split(": line ")[0]
         report.problem(f"{shown}:{line}: not valid XML ({reason})")
         return None
+    except (ValueError, LookupError) as e:
+        # expat's answer to an XML declaration naming a multi-byte (ValueError) or unknown
+        # (LookupError) encoding, raised before any element is read.
+        report.problem(f"{shown}:1: not readable XML ({shown_text(str(e))})")
+        return None
     if root.tag != "annotation":
         report.problem(f"{shown}: <{root.tag}>: expected an <annotation> root, not a VOC file")
         return None
@@ -158,7 +173,8 @@ def _read_file(xml_path: str, folder: str, images_dir: str, by_stem: dict, accep
     image_path = _image_path(images_dir, filename, by_stem.get(_stem(xml_path), ()))
     if image_path is None:
         looked = _stem(xml_path) + ".{jpg,png,...}"
-        what = f"{filename} not found (nor {looked})" if filename else f"missing, and no {looked}"
+        what = (f"{shown_text(filename)} not found (nor {looked})" if filename
+                else f"missing, and no {looked}")
         report.problem(f"{shown}: <filename>: {what} in {display_path(images_dir, folder)}",
                        missing_image=True)
         return None
@@ -212,8 +228,8 @@ def _size(root) -> Optional[Tuple[float, float]]:
         height = float(root.findtext("size/height") or "")
     except ValueError:
         return None
-    if not (math.isfinite(width) and math.isfinite(height)) or width <= 0 or height <= 0:
-        return None
+    if not (0 < width <= MAX_COORDINATE and 0 < height <= MAX_COORDINATE):
+        return None  # also NaN and inf
     return width, height
 
 
@@ -230,12 +246,15 @@ def _box(obj, size, size_from: str, where: str, report: LoadReport):
             report.problem(f"{where} <bndbox><{key}>: missing")
             return None
         try:
+            # ASCII only, no '_': float() would read '1_0' as 10 and '١' as 1.
+            if not text.isascii() or "_" in text:
+                raise ValueError(text)
             value = float(text)
         except ValueError:
-            report.problem(f"{where} <bndbox><{key}>: {text.strip()!r} is not a number")
+            report.problem(f"{where} <bndbox><{key}>: {_quoted(text)} is not a number")
             return None
         if not math.isfinite(value):
-            report.problem(f"{where} <bndbox><{key}>: {text.strip()!r} is not a finite number")
+            report.problem(f"{where} <bndbox><{key}>: {_quoted(text)} is not a finite number")
             return None
         values.append(value)
     x1, y1, x2, y2 = values
@@ -265,7 +284,7 @@ def _flag(obj, key: str, where: str, report: LoadReport) -> Optional[bool]:
     text = (obj.findtext(key) or "").strip()
     if text in ("", "0", "1"):
         return text == "1"
-    report.problem(f"{where} <{key}>: {text!r} is not 0 or 1")
+    report.problem(f"{where} <{key}>: {_quoted(text)} is not 0 or 1")
     return None
 
 
@@ -275,5 +294,11 @@ def _reason(error: ImageError) -> str:
     return text.split(": ", 1)[1] if ": " in text else text
 
 
+def _quoted(text: str) -> str:
+    """An element's text for a message: quoted, escaped, cut at 60 characters."""
+    return shown_text(repr(text.strip()))
+
+
 def _num(v: float) -> str:
-    return str(int(v)) if math.isclose(v, round(v)) else f"{v:g}"
+    # Integers as integers, up to 1e15 (past it, 1e300 would print as 301 digits).
+    return str(int(v)) if abs(v) < 1e15 and math.isclose(v, round(v)) else f"{v:g}"

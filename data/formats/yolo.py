@@ -12,8 +12,11 @@ the extension by .txt", or a .txt beside the image:
     root/a.jpg                 + root/a.txt
 
 Class names, used when the filter names classes, come from `classes.txt` (one name a
-line, line k is class k) in the folder or up to two folders above it. An image without a
-label file is background (no faces), as in YOLO tools; it is counted in the report.
+line, line k is class k) in the folder or up to two folders above it; it is read only when
+the filter names a class by name, and one that is not UTF-8 raises AnnotationError naming
+it. An image without a label file is background (no faces), as in YOLO tools; it is
+counted in the report. Values are plain ASCII numbers (Python would read '1_0' as 10);
+a box converted to pixels must be sane (`data.formats.box_problem`), else it is reported.
 """
 
 from __future__ import annotations
@@ -24,10 +27,18 @@ from typing import Iterable, Optional
 
 import numpy as np
 
-from data.formats import LoadReport, LoadResult, display_path, parse_label_filter, record_name
+from data.formats import (
+    LoadReport,
+    LoadResult,
+    box_problem,
+    display_path,
+    parse_label_filter,
+    record_name,
+    shown_text,
+)
 from data.image import IMAGE_EXTENSIONS, image_files, read_image_size
 from data.records import ImageRecord
-from errors import DatasetError, ImageError
+from errors import AnnotationError, DatasetError, ImageError
 
 CLASSES_FILE = "classes.txt"
 # Exports round 1.0 to values like 1.0000001; this much outside [0, 1] is still accepted.
@@ -35,13 +46,25 @@ _TOLERANCE = 1e-6
 
 
 def load_class_names(folder: str) -> Optional[list]:
-    """Names from `classes.txt` in `folder` or up to two folders above; None if none."""
+    """Names from `classes.txt` in `folder` or up to two folders above; None if none.
+
+    A classes.txt that is not UTF-8 text raises AnnotationError naming it and the line.
+    """
     here = os.path.abspath(folder)
     for _ in range(3):
         path = os.path.join(here, CLASSES_FILE)
         if os.path.isfile(path):
-            with open(path, encoding="utf-8-sig") as f:
-                return [line.strip() for line in f if line.strip()]
+            with open(path, "rb") as f:
+                data = f.read()
+            try:
+                text = data.decode("utf-8-sig")
+            except UnicodeDecodeError as e:
+                line = data[: e.start].count(b"\n") + 1
+                raise AnnotationError(
+                    f"{path}:{line}: not UTF-8 text (byte 0x{data[e.start]:02x}); "
+                    f"{CLASSES_FILE} holds one class name a line"
+                ) from None
+            return [line.strip() for line in text.splitlines() if line.strip()]
         here = os.path.dirname(here)
     return None
 
@@ -51,10 +74,11 @@ def resolve_classes(classes, folder: str) -> Optional[frozenset]:
     chosen = parse_label_filter(classes)
     if chosen is None:
         return None
-    names = load_class_names(folder)
+    # classes.txt is read only when a name needs it: ids alone work without (or despite) it.
+    names = None if all(_is_class_id(item) for item in chosen) else load_class_names(folder)
     ids = set()
     for item in chosen:
-        if item.isdigit():
+        if _is_class_id(item):
             ids.add(int(item))
         elif names is not None and item in names:
             ids.add(names.index(item))
@@ -68,6 +92,12 @@ def resolve_classes(classes, folder: str) -> Optional[frozenset]:
                 f"{folder}: class {item!r} is not in {CLASSES_FILE} ({', '.join(names)})"
             )
     return frozenset(ids)
+
+
+def _is_class_id(text: str) -> bool:
+    """Up to 18 ASCII digits: str.isdigit() also accepts '²' or '١', which int() rejects or
+    reads as another number, and an id of hundreds of digits is corruption, not a class."""
+    return text.isascii() and text.isdigit() and len(text) <= 18
 
 
 def label_path_candidates(image_path: str) -> list:
@@ -117,13 +147,23 @@ def read_yolo(folder: str, classes: Optional[Iterable] = None) -> LoadResult:
             except ImageError as e:
                 report.problem(f"{display_path(image_path, folder)}: {_reason(e)}")
                 continue
-            values = np.asarray(rows, np.float64)
-            boxes = np.stack([
+            values = np.asarray([row for row, _ in rows], np.float64)
+            pixels = np.stack([
                 (values[:, 0] - values[:, 2] / 2) * width,
                 (values[:, 1] - values[:, 3] / 2) * height,
                 values[:, 2] * width,
                 values[:, 3] * height,
-            ], axis=1).astype(np.float32)
+            ], axis=1)
+            # Normalised values in [0, 1] are sane; the pixel box can still be absurd (an
+            # image header claiming a huge size) or, by the tolerance, wholly outside.
+            sane = []
+            for (_, where), box in zip(rows, pixels):
+                problem = box_problem(*map(float, box), (width, height))
+                if problem:
+                    report.problem(f"{where}: {problem}")
+                else:
+                    sane.append(box)
+            boxes = np.asarray(sane, np.float64).reshape(-1, 4).astype(np.float32)
         records.append(ImageRecord(
             path=image_path, name=name, boxes=boxes, ignore=np.zeros(len(boxes), bool),
         ))
@@ -139,7 +179,8 @@ def read_yolo(folder: str, classes: Optional[Iterable] = None) -> LoadResult:
 
 
 def _read_label_file(path: str, folder: str, accepted, report: LoadReport):
-    """[[cx, cy, w, h], ...] of the accepted classes, or None if the file is unreadable."""
+    """[([cx, cy, w, h], 'file:line'), ...] of the accepted classes, or None if the file
+    is unreadable."""
     shown = display_path(path, folder)
     try:
         with open(path, encoding="utf-8-sig") as f:
@@ -157,11 +198,14 @@ def _read_label_file(path: str, folder: str, accepted, report: LoadReport):
             report.problem(f"{where}: expected 5 values 'class cx cy w h', got {len(fields)}")
             continue
         try:
+            # ASCII only, no '_': int() / float() would read '1_0' as 10 and '١' as 1.
+            if not (line.isascii() and "_" not in line and _is_class_id(fields[0])):
+                raise ValueError(line)
             cls = int(fields[0])
             cx, cy, w, h = (float(v) for v in fields[1:])
         except ValueError:
             report.problem(f"{where}: expected 'class cx cy w h' (an integer and 4 numbers), "
-                           f"got {line.strip()!r}")
+                           f"got {shown_text(repr(line.strip()), 80)}")
             continue
         if accepted is not None and cls not in accepted:
             report.filtered += 1
@@ -170,7 +214,7 @@ def _read_label_file(path: str, folder: str, accepted, report: LoadReport):
         if error:
             report.problem(f"{where}: {error}")
             continue
-        rows.append([cx, cy, w, h])
+        rows.append(([cx, cy, w, h], where))
     return rows
 
 
