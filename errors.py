@@ -38,4 +38,5 @@ class DownloadError(FaceDetectorError):
 
 
 class TrainingDiverged(FaceDetectorError):
-    """Training stopped on a NaN or Inf loss (the message names the epoch and batch)."""
+    """Training stopped on a NaN or Inf loss or weights (the message names the epoch, the
+    batch for a loss, and the files kept)."""

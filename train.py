@@ -4,7 +4,7 @@
     python train.py --demo               # the bundled demo data (generated on first use)
     python train.py --preset real        # the recipe measured on real photos (config.py)
     python train.py --resume             # continue the latest run after a crash or Ctrl-C
-    python train.py --weights checkpoints/RUN/model-0.81.keras   # fine-tune from a checkpoint
+    python train.py --weights checkpoints/RUN/model-0.81-e007.keras   # fine-tune from a checkpoint
     tensorboard --logdir logs
 
 Every field of config.py is a flag (--grid-size 14, --no-augment, ...); the resolved

@@ -33,7 +33,6 @@ nothing is chosen on it.
 """
 
 import argparse
-import glob
 import json
 import math
 import os
@@ -136,13 +135,12 @@ def restore_aspect(image, original_size):
 def checkpoint_of(path: str):
     """(best .keras file, its run's Config) from a run folder or a checkpoint file."""
     from config import load_config
-    from model.checkpoints import read_state
+    from model.checkpoints import best_checkpoints, find_best_checkpoint
 
     folder = path if os.path.isdir(path) else os.path.dirname(path)
     if os.path.isdir(path):
-        state = read_state(path) or {}
-        best = state.get("best") or []
-        path = best[0][1] if best else sorted(glob.glob(os.path.join(path, "model-*.keras")))[-1]
+        best = best_checkpoints(path)
+        path = best[0][1] if best else find_best_checkpoint(path)
     return path, load_config(os.path.join(folder, "config.json"))
 
 

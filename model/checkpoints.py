@@ -1,12 +1,32 @@
-"""Checkpoints: named by score, the best N kept, written atomically, found again by detect.py.
+"""Checkpoints: named by score and epoch, the best N kept, committed atomically, found again.
 
 A run's checkpoint folder holds
-    model-{score:.2f}.keras   the best `keep_best` networks by the monitored metric (no
-                              optimizer or loss: they load anywhere with keras.models.load_model)
-    last.keras                the latest epoch's model with its optimizer state (for --resume)
-    state.json                {"epoch": epochs completed, "stage": ..., "best": [...]}
-Every file is written to a temporary name and moved into place, so an interrupted save never
-leaves a broken file where a good one was.
+    model-{score:.2f}-e{epoch:03d}.keras
+                     the best `keep_best` networks by the monitored metric (no optimizer or
+                     loss: they load anywhere with keras.models.load_model). The epoch in
+                     the name means two epochs never share a file, so saving one can never
+                     replace another epoch's model, whatever their rounded scores.
+    last-e{epoch:03d}.keras
+                     the latest committed epoch's model with its optimizer state (--resume)
+    state.json       the commit point: {"epoch": epochs completed, "stage", "monitor",
+                     "last": "last-e005.keras", "optimizer_steps": the optimizer's step
+                     counter in that file, "best": [[score, "model-0.81-e004.keras"], ...]};
+                     file names are relative to the folder, so a copied run folder works
+                     and never touches the original's files.
+
+Every epoch commits in this order: (1) the weights (and optimizer state) are checked finite,
+else nothing is written; (2) the new best model, if it is one; (3) `last-eNNN.keras`;
+(4) `state.json`, naming both; (5) only then the files state.json no longer names are
+deleted. Each file is written to a temporary name and renamed into place, so a process
+killed at any moment leaves a state.json that names complete files of one epoch: a kill
+before (4) loses that one epoch (the resume starts from the previous `last-e*.keras`, which
+survives until (5)), a kill after it loses nothing, and no epoch is ever trained twice.
+The files of an uncommitted epoch and the temporaries of killed writes are removed by
+`clean_checkpoint_folder` when training starts again.
+
+Older runs still work: a state.json without "last" resumes from `last.keras`, "best"
+entries with absolute paths are read by their base name in the current folder, and plain
+`model-0.81.keras` names are found by `find_best_checkpoint`.
 """
 
 from __future__ import annotations
@@ -16,29 +36,79 @@ import json
 import math
 import os
 import re
-from typing import Optional
+from typing import List, Optional, Tuple
 
 import keras
+import numpy as np
 
-from errors import CheckpointError
-from files import atomic_path, atomic_write_text
+from errors import CheckpointError, TrainingDiverged
+from files import atomic_path, atomic_write_text, os_error_reason, remove_temporaries
 
-_SCORE_NAME = re.compile(r"^model-(-?\d+(?:\.\d+)?)\.keras$")
+# model-0.81-e007.keras, and the plain model-0.81.keras of older runs.
+_SCORE_NAME = re.compile(r"^model-(-?\d+(?:\.\d+)?)(?:-e(\d+))?\.keras$")
+_LAST_NAME = re.compile(r"^last-e(\d+)\.keras$")
 STATE_FILE = "state.json"
-LAST_FILE = "last.keras"
+LEGACY_LAST_FILE = "last.keras"  # the resumable file of runs before epoch-named ones
+
+
+def best_name(score: float, epoch: int) -> str:
+    """`model-0.81-e007.keras`: the file of a best model (epoch counted from 1)."""
+    return f"model-{score:.2f}-e{epoch:03d}.keras"
+
+
+def last_name(epoch: int) -> str:
+    """`last-e007.keras`: the resumable file of epoch `epoch` (counted from 1)."""
+    return f"last-e{epoch:03d}.keras"
+
+
+def parse_best_name(name: str) -> Optional[Tuple[float, Optional[int]]]:
+    """(score, epoch or None for the old plain names) of a best-model file name, else None."""
+    match = _SCORE_NAME.match(os.path.basename(name))
+    if not match:
+        return None
+    return float(match.group(1)), int(match.group(2)) if match.group(2) else None
+
+
+def _epoch_of(name: str) -> int:
+    """The epoch in a best-model name; 0 for the old plain names."""
+    parsed = parse_best_name(name)
+    return (parsed[1] or 0) if parsed else 0
+
+
+def first_nonfinite_variable(model: keras.Model, optimizer: bool = True) -> Optional[str]:
+    """The path of the first weight (or optimizer variable) holding a NaN or Inf, else None.
+
+    One pass over the variables already in memory, on the host: milliseconds for this
+    project's networks, against seconds for an epoch. Integer variables (the optimizer's
+    step counter) cannot be non-finite and are skipped.
+    """
+    variables = list(model.weights)
+    if optimizer and getattr(model, "optimizer", None) is not None:
+        variables += list(model.optimizer.variables)
+    for variable in variables:
+        if not np.issubdtype(np.dtype(variable.dtype), np.floating):
+            continue
+        if not np.isfinite(keras.ops.convert_to_numpy(variable)).all():
+            return getattr(variable, "path", None) or variable.name
+    return None
 
 
 def save_model_atomically(model: keras.Model, path: str, with_training_state: bool = True) -> None:
-    """Save a `.keras` file atomically.
+    """Save a `.keras` file atomically; CheckpointError (one line) if it cannot be written.
 
     Without training state, the file holds the network alone (no loss, metrics or optimizer):
     it loads with a plain `keras.models.load_model(path)` in any program, no project import.
+    A failed write (a full disk, a file-size limit) leaves the previous file at `path` as it
+    was and no temporary behind.
     """
     if not with_training_state and model.compiled:
         # A new functional model over the same layers: shares the weights, is not compiled.
         model = keras.Model(model.inputs, model.outputs, name=model.name)
-    with atomic_path(path) as tmp:
-        model.save(tmp)
+    try:
+        with atomic_path(path) as tmp:
+            model.save(tmp)
+    except OSError as e:
+        raise CheckpointError(f"{path}: cannot write checkpoint ({os_error_reason(e)})") from None
 
 
 def load_checkpoint(path: str, compile: bool = True) -> keras.Model:
@@ -57,34 +127,158 @@ def load_checkpoint(path: str, compile: bool = True) -> keras.Model:
 
 
 def read_state(checkpoint_dir: str) -> Optional[dict]:
+    """The run's committed state.json, or None if there is none yet."""
     path = os.path.join(checkpoint_dir, STATE_FILE)
     if not os.path.isfile(path):
         return None
     try:
         with open(path, encoding="utf-8") as f:
-            return json.load(f)
-    except (OSError, json.JSONDecodeError) as e:
+            state = json.load(f)
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
         raise CheckpointError(f"{path}: unreadable training state ({e})") from None
+    if not isinstance(state, dict) or not isinstance(state.get("epoch"), int):
+        raise CheckpointError(f"{path}: not a training state (no integer \"epoch\")")
+    return state
 
 
 def write_state(checkpoint_dir: str, state: dict) -> None:
-    atomic_write_text(os.path.join(checkpoint_dir, STATE_FILE), json.dumps(state, indent=2) + "\n")
+    """Write state.json atomically: the rename is the epoch's commit (module docstring)."""
+    path = os.path.join(checkpoint_dir, STATE_FILE)
+    try:
+        atomic_write_text(path, json.dumps(state, indent=2) + "\n")
+    except OSError as e:
+        raise CheckpointError(f"{path}: cannot write training state ({os_error_reason(e)})") from None
+
+
+def best_entries(checkpoint_dir: str, state: Optional[dict]) -> List[Tuple[float, str]]:
+    """state.json's best models as (score, file name in `checkpoint_dir`), existing ones only.
+
+    Entries are reduced to their base name: older runs stored absolute paths, which in a
+    copied run folder point into the original run (deleting those would destroy it).
+    """
+    entries = []
+    for entry in (state or {}).get("best", []):
+        try:
+            score, name = float(entry[0]), os.path.basename(str(entry[1]))
+        except (TypeError, ValueError, IndexError):
+            raise CheckpointError(
+                f"{os.path.join(checkpoint_dir, STATE_FILE)}: bad \"best\" entry {entry!r}"
+            ) from None
+        if os.path.isfile(os.path.join(checkpoint_dir, name)):
+            entries.append((score, name))
+    return entries
+
+
+def best_checkpoints(checkpoint_dir: str) -> List[Tuple[float, str]]:
+    """The run's kept best models, best first, as (score, path)."""
+    state = read_state(checkpoint_dir)
+    return [(s, os.path.join(checkpoint_dir, n)) for s, n in best_entries(checkpoint_dir, state)]
+
+
+def resume_file(checkpoint_dir: str, state: dict) -> str:
+    """The weights file state.json commits to, checked to belong to its epoch.
+
+    The file name carries the epoch, and a file of that name is only ever written for that
+    epoch and before the state.json naming it, so name and epoch agree unless the folder was
+    edited by hand; `check_resumed_model` then compares the optimizer's step counter.
+    """
+    state_path = os.path.join(checkpoint_dir, STATE_FILE)
+    name = os.path.basename(str(state.get("last", LEGACY_LAST_FILE)))
+    path = os.path.join(checkpoint_dir, name)
+    match = _LAST_NAME.match(name)
+    if match and int(match.group(1)) != state["epoch"]:
+        raise CheckpointError(
+            f"{state_path}: epoch {state['epoch']} names {name}, a file of epoch "
+            f"{int(match.group(1))}; the run folder was edited: restore it or start a new run")
+    if not os.path.isfile(path):
+        raise CheckpointError(
+            f"{path}: missing, but {state_path} commits epoch {state['epoch']} to it; "
+            "restore it or start a new run")
+    return path
+
+
+def check_resumed_model(model: keras.Model, path: str, state: dict) -> None:
+    """CheckpointError unless the loaded resumable model is the one state.json committed:
+    its optimizer step counter matches, and no weight is NaN or Inf."""
+    expected = state.get("optimizer_steps")
+    optimizer = getattr(model, "optimizer", None)
+    if expected is not None and optimizer is not None:
+        steps = int(keras.ops.convert_to_numpy(optimizer.iterations))
+        if steps != int(expected):
+            raise CheckpointError(
+                f"{path}: optimizer at step {steps}, but state.json committed step {expected} "
+                f"for epoch {state['epoch']}; the file does not belong to this state")
+    bad = first_nonfinite_variable(model)
+    if bad:
+        raise CheckpointError(f"{path}: holds non-finite values ({bad}); it cannot be "
+                              "resumed (start a new run with --weights and a model-*.keras)")
+
+
+def clean_checkpoint_folder(checkpoint_dir: str) -> List[str]:
+    """Remove what interrupted saves left in a run folder; returns the removed names.
+
+    Temporaries of killed writes always go. With a state.json, so do the `last-e*.keras`
+    and `model-*.keras` files it does not name (an epoch that was saved but not committed,
+    or files rotated out whose deletion was cut short). Without a state.json nothing but
+    temporaries is touched: no file of this run has been committed yet. Nothing outside
+    `checkpoint_dir` is ever removed.
+    """
+    removed = remove_temporaries(checkpoint_dir)
+    state = read_state(checkpoint_dir)
+    if state is not None:
+        removed += _remove_unnamed(checkpoint_dir, state)
+    return removed
+
+
+def _named_files(checkpoint_dir: str, state: dict) -> set:
+    """The file names `state` commits to: its resumable file and its best models."""
+    names = {os.path.basename(str(state.get("last", LEGACY_LAST_FILE)))}
+    return names | {name for _, name in best_entries(checkpoint_dir, state)}
+
+
+def _remove_unnamed(checkpoint_dir: str, state: dict) -> List[str]:
+    """Delete the resumable and best-model files in the folder that `state` does not name."""
+    keep = _named_files(checkpoint_dir, state)
+    removed = []
+    for name in sorted(os.listdir(checkpoint_dir)):
+        resumable = name == LEGACY_LAST_FILE or _LAST_NAME.match(name)
+        if name in keep or not (resumable or _SCORE_NAME.match(name)):
+            continue
+        path = os.path.join(checkpoint_dir, name)
+        if os.path.isfile(path):
+            os.remove(path)
+            removed.append(name)
+    return removed
+
+
+def describe_kept(checkpoint_dir: str) -> str:
+    """What a stopped run keeps, for its last message: the committed epoch and best model."""
+    state = read_state(checkpoint_dir)
+    if state is None:
+        return f"no epoch was saved, nothing is kept in {checkpoint_dir}"
+    kept = (f"{os.path.basename(str(state.get('last', LEGACY_LAST_FILE)))} (epoch "
+            f"{state['epoch']}, for --resume)")
+    best = best_entries(checkpoint_dir, state)
+    if best:
+        kept += f" and the best {best[0][1]} ({state.get('monitor', 'score')} {best[0][0]:.4f})"
+    return f"the last good checkpoint is kept in {checkpoint_dir}: {kept}"
 
 
 def find_best_checkpoint(root: str) -> str:
     """The highest-scoring `model-*.keras` under `root` (searched recursively).
 
+    Reads both `model-0.81-e007.keras` and the plain `model-0.81.keras` of older runs.
     Raises CheckpointError if there is none, naming `root` and what to do.
     """
-    best, best_score = None, -math.inf
+    best, best_key = None, None
     for path in glob.glob(os.path.join(root, "**", "model-*.keras"), recursive=True):
-        match = _SCORE_NAME.match(os.path.basename(path))
-        if not match:
+        parsed = parse_best_name(path)
+        if parsed is None:
             continue
-        score = float(match.group(1))
-        # Ties go to the newest file: later epochs were trained longer.
-        if score > best_score or (score == best_score and os.path.getmtime(path) > os.path.getmtime(best)):
-            best, best_score = path, score
+        # Ties go to the later epoch, then the newest file: later epochs trained longer.
+        key = (parsed[0], _epoch_of(path), os.path.getmtime(path))
+        if best_key is None or key > best_key:
+            best, best_key = path, key
     if best is None:
         raise CheckpointError(
             f"{root}: no model-*.keras checkpoint found; train one with `python train.py` "
@@ -94,11 +288,13 @@ def find_best_checkpoint(root: str) -> str:
 
 
 class ScoreCheckpoint(keras.callbacks.Callback):
-    """Save `model-{score:.2f}.keras` when the monitored metric is among the best N.
+    """Save `model-{score:.2f}-e{epoch:03d}.keras` when the monitored metric is among the
+    best N, and commit every epoch for `--resume` (see the module docstring).
 
-    Also saves `last.keras` (with optimizer state) and `state.json` every epoch, so
-    `train.py --resume` continues from the last completed epoch. Place it after the
-    validation callback, which puts the monitored `val_*` metrics into `logs`.
+    Place it after the validation callback, which puts the monitored `val_*` metrics into
+    `logs`. Weights or optimizer state that went NaN or Inf are never saved: with a `guard`
+    (a NonFiniteLossGuard) the guard is marked and training stops; without one the
+    callback raises TrainingDiverged.
     """
 
     def __init__(self, checkpoint_dir: str, monitor: str = "val_ap", mode: str = "max",
@@ -111,47 +307,87 @@ class ScoreCheckpoint(keras.callbacks.Callback):
         self.mode = mode
         self.keep_best = max(1, keep_best)
         self.stage = stage
-        self.guard = guard  # a NonFiniteLossGuard: never save weights that went NaN
-        state = read_state(checkpoint_dir) or {}
-        self.best = [tuple(b) for b in state.get("best", [])]  # (score, path)
+        self.guard = guard
+        state = read_state(checkpoint_dir)
+        self.best = self._ranked(best_entries(checkpoint_dir, state))  # (score, file name)
 
     def _better(self, a: float, b: float) -> bool:
         return a > b if self.mode == "max" else a < b
+
+    def _ranked(self, entries):
+        """Best first; on a tie the later epoch first, as `find_best_checkpoint` picks."""
+        sign = -1.0 if self.mode == "max" else 1.0
+        return sorted(entries, key=lambda b: (sign * b[0], -_epoch_of(b[1])))
 
     def on_epoch_end(self, epoch, logs=None):
         logs = logs or {}
         if self.guard is not None and self.guard.triggered:
             return
-        os.makedirs(self.checkpoint_dir, exist_ok=True)
+        bad = first_nonfinite_variable(self.model)
+        if bad:
+            reason = f"non-finite weights ({bad}) after epoch {epoch + 1}"
+            if self.guard is None:
+                raise TrainingDiverged(f"{reason}; {describe_kept(self.checkpoint_dir)}")
+            self.guard.triggered = reason
+            self.model.stop_training = True
+            return
         score = logs.get(self.monitor)
         if score is None:
             raise CheckpointError(
                 f"monitor={self.monitor!r} is not among the epoch's metrics "
                 f"({', '.join(sorted(logs))})"
             )
+        os.makedirs(self.checkpoint_dir, exist_ok=True)
         score = float(score)
+        best, written = self.best[: self.keep_best], None
         if math.isfinite(score):
-            self._maybe_save_best(score)
-        save_model_atomically(self.model, os.path.join(self.checkpoint_dir, LAST_FILE))
-        write_state(self.checkpoint_dir, {
+            best, written = self._save_if_best(score, epoch + 1)
+        last = last_name(epoch + 1)
+        state = {
             "epoch": epoch + 1,
             "stage": self.stage,
             "monitor": self.monitor,
-            "best": [list(b) for b in self.best],
-        })
+            "last": last,
+            "optimizer_steps": self._optimizer_steps(),
+            "best": [list(b) for b in best],
+        }
+        try:
+            save_model_atomically(self.model, os.path.join(self.checkpoint_dir, last))
+            write_state(self.checkpoint_dir, state)  # the commit
+        except CheckpointError:
+            # A failed write (full disk): the epoch is not committed, so the files just
+            # saved for it must not stay behind looking like kept ones.
+            self._remove_uncommitted([written, last])
+            raise
+        self.best = best
+        _remove_unnamed(self.checkpoint_dir, state)
 
-    def _maybe_save_best(self, score: float) -> None:
-        path = os.path.join(self.checkpoint_dir, f"model-{score:.2f}.keras")
-        ranked = sorted(self.best, key=lambda b: b[0], reverse=self.mode == "max")
-        if len(ranked) >= self.keep_best and not self._better(score, ranked[-1][0]):
-            return
-        same_name = [b for b in self.best if b[1] == path]
-        if same_name and self._better(same_name[0][0], score):
-            return  # a better model already carries this rounded name
-        save_model_atomically(self.model, path, with_training_state=False)
-        self.best = [b for b in self.best if b[1] != path] + [(score, path)]
-        self.best.sort(key=lambda b: b[0], reverse=self.mode == "max")
-        for _, old in self.best[self.keep_best:]:
-            if os.path.exists(old):
-                os.remove(old)
-        self.best = self.best[: self.keep_best]
+    def _remove_uncommitted(self, names) -> None:
+        """Delete these files of this folder unless the committed state.json names them
+        (a fresh run retraining an old run's epoch writes names that state may hold)."""
+        committed = read_state(self.checkpoint_dir)
+        keep = _named_files(self.checkpoint_dir, committed) if committed else set()
+        for name in names:
+            path = os.path.join(self.checkpoint_dir, name) if name else None
+            if path and name not in keep and os.path.isfile(path):
+                os.remove(path)
+
+    def _optimizer_steps(self) -> Optional[int]:
+        optimizer = getattr(self.model, "optimizer", None)
+        if optimizer is None:
+            return None
+        return int(keras.ops.convert_to_numpy(optimizer.iterations))
+
+    def _save_if_best(self, score: float, epoch: int):
+        """Write the best-model file if `score` ranks; return the best list to commit (the
+        files it drops are deleted after the commit, not here) and the file written."""
+        # A resume with a smaller --keep-best drops the surplus at this commit.
+        kept = self.best[: self.keep_best]
+        if len(kept) >= self.keep_best and not self._better(score, kept[-1][0]):
+            return kept, None
+        name = best_name(score, epoch)
+        save_model_atomically(self.model, os.path.join(self.checkpoint_dir, name),
+                              with_training_state=False)
+        # A retrained epoch (a fresh run in an old run's folder) replaces its own entry.
+        ranked = self._ranked([b for b in kept if b[1] != name] + [(score, name)])
+        return ranked[: self.keep_best], name

@@ -222,6 +222,32 @@ def best_f1_threshold(
             "precision": float(precision[k]), "recall": float(recall[k])}
 
 
+def pr_curve_counts(detections: Sequence, ground_truths: Sequence,
+                    iou_threshold: float = IOU_THRESHOLD, num_thresholds: int = 101
+                    ) -> np.ndarray:
+    """The precision-recall curve at `num_thresholds` score cuts evenly spaced in [0, 1].
+
+    Args and matching as `average_precision`.
+
+    Returns:
+        (6, T) float32 rows: true positives, false positives, true negatives (always 0:
+        a detector has no countable negatives), false negatives (valid faces missed),
+        precision (1 where no detection is kept) and recall, of the detections scoring
+        >= each threshold: the layout of TensorBoard's PR-curve summary.
+    """
+    scores, flags, num_faces = _ranked_matches(detections, ground_truths, iou_threshold)
+    thresholds = np.linspace(0.0, 1.0, num_thresholds)
+    # Detections at or above each threshold: scores are sorted descending.
+    kept = np.searchsorted(-scores, -thresholds, side="right")
+    tp_cum = np.concatenate([[0], np.cumsum(flags == 1)])
+    tp = tp_cum[kept].astype(np.float64)
+    fp = kept - tp
+    fn = num_faces - tp
+    precision = np.where(tp + fp > 0, tp / np.maximum(tp + fp, 1), 1.0)
+    recall = tp / max(num_faces, 1)
+    return np.stack([tp, fp, np.zeros_like(tp), fn, precision, recall]).astype(np.float32)
+
+
 def _ranked_matches(detections: Sequence, ground_truths: Sequence, iou_threshold: float):
     """(scores, flags 1 true / 0 false positive) of all counted detections, by descending
     score, and the number of valid faces: what AP and F1 are computed from."""

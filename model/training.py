@@ -2,7 +2,18 @@
 score-named checkpoints, TensorBoard, warm-up, early stopping, LR reduction and resume.
 
 `train(config)` is what `train.py` calls; it returns a `TrainResult` and raises project
-errors (one line each) for bad data, bad checkpoints or a diverged loss.
+errors (one line each) for bad data, bad checkpoints, failed writes or a diverged loss.
+
+Nothing is lost to faults (the checkpoint folder's commit scheme is in model/checkpoints.py):
+- a NaN or Inf loss, or weights that went non-finite by an epoch's end, stop training with
+  TrainingDiverged naming what is kept; a non-finite model is never saved;
+- a process killed at any moment resumes (`--resume`) from the last committed epoch: at
+  most the epoch in progress is lost and none is trained twice; what the killed saves left
+  behind is removed when training starts;
+- a failed write (a full disk) is one CheckpointError naming the file, the previous files
+  intact;
+- a resume with another architecture than the run's, or a log/checkpoint folder that is a
+  file, is a ConfigError before any work.
 """
 
 from __future__ import annotations
@@ -12,15 +23,25 @@ import math
 import os
 import time
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import Optional, Tuple
 
 import keras
 import numpy as np
 
 from config import Config, check_lr_schedule, save_config
 from errors import CheckpointError, ConfigError, TrainingDiverged
-from files import atomic_write_text
-from model.checkpoints import LAST_FILE, ScoreCheckpoint, load_checkpoint, read_state
+from files import atomic_write_text, os_error_reason
+from model.checkpoints import (
+    STATE_FILE,
+    ScoreCheckpoint,
+    best_checkpoints,
+    check_resumed_model,
+    clean_checkpoint_folder,
+    describe_kept,
+    load_checkpoint,
+    read_state,
+    resume_file,
+)
 
 # Metrics that are better when higher; everything else (losses, mse) is better lower.
 _HIGHER_IS_BETTER = ("val_ap", "val_iou", "val_recall")
@@ -52,15 +73,57 @@ class TrainResult:
     minutes: float = 0.0
 
 
+# The fields that fix the network's shapes (and, for neighbour_cells, what its outputs
+# mean): a resume must use the run's values, or loading its weights fails on a shape.
+ARCHITECTURE_FIELDS = ("input_size", "grid_size", "alpha", "head_channels", "neighbour_cells")
+
+
 def latest_run(checkpoint_dir: str) -> str:
-    """Name of the most recently updated run under `checkpoint_dir` that can be resumed."""
+    """Name of the most recently committed run under `checkpoint_dir` that can be resumed
+    (one with a state.json: the file every completed epoch commits last)."""
     runs = [
         d for d in (os.listdir(checkpoint_dir) if os.path.isdir(checkpoint_dir) else [])
-        if os.path.isfile(os.path.join(checkpoint_dir, d, LAST_FILE))
+        if os.path.isfile(os.path.join(checkpoint_dir, d, STATE_FILE))
     ]
     if not runs:
-        raise CheckpointError(f"{checkpoint_dir}: no run to resume (no */{LAST_FILE} found)")
-    return max(runs, key=lambda d: os.path.getmtime(os.path.join(checkpoint_dir, d, LAST_FILE)))
+        raise CheckpointError(f"{checkpoint_dir}: no run to resume (no */{STATE_FILE} found)")
+    return max(runs, key=lambda d: os.path.getmtime(os.path.join(checkpoint_dir, d, STATE_FILE)))
+
+
+def check_folders(*folders: Tuple[str, str]) -> None:
+    """ConfigError unless each (field, path) is a folder or can be made one: the path, or
+    the nearest of its parents that exists, must not be a file."""
+    for field_name, folder in folders:
+        path = os.path.abspath(folder)
+        while not os.path.exists(path) and os.path.dirname(path) != path:
+            path = os.path.dirname(path)
+        if not os.path.isdir(path):
+            shown = "" if path == os.path.abspath(folder) else f" (in {folder})"
+            raise ConfigError(f"{field_name}={folder!r}: {path} is a file, not a folder{shown}")
+
+
+def check_resume_architecture(config: Config, checkpoint_dir: str) -> None:
+    """ConfigError naming the first architecture field in which `config` differs from the
+    run's saved config.json (a resume would fail later on a tensor shape)."""
+    path = os.path.join(checkpoint_dir, "config.json")
+    if not os.path.isfile(path):
+        return  # nothing to compare with; loading the weights still checks the shapes
+    try:
+        with open(path, encoding="utf-8") as f:
+            saved = json.load(f)
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ConfigError(f"{path}: unreadable run configuration ({e})") from None
+    for name in ARCHITECTURE_FIELDS:
+        ours, theirs = getattr(config, name), saved.get(name, getattr(config, name))
+        if ours != theirs:
+            flag = "--" + name.replace("_", "-")
+            if isinstance(theirs, bool):
+                flag = flag if theirs else "--no-" + flag[2:]
+            else:
+                flag += f" {theirs}"
+            raise ConfigError(
+                f"{path}: the run was trained with {name}={theirs!r}, this resume asks for "
+                f"{name}={ours!r}; resume with {flag} or start a new run")
 
 
 def make_strategy(config: Config):
@@ -137,7 +200,11 @@ class HistoryFile(keras.callbacks.Callback):
         record.update(epoch=epoch + 1, minutes=(time.time() - self.start_time) / 60)
         for k, v in record.items():
             self.history.setdefault(k, []).append(v)
-        atomic_write_text(self.path, json.dumps(self.history, indent=1) + "\n")
+        try:
+            atomic_write_text(self.path, json.dumps(self.history, indent=1) + "\n")
+        except OSError as e:
+            raise CheckpointError(
+                f"{self.path}: cannot write the history ({os_error_reason(e)})") from None
 
 
 def _compile(model: keras.Model, config: Config, learning_rate: float) -> None:
@@ -180,12 +247,24 @@ def train(config: Config, resume: bool = False, weights: Optional[str] = None) -
     if resume and weights:
         raise ConfigError("--resume and --weights: give one (resume continues a run, "
                           "--weights starts a new one from a checkpoint)")
+    check_folders(("log_dir", config.log_dir), ("checkpoint_dir", config.checkpoint_dir))
     if resume:
         name = config.run_name or latest_run(config.checkpoint_dir)
     else:
         name = config.run_name or time.strftime("%Y%m%d-%H%M%S")
     paths = RunPaths.for_config(config, name)
     config = config.replace(run_name=name)
+    check_folders(("log_dir", paths.log_dir), ("checkpoint_dir", paths.checkpoint_dir))
+
+    state = read_state(paths.checkpoint_dir) if resume else None
+    if resume and state is None:
+        raise CheckpointError(f"{paths.checkpoint_dir}: no state.json to resume from")
+    if resume:
+        check_resume_architecture(config, paths.checkpoint_dir)
+        resume_path = resume_file(paths.checkpoint_dir, state)
+    removed = clean_checkpoint_folder(paths.checkpoint_dir)
+    if removed:
+        print(f"{paths.checkpoint_dir}: removed what interrupted saves left: {', '.join(removed)}")
 
     if config.mixed_precision:
         keras.mixed_precision.set_global_policy("mixed_float16")
@@ -194,21 +273,17 @@ def train(config: Config, resume: bool = False, weights: Optional[str] = None) -
     global_batch = config.batch_size * replicas
     train_data, val_data = _datasets(config, global_batch)
 
-    state = read_state(paths.checkpoint_dir) if resume else None
-    if resume and state is None:
-        raise CheckpointError(f"{paths.checkpoint_dir}: no state.json to resume from")
     start_epoch = int(state["epoch"]) if state else 0
     train_data.set_epoch(start_epoch)  # the resumed epoch's order and augmentation
 
     for d in (paths.log_dir, paths.checkpoint_dir):
-        os.makedirs(d, exist_ok=True)
-    save_config(config, os.path.join(paths.log_dir, "config.json"))
-    save_config(config, os.path.join(paths.checkpoint_dir, "config.json"))
+        _save_config(config, os.path.join(d, "config.json"))  # makes the folder
 
     history_path = os.path.join(paths.log_dir, "history.json")
     history: dict = {}
     if resume and os.path.isfile(history_path):
         with open(history_path, encoding="utf-8") as f:
+            # Rows past the committed epoch belong to an epoch that is trained again now.
             history = {k: v[:start_epoch] for k, v in json.load(f).items()}
     start_time = time.time() - 60 * (history.get("minutes") or [0.0])[-1]
 
@@ -220,7 +295,8 @@ def train(config: Config, resume: bool = False, weights: Optional[str] = None) -
     compiled_stage = None
     with strategy.scope():
         if resume:
-            model = load_checkpoint(os.path.join(paths.checkpoint_dir, LAST_FILE))
+            model = load_checkpoint(resume_path)
+            check_resumed_model(model, resume_path, state)
             compiled_stage = state.get("stage")
         else:
             model = initial_model(config, weights)
@@ -262,9 +338,11 @@ def train(config: Config, resume: bool = False, weights: Optional[str] = None) -
                 monitor=config.monitor, mode=mode, patience=config.early_stopping_patience)
             callbacks.append(early)
         callbacks += [
+            # History before the commit: a kill between the two leaves a row past the
+            # committed epoch, which the resume drops; the other order would lose a row.
+            HistoryFile(history_path, history, start_time),
             ScoreCheckpoint(paths.checkpoint_dir, config.monitor, mode, config.keep_best,
                             stage=stage, guard=guard),
-            HistoryFile(history_path, history, start_time),
             keras.callbacks.TensorBoard(paths.log_dir, write_graph=False, update_freq="epoch",
                                         profile_batch=0),
         ]
@@ -279,17 +357,28 @@ def train(config: Config, resume: bool = False, weights: Optional[str] = None) -
         )
         if guard.triggered:
             raise TrainingDiverged(
-                f"{guard.triggered}; stopped, the last good checkpoint in "
-                f"{paths.checkpoint_dir} is kept (try a lower --learning-rate)")
+                f"{guard.triggered}; stopped, {describe_kept(paths.checkpoint_dir)} "
+                "(try a lower --learning-rate)")
         if early is not None and early.stopped_epoch > 0:
             break
 
     result = TrainResult(paths, history, epochs_done=len(history.get("epoch", [])),
                          minutes=(time.time() - start_time) / 60)
-    state = read_state(paths.checkpoint_dir) or {}
-    if state.get("best"):
-        result.best_score, result.best_checkpoint = state["best"][0]
+    best = best_checkpoints(paths.checkpoint_dir)
+    if best:
+        result.best_score, result.best_checkpoint = best[0]
     return result
+
+
+def _save_config(config: Config, path: str) -> None:
+    """save_config into a new or existing folder, a failed write (a full disk) reported
+    in one line naming the file."""
+    try:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        save_config(config, path)
+    except OSError as e:
+        raise CheckpointError(f"{path}: cannot write the configuration "
+                              f"({os_error_reason(e)})") from None
 
 
 def initial_model(config: Config, weights: Optional[str] = None) -> keras.Model:

@@ -16,7 +16,8 @@ import numpy as np
 from config import Config
 from data.boxes import Letterbox
 from data.grid import CLASS, H, W, XC, YC, grid_box_corners
-from model.evaluate import average_precision
+from model.checkpoints import first_nonfinite_variable
+from model.evaluate import average_precision, pr_curve_counts
 from model.postprocess import detect_from_grid
 
 
@@ -57,10 +58,14 @@ class GridValidation(keras.callbacks.Callback):
         config: score threshold, NMS IoU and detection cap for AP.
         max_batches: evaluate at most this many batches (0 = all).
         guard: a `NonFiniteLossGuard`; when it fired, the epoch is not evaluated.
-        image_log_dir: if set, a few fixed validation images with true (green) and predicted
-            (red, with scores) boxes go to TensorBoard under this folder every epoch.
+        image_log_dir: if set, TensorBoard gets under this folder every epoch the
+            precision-recall curve of validation (IoU 0.5; the PR-curves tab) and a few
+            fixed validation images: true faces green (ignored ones grey), the detections
+            at `config.score_threshold` red with their scores.
         num_images: how many images to log.
     """
+
+    PR_THRESHOLDS = 101  # score cuts of the logged PR curve, 0.00 to 1.00
 
     def __init__(self, dataset, config: Config, max_batches: int = 0, guard=None,
                  image_log_dir: Optional[str] = None, num_images: int = 4):
@@ -109,6 +114,8 @@ class GridValidation(keras.callbacks.Callback):
         ap, recall = average_precision(detections, ground_truths, iou_threshold=0.5,
                                        return_recall=True)
         self._logged_images = logged_images
+        self._pr_curve = pr_curve_counts(detections, ground_truths, iou_threshold=0.5,
+                                         num_thresholds=self.PR_THRESHOLDS)
         return {
             "val_iou": float(ious.mean()) if ious.size else 0.0,
             "val_mse": float(sq_errors.mean()) if sq_errors.size else 0.0,
@@ -125,22 +132,34 @@ class GridValidation(keras.callbacks.Callback):
 
     def _log_images(self, epoch: int) -> None:
         import tensorflow as tf
+        from tensorboard.plugins.pr_curve import metadata as pr_metadata
 
         from data.draw import draw_boxes
 
         images, detections, ground_truths = self._logged_images
+        threshold = self.config.score_threshold
         drawn = []
         for image, det, (boxes, ignore) in zip(images, detections, ground_truths):
             bgr = np.ascontiguousarray(image[..., ::-1])  # network input is RGB
             bgr = draw_boxes(bgr, boxes, ignore=ignore, color=(0, 255, 0))
-            bgr = draw_boxes(bgr, det.boxes, scores=det.scores, color=(0, 0, 255))
+            # Detections are kept down to the evaluation threshold (0.02) for AP; drawn
+            # are only those detect.py would report, or the low ones bury the picture.
+            shown = det.scores >= threshold
+            bgr = draw_boxes(bgr, det.boxes[shown], scores=det.scores[shown], color=(0, 0, 255))
             drawn.append(bgr[..., ::-1])
         if self._writer is None:
             self._writer = tf.summary.create_file_writer(self.image_log_dir)
         with self._writer.as_default():
             tf.summary.image("validation_detections", np.stack(drawn), step=epoch,
                              max_outputs=len(drawn),
-                             description="green: ground truth (grey: ignored), red: predicted")
+                             description=f"green: ground truth (grey: ignored), red: "
+                                         f"detections scoring >= {threshold:g}")
+            tf.summary.write(
+                "validation_pr_curve/pr_curves", self._pr_curve, step=epoch,
+                metadata=pr_metadata.create_summary_metadata(
+                    display_name="validation PR curve (IoU 0.5)",
+                    description="detections of the validation images ranked by score",
+                    num_thresholds=self.PR_THRESHOLDS).SerializeToString())
         self._writer.flush()
 
     def on_train_end(self, logs=None):
@@ -150,10 +169,15 @@ class GridValidation(keras.callbacks.Callback):
 
 
 class NonFiniteLossGuard(keras.callbacks.Callback):
-    """Stop training at the first NaN or Inf loss, remembering where it happened.
+    """Stop training at the first NaN or Inf loss, or weights gone NaN or Inf at an epoch's
+    end, remembering where it happened.
 
-    The checkpoint and validation callbacks consult `triggered` so that weights that went
-    non-finite are never saved over the last good checkpoint.
+    The loss alone misses the last step of an epoch: its loss is computed before its
+    update, so a step that blows the weights up still reports a finite loss, and the
+    epoch's end would then validate and save the broken weights. So at each epoch end the
+    weights and optimizer state are checked too (`first_nonfinite_variable`, a cheap host
+    pass). Place the guard before the validation and checkpoint callbacks: they consult
+    `triggered`, so weights that went non-finite are never evaluated or saved.
     """
 
     def __init__(self):
@@ -170,4 +194,12 @@ class NonFiniteLossGuard(keras.callbacks.Callback):
             self.triggered = (
                 f"non-finite loss ({float(loss)}) at epoch {self._epoch + 1}, batch {batch + 1}"
             )
+            self.model.stop_training = True
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self.triggered:
+            return
+        bad = first_nonfinite_variable(self.model)
+        if bad:
+            self.triggered = f"non-finite weights ({bad}) after epoch {epoch + 1}"
             self.model.stop_training = True

@@ -1,4 +1,7 @@
-"""Score-named checkpoints (model/checkpoints.py): best N kept, atomic, found again."""
+"""Score-named checkpoints (model/checkpoints.py): best N kept, atomic, found again.
+
+The fault cases (non-finite weights, kills between the saves, full disks, copied run
+folders) are in test_training_faults.py."""
 
 import os
 
@@ -9,8 +12,11 @@ import pytest
 from errors import CheckpointError
 from model.checkpoints import (
     ScoreCheckpoint,
+    best_name,
     find_best_checkpoint,
+    last_name,
     load_checkpoint,
+    parse_best_name,
     read_state,
 )
 
@@ -26,15 +32,19 @@ def _epochs(callback, scores):
 
 
 def test_keeps_best_n_named_by_score_and_state(tmp_path):
+    root, tmp_path = tmp_path, tmp_path / "run"  # a run folder, searched from its parent
     cb = ScoreCheckpoint(str(tmp_path), "val_ap", "max", keep_best=2)
     cb.set_model(_tiny_model())
     _epochs(cb, [0.10, 0.50, 0.30, 0.70, 0.20])
     names = sorted(f for f in os.listdir(tmp_path) if f.startswith("model-"))
-    assert names == ["model-0.50.keras", "model-0.70.keras"]
+    assert names == ["model-0.50-e002.keras", "model-0.70-e004.keras"]
     state = read_state(str(tmp_path))
-    assert state["epoch"] == 5 and state["best"][0][0] == 0.70
-    assert os.path.isfile(tmp_path / "last.keras")
-    assert find_best_checkpoint(str(tmp_path.parent)) == str(tmp_path / "model-0.70.keras")
+    assert state["epoch"] == 5 and state["last"] == "last-e005.keras"
+    # Names relative to the run folder, best first.
+    assert state["best"] == [[0.70, "model-0.70-e004.keras"], [0.50, "model-0.50-e002.keras"]]
+    # Only the committed epoch's resumable file is kept.
+    assert sorted(f for f in os.listdir(tmp_path) if f.startswith("last")) == ["last-e005.keras"]
+    assert find_best_checkpoint(str(root)) == str(tmp_path / "model-0.70-e004.keras")
     # no temporary files left behind
     assert not [f for f in os.listdir(tmp_path) if ".tmp" in f]
 
@@ -47,7 +57,9 @@ def test_min_mode_and_state_survives_a_restart(tmp_path):
     again = ScoreCheckpoint(str(tmp_path), "val_mse", "min", keep_best=1)
     again.set_model(_tiny_model())
     again.on_epoch_end(2, {"val_mse": 0.3})  # worse than the kept 0.2: not saved
-    assert sorted(f for f in os.listdir(tmp_path) if f.startswith("model-")) == ["model-0.20.keras"]
+    assert sorted(f for f in os.listdir(tmp_path) if f.startswith("model-")) == [
+        "model-0.20-e002.keras"]
+    assert read_state(str(tmp_path))["epoch"] == 3
 
 
 def test_missing_monitor_is_a_clear_error(tmp_path):
@@ -72,7 +84,7 @@ def test_checkpoint_reloads_and_bad_files_give_one_line(tmp_path):
     model = _tiny_model()
     cb.set_model(model)
     cb.on_epoch_end(0, {"val_ap": 0.42})
-    loaded = load_checkpoint(str(tmp_path / "model-0.42.keras"))
+    loaded = load_checkpoint(str(tmp_path / "model-0.42-e001.keras"))
     x = np.ones((1, 3), np.float32)
     np.testing.assert_allclose(loaded.predict(x, verbose=0), model.predict(x, verbose=0))
     with pytest.raises(CheckpointError, match="nope.keras: checkpoint not found"):
@@ -84,3 +96,30 @@ def test_checkpoint_reloads_and_bad_files_give_one_line(tmp_path):
     assert "\n" not in str(e.value)
     with pytest.raises(CheckpointError, match="no model-\\*.keras checkpoint found"):
         find_best_checkpoint(str(tmp_path / "empty"))
+
+
+def test_equal_rounded_scores_get_distinct_names_and_ties_go_to_the_later_epoch(tmp_path):
+    """Two epochs scoring 0.81 once mapped to one file, the second replacing the first."""
+    cb = ScoreCheckpoint(str(tmp_path), "val_ap", "max", keep_best=3)
+    cb.set_model(_tiny_model())
+    _epochs(cb, [0.812, 0.811, 0.8])
+    names = sorted(f for f in os.listdir(tmp_path) if f.startswith("model-"))
+    assert names == ["model-0.80-e003.keras", "model-0.81-e001.keras", "model-0.81-e002.keras"]
+    assert [b[1] for b in read_state(str(tmp_path))["best"]] == [
+        "model-0.81-e001.keras", "model-0.81-e002.keras", "model-0.80-e003.keras"]
+    assert best_name(0.5, 12) == "model-0.50-e012.keras" and last_name(7) == "last-e007.keras"
+    assert parse_best_name("model-0.81-e007.keras") == (0.81, 7)
+    assert parse_best_name("model-0.81.keras") == (0.81, None)
+    assert parse_best_name("last-e007.keras") is None
+
+
+def test_find_best_reads_old_plain_names_too(tmp_path):
+    run = tmp_path / "old"
+    run.mkdir()
+    for name in ("model-0.30.keras", "model-0.64.keras", "model-0.64-e003.keras",
+                 "model-0.64-e011.keras", "model-0.50-e020.keras", "last.keras"):
+        (run / name).write_bytes(b"x")
+    # Equal scores: the later epoch; plain (epoch-less) names count as the earliest.
+    assert find_best_checkpoint(str(tmp_path)) == str(run / "model-0.64-e011.keras")
+    (run / "model-0.90.keras").write_bytes(b"x")
+    assert find_best_checkpoint(str(tmp_path)) == str(run / "model-0.90.keras")

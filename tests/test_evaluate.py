@@ -18,6 +18,7 @@ from model.evaluate import (
     WiderGroundTruth,
     average_precision,
     best_f1_threshold,
+    pr_curve_counts,
     evaluate_model,
     load_wider_gt,
     main,
@@ -626,3 +627,20 @@ def test_best_f1_threshold_is_the_cut_between_true_and_false_detections():
     assert best["precision"] == pytest.approx(2 / 3)
     none = best_f1_threshold([(boxes[1:2], scores[1:2])], [(faces, np.zeros(2, bool))])
     assert none == {"threshold": 0.0, "f1": 0.0, "precision": 0.0, "recall": 0.0}
+
+
+def test_pr_curve_counts_follow_the_score_cuts():
+    """TensorBoard's PR-curve rows (TP, FP, TN, FN, precision, recall) at evenly spaced
+    score cuts: a detection counts from every cut at or below its score; a detection on
+    an ignored face counts nowhere; missed faces are false negatives."""
+    truth = [(np.float32([[0, 0, 10, 10], [20, 20, 10, 10], [40, 0, 10, 10]]),
+              np.array([False, False, True]))]
+    found = [(np.float32([[0, 0, 10, 10], [60, 60, 5, 5], [40, 0, 10, 10]]),
+              np.float32([0.85, 0.35, 0.95]))]
+    tp, fp, tn, fn, precision, recall = pr_curve_counts(found, truth, num_thresholds=11)
+    np.testing.assert_array_equal(tp, [1] * 9 + [0, 0])        # 0.85 >= cuts 0.0 .. 0.8
+    np.testing.assert_array_equal(fp, [1] * 4 + [0] * 7)       # 0.35 >= cuts 0.0 .. 0.3
+    np.testing.assert_array_equal(tn, 0)
+    np.testing.assert_array_equal(fn, [1] * 9 + [2, 2])        # 2 valid faces, the ignored one not
+    np.testing.assert_allclose(precision, [0.5] * 4 + [1.0] * 7)  # 1 where nothing is kept
+    np.testing.assert_allclose(recall, [0.5] * 9 + [0, 0])

@@ -194,6 +194,23 @@ def test_onnx_export_matches_keras_in_onnxruntime_and_opencv(exported, capsys):
     assert printed[0] == printed[1] and printed[0][0]["faces"]
 
 
+def test_onnx_grids_hold_to_keras_on_real_photos(exported, shared_subset):
+    """On real WIDER photos (../shared, evaluation photos used for parity only), the ONNX
+    file's grids stay within 1e-4 of the Keras model's in onnxruntime and cv2.dnn: float32
+    both, so only the order of summation differs."""
+    pytest.importorskip("onnxruntime")
+    from data.image import read_image
+
+    model, checkpoint, _ = exported
+    path = os.path.join(os.path.dirname(checkpoint), "parity.onnx")
+    export_model(model, "onnx", path)
+    photos = sorted(glob.glob(os.path.join(shared_subset, "WIDER_val", "images", "*", "*.jpg")))
+    x = np.stack([FaceDetector.load(path).prepare(read_image(p))[0] for p in photos[:6]])
+    expected = model.predict_on_batch(x)
+    for runtime in (FaceDetector.load(path), FaceDetector._load_onnx_opencv(path, True)):
+        np.testing.assert_allclose(runtime.predict_grids(x), expected, atol=1e-4)
+
+
 def test_onnx_file_that_is_not_onnx_is_one_line(tmp_path):
     bad = tmp_path / "m.onnx"
     bad.write_bytes(b"not a protobuf at all")
