@@ -113,7 +113,11 @@ def test_checkpoints_are_named_by_score_and_reload_without_custom_objects(traine
     assert out.stdout.strip().splitlines()[-1] == "(1, 3, 3, 5)"
 
 
-def test_tensorboard_holds_scalars_and_images(trained):
+def test_tensorboard_holds_scalars_images_and_the_pr_curve(trained):
+    """Every epoch: the scalars, validation images, and validation's PR curve in the
+    layout of TensorBoard's PR-curves plugin (6 rows: TP, FP, TN, FN, precision, recall)."""
+    import tensorflow as tf
+
     tmp_path, _, _ = trained
     run = tmp_path / "logs" / "fit" / "run"
     train_tags, _ = _scalar_tags(str(run / "train"))
@@ -121,7 +125,20 @@ def test_tensorboard_holds_scalars_and_images(trained):
     val_tags, _ = _scalar_tags(str(run / "validation"))
     assert {"epoch_ap", "epoch_iou", "epoch_mse"} <= val_tags
     image_tags, acc = _scalar_tags(str(run / "images"))
-    assert "validation_detections" in image_tags
+    assert {"validation_detections", "validation_pr_curve/pr_curves"} <= image_tags
+    assert acc.SummaryMetadata("validation_pr_curve/pr_curves").plugin_data.plugin_name == \
+        "pr_curves"
+    events = acc.Tensors("validation_pr_curve/pr_curves")
+    assert [e.step for e in events] == [0, 1, 2]  # one curve per epoch, resumed one included
+    curve = tf.make_ndarray(events[-1].tensor_proto)
+    assert curve.shape == (6, 101)
+    tp, fp, tn, fn, precision, recall = curve
+    faces = tp[0] + fn[0]  # the same valid faces at every cut
+    assert faces > 0 and np.all(tp + fn == faces) and np.all(tn == 0)
+    assert np.all(np.diff(tp) <= 0) and np.all(np.diff(fp) <= 0)  # fewer kept as cuts rise
+    np.testing.assert_allclose(recall, tp / faces, rtol=1e-6)
+    images = acc.Tensors("validation_detections")
+    assert len(images) == 3
 
 
 def test_nan_loss_stops_naming_epoch_and_batch_and_saves_nothing(demo_root, tmp_path, monkeypatch):
