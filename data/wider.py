@@ -40,7 +40,7 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-from data.formats import MAX_COORDINATE, AnnotationWarning, _caller_level
+from data.formats import MAX_COORDINATE, AnnotationWarning, caller_level, decode_utf8
 from data.image import IMAGE_EXTENSIONS
 from data.records import ImageRecord
 from errors import AnnotationError, ConfigError, DatasetError
@@ -128,12 +128,7 @@ def _read_lines(path: str) -> list:
         raise DatasetError(f"{path}: annotation file not found") from None
     except IsADirectoryError:
         raise DatasetError(f"{path}: is a directory, expected an annotation file") from None
-    try:
-        text = data.decode("utf-8-sig")
-    except UnicodeDecodeError as e:
-        line = data[: e.start].count(b"\n") + 1
-        raise AnnotationError(f"{path}:{line}: expected UTF-8 text, got byte 0x{data[e.start]:02x}") from None
-    lines = text.splitlines()
+    lines = decode_utf8(data, path).splitlines()
     while lines and not lines[-1].strip():
         lines.pop()
     return lines
@@ -239,7 +234,7 @@ def read_wider_annotations(path: str, images_dir: str) -> WiderAnnotations:
         warnings.warn(
             f"{path}: {len(dropped_lines)} face {lines_word} with w <= 0 or h <= 0 left out "
             f"({lines_word} {shown}{more})",
-            AnnotationWarning, stacklevel=_caller_level(),
+            AnnotationWarning, stacklevel=caller_level(),
         )
     return annotations
 

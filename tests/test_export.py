@@ -71,6 +71,18 @@ def photo(seed=1):
     return np.random.default_rng(seed).integers(0, 256, (100, 150, 3), dtype=np.uint8)
 
 
+def detect_json(capsys, checkpoint, models):
+    """What `detect.py --json` prints for `photo()` with each model, in order."""
+    image_path = os.path.join(os.path.dirname(checkpoint), "photo.png")
+    cv2.imwrite(image_path, photo())
+    printed = []
+    for weights in models:
+        assert detect.main(["--image", image_path, "--weights", weights, "--threshold", "0.2",
+                            "--json", "--no-save"]) == 0
+        printed.append(json.loads(capsys.readouterr().out))
+    return printed
+
+
 def test_saved_model_computes_the_keras_outputs(exported):
     model, _, saved_model = exported
     detector = FaceDetector.load(saved_model)
@@ -101,13 +113,7 @@ def test_tflite_float32_matches_keras_and_detect_runs_it(exported, reuse_saved_m
     np.testing.assert_allclose(b.scores, a.scores, atol=1e-4)
 
     # detect.py on the .tflite file prints what it prints for the .keras checkpoint.
-    image_path = os.path.join(os.path.dirname(checkpoint), "photo.png")
-    cv2.imwrite(image_path, photo())
-    printed = []
-    for weights in (checkpoint, tflite):
-        assert detect.main(["--image", image_path, "--weights", weights, "--threshold", "0.2",
-                            "--json", "--no-save"]) == 0
-        printed.append(json.loads(capsys.readouterr().out))
+    printed = detect_json(capsys, checkpoint, [checkpoint, tflite])
     assert printed[0] == printed[1] and len(printed[0][0]["faces"]) == len(a.scores)
 
 
@@ -184,13 +190,7 @@ def test_onnx_export_matches_keras_in_onnxruntime_and_opencv(exported, capsys):
     assert (opencv.input_size, opencv.grid_size) == (96, 3)
     np.testing.assert_allclose(opencv.predict_grids(x), expected, atol=1e-4)
 
-    image_path = os.path.join(os.path.dirname(checkpoint), "photo_onnx.png")
-    cv2.imwrite(image_path, photo())
-    printed = []
-    for weights in (checkpoint, path):
-        assert detect.main(["--image", image_path, "--weights", weights, "--threshold", "0.2",
-                            "--json", "--no-save"]) == 0
-        printed.append(json.loads(capsys.readouterr().out))
+    printed = detect_json(capsys, checkpoint, [checkpoint, path])
     assert printed[0] == printed[1] and printed[0][0]["faces"]
 
 

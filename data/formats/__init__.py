@@ -132,10 +132,10 @@ class LoadReport:
         training code asking for records), not to the reader's internals.
         """
         if self.notable:
-            warnings.warn(self.summary(), AnnotationWarning, stacklevel=_caller_level())
+            warnings.warn(self.summary(), AnnotationWarning, stacklevel=caller_level())
 
 
-def _caller_level() -> int:
+def caller_level() -> int:
     """warnings.warn's stacklevel of the first frame outside the `data` package."""
     package = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     frame, level = sys._getframe(1), 1
@@ -193,6 +193,16 @@ def _parse_int(text: str):
     return int(text) if len(text.lstrip("-")) <= _MAX_INT_DIGITS else float(text)
 
 
+def decode_utf8(raw: bytes, shown: str) -> str:
+    """An annotation file's bytes as text (UTF-8, a BOM dropped); AnnotationError
+    `SHOWN:LINE: not UTF-8 text (byte 0xNN)` naming the first bad byte's line."""
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        line = raw[: e.start].count(b"\n") + 1
+        raise AnnotationError(f"{shown}:{line}: not UTF-8 text (byte 0x{raw[e.start]:02x})") from None
+
+
 def load_json(path: str, shown: Optional[str] = None):
     """The parsed JSON of `path`; AnnotationError `SHOWN[:LINE]: why` if it cannot be read.
 
@@ -209,11 +219,7 @@ def load_json(path: str, shown: Optional[str] = None):
         raise  # the caller knows what kind of file is missing (COCO: a DatasetError)
     except OSError as e:
         raise AnnotationError(f"{shown}: cannot read the file ({e.strerror})") from None
-    try:
-        text = raw.decode("utf-8-sig")
-    except UnicodeDecodeError as e:
-        line = raw[: e.start].count(b"\n") + 1
-        raise AnnotationError(f"{shown}:{line}: not UTF-8 text (byte 0x{raw[e.start]:02x})") from None
+    text = decode_utf8(raw, shown)
     try:
         return json.loads(text, parse_int=_parse_int)
     except json.JSONDecodeError as e:

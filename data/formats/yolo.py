@@ -31,6 +31,7 @@ from data.formats import (
     LoadReport,
     LoadResult,
     box_problem,
+    decode_utf8,
     display_path,
     parse_label_filter,
     record_name,
@@ -55,15 +56,11 @@ def load_class_names(folder: str) -> Optional[list]:
         path = os.path.join(here, CLASSES_FILE)
         if os.path.isfile(path):
             with open(path, "rb") as f:
-                data = f.read()
+                raw = f.read()
             try:
-                text = data.decode("utf-8-sig")
-            except UnicodeDecodeError as e:
-                line = data[: e.start].count(b"\n") + 1
-                raise AnnotationError(
-                    f"{path}:{line}: not UTF-8 text (byte 0x{data[e.start]:02x}); "
-                    f"{CLASSES_FILE} holds one class name a line"
-                ) from None
+                text = decode_utf8(raw, path)
+            except AnnotationError as e:
+                raise AnnotationError(f"{e}; {CLASSES_FILE} holds one class name a line") from None
             return [line.strip() for line in text.splitlines() if line.strip()]
         here = os.path.dirname(here)
     return None
