@@ -1,7 +1,8 @@
 """Detect faces in photos, folders, globs, video files or a camera with a trained detector.
 
     python detect.py --image photo.jpg              # writes photo_detected.jpg, prints x y w h score
-    python detect.py --image photos/ --output out/  # a folder (recursive), or a glob "photos/*.jpg"
+    python detect.py --image photos/                # a folder (recursive): runs/detect/<n>/
+    python detect.py --image "photos/*.jpg" --output out/   # a glob, into a folder of yours
     python detect.py --image photo.jpg --json --no-save
     python detect.py --video clip.mp4 --output clip_detected.mp4
     python detect.py --video 0 --show                  # camera 0 in a window; q or Esc stops
@@ -19,10 +20,13 @@ Output, on stdout:
   `# <path>: <n> faces`, so `numpy.loadtxt` (which skips '#' lines) still reads the
   numbers. `--json` prints instead one JSON list of {"image", "faces": [{"x", "y", "w",
   "h", "score"}], "output"} (all images, also the ones without faces).
-- the annotated image is written as <name>_detected<ext> next to the input (.jpg when
-  OpenCV cannot write the input's extension), or to --output: a file with an image
-  extension OpenCV writes for one image (or a folder: an existing one, or a name ending
-  in /), a folder for several, where the inputs' subfolders are kept. Folder and glob
+- the annotated image is written as <name>_detected<ext> (.jpg when OpenCV cannot write
+  the input's extension): for one image next to it, for several (a folder, a glob, more
+  than one --image) under a new numbered folder runs/detect/<n>/ of the working
+  directory, never into the photos' own folders (a dataset stays as it was); the folder
+  is named on stderr at the end. Or to --output: a file with an image extension OpenCV
+  writes for one image (or a folder: an existing one, or a name ending in /), a folder
+  for several. In a folder the inputs' subfolders are kept. Folder and glob
   scans skip files already named *_detected.*, so a second run does not detect on its
   own output. No output may name an input (image or video): such a run is refused
   before anything is written.
@@ -61,6 +65,9 @@ PROG = "detect.py"
 SHIPPED_MODEL = os.path.join(os.path.dirname(os.path.abspath(__file__)), "models",
                              "face_detector.tflite")
 SUFFIX = "_detected"
+# Annotated copies of a run over several images: RUNS_DIR/1, RUNS_DIR/2, ... (relative to
+# the working directory, as other detection tools do).
+RUNS_DIR = os.path.join("runs", "detect")
 _GLOB_CHARS = "*?["
 
 
@@ -143,8 +150,10 @@ def output_paths(paths: Sequence[str], several: bool, output: Optional[str]) -> 
         # builds without a writer): imwrite would fail, so the copy is a JPEG.
         return stem + SUFFIX + (ext if cv2.haveImageWriter("x" + ext) else ".jpg")
 
-    if output is None:
+    if output is None and not several:
         return [named(p) for p in paths]
+    if output is None:
+        output = next_run_folder(RUNS_DIR)
     folder = os.path.isdir(output) or output.endswith(("/", os.sep))
     if several and os.path.exists(output) and not os.path.isdir(output):
         raise ConfigError(f"--output {output}: is a file; {len(paths)} images need a folder")
@@ -159,6 +168,14 @@ def output_paths(paths: Sequence[str], several: bool, output: Optional[str]) -> 
         return [os.path.join(output, named(os.path.basename(paths[0])))]
     root = os.path.commonpath([os.path.dirname(os.path.abspath(p)) for p in paths])
     return [os.path.join(output, named(os.path.relpath(os.path.abspath(p), root))) for p in paths]
+
+
+def next_run_folder(parent: str) -> str:
+    """`parent/<n>/` with n the smallest positive number not taken yet (created on write)."""
+    n = 1
+    while os.path.exists(os.path.join(parent, str(n))):
+        n += 1
+    return os.path.join(parent, str(n)) + os.sep
 
 
 def check_not_over_inputs(paths: Sequence[str], outputs: Sequence[str],
@@ -275,6 +292,11 @@ def _run_images(args, detector, thresholds, paths, several, outputs, max_pixels)
     if failures and not results:
         done = "read" if not write_failures else "read and written"
         raise ImageError(f"none of the {len(paths)} images could be {done}")
+    written = [r["output"] for r in results if r["output"]]
+    if several and written and args.output is None:
+        # stderr: stdout holds the faces (numpy.loadtxt-readable lines, or the JSON).
+        folder = os.path.commonpath([os.path.dirname(p) for p in written])
+        print(f"{PROG}: {len(written)} annotated images in {folder}{os.sep}", file=sys.stderr)
     return 1 if failures else 0
 
 

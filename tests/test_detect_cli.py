@@ -211,12 +211,31 @@ def test_output_over_the_input_is_refused_and_the_photo_kept(checkpoint, photos)
         detect.main(["--image", str(good), "--weights", checkpoint, "--output", other])
     earlier = photos / "sub" / "good_detected.jpg"
     earlier.write_bytes(b"my own photo that happens to have this name")
+    out = str(photos / "sub") + os.sep
     with pytest.raises(ConfigError) as caught:
-        detect.main(["--image", str(good), str(earlier), "--weights", checkpoint])
-    assert str(caught.value) == (f"the default output: the annotated copy of {good} would be "
+        detect.main(["--image", str(good), str(earlier), "--weights", checkpoint, "--output", out])
+    assert str(caught.value) == (f"--output {out}: the annotated copy of {good} would be "
                                  f"written over the input image {earlier}; choose another --output")
     assert good.read_bytes() == before
     assert earlier.read_bytes() == b"my own photo that happens to have this name"
+
+
+def test_a_folder_run_writes_into_a_new_runs_folder_never_into_the_photos(
+        checkpoint, photos, tmp_path, monkeypatch, capsys):
+    """Several images and no --output: the copies go to runs/detect/1/, then 2/, ... of the
+    working directory, named on stderr; the photo folder (a dataset) gets nothing."""
+    monkeypatch.chdir(tmp_path)
+    (photos / "bad.jpg").unlink()
+    cv2.imwrite(str(photos / "top.jpg"), np.full((128, 128, 3), 90, np.uint8))
+    before = sorted(str(p.relative_to(photos)) for p in photos.rglob("*"))
+    for n in (1, 2):
+        assert detect.main(["--image", str(photos), "--weights", checkpoint]) == 0
+        run = os.path.join("runs", "detect", str(n))
+        assert capsys.readouterr().err.splitlines()[-1] == \
+            f"detect.py: 2 annotated images in {run}{os.sep}"
+        assert sorted(os.listdir(run)) == ["sub", "top_detected.jpg"]
+        assert os.listdir(os.path.join(run, "sub")) == ["good_detected.jpg"]
+    assert sorted(str(p.relative_to(photos)) for p in photos.rglob("*")) == before
 
 
 def test_video_output_over_the_input_video_is_refused(checkpoint, tmp_path):
