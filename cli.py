@@ -14,7 +14,7 @@ import os
 import sys
 from typing import Callable, Iterable, Optional, Sequence, Tuple
 
-from config import Config, load_config
+from config import Config, field_docs, load_config
 from errors import FaceDetectorError
 
 
@@ -30,6 +30,8 @@ def add_config_arguments(parser: argparse.ArgumentParser, only: Optional[Sequenc
     group = parser.add_argument_group("configuration (defaults in config.py)")
     group.add_argument("--config", metavar="FILE", help="start from a saved config.json")
     defaults = Config()
+    # argparse formats help with %: a comment's "1%" must reach it as "1%%".
+    docs = {name: doc.replace("%", "%%") for name, doc in field_docs().items()}
     for f in dataclasses.fields(Config):
         if only is not None and f.name not in only:
             continue
@@ -37,13 +39,13 @@ def add_config_arguments(parser: argparse.ArgumentParser, only: Optional[Sequenc
         if f.type in (bool, "bool"):
             group.add_argument(
                 _flag(f.name), dest=f.name, default=None, action=argparse.BooleanOptionalAction,
-                help=f"(default: {default})",
+                help=f"{docs.get(f.name, '')} (default: {default})",
             )
         else:
             kind = {"int": int, "float": float, "str": str}.get(str(f.type), type(default))
             group.add_argument(
                 _flag(f.name), dest=f.name, default=None, type=kind, metavar=f.name.upper(),
-                help=f"(default: {default!r})",
+                help=f"{docs.get(f.name, '')} (default: {default!r})",
             )
     return group
 

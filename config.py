@@ -149,37 +149,37 @@ class Config:
     seed: int = 1234  # 0 .. 2**32 - 1 (NumPy's seed range)
 
     # --- training -----------------------------------------------------------------------
-    batch_size: int = 16
+    batch_size: int = 16  # images per step (per GPU under MirroredStrategy)
     head_epochs: int = 10  # stage 1: backbone frozen
     finetune_epochs: int = 20  # stage 2: whole network, lower learning rate
-    learning_rate: float = 1e-3
-    finetune_learning_rate: float = 1e-4
-    warmup_epochs: float = 1.0
+    learning_rate: float = 1e-3  # stage 1 (head) learning rate after warm-up
+    finetune_learning_rate: float = 1e-4  # stage 2 (whole network) learning rate
+    warmup_epochs: float = 1.0  # epochs of linear warm-up from 10% of each stage's rate
     lr_schedule: str = "constant"  # after warm-up: constant or cosine (to 1% at stage end)
-    weight_decay: float = 1e-4
+    weight_decay: float = 1e-4  # AdamW decoupled weight decay
     early_stopping_patience: int = 8  # 0 disables
     reduce_lr_patience: int = 3  # 0 disables; constant lr_schedule only
-    reduce_lr_factor: float = 0.3
+    reduce_lr_factor: float = 0.3  # ReduceLROnPlateau's factor, in (0, 1)
     monitor: str = "val_ap"  # metric that names and ranks checkpoints
     keep_best: int = 3  # checkpoints kept
-    mixed_precision: bool = False
+    mixed_precision: bool = False  # train in float16 (mixed_float16), float32 output layer
     distribute: str = "auto"  # auto: MirroredStrategy when >1 GPU; mirrored: all devices; none
     steps_per_epoch: int = 0  # 0 = one pass over the data; N = N batches of a fresh shuffle
     validation_steps: int = 0  # 0 = one pass over the validation data
-    log_dir: str = "logs"
-    checkpoint_dir: str = "checkpoints"
+    log_dir: str = "logs"  # TensorBoard logs go to <log_dir>/fit/<run>/
+    checkpoint_dir: str = "checkpoints"  # checkpoints go to <checkpoint_dir>/<run>/
     run_name: str = ""  # empty = timestamp
 
     # --- loss ---------------------------------------------------------------------------
-    focal_gamma: float = 2.0
+    focal_gamma: float = 2.0  # focal loss focusing exponent (0: plain cross-entropy)
     focal_alpha: float = 0.25  # weight of the positive (face) class in the focal term
-    box_loss_weight: float = 5.0
-    objectness_loss_weight: float = 1.0
+    box_loss_weight: float = 5.0  # weight of the box term (GIoU + sqrt size) in the loss
+    objectness_loss_weight: float = 1.0  # weight of the focal objectness term
 
     # --- detection ----------------------------------------------------------------------
-    score_threshold: float = 0.5
+    score_threshold: float = 0.5  # detections below this score are dropped (detect.py)
     eval_score_threshold: float = 0.02  # AP and the official protocol need the low scores too
-    nms_iou: float = 0.4
+    nms_iou: float = 0.4  # non-maximum suppression: IoU above which the lower box goes
     max_detections: int = 200  # per image; 0 = no cap
 
     def __post_init__(self) -> None:
@@ -244,6 +244,27 @@ class Config:
             return cls(**values)
         except ConfigError as e:
             raise ConfigError(f"{source}: {e}") from None
+
+
+def field_docs() -> dict:
+    """Each Config field's comment in this file: its trailing comment, else the comment
+    lines just above it. The one description of a field, shown by every CLI's --help."""
+    import inspect
+
+    docs, above = {}, []
+    for line in inspect.getsource(Config).splitlines():
+        stripped = line.strip()
+        if stripped.startswith("#"):
+            if not stripped.startswith("# ---"):  # section rulers describe no field
+                above.append(stripped.lstrip("#").strip())
+            continue
+        name, colon, rest = stripped.partition(":")
+        if colon and name.isidentifier() and "=" in rest:
+            _, hash_, comment = rest.partition("  # ")
+            docs[name] = comment.strip() if hash_ else " ".join(above)
+        above = []
+    fields = {f.name for f in dataclasses.fields(Config)}
+    return {name: doc for name, doc in docs.items() if name in fields}
 
 
 def save_config(config: Config, path: str) -> None:

@@ -283,3 +283,23 @@ def test_overwritten_input_finds_the_same_file_by_any_name(tmp_path):
         out = str(tmp_path / name)
         assert overwritten_input(["elsewhere.jpg", out], [str(photo)]) == (out, str(photo))
     assert overwritten_input([str(tmp_path / "new.jpg")], [str(photo)]) is None
+
+
+def test_every_field_has_its_config_py_comment_as_help():
+    """field_docs reads each field's comment in config.py (trailing, else the lines above):
+    every field has one, and every CLI's --help shows it beside the default."""
+    import dataclasses
+
+    from config import field_docs
+
+    docs = field_docs()
+    assert set(docs) == {f.name for f in dataclasses.fields(Config)}
+    assert all(docs.values()), [name for name, doc in docs.items() if not doc]
+    assert docs["input_size"] == "side of the square network input, pixels"
+    assert docs["neighbour_cells"].startswith("Faces also predicted by up to 3 neighbouring")
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    shown = subprocess.run([sys.executable, os.path.join(repo, "train.py"), "--help"],
+                           capture_output=True, text=True, check=True).stdout
+    shown = " ".join(shown.split())  # argparse wraps the help text
+    assert "side of the square network input, pixels (default: 224)" in shown
+    assert "constant or cosine (to 1% at stage end) (default: 'constant')" in shown
