@@ -150,10 +150,8 @@ def output_paths(paths: Sequence[str], several: bool, output: Optional[str]) -> 
         # builds without a writer): imwrite would fail, so the copy is a JPEG.
         return stem + SUFFIX + (ext if cv2.haveImageWriter("x" + ext) else ".jpg")
 
-    if output is None and not several:
-        return [named(p) for p in paths]
     if output is None:
-        output = next_run_folder(RUNS_DIR)
+        return [named(p) for p in paths]
     folder = os.path.isdir(output) or output.endswith(("/", os.sep))
     if several and os.path.exists(output) and not os.path.isdir(output):
         raise ConfigError(f"--output {output}: is a file; {len(paths)} images need a folder")
@@ -209,11 +207,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     # it also stops the formats whose header data/image.py does not parse (TIFF, JPEG
     # 2000...) before they are decoded. A limit the user exported stays.
     os.environ.setdefault("OPENCV_IO_MAX_IMAGE_PIXELS", str(config.max_image_pixels))
-    outputs = None
+    outputs, run_folder = None, None
     if args.image:
         paths, several = expand_images(args.image)
         if not args.no_save:  # checked before the model loads: a refusal costs nothing
-            outputs = output_paths(paths, several, args.output)
+            # Several images without --output: a new runs/detect/<n>/, not their folders.
+            if args.output is None and several:
+                run_folder = next_run_folder(RUNS_DIR)
+            outputs = output_paths(paths, several, args.output or run_folder)
             check_not_over_inputs(paths, outputs, args.output)
     elif args.video and args.output and not args.no_save:
         clash = overwritten_input([args.output], [args.video])
@@ -244,12 +245,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if args.video:
         return _run_video(args, detector, thresholds)
     return _run_images(args, detector, thresholds, paths, several, outputs,
-                       config.max_image_pixels)
+                       config.max_image_pixels, run_folder)
 
 
-def _run_images(args, detector, thresholds, paths, several, outputs, max_pixels) -> int:
+def _run_images(args, detector, thresholds, paths, several, outputs, max_pixels,
+                run_folder=None) -> int:
     """Each image in turn; one that cannot be read or written is named on one warning
-    line and the run goes on to the next (a single image raises instead)."""
+    line and the run goes on to the next (a single image raises instead). `run_folder`:
+    the runs/detect/<n>/ the copies go to, named at the end."""
     from tqdm import tqdm
 
     from data.image import read_image
@@ -293,10 +296,9 @@ def _run_images(args, detector, thresholds, paths, several, outputs, max_pixels)
         done = "read" if not write_failures else "read and written"
         raise ImageError(f"none of the {len(paths)} images could be {done}")
     written = [r["output"] for r in results if r["output"]]
-    if several and written and args.output is None:
+    if run_folder and written:
         # stderr: stdout holds the faces (numpy.loadtxt-readable lines, or the JSON).
-        folder = os.path.commonpath([os.path.dirname(p) for p in written])
-        print(f"{PROG}: {len(written)} annotated images in {folder}{os.sep}", file=sys.stderr)
+        print(f"{PROG}: {len(written)} annotated images in {run_folder}", file=sys.stderr)
     return 1 if failures else 0
 
 

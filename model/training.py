@@ -28,7 +28,7 @@ from typing import Optional, Tuple
 import keras
 import numpy as np
 
-from config import Config, check_lr_schedule, save_config
+from config import Config, check_lr_schedule, load_config, save_config
 from errors import CheckpointError, ConfigError, TrainingDiverged
 from files import atomic_write_text, os_error_reason
 from model.checkpoints import (
@@ -108,13 +108,9 @@ def check_resume_architecture(config: Config, checkpoint_dir: str) -> None:
     path = os.path.join(checkpoint_dir, "config.json")
     if not os.path.isfile(path):
         return  # nothing to compare with; loading the weights still checks the shapes
-    try:
-        with open(path, encoding="utf-8") as f:
-            saved = json.load(f)
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise ConfigError(f"{path}: unreadable run configuration ({e})") from None
+    saved = load_config(path)  # ConfigError naming the file if it is unreadable
     for name in ARCHITECTURE_FIELDS:
-        ours, theirs = getattr(config, name), saved.get(name, getattr(config, name))
+        ours, theirs = getattr(config, name), getattr(saved, name)
         if ours != theirs:
             flag = "--" + name.replace("_", "-")
             if isinstance(theirs, bool):
