@@ -19,8 +19,8 @@ it):
   TFLite float32 and ONNX, each through `model.detector.FaceDetector`.
 `--smoke` runs each kind of row at toy sizes (input 64, batch 2, 2 steps, 2 workers;
 training rows for the real preset alone, as the default preset's go through the same code)
-so the test suite checks the script on a CPU in about a minute (tracing each training step
-takes 20-30 s there); its figures mean nothing.
+so the test suite checks the script on a CPU in about two minutes (tracing each training step
+takes tens of seconds there); its figures mean nothing.
 """
 
 from __future__ import annotations
