@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
+import re
 import sys
 from typing import Callable, Iterable, Optional, Sequence, Tuple
 
@@ -93,16 +94,49 @@ def overwritten_input(outputs: Iterable[str], inputs: Iterable[str]
     return None
 
 
-def run_main(main: Callable[[], Optional[int]]) -> None:
+# A library error about one value starts `name=value: reason` (Config.validate's form).
+_VALUE_ERROR = re.compile(r"^([a-z][a-z0-9_]*)=(.*?): ", re.DOTALL)
+
+
+def as_flag_message(message: str, flags: Iterable[str] = ()) -> str:
+    """A library message in the words of the command line: a leading `name=value: ` of a
+    Config field, or of a name in `flags` (the CLI's other parameters), becomes
+    `--name value: `; anything else is returned as it is.
+
+        as_flag_message("grid_size=5: must divide input_size=224")
+        -> "--grid-size 5: must divide input_size=224"
+    """
+    match = _VALUE_ERROR.match(message)
+    if match is None:
+        return message
+    name, value = match.groups()
+    if name not in _CONFIG_FIELDS and name not in set(flags):
+        return message
+    rest = message[match.end():]
+    if value in ("True", "False"):  # a boolean flag: --letterbox / --no-letterbox
+        return f"--{'' if value == 'True' else 'no-'}{_flag(name)[2:]}: " + rest
+    if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+        value = value[1:-1]  # the repr of a string: the flag took it unquoted
+    return f"{_flag(name)} {value}: " + rest
+
+
+_CONFIG_FIELDS = frozenset(f.name for f in dataclasses.fields(Config))
+
+
+def run_main(main: Callable[[], Optional[int]], flags: Iterable[str] = ()) -> None:
     """Run a CLI's main; turn project errors and file-system errors (OSError: missing
-    files, full disks, unwritable folders) into one line on stderr, exit 2."""
+    files, full disks, unwritable folders) into one line on stderr, exit 2.
+
+    Library errors name values (`interval=0: ...`), never flags: `as_flag_message` puts
+    them in the command line's words, for Config fields and for the names in `flags`.
+    """
     spec = getattr(sys.modules.get("__main__"), "__spec__", None)
-    # `python -m data.download` names itself so; a script by its file name.
+    # A module run with `python -m name` is named so; a script by its file name.
     prog = f"python -m {spec.name}" if spec is not None else os.path.basename(sys.argv[0])
     try:
         code = main()
     except FaceDetectorError as e:
-        print(f"{prog}: error: {e}", file=sys.stderr)
+        print(f"{prog}: error: {as_flag_message(str(e), flags)}", file=sys.stderr)
         sys.exit(2)
     except OSError as e:
         # A missing file, a full disk, a read-only folder...: the file and the reason.

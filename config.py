@@ -16,9 +16,9 @@ from dataclasses import dataclass
 from errors import ConfigError
 from files import atomic_write_text
 
-# The official WIDER FACE layout, unpacked under data/ by `python -m data.download`.
+# The official WIDER FACE layout, unpacked under data/ by `python download.py`.
 WIDER_ROOT = os.path.join("data", "WIDER")
-# The bundled demo set written by `python -m data.synthetic` (the README's main command).
+# The bundled demo set written by `python make_demo.py` (the README's main command).
 DEMO_ROOT = os.path.join("data", "demo")
 # Learning rate after warm-up (model.training.LearningRateSchedule).
 LR_SCHEDULES = ("constant", "cosine")
@@ -76,6 +76,17 @@ _NUMERIC_RULES = {
     "crop_prob": _fraction(),
     "crop_min_scale": _finite_at_least(0, strict=True),
     "crop_max_scale": _finite_at_least(0, strict=True),
+    "face_centred_prob": _fraction(),
+    "min_visible_fraction": _fraction(),
+    "flip_prob": _fraction(),
+    "jitter_prob": _fraction(),
+    "brightness_delta": ((lambda v: 0.0 <= v <= 255.0), "must be in [0, 255]"),
+    "contrast_min": _finite_at_least(0),
+    "contrast_max": _finite_at_least(0),
+    "saturation_min": _finite_at_least(0),
+    "saturation_max": _finite_at_least(0),
+    # OpenCV's 8-bit hue is 0..179 (2 degrees a unit): 90 already reaches the opposite hue.
+    "hue_delta": ((lambda v: 0 <= v <= 90), "must be in [0, 90] (OpenCV hue units)"),
     "max_images": _int_at_least(0, " (0 = all)"),
     "max_image_pixels": _int_at_least(1),
     "workers": _int_at_least(0),
@@ -103,6 +114,14 @@ _NUMERIC_RULES = {
     "nms_iou": _fraction(low_open=True),
     "max_detections": _int_at_least(0, " (0 = no cap)"),
 }
+
+
+# (low, high) field pairs of one range each: low <= high.
+_RANGES = (
+    ("crop_min_scale", "crop_max_scale"),
+    ("contrast_min", "contrast_max"),
+    ("saturation_min", "saturation_max"),
+)
 
 
 def check_lr_schedule(name: str) -> None:
@@ -137,6 +156,17 @@ class Config:
     crop_prob: float = 0.75  # chance of a random crop per training image (else the whole image)
     crop_min_scale: float = 0.3  # smallest square crop side, fraction of the image's short side
     crop_max_scale: float = 1.0  # largest; above 1 zooms out (the image shrinks inside padding)
+    face_centred_prob: float = 0.8  # chance a crop is placed around a random face (else anywhere)
+    min_visible_fraction: float = 0.5  # a face cut by the crop keeping less of its area is ignored
+    flip_prob: float = 0.5  # chance of a horizontal flip per training image
+    jitter_prob: float = 0.5  # chance of each colour change: brightness, contrast, saturation, hue
+    brightness_delta: float = 32.0  # brightness shift drawn from [-delta, delta], 0-255 scale
+    contrast_min: float = 0.75  # smallest contrast factor (around mid-grey)
+    contrast_max: float = 1.25  # largest contrast factor
+    saturation_min: float = 0.7  # smallest factor on HSV saturation
+    saturation_max: float = 1.3  # largest factor on HSV saturation
+    # The default, +-16 degrees, keeps skin plausible.
+    hue_delta: int = 8  # hue shift drawn from [-delta, delta], OpenCV units of 2 degrees
     skip_missing_images: bool = False  # drop listed-but-missing images instead of failing
     max_images: int = 0  # use at most this many training images (0 = all)
     # Images whose header claims more pixels are refused before decoding (data/image.py):
@@ -209,11 +239,11 @@ class Config:
                 f"grid_size={self.grid_size}: cell size {stride} px at input_size="
                 f"{self.input_size}; the backbone gives cells of 8, 16 or 32 px"
             )
-        if self.crop_min_scale > self.crop_max_scale:
-            raise ConfigError(
-                f"crop_min_scale={self.crop_min_scale}, crop_max_scale={self.crop_max_scale}: "
-                "need 0 < crop_min_scale <= crop_max_scale"
-            )
+        for low, high in _RANGES:
+            if getattr(self, low) > getattr(self, high):
+                raise ConfigError(
+                    f"{low}={getattr(self, low)!r}: must be <= {high}={getattr(self, high)!r}"
+                )
         check_lr_schedule(self.lr_schedule)
         if self.distribute not in ("auto", "mirrored", "none"):
             raise ConfigError(f"distribute={self.distribute!r}: must be auto, mirrored or none")

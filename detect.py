@@ -10,8 +10,10 @@
 The model is --weights (a .keras checkpoint, a .tflite or .onnx file from export.py, a SavedModel
 folder, or a folder of checkpoints: its best model-*.keras), else the best model-*.keras
 under --checkpoint-dir, else the face model shipped in models/ (trained on real photos;
-README "The shipped model"), said in one line on stderr. Input and grid size are read
-from the model.
+README "The shipped model"), said in one line on stderr. Input and grid size, letterbox
+or stretch, and the default score threshold (chosen on validation) are read from the
+model itself (model/contract.py); --letterbox / --no-letterbox serve only files saved
+without that contract, and one that contradicts it is an error naming both values.
 
 Output, on stdout:
 - one line per face, `x y w h score`: box in the image's pixels (top-left corner, width,
@@ -53,12 +55,13 @@ import json
 import os
 import sys
 import warnings
-from typing import List, Optional, Sequence, Tuple
+from typing import List, NamedTuple, Optional, Sequence, Tuple, Union
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from cli import add_config_arguments, config_from_args, overwritten_input, run_main
-from errors import ConfigError, ImageError
+from config import Config
+from errors import ConfigError, ImageError, first_line
 
 PROG = "detect.py"
 # The model that ships with the repository, used when the user has none of their own.
@@ -87,7 +90,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--output", metavar="PATH",
                         help="annotated image (one input), folder (several) or video file")
     parser.add_argument("--threshold", dest="score_threshold", type=float, default=None,
-                        metavar="SCORE", help="minimum face score (default: config 0.5)")
+                        metavar="SCORE", help="minimum face score (default: the one stored "
+                        "in the model, chosen on validation; else 0.5)")
     parser.add_argument("--no-save", action="store_true", help="do not write annotated images")
     parser.add_argument("--json", action="store_true", help="print results as JSON")
     parser.add_argument("--show", action="store_true",
@@ -222,25 +226,24 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             raise ConfigError(f"--output {args.output}: is the input video {clash[1]}; "
                               "not writing over it")
     from errors import CheckpointError
-    from model.detector import FaceDetector, read_model_facts, resolve_weights
+    from model.detector import FaceDetector, resolve_weights
 
+    shipped = False
     try:
         weights = resolve_weights(args.weights, config.checkpoint_dir)
     except CheckpointError:
         if args.weights is not None or not os.path.isfile(SHIPPED_MODEL):
             raise
-        weights = SHIPPED_MODEL
-        # Its threshold was chosen on held-out photos (best F1), unless --threshold is given.
-        threshold = read_model_facts(SHIPPED_MODEL).get("score_threshold")
-        if threshold is not None and not isinstance(threshold, (int, float)):
-            raise CheckpointError(f"{SHIPPED_MODEL}: score_threshold {threshold!r} in its "
-                                  "facts file is not a number")
-        if args.score_threshold is None and threshold is not None:
-            config = config.replace(score_threshold=float(threshold))
+        weights, shipped = SHIPPED_MODEL, True
+    # Letterbox or stretch, and the score threshold chosen on validation, come with the
+    # model (its contract); --letterbox / --no-letterbox only for files without one.
+    detector = FaceDetector.load(weights, keep_aspect=args.letterbox)
+    if args.score_threshold is None:
+        config = config.replace(score_threshold=detector.score_threshold)
+    if shipped:
         print(f"{PROG}: no checkpoint under {config.checkpoint_dir}/: using the shipped model "
               f"{os.path.relpath(SHIPPED_MODEL)}, score threshold {config.score_threshold:g} "
               "(pass --weights to use your own)", file=sys.stderr)
-    detector = FaceDetector.load(weights, keep_aspect=config.letterbox)
     thresholds = (config.score_threshold, config.nms_iou, config.max_detections)
     if args.video:
         return _run_video(args, detector, thresholds)
@@ -303,8 +306,6 @@ def _run_images(args, detector, thresholds, paths, several, outputs, max_pixels,
 
 
 def _run_video(args, detector, thresholds) -> int:
-    from model.detector import annotate_video
-
     source = video_source(args.video)
     output = args.output
     if output is None and not args.no_save and isinstance(source, str):
@@ -326,6 +327,159 @@ def _run_video(args, detector, thresholds) -> int:
         print(f"{args.video}: {summary.frames} frames in {summary.seconds:.2f} s, "
               f"{summary.fps:.1f} fps ({summary.stopped}), {summary.faces} faces{written}")
     return 0
+
+
+# ----------------------------------------------------------------------------- video
+VIDEO_CODECS = {".mp4": "mp4v", ".avi": "MJPG"}
+_QUIT_KEYS = (ord("q"), 27)
+# Weight of the newest frame in the on-screen frame rate (smooths the reading).
+_FPS_SMOOTHING = 0.1
+
+
+class VideoSummary(NamedTuple):
+    frames: int  # frames processed
+    seconds: float  # wall time of reading, detecting, drawing and writing them
+    faces: int  # detections over all frames
+    output: Optional[str]  # the video written, if any
+    stopped: str  # 'end of video', 'quit', 'interrupted' or 'read failed'
+
+    @property
+    def fps(self) -> float:
+        return self.frames / self.seconds if self.seconds > 0 else 0.0
+
+
+def annotate_video(
+    detector,
+    source: Union[int, str],
+    output: Optional[str] = None,
+    show: bool = False,
+    score_threshold: float = Config.score_threshold,
+    nms_iou: float = Config.nms_iou,
+    max_detections: int = Config.max_detections,
+    progress: bool = True,
+) -> VideoSummary:
+    """Detect faces in every frame of a video file or camera, drawing boxes and the fps.
+
+    Args:
+        detector: the loaded `model.detector.FaceDetector`.
+        source: a video file path, or a camera index (int).
+        output: write the annotated video here (.mp4 or .avi), atomically: the file
+            appears complete when the stream ends, q/Esc is pressed or Ctrl-C stops it.
+        show: show the annotated frames in a window (needs a display); q or Esc stops.
+        progress: a tqdm bar over the frames.
+
+    Returns:
+        VideoSummary (frames, seconds, faces, output, how it stopped); `.fps` is the
+        end-to-end frame rate.
+    """
+    import contextlib
+    import time
+
+    import cv2
+    from tqdm import tqdm
+
+    from data.capture import open_capture
+    from files import atomic_path
+    from model.detector import annotate
+
+    if output is not None:
+        ext = os.path.splitext(output)[1].lower()
+        if ext not in VIDEO_CODECS:
+            raise ConfigError(
+                f"--output {output}: video output must end in {' or '.join(VIDEO_CODECS)}"
+            )
+    capture = open_capture(source)
+    total = int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) if isinstance(source, str) else 0
+    fps_in = capture.get(cv2.CAP_PROP_FPS)
+    fps_in = fps_in if 0 < fps_in < 1000 else 30.0
+    bar = tqdm(total=total or None, desc="video", unit="frame", disable=not progress)
+    frames = faces = 0
+    stopped = "end of video"
+    writer = None
+    try:
+        with (atomic_path(output) if output else contextlib.nullcontext()) as tmp:
+            started = last = time.perf_counter()
+            shown_fps = 0.0
+            while True:
+                try:
+                    ok, frame = capture.read()
+                    if not ok or frame is None:
+                        stopped = "end of video" if isinstance(source, str) else "read failed"
+                        break
+                    det = detector.detect(frame, score_threshold, nms_iou, max_detections)
+                    now = time.perf_counter()
+                    rate = 1.0 / max(now - last, 1e-9)
+                    shown_fps = rate if frames == 0 else (
+                        _FPS_SMOOTHING * rate + (1 - _FPS_SMOOTHING) * shown_fps)
+                    last = now
+                    drawn = annotate(frame, det)
+                    _draw_fps(drawn, shown_fps)
+                    if tmp is not None:
+                        if writer is None:
+                            writer = _open_writer(tmp, output, fps_in, drawn.shape)
+                        writer.write(drawn)
+                    frames += 1
+                    faces += len(det.scores)
+                    bar.update(1)
+                    if show:
+                        cv2.imshow("detect.py (q to stop)", drawn)
+                        if cv2.waitKey(1) & 0xFF in _QUIT_KEYS:
+                            stopped = "quit"
+                            break
+                except KeyboardInterrupt:
+                    stopped = "interrupted"  # a camera's normal end: keep what was written
+                    break
+            seconds = time.perf_counter() - started
+            if writer is not None:
+                writer.release()
+                writer = None
+            elif tmp is not None:
+                raise ImageError(f"{source}: no frame could be read; nothing written")
+    except cv2.error as e:
+        if show:
+            raise ConfigError(f"--show: cannot open a window ({first_line(e)})") from None
+        raise
+    finally:
+        if writer is not None:
+            writer.release()
+        bar.close()
+        capture.release()
+        if show:
+            _destroy_windows()
+    return VideoSummary(frames, seconds, faces, output, stopped)
+
+
+def _open_writer(tmp: str, output: str, fps: float, shape):
+    import cv2
+
+    codec = VIDEO_CODECS[os.path.splitext(output)[1].lower()]
+    writer = cv2.VideoWriter(tmp, cv2.VideoWriter_fourcc(*codec), fps, (shape[1], shape[0]))
+    if not writer.isOpened():
+        raise ImageError(f"{output}: cannot write video (codec {codec} unavailable)")
+    return writer
+
+
+def _draw_fps(image, fps: float) -> None:
+    """Write the frame rate in the top-left corner, in place (white on a dark outline)."""
+    import cv2
+
+    scale = max(0.5, min(image.shape[:2]) / 600)
+    thickness = max(1, round(scale * 2))
+    origin = (8, int(8 + 22 * scale))
+    text = f"{fps:.1f} fps"
+    cv2.putText(image, text, origin, cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0),
+                thickness + 2, cv2.LINE_AA)
+    cv2.putText(image, text, origin, cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255),
+                thickness, cv2.LINE_AA)
+
+
+def _destroy_windows() -> None:
+    import cv2
+
+    try:
+        cv2.destroyAllWindows()
+    except cv2.error:  # headless build: there was no window
+        pass
 
 
 if __name__ == "__main__":

@@ -40,3 +40,11 @@ class DownloadError(FaceDetectorError):
 class TrainingDiverged(FaceDetectorError):
     """Training stopped on a NaN or Inf loss or weights (the message names the epoch, the
     batch for a loss, and the files kept)."""
+
+
+def first_line(error: BaseException, limit: int = 200) -> str:
+    """The first line of an exception's message (its type name if it has none), cut to
+    `limit` characters: how another library's error is quoted inside a one-line message."""
+    text = str(error).strip()
+    line = text.splitlines()[0].strip() if text else type(error).__name__
+    return line if len(line) <= limit else line[: limit - 3] + "..."

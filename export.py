@@ -15,6 +15,10 @@ Without --weights the best model-*.keras under --checkpoint-dir is exported. Wit
 or model-0.61_saved_model/. Run the result with `python detect.py --weights FILE`.
 An --output that is the checkpoint itself, or a SavedModel folder holding it, is refused
 before anything is written: the export would replace the checkpoint. See model/export.py.
+The checkpoint's preprocessing contract (letterbox or stretch, the validated score
+threshold; model/contract.py) is stored in every export, so `detect.py --weights FILE`
+needs no preprocessing flag; --letterbox / --no-letterbox serve only checkpoints saved
+without one, and one that contradicts it is an error.
 """
 
 from __future__ import annotations
@@ -69,7 +73,6 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     config = config_from_args(args)
     from errors import CheckpointError
-    from model.checkpoints import load_checkpoint
     from model.detector import FaceDetector, resolve_weights
     from model.export import default_export_path, export_model
 
@@ -82,22 +85,26 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         raise CheckpointError(f"{weights}: export reads .keras checkpoints only")
     output = args.output or default_export_path(weights, args.format, args.float16, args.int8)
     check_output_keeps_checkpoint(output, weights, args.format)  # before the slow load
-    model = load_checkpoint(weights, compile=False)
-    detector = FaceDetector.from_keras(model, weights)  # refuses non-detector models
+    # The checkpoint's contract (letterbox, threshold) goes into the export; --letterbox
+    # serves only checkpoints saved without one. Refuses non-detector models.
+    detector = FaceDetector.load(weights, keep_aspect=args.letterbox)
     calibration = None
     if args.int8:
-        calibration = _calibration(args, weights, detector.input_size)
-    export_model(model, args.format, output, args.float16, int8_inputs=calibration)
+        calibration = _calibration(args, weights, detector)
+    export_model(detector.model, args.format, output, args.float16, int8_inputs=calibration,
+                 contract=detector.contract)
     precision = " float16" if args.float16 else f" int8 ({len(calibration)} calibration " \
         "images)" if args.int8 else ""
     print(f"{output}: {args.format}{precision}, input "
           f"{detector.input_size}x{detector.input_size}, grid {detector.grid_size}x"
-          f"{detector.grid_size}")
+          f"{detector.grid_size}, {'letterbox' if detector.keep_aspect else 'stretch'}, "
+          f"score threshold {detector.score_threshold:g}")
     return 0
 
 
-def _calibration(args, weights: str, input_size: int):
-    """Calibration inputs from the training photos of the run (or of --dataset)."""
+def _calibration(args, weights: str, detector):
+    """Calibration inputs from the training photos of the run (or of --dataset), prepared
+    as `detector` prepares images."""
     from config import load_config
     from data.datasets import training_records
     from model.export import calibration_inputs
@@ -106,9 +113,9 @@ def _calibration(args, weights: str, input_size: int):
     base = load_config(run_config) if os.path.isfile(run_config) and not args.config else None
     config = config_from_args(args, base=base)
     records = training_records(config)
-    return calibration_inputs([r.path for r in records], input_size, config.letterbox,
-                              args.calibration_images, config.seed)
+    return calibration_inputs([r.path for r in records], detector.input_size,
+                              detector.keep_aspect, args.calibration_images, config.seed)
 
 
 if __name__ == "__main__":
-    run_main(main)
+    run_main(main, flags=("format", "float16", "int8", "calibration_images", "output"))

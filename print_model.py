@@ -6,7 +6,7 @@
 
 The config's network is built with backbone weights 'none' (printing needs no weights)
 unless --backbone-weights is given. FLOPs = 2 x multiply-adds of the convolution and
-dense layers (model.network.count_macs).
+dense layers (`count_macs`).
 """
 
 import argparse
@@ -31,7 +31,7 @@ def main():
     config = config_from_args(args)
 
     from model.checkpoints import load_checkpoint
-    from model.network import check_grid_model, create_model, model_summary_facts
+    from model.network import check_grid_model, create_model
 
     if args.weights:
         model = load_checkpoint(args.weights, compile=False)  # printing needs no optimizer
@@ -64,6 +64,78 @@ def main():
     print()
     for name, text in rows:
         print(f"{name:<17} {text}")
+
+
+def count_macs(model) -> int:
+    """Multiply-accumulates per image of the convolution and dense layers of a Keras model.
+
+    Counted from each layer's kernel size and output shape (nested models included):
+    convolutions H_out*W_out*kernel_size, transposed convolutions H_in*W_in*kernel_size,
+    dense layers positions*kernel_size. BatchNorm, activations, additions and biases are
+    not counted (the MobileNet papers' convention). FLOPs = 2 x MACs.
+    """
+    import keras
+    import numpy as np
+
+    total = 0
+    for layer in model.layers:
+        if isinstance(layer, keras.Model):
+            total += count_macs(layer)
+            continue
+        if isinstance(layer, keras.layers.SeparableConv2D):
+            kernel = int(np.prod(layer.depthwise_kernel.shape)) + int(
+                np.prod(layer.pointwise_kernel.shape)
+            )
+        elif isinstance(
+            layer,
+            (keras.layers.Conv1D, keras.layers.Conv2D, keras.layers.Conv3D,
+             keras.layers.DepthwiseConv2D, keras.layers.DepthwiseConv1D, keras.layers.Dense),
+        ):
+            kernel = int(np.prod(layer.kernel.shape))
+        elif isinstance(layer, keras.layers.Conv2DTranspose):
+            kernel = int(np.prod(layer.kernel.shape))
+            total += int(np.prod(layer.input.shape[1:-1])) * kernel
+            continue
+        else:
+            continue
+        total += int(np.prod(layer.output.shape[1:-1])) * kernel
+    return total
+
+
+def model_summary_facts(model) -> dict:
+    """The facts printed under the summary, read from the model itself (config or checkpoint).
+
+    Returns:
+        dict with input_shape (S, S, 3), input_dtype, grid_shape (G, G, 5), cell_size (px),
+        trainable_params, frozen_params (non-trainable weights: frozen layers and
+        BatchNorm moving statistics), backbone_params, head_params (all outside the
+        backbone), macs and flops (= 2 x MACs) per image.
+    """
+    import numpy as np
+
+    from model.network import BACKBONE_NAME
+
+    def size(weights):
+        return int(sum(np.prod(w.shape) for w in weights))
+
+    input_shape = tuple(int(d) for d in model.input_shape[1:])
+    grid_shape = tuple(int(d) for d in model.output_shape[1:])
+    backbone_params = size(model.get_layer(BACKBONE_NAME).weights) if any(
+        layer.name == BACKBONE_NAME for layer in model.layers
+    ) else 0
+    macs = count_macs(model)
+    return {
+        "input_shape": input_shape,
+        "input_dtype": str(model.inputs[0].dtype),
+        "grid_shape": grid_shape,
+        "cell_size": input_shape[0] // grid_shape[0],
+        "trainable_params": size(model.trainable_weights),
+        "frozen_params": size(model.non_trainable_weights),
+        "backbone_params": backbone_params,
+        "head_params": size(model.weights) - backbone_params,
+        "macs": macs,
+        "flops": 2 * macs,
+    }
 
 
 if __name__ == "__main__":

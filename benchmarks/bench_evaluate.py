@@ -20,7 +20,8 @@ import numpy as np
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
-from model.evaluate import SETTINGS, load_wider_gt, wider_ap, write_predictions  # noqa: E402
+from model.predictions import write_predictions  # noqa: E402
+from model.wider_protocol import SETTINGS, load_wider_gt, wider_ap  # noqa: E402
 
 SHARED = os.path.join(os.path.dirname(REPO), "shared")
 GT_DIRS = {

@@ -149,7 +149,7 @@ def validation_ap(detector, records, config) -> dict:
     and the score threshold of its best F1 there: {'ap', 'threshold', 'f1', 'precision',
     'recall'}."""
     from data.image import read_image
-    from model.evaluate import average_precision, best_f1_threshold
+    from model.metrics import average_precision, best_f1_threshold
 
     detections, truths = [], []
     for record in records:
@@ -177,8 +177,9 @@ def score(args) -> dict:
     from data.image import read_image
     from data.wider import load_wider_split
     from model.checkpoints import load_checkpoint
-    from model.detector import FaceDetector, model_facts_path
-    from model.evaluate import wider_ap
+    from model.contract import ModelContract
+    from model.detector import FaceDetector
+    from model.wider_protocol import wider_ap
     from data.datasets import training_records
     from model.export import calibration_inputs, export_model
     from model.network import at_input_size
@@ -203,6 +204,10 @@ def score(args) -> dict:
               f"R {v['recall']:.3f})", flush=True)
     size = max(val_aps, key=lambda s: val_aps[s]["ap"])
     net = nets[size]
+    # What every export carries: fed as trained, at the size and threshold chosen above.
+    contract = ModelContract.from_config(
+        config.replace(input_size=size, grid_size=size // config.cell_size),
+        score_threshold=round(val_aps[size]["threshold"], 3))
 
     ours = [("ours Keras", FaceDetector.from_keras(net, keep_aspect=config.letterbox))]
     exports = []
@@ -214,22 +219,20 @@ def score(args) -> dict:
                                 ("ours TFLite int8", "tflite", {"int8_inputs": calibration}),
                                 ("ours ONNX", "onnx", {})):
         path = os.path.join(args.tmp_dir, f"bench_real_{os.getpid()}_{len(exports)}.{fmt}")
-        export_model(net, fmt, path, **options)
+        export_model(net, fmt, path, contract=contract, **options)
         exports.append(path)
-        ours.append((label, FaceDetector.load(path, config.letterbox, num_threads=1)))
+        ours.append((label, FaceDetector.load(path, num_threads=1)))
     if args.ship:
-        from files import atomic_write_bytes, atomic_write_text
+        from files import atomic_write_bytes
 
         os.makedirs(os.path.dirname(os.path.abspath(args.ship)), exist_ok=True)
         with open(exports[1], "rb") as f:
             atomic_write_bytes(args.ship, f.read())
-        # The operating point chosen on the held-out photos: detect.py's default for it.
-        facts = {"score_threshold": round(val_aps[size]["threshold"], 3),
-                 "input_size": size, "validation": val_aps[size], "weights": weights,
-                 "chosen_on": "best F1 at IoU 0.5 on the held-out split of the training photos"}
-        atomic_write_text(model_facts_path(args.ship), json.dumps(facts, indent=2) + "\n")
+        # The file carries its contract: the operating point chosen on the held-out
+        # photos (best F1 at IoU 0.5) is detect.py's default threshold for it.
         print(f"shipped the float16 TFLite export ({os.path.getsize(args.ship) / 1e6:.1f} MB) "
-              f"as {args.ship}, score threshold {facts['score_threshold']}")
+              f"as {args.ship}, score threshold {contract.score_threshold} (best F1 on the "
+              f"held-out split: {val_aps[size]})")
     detectors = ours + [(YuNet.name, YuNet()), (UltraFace.name, UltraFace())]
 
     records = load_wider_split(SUBSET, "val").records

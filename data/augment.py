@@ -11,13 +11,16 @@ Face rules, the same in every mode:
 - boxes are clipped to the image (WIDER boxes may reach outside it); zero-size boxes are
   dropped.
 - a crop keeps the faces whose centre lies inside it; a face cut by the crop is clipped
-  to it, and marked ignore when it keeps less than `MIN_VISIBLE_FRACTION` of its area (a
-  half face is neither a face to learn nor background to penalise).
+  to it, and marked ignore when it keeps less than `config.min_visible_fraction` of its
+  area (a half face is neither a face to learn nor background to penalise).
 - a face whose SMALLER side is under `config.min_face_size` input pixels is marked
   ignore: both sides must reach the minimum for a face to be learned, because a face a
   few pixels wide carries no signal whatever its height.
 Validation (and training with `config.augment` off) is deterministic: the whole image,
 no flip, no jitter; only the clipping, the letterbox and the min-size rule.
+
+The augmentation strengths (crop, flip and jitter chances, jitter ranges) are Config
+fields in config.py's data section, so every one is a flag of train.py.
 """
 
 from __future__ import annotations
@@ -32,16 +35,6 @@ from config import Config
 from data.boxes import Letterbox, clip_xywh
 from data.image import letterbox_image, read_image, read_image_size
 from data.records import ImageRecord
-
-# --- augmentation strengths (training only) -------------------------------------------
-FACE_CENTRED_PROB = 0.8  # place the crop around a random face rather than anywhere
-MIN_VISIBLE_FRACTION = 0.5  # a face cut by the crop keeping less of its area is ignored
-FLIP_PROB = 0.5
-JITTER_PROB = 0.5  # each photometric change is applied with this probability
-BRIGHTNESS_DELTA = 32.0  # added to every channel, 0-255 scale
-CONTRAST_RANGE = (0.75, 1.25)
-SATURATION_RANGE = (0.7, 1.3)
-HUE_DELTA = 8  # OpenCV hue units (2 degrees each): +-16 degrees keeps skin plausible
 
 REDUCTIONS = (8, 4, 2)  # JPEG DCT-domain reductions OpenCV offers
 # Only JPEGs decode faster at reduced size; OpenCV decodes other formats in full and
@@ -102,8 +95,7 @@ def plan_augmentation(
     ignore: np.ndarray,
     rng: Optional[np.random.Generator],
     augment: bool,
-    crop_prob: float = Config.crop_prob,
-    crop_scale: tuple = (Config.crop_min_scale, Config.crop_max_scale),
+    config: Config,
 ) -> AugmentPlan:
     """Choose the crop window, flip and jitter for an image of (width, height) pixels.
 
@@ -113,27 +105,28 @@ def plan_augmentation(
         ignore: (N,) bool.
         rng: the sample's random generator (unused when `augment` is False).
         augment: False gives `AugmentPlan.whole` (validation).
-        crop_prob: chance of a random crop; otherwise the whole image (still flipped and
-            jittered).
-        crop_scale: (low, high) range of the square crop's side, as a fraction of the
-            image's shorter side. Above 1 the window reaches past the image, which then
-            shrinks inside grey padding: a zoom out, so large faces are also seen small
-            (SCRFD trains with 0.3 to 2).
+        config: the augmentation strengths. crop_prob: chance of a random crop, otherwise
+            the whole image (still flipped and jittered). crop_min_scale, crop_max_scale:
+            range of the square crop's side, as a fraction of the image's shorter side;
+            above 1 the window reaches past the image, which then shrinks inside grey
+            padding: a zoom out, so large faces are also seen small (SCRFD trains with 0.3
+            to 2). face_centred_prob, flip_prob, jitter_prob and the jitter ranges
+            (brightness_delta, contrast_*, saturation_*, hue_delta).
     """
     if not augment:
         return AugmentPlan.whole(width, height)
-    flip = bool(rng.random() < FLIP_PROB)
-    if rng.random() >= crop_prob:
+    flip = bool(rng.random() < config.flip_prob)
+    if rng.random() >= config.crop_prob:
         x, y, w, h = 0.0, 0.0, float(width), float(height)
     else:
         short = float(min(width, height))
-        side = float(rng.uniform(*crop_scale)) * short
+        side = float(rng.uniform(config.crop_min_scale, config.crop_max_scale)) * short
         faces = np.flatnonzero(~np.asarray(ignore, dtype=bool))
         if side > short:
             # Zoom out: the image lies somewhere inside the larger window.
             x = float(rng.uniform(min(0.0, width - side), max(0.0, width - side)))
             y = float(rng.uniform(min(0.0, height - side), max(0.0, height - side)))
-        elif faces.size and rng.random() < FACE_CENTRED_PROB:
+        elif faces.size and rng.random() < config.face_centred_prob:
             fx, fy, fw, fh = (float(v) for v in boxes[rng.choice(faces)])
             # Scale jitter, but never so tight that the chosen face is cut.
             side = min(max(side, fw, fh), short)
@@ -145,12 +138,12 @@ def plan_augmentation(
         w = h = side
 
     def maybe(draw):
-        return draw() if rng.random() < JITTER_PROB else None
+        return draw() if rng.random() < config.jitter_prob else None
 
-    brightness = maybe(lambda: rng.uniform(-BRIGHTNESS_DELTA, BRIGHTNESS_DELTA))
-    contrast = maybe(lambda: rng.uniform(*CONTRAST_RANGE))
-    saturation = maybe(lambda: rng.uniform(*SATURATION_RANGE))
-    hue = maybe(lambda: rng.integers(-HUE_DELTA, HUE_DELTA + 1))
+    brightness = maybe(lambda: rng.uniform(-config.brightness_delta, config.brightness_delta))
+    contrast = maybe(lambda: rng.uniform(config.contrast_min, config.contrast_max))
+    saturation = maybe(lambda: rng.uniform(config.saturation_min, config.saturation_max))
+    hue = maybe(lambda: rng.integers(-config.hue_delta, config.hue_delta + 1))
     return AugmentPlan(
         x, y, w, h, flip,
         brightness=float(brightness) if brightness is not None else 0.0,
@@ -207,7 +200,8 @@ def augment_image(
         boxes: (N, 4) xywh faces in the pixels of the image FILE, clipped to it.
         ignore: (N,) bool.
         plan: from `plan_augmentation`, in the pixels of the image file.
-        config: input_size, letterbox (keep aspect) and min_face_size are used.
+        config: input_size, letterbox (keep aspect), min_face_size and
+            min_visible_fraction are used.
         scale: pixels of `image` per pixel of the file (1 / JPEG reduction).
 
     Returns:
@@ -233,7 +227,7 @@ def augment_image(
     visible = clip_xywh(b, crop_w, crop_h)
     area = b[:, 2] * b[:, 3]
     kept_fraction = np.where(area > 0, visible[:, 2] * visible[:, 3] / np.maximum(area, 1e-12), 0)
-    ign |= kept_fraction < MIN_VISIBLE_FRACTION
+    ign |= kept_fraction < config.min_visible_fraction
     keep = inside & (visible[:, 2] > 0) & (visible[:, 3] > 0)
     b, ign = visible[keep], ign[keep]
 
@@ -303,7 +297,8 @@ def load_training_sample(
 
     Args:
         record: the image and its faces (xywh pixels of the file).
-        config: input_size, letterbox, min_face_size, augment, max_image_pixels.
+        config: input_size, letterbox, min_face_size, augment, max_image_pixels and the
+            augmentation strengths (`plan_augmentation`).
         rng: the sample's random generator (may be None when not augmenting).
         training: True for the training pipeline.
 
@@ -319,8 +314,7 @@ def load_training_sample(
         # The size as the decoder will produce it (EXIF orientation applied), from the header.
         width, height = read_image_size(record.path)
         boxes, ignore = faces_in_image(record, width, height)
-        plan = plan_augmentation(width, height, boxes, ignore, rng, augment, config.crop_prob,
-                                (config.crop_min_scale, config.crop_max_scale))
+        plan = plan_augmentation(width, height, boxes, ignore, rng, augment, config)
         reduce = choose_reduction(plan.width, plan.height, config.input_size, config.letterbox)
         image = read_image(record.path, reduce, max_pixels=config.max_image_pixels)
         # libjpeg's scaled output is ceil(size / k), pixel i covering file pixels [k i, k i + k).
@@ -333,6 +327,5 @@ def load_training_sample(
         image = read_image(record.path, max_pixels=config.max_image_pixels)
     height, width = image.shape[:2]
     boxes, ignore = faces_in_image(record, width, height)
-    plan = plan_augmentation(width, height, boxes, ignore, rng, augment, config.crop_prob,
-                                (config.crop_min_scale, config.crop_max_scale))
+    plan = plan_augmentation(width, height, boxes, ignore, rng, augment, config)
     return augment_image(image, boxes, ignore, plan, config)

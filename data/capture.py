@@ -1,28 +1,25 @@
 """Collect photos for your own face set from a camera, or a video file standing in for one.
 
-    python -m data.capture --camera 0 --out my_faces/ --interval 1.0 --count 50
-    python -m data.capture --video clip.mp4 --out my_faces/ --interval 0.5
-
-Saves one frame every `interval` seconds (camera: wall-clock time; video file: the
-frames' timestamps, frame index / fps, so a file is sampled the same however fast it
-decodes) up to `count` frames, as `img_0001.jpg`, `img_0002.jpg`, ... Numbering continues
-after the highest existing number in the folder, and a file is never written over (each
-JPEG is written to a temporary file and hard-linked to its name, which fails instead of
-replacing). Ctrl-C stops a camera capture and keeps what was saved. `--preview` shows the
-frames in a window (q or Esc stops). Next, label the folder with labelme:
+`capture_frames` (what `python capture.py` runs) saves one frame every `interval` seconds
+(camera: wall-clock time; video file: the frames' timestamps, frame index / fps, so a
+file is sampled the same however fast it decodes) up to `count` frames, as
+`img_0001.jpg`, `img_0002.jpg`, ... Numbering continues after the highest existing
+number in the folder, and a file is never written over (each JPEG is written to a
+temporary file and hard-linked to its name, which fails instead of replacing). Ctrl-C
+stops a camera capture and keeps what was saved. `preview` shows the frames in a window
+(q or Esc stops). Next, label the folder with labelme:
 `labelme my_faces --labels face --nodata --autosave` (one rectangle per face).
 """
 
 from __future__ import annotations
 
-import argparse
 import math
 import os
 import re
 import tempfile
 import time
 from dataclasses import dataclass, field
-from typing import List, Optional, Sequence, Union
+from typing import List, Union
 
 import cv2
 import numpy as np
@@ -108,7 +105,7 @@ def open_capture(source: Union[int, str]) -> cv2.VideoCapture:
 
 def capture_frames(
     source: Union[int, str],
-    out_dir: str,
+    out: str,
     interval: float = 1.0,
     count: int = 50,
     prefix: str = DEFAULT_PREFIX,
@@ -120,7 +117,7 @@ def capture_frames(
 
     Args:
         source: camera index for cv2.VideoCapture, or a video file path.
-        out_dir: folder for the JPEGs (created if needed).
+        out: folder for the JPEGs (created if needed).
         interval: seconds between saved frames (0 saves every frame).
         count: frames to save; 0 means until the video ends (or Ctrl-C / q).
         prefix: file names are `<prefix>_<number>.jpg`, numbered after existing ones.
@@ -133,23 +130,23 @@ def capture_frames(
     """
     # NaN passes `interval < 0` and then never reaches the next save time: one frame only.
     if not math.isfinite(interval) or interval < 0:
-        raise ConfigError(f"--interval {interval}: must be a finite number of seconds >= 0")
+        raise ConfigError(f"interval={interval!r}: must be a finite number of seconds >= 0")
     if count < 0:
-        raise ConfigError(f"--count {count}: must be >= 0 (0 = no limit)")
-    if os.sep in prefix or "/" in prefix:  # the frames would land outside --out
-        raise ConfigError(f"--prefix {prefix}: must be a file name prefix, without '/'")
-    if os.path.exists(out_dir) and not os.path.isdir(out_dir):
-        raise ConfigError(f"--out {out_dir}: is a file, not a folder for the frames")
+        raise ConfigError(f"count={count!r}: must be >= 0 (0 = no limit)")
+    if os.sep in prefix or "/" in prefix:  # the frames would land outside `out`
+        raise ConfigError(f"prefix={prefix!r}: must be a file name prefix, without '/'")
+    if os.path.exists(out) and not os.path.isdir(out):
+        raise ConfigError(f"out={out!r}: is a file, not a folder for the frames")
     is_file = isinstance(source, str)
     capture = open_capture(source)
     try:
-        os.makedirs(out_dir, exist_ok=True)
+        os.makedirs(out, exist_ok=True)
     except OSError as e:  # a file on the way (a/b with a a file), a read-only parent...
         capture.release()
-        raise ConfigError(f"--out {out_dir}: cannot create the folder ({e.strerror})") from None
+        raise ConfigError(f"out={out!r}: cannot create the folder ({e.strerror})") from None
     fps = capture.get(cv2.CAP_PROP_FPS) if is_file else 0.0
     result = CaptureResult()
-    index = next_index(out_dir, prefix)
+    index = next_index(out, prefix)
     next_time = 0.0
     start = time.monotonic()
     bar = tqdm(total=count or None, desc="capture", unit="frame", disable=not progress)
@@ -167,7 +164,7 @@ def capture_frames(
             result.frames_read += 1
             if t + _EPSILON >= next_time:
                 while True:  # skip numbers taken meanwhile; never overwrite
-                    path = os.path.join(out_dir, frame_name(prefix, index))
+                    path = os.path.join(out, frame_name(prefix, index))
                     index += 1
                     if write_new_jpeg(path, frame, quality):
                         break
@@ -189,39 +186,3 @@ def capture_frames(
         if preview:
             cv2.destroyAllWindows()
     return result
-
-
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m data.capture",
-        description="Save camera (or video file) frames as JPEGs to label as your own faces.",
-    )
-    where = parser.add_mutually_exclusive_group()
-    where.add_argument("--camera", type=int, default=0, help="camera index (default 0)")
-    where.add_argument("--video", metavar="FILE", help="read this video file instead of a camera")
-    parser.add_argument("--out", required=True, help="folder for the JPEGs")
-    parser.add_argument("--interval", type=float, default=1.0,
-                        help="seconds between saved frames (default 1.0)")
-    parser.add_argument("--count", type=int, default=50,
-                        help="frames to save (default 50; 0 = until the video ends or Ctrl-C)")
-    parser.add_argument("--prefix", default=DEFAULT_PREFIX, help="file name prefix (default img)")
-    parser.add_argument("--preview", action="store_true", help="show the frames (q to stop)")
-    args = parser.parse_args(argv)
-
-    source = args.video if args.video else args.camera
-    result = capture_frames(source, args.out, args.interval, args.count, args.prefix,
-                            args.preview)
-    if result.saved:
-        names = os.path.basename(result.saved[0]), os.path.basename(result.saved[-1])
-        print(f"saved {len(result.saved)} frames to {args.out} ({names[0]} .. {names[1]}; "
-              f"stopped: {result.stopped})")
-        print(f"next: label them, e.g. `labelme {args.out} --labels face --nodata --autosave`")
-    else:
-        print(f"no frames saved ({result.frames_read} read; stopped: {result.stopped})")
-    return 0
-
-
-if __name__ == "__main__":
-    from cli import run_main
-
-    run_main(main)

@@ -1,11 +1,9 @@
 """Write any supported dataset out in the official WIDER FACE layout.
 
-    python -m data.convert --input my_faces --out data/my_wider [--format auto] [--split train]
-
-writes
+`convert_to_wider(records, OUT, split)` (what `python convert.py` runs) writes
 
     OUT/WIDER_{split}/images/<event>/<file>       hard links to the input images (copies
-                                                  with --copy, or across file systems)
+                                                  with `copy`, or across file systems)
     OUT/wider_face_split/wider_face_{split}_bbx_gt.txt
 
 so every WIDER tool (this project's reader, the official evaluation) reads it. Events:
@@ -15,26 +13,24 @@ per folder, numbered in name order (`alice/2.jpg` -> `1--alice/2.jpg`, `a/b/c.jp
 become `_`. Ignored faces are written with the `invalid` flag, so they read back ignored.
 
 The whole input is converted into the one split named (a source with its own train / val
-parts gives the part named); run again with `--split val` on a validation folder to add
-a val split. The input is never written: the output may not lie inside the input, nor
-the input inside the output. An existing, non-empty split is left alone unless
-`--overwrite` (which replaces its annotation file and same-named images; files of an
+parts gives the part named); convert a validation folder with split='val' to add a val
+split. The input is never written: the output may not lie inside the input, nor the
+input inside the output. An existing, non-empty split is left alone unless `overwrite`
+(which replaces its annotation file and same-named images; files of an
 earlier conversion the new one does not list stay on disk, unlisted).
 """
 
 from __future__ import annotations
 
-import argparse
 import os
 import re
 import shutil
 import uuid
 from dataclasses import dataclass
-from typing import List, Optional, Sequence
+from typing import List, Sequence
 
 from tqdm import tqdm
 
-from data.datasets import FORMATS, load_records
 from data.records import ImageRecord
 from data.wider import wider_split_paths, write_wider_annotations
 from errors import DatasetError
@@ -105,22 +101,22 @@ def convert_to_wider(
             the output (it would be written over).
     """
     if split not in ("train", "val"):
-        raise DatasetError(f"--split {split!r}: the WIDER layout converts train or val")
+        raise DatasetError(f"split={split!r}: the WIDER layout converts train or val")
     if not records:
         raise DatasetError(f"{out_root}: nothing to convert (no records)")
     images_dir, annotation_path = wider_split_paths(out_root, split)
     root_real = os.path.realpath(out_root)
     for record in records:
-        if _inside(os.path.realpath(record.path), root_real):
+        if lies_inside(os.path.realpath(record.path), root_real):
             raise DatasetError(
                 f"{out_root}: the input image {record.path} lies inside the output; "
-                f"choose an --out outside the input"
+                f"choose an output folder outside the input"
             )
     existing = os.path.isdir(images_dir) and any(os.scandir(images_dir))
     if (existing or os.path.exists(annotation_path)) and not overwrite:
         raise DatasetError(
             f"{out_root}: the {split} split already exists ({images_dir} or "
-            f"{annotation_path}); use --overwrite to replace it"
+            f"{annotation_path}); overwrite=True replaces it"
         )
 
     names = wider_names([r.name for r in records])
@@ -144,7 +140,8 @@ def _safe(name: str) -> str:
     return re.sub(r"\s+", "_", name.strip())
 
 
-def _inside(path: str, folder: str) -> bool:
+def lies_inside(path: str, folder: str) -> bool:
+    """Whether `path` is `folder` or lies under it (give both as real paths)."""
     try:
         return os.path.commonpath([path, folder]) == folder
     except ValueError:  # different drives (Windows)
@@ -166,41 +163,3 @@ def _place(src: str, dest: str, copy: bool) -> bool:
     with atomic_path(dest) as tmp:
         shutil.copyfile(src, tmp)
     return False
-
-
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m data.convert",
-        description="Write a labelme / YOLO / COCO / VOC (or WIDER) dataset in the official WIDER "
-                    "FACE layout.",
-    )
-    parser.add_argument("--input", required=True, help="dataset folder (or COCO .json) to read")
-    parser.add_argument("--format", default="auto", choices=("auto",) + FORMATS,
-                        help="input format (default: detect)")
-    parser.add_argument("--out", required=True, help="WIDER root to write")
-    parser.add_argument("--split", default="train", choices=("train", "val"),
-                        help="split written (and read, when the input has splits)")
-    parser.add_argument("--labels", default="",
-                        help="labels / classes / categories read as faces (comma list)")
-    parser.add_argument("--copy", action="store_true", help="copy images instead of hard links")
-    parser.add_argument("--overwrite", action="store_true",
-                        help="write into an existing, non-empty split")
-    args = parser.parse_args(argv)
-
-    if _inside(os.path.realpath(args.out), os.path.realpath(args.input)):
-        raise DatasetError(f"--out {args.out}: lies inside the input {args.input}; choose another")
-    records = load_records(args.input, args.split, args.format, skip_missing=True,
-                           labels=args.labels or None, holdout=False)
-    result = convert_to_wider(records, args.out, args.split, args.overwrite, args.copy)
-    faces = sum(len(r.boxes) for r in result.records)
-    ignored = sum(int(r.ignore.sum()) for r in result.records)
-    print(f"wrote {len(result.records)} images, {faces} faces ({ignored} ignored) to "
-          f"{result.images_dir} ({result.linked} hard links, {result.copied} copies)")
-    print(f"annotations: {result.annotation_path}")
-    return 0
-
-
-if __name__ == "__main__":
-    from cli import run_main
-
-    run_main(main)

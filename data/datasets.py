@@ -3,7 +3,7 @@
 A *source* is a folder (or a COCO .json) in one of the formats:
 
     wider     the official WIDER FACE layout (WIDER_train/, WIDER_val/, wider_face_split/),
-              also the layout of the demo set and of `python -m data.convert` output
+              also the layout of the demo set and of `python convert.py` output
     labelme   one labelme .json per image          (data/formats/labelme.py)
     yolo      images/ + labels/ `class cx cy w h`  (data/formats/yolo.py)
     coco      one COCO .json                       (data/formats/coco.py)
@@ -80,15 +80,15 @@ def parse_sources(spec: str, default_format: str = "auto", what: str = "dataset"
     """Parse `[FORMAT=]PATH[:WEIGHT],...` (module doc) into Sources.
 
     A `:WEIGHT` suffix is taken only when it reads as a number, so `C:\\data` is a path.
-    `what` names the flag in errors (`--dataset`, `--val-dataset`, `--negatives`).
+    `what` names the Config field in errors (`dataset`, `val_dataset`, `negatives`).
     """
-    _check_format(default_format, "dataset-format")
+    _check_format(default_format, "dataset_format")
     sources = []
     for entry in str(spec).split(","):
         entry = entry.strip()
         if not entry:
             raise ConfigError(
-                f"--{_flag(what)} {spec!r}: empty entry (expected [FORMAT=]PATH[:WEIGHT],...)"
+                f"{what}={spec!r}: empty entry (expected [FORMAT=]PATH[:WEIGHT],...)"
             )
         fmt = default_format
         head, eq, rest = entry.partition("=")
@@ -103,9 +103,9 @@ def parse_sources(spec: str, default_format: str = "auto", what: str = "dataset"
             except ValueError:
                 pass  # not a weight: the colon belongs to the path
         if not math.isfinite(weight) or weight < 0:
-            raise ConfigError(f"--{_flag(what)} {entry!r}: weight {tail} must be a number >= 0")
+            raise ConfigError(f"{what}={entry!r}: weight {tail} must be a number >= 0")
         if not path:
-            raise ConfigError(f"--{_flag(what)} {entry!r}: no path")
+            raise ConfigError(f"{what}={entry!r}: no path")
         sources.append(Source(path, weight, fmt))
     return sources
 
@@ -149,7 +149,7 @@ def detect_format(path: str) -> str:
         return "voc"
     raise DatasetError(
         f"{path}: cannot tell the dataset format (no wider_face_split/, no labelme or COCO "
-        f".json, no VOC annotations/*.xml, no YOLO labels/*.txt); name it with --dataset-format"
+        f".json, no VOC annotations/*.xml, no YOLO labels/*.txt); name it with dataset_format"
     )
 
 
@@ -214,7 +214,7 @@ def read_source(
     holdout: bool = True,
 ) -> LoadedSource:
     """`load_records` with what was left out: the format read and the missing-image count."""
-    _check_format(fmt, "dataset-format")
+    _check_format(fmt, "dataset_format")
     if split not in SPLITS:
         raise ConfigError(f"split={split!r}: must be one of {', '.join(SPLITS)}")
     _check_exists(source)
@@ -320,7 +320,7 @@ def training_records(config: Config) -> List[ImageRecord]:
         keep = np.sort(rng.choice(len(records), config.max_images, replace=False))
         records = [records[i] for i in keep]
     if not records:
-        raise DatasetError(f"--dataset {config.dataset!r}: no training images")
+        raise DatasetError(f"dataset={config.dataset!r}: no training images")
     return records
 
 
@@ -329,15 +329,15 @@ def validation_records(config: Config) -> List[ImageRecord]:
     each Config.dataset source (its WIDER val split, val folder or 10 % hold-out)."""
     explicit = bool(config.val_dataset)
     spec = config.val_dataset or config.dataset
-    what = "val-dataset" if explicit else "dataset"
+    what = "val_dataset" if explicit else "dataset"
     records = []
     for source in parse_sources(spec, config.dataset_format, what):
         if source.weight > 0:
             records.extend(_load(source, "val", config, holdout=not explicit))
     if not records:
         raise DatasetError(
-            f"--{what} {spec!r}: no validation images (a source without a val split keeps "
-            f"{VAL_FRACTION:.0%} of its images for validation: add images or give --val-dataset)"
+            f"{what}={spec!r}: no validation images (a source without a val split keeps "
+            f"{VAL_FRACTION:.0%} of its images for validation: add images or set val_dataset)"
         )
     return records
 
@@ -352,13 +352,9 @@ def _load(source: Source, split: str, config: Config, holdout: bool) -> List[Ima
     )
 
 
-def _flag(what: str) -> str:
-    return what.replace("_", "-")
-
-
 def _check_format(fmt: str, what: str) -> None:
     if fmt != "auto" and fmt not in FORMATS:
-        raise ConfigError(f"--{_flag(what)} {fmt!r}: must be auto or one of {', '.join(FORMATS)}")
+        raise ConfigError(f"{what}={fmt!r}: must be auto or one of {', '.join(FORMATS)}")
 
 
 def _check_exists(path: str) -> None:
@@ -366,11 +362,11 @@ def _check_exists(path: str) -> None:
         return
     if os.path.abspath(path) == os.path.abspath(WIDER_ROOT):
         raise DatasetError(
-            f"{path}: WIDER FACE not found; run `python -m data.download` to fetch it, "
+            f"{path}: WIDER FACE not found; run `python download.py` to fetch it, "
             f"or train on the demo data with `python train.py --demo`"
         )
     raise DatasetError(
-        f"{path}: dataset not found; pass a WIDER FACE root (`python -m data.download` fetches "
+        f"{path}: dataset not found; pass a WIDER FACE root (`python download.py` fetches "
         "one), a labelme/YOLO/COCO/VOC folder, or train on the demo data with "
         "`python train.py --demo`"
     )
@@ -475,7 +471,7 @@ def _read_custom(path: str, fmt: str, labels) -> LoadedSource:
     elif fmt == "voc":
         result = read_voc(path, labels)
     else:
-        raise ConfigError(f"--dataset-format {fmt!r}: must be auto or one of {', '.join(FORMATS)}")
+        raise ConfigError(f"dataset_format={fmt!r}: must be auto or one of {', '.join(FORMATS)}")
     result.report.emit()
     if not result.records:
         first = f"; first problem: {result.report.messages[0]}" if result.report.messages else ""
@@ -499,7 +495,7 @@ def _check_wider_split(root: str, split: str) -> None:
     if split == "val":
         raise DatasetError(
             f"{root}: no val split ({annotation_path} not found); convert one with "
-            f"`python -m data.convert --split val --out {root} ...`, or give --val-dataset"
+            f"`python convert.py --split val --out {root} ...`, or set val_dataset"
         )
     raise DatasetError(f"{root}: no {split} split ({annotation_path} not found)")
 

@@ -1,10 +1,7 @@
 """Fetch the official WIDER FACE archives and unpack them into the layout `train.py` reads.
 
-    python -m data.download                                  # train + val + annotations
-    python -m data.download --parts val annotations --root data/WIDER
-    python -m data.download --mirror https://my.mirror/wider/ --sha256 WIDER_val.zip=<hex>
-
-Result under the root (default `config.WIDER_ROOT`):
+`download_wider` (what `python download.py` runs) leaves under the root (default
+`config.WIDER_ROOT`):
 
     WIDER_train/images/<event>/*.jpg     WIDER_val/images/...     WIDER_test/images/...
     wider_face_split/wider_face_{train,val}_bbx_gt.txt, wider_face_test_filelist.txt
@@ -17,14 +14,13 @@ verified. A part whose directory already exists is skipped.
 Checksums: `ARCHIVES` holds the sizes and SHA-256 of the official archives as published
 by torchvision's WIDERFace dataset and by the official page's Hugging Face copy. A file is
 verified only when a SHA-256 is known for it: from `ARCHIVES`, a checksum manifest
-(`sha256sum` format) or `--sha256 NAME=HEX`; an override of None turns verification off
+(`sha256sum` format) or a `NAME=HEX` override; an override of None turns verification off
 (for a mirror that repackaged an archive). A mirror whose file fails verification is
 treated as not answering and the next one is tried.
 """
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import http.client
 import os
@@ -238,7 +234,7 @@ def read_checksum_manifest(path: str) -> Dict[str, str]:
         with open(path, encoding="utf-8") as f:
             lines = f.read().splitlines()
     except FileNotFoundError:
-        raise ConfigError(f"--checksums {path}: file not found") from None
+        raise ConfigError(f"{path}: checksum manifest not found") from None
     for number, line in enumerate(lines, 1):
         text = line.strip()
         if not text or text.startswith("#"):
@@ -251,12 +247,12 @@ def read_checksum_manifest(path: str) -> Dict[str, str]:
 
 
 def parse_checksum_overrides(values: Iterable[str]) -> Dict[str, str]:
-    """{name: sha256} from `NAME=HEX` strings (the `--sha256` flag)."""
+    """{name: sha256} from `NAME=HEX` strings (file or part name, 64 hex digits)."""
     checksums = {}
     for value in values:
         name, _, digest = value.partition("=")
         if not name or not re.fullmatch(r"[0-9a-fA-F]{64}", digest):
-            raise ConfigError(f"--sha256 {value!r}: expected NAME=HEX with a 64-digit SHA-256")
+            raise ConfigError(f"sha256={value!r}: expected NAME=HEX with a 64-digit SHA-256")
         checksums[name] = digest.lower()
     return checksums
 
@@ -287,7 +283,7 @@ def _fetch(archive: Archive, root: str, urls: Sequence[str], sha256: Optional[st
     raise DownloadError(
         f"could not download {archive.filename}: tried {'; '.join(failures) or 'no URL'}; "
         f"download it manually from {OFFICIAL_PAGE} and unzip it into {root}, "
-        f"or pass --mirror URL"
+        f"or give a mirror that holds it (mirrors=[URL])"
     )
 
 
@@ -307,7 +303,8 @@ def download_wider(root: str = WIDER_ROOT, parts: Iterable[str] = DEFAULT_PARTS,
     parts = list(dict.fromkeys(parts))
     unknown = [p for p in parts if p not in ARCHIVES]
     if unknown:
-        raise ConfigError(f"--parts {' '.join(unknown)}: unknown, choose from {' '.join(PARTS)}")
+        raise ConfigError(f"parts={parts!r}: unknown {', '.join(map(repr, unknown))}; "
+                          f"choose from {', '.join(PARTS)}")
     results = []
     for part in parts:
         archive = ARCHIVES[part]
@@ -325,39 +322,3 @@ def download_wider(root: str = WIDER_ROOT, parts: Iterable[str] = DEFAULT_PARTS,
             os.remove(zip_path)
         results.append(PartResult(part, target, "unpacked"))
     return results
-
-
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m data.download",
-        description=f"Download WIDER FACE ({OFFICIAL_PAGE}) into the layout train.py reads.",
-    )
-    parser.add_argument("--root", default=WIDER_ROOT, help="dataset root (default: %(default)s)")
-    parser.add_argument("--parts", nargs="+", choices=PARTS, default=list(DEFAULT_PARTS),
-                        help="parts to fetch (default: %(default)s)")
-    parser.add_argument("--mirror", action="append", metavar="URL",
-                        help="base URL holding the archives; repeatable, tried in order "
-                             "(replaces the default mirrors)")
-    parser.add_argument("--sha256", action="append", default=[], metavar="NAME=HEX",
-                        help="expected SHA-256 of an archive (file or part name); repeatable")
-    parser.add_argument("--checksums", metavar="FILE", help="sha256sum-style checksum manifest")
-    parser.add_argument("--keep-archives", action="store_true", help="keep the zips after unpacking")
-    parser.add_argument("--timeout", type=float, default=30.0, help="seconds per network read")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
-    args = parser.parse_args(argv)
-
-    checksums = read_checksum_manifest(args.checksums) if args.checksums else {}
-    checksums.update(parse_checksum_overrides(args.sha256))
-    results = download_wider(args.root, args.parts, args.mirror, checksums,
-                             progress=not args.no_progress, keep_archives=args.keep_archives,
-                             timeout=args.timeout)
-    for result in results:
-        verb = "already present" if result.action == "present" else "unpacked"
-        print(f"{result.part}: {verb} in {result.directory}")
-    return 0
-
-
-if __name__ == "__main__":
-    from cli import run_main
-
-    run_main(main)

@@ -1,7 +1,6 @@
 """What a dataset looks like to the network: counts, face sizes in grid cells, collisions.
 
-    python -m data.stats --dataset my_faces [--format auto] [--split train]
-                         [--input-size 224 --grid-size 7 --min-face-size 4 ...]
+`python stats.py --dataset my_faces` prints `format_stats(dataset_stats(...))`.
 
 Faces are measured as training sees them without augmentation (the validation path of
 data/augment.py): clipped to the image, letterboxed to the configured input, a face
@@ -15,18 +14,16 @@ seconds, not a decode of every image.
 
 from __future__ import annotations
 
-import argparse
 from dataclasses import dataclass, field
-from typing import List, Optional, Sequence
+from typing import List, Sequence, Tuple
 
 import numpy as np
 from tqdm import tqdm
 
-from cli import add_config_arguments, config_from_args
 from config import Config
 from data.augment import faces_in_image, faces_to_input
 from data.boxes import Letterbox
-from data.datasets import FORMATS, parse_sources, read_source
+from data.datasets import parse_sources, read_source
 from data.grid import encode_grid
 from data.image import read_image_size
 from data.records import ImageRecord
@@ -158,34 +155,20 @@ def format_stats(stats: DatasetStats) -> str:
     return "\n".join(lines)
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m data.stats",
-        description="Count images, faces, face sizes in grid cells and grid collisions.",
-    )
-    parser.add_argument("--format", dest="dataset_format", default=None,
-                        choices=("auto",) + FORMATS, help="same as --dataset-format")
-    parser.add_argument("--split", default="train", choices=("train", "val"),
-                        help="split of sources that have splits (a folder without is read whole)")
-    add_config_arguments(parser, only=(
-        "dataset", "dataset_format", "face_labels", "input_size", "grid_size", "letterbox",
-        "min_face_size",
-    ))
-    args = parser.parse_args(argv)
-    config = config_from_args(args)
+def split_records(config: Config, split: str = "train") -> Tuple[List[ImageRecord], int]:
+    """Every Config.dataset source's `split` as read for stats: missing images left out.
 
+    A source without splits is read whole (no hold-out); FORMAT= prefixes and
+    Config.dataset_format choose the readers, Config.face_labels the labels read as faces.
+
+    Returns:
+        (the records of all sources in order, annotations the readers left out because
+        their image was missing: `dataset_stats`'s `left_out`).
+    """
     records, left_out = [], 0
     for source in parse_sources(config.dataset, config.dataset_format, "dataset"):
-        loaded = read_source(source.path, args.split, source.fmt, skip_missing=True,
+        loaded = read_source(source.path, split, source.fmt, skip_missing=True,
                              labels=config.face_labels or None, holdout=False)
         records.extend(loaded.records)
         left_out += loaded.missing_images
-    print(f"dataset {config.dataset} ({args.split})")
-    print(format_stats(dataset_stats(records, config, left_out=left_out)))
-    return 0
-
-
-if __name__ == "__main__":
-    from cli import run_main
-
-    run_main(main)
+    return records, left_out

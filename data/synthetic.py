@@ -7,7 +7,8 @@
 
 so every WIDER reader reads it unchanged. Each image is drawn with OpenCV from its own random
 stream `(seed, split, index)`: the same seed gives byte-identical files, and val is a fresh
-draw, not a resample of train.
+draw, not a resample of train. `python make_demo.py` writes it (`make_demo_dataset`);
+`python train.py --demo` makes it on first use (`ensure_demo_dataset`).
 
 What an image holds (the facts the tests check):
 - 0 to `MAX_FACES` faces (about 1 image in 10 has none; it is written as `0` plus the dummy
@@ -34,7 +35,6 @@ What an image holds (the facts the tests check):
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import os
@@ -801,32 +801,3 @@ def ensure_demo_dataset(
     if not complete:
         make_demo_dataset(root, num_train, num_val, seed, progress)
     return root
-
-
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m data.synthetic",
-        description="Write the demo face dataset (drawn faces) in the WIDER FACE layout.",
-    )
-    parser.add_argument("--root", default=DEMO_ROOT, help=f"output folder (default: {DEMO_ROOT})")
-    parser.add_argument("--train", type=int, default=DEMO_TRAIN_IMAGES,
-                        help=f"training images (default: {DEMO_TRAIN_IMAGES})")
-    parser.add_argument("--val", type=int, default=DEMO_VAL_IMAGES,
-                        help=f"validation images (default: {DEMO_VAL_IMAGES})")
-    parser.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
-    parser.add_argument("--quiet", action="store_true", help="no progress bar")
-    args = parser.parse_args(argv)
-    counts = make_demo_dataset(args.root, args.train, args.val, args.seed,
-                               progress=not args.quiet)
-    for split in SPLITS:
-        c = counts[split]
-        print(f"{split}: {c['images']} images, {c['faces']} faces ({c['invalid']} invalid) "
-              f"-> {wider_split_paths(args.root, split)[0]}")
-    print(f"annotations: {os.path.dirname(wider_split_paths(args.root, 'train')[1])}")
-    return 0
-
-
-if __name__ == "__main__":
-    from cli import run_main
-
-    run_main(main)

@@ -412,7 +412,7 @@ def check_images(records: Sequence[ImageRecord], skip_missing: bool, source: str
     if not skip_missing:
         raise DatasetError(
             f"{source}: {len(missing)} of {len(records)} listed images are missing, e.g. {examples} "
-            f"(use --skip-missing-images to train without them)"
+            f"(set skip_missing_images=True to train without them)"
         )
     warnings.warn(
         f"{source}: skipping {len(missing)} of {len(records)} listed images that are missing, "
@@ -434,7 +434,7 @@ def load_wider_split(root: str, split: str, skip_missing: bool = False) -> Wider
         if not os.path.exists(needed):
             raise DatasetError(
                 f"{needed}: not found, the WIDER FACE {split} split is not under {root}; "
-                f"run `python -m data.download --root {root}` to fetch it, "
+                f"run `python download.py --root {root}` to fetch it, "
                 f"or train on the demo data with `python train.py --demo`"
             )
     if split == "test":

@@ -41,8 +41,9 @@ from typing import List, Optional, Tuple
 import keras
 import numpy as np
 
-from errors import CheckpointError, TrainingDiverged
+from errors import CheckpointError, TrainingDiverged, first_line
 from files import atomic_path, atomic_write_text, os_error_reason, remove_temporaries
+from model.contract import ModelContract, add_keras_entry
 
 # model-0.81-e007.keras, and the plain model-0.81.keras of older runs.
 _SCORE_NAME = re.compile(r"^model-(-?\d+(?:\.\d+)?)(?:-e(\d+))?\.keras$")
@@ -93,11 +94,14 @@ def first_nonfinite_variable(model: keras.Model, optimizer: bool = True) -> Opti
     return None
 
 
-def save_model_atomically(model: keras.Model, path: str, with_training_state: bool = True) -> None:
+def save_model_atomically(model: keras.Model, path: str, with_training_state: bool = True,
+                          contract: Optional[ModelContract] = None) -> None:
     """Save a `.keras` file atomically; CheckpointError (one line) if it cannot be written.
 
     Without training state, the file holds the network alone (no loss, metrics or optimizer):
     it loads with a plain `keras.models.load_model(path)` in any program, no project import.
+    `contract`, the way the network must be fed, goes into the same file
+    (`model.contract`), so detection, evaluation and export need no preprocessing flag.
     A failed write (a full disk, a file-size limit) leaves the previous file at `path` as it
     was and no temporary behind.
     """
@@ -107,6 +111,8 @@ def save_model_atomically(model: keras.Model, path: str, with_training_state: bo
     try:
         with atomic_path(path) as tmp:
             model.save(tmp)
+            if contract is not None:
+                add_keras_entry(tmp, contract.to_json())
     except OSError as e:
         raise CheckpointError(f"{path}: cannot write checkpoint ({os_error_reason(e)})") from None
 
@@ -122,8 +128,7 @@ def load_checkpoint(path: str, compile: bool = True) -> keras.Model:
     try:
         return keras.models.load_model(path, compile=compile)
     except Exception as e:  # Keras raises many types for a bad file; report them in one line
-        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise CheckpointError(f"{path}: cannot load checkpoint ({reason[:200]})") from None
+        raise CheckpointError(f"{path}: cannot load checkpoint ({first_line(e)})") from None
 
 
 def read_state(checkpoint_dir: str) -> Optional[dict]:
@@ -211,7 +216,7 @@ def check_resumed_model(model: keras.Model, path: str, state: dict) -> None:
     bad = first_nonfinite_variable(model)
     if bad:
         raise CheckpointError(f"{path}: holds non-finite values ({bad}); it cannot be "
-                              "resumed (start a new run with --weights and a model-*.keras)")
+                              "resumed (start a new run from one of its model-*.keras files)")
 
 
 def clean_checkpoint_folder(checkpoint_dir: str) -> List[str]:
@@ -257,7 +262,7 @@ def describe_kept(checkpoint_dir: str) -> str:
     if state is None:
         return f"no epoch was saved, nothing is kept in {checkpoint_dir}"
     kept = (f"{os.path.basename(str(state.get('last', LEGACY_LAST_FILE)))} (epoch "
-            f"{state['epoch']}, for --resume)")
+            f"{state['epoch']}, to resume from)")
     best = best_entries(checkpoint_dir, state)
     if best:
         kept += f" and the best {best[0][1]} ({state.get('monitor', 'score')} {best[0][0]:.4f})"
@@ -282,7 +287,7 @@ def find_best_checkpoint(root: str) -> str:
     if best is None:
         raise CheckpointError(
             f"{root}: no model-*.keras checkpoint found; train one with `python train.py` "
-            "or pass --weights FILE"
+            "or name a model file"
         )
     return best
 
@@ -295,10 +300,17 @@ class ScoreCheckpoint(keras.callbacks.Callback):
     `logs`. Weights or optimizer state that went NaN or Inf are never saved: with a `guard`
     (a NonFiniteLossGuard) the guard is marked and training stops; without one the
     callback raises TrainingDiverged.
+
+    Every file it writes carries `contract` (how the network is fed); the score threshold
+    in it is the epoch's `val_f1_threshold` (best F1 on validation) when the validation
+    callback logs one, else the contract's own.
     """
 
+    THRESHOLD_METRIC = "val_f1_threshold"
+
     def __init__(self, checkpoint_dir: str, monitor: str = "val_ap", mode: str = "max",
-                 keep_best: int = 3, stage: str = "", guard=None):
+                 keep_best: int = 3, stage: str = "", guard=None,
+                 contract: Optional[ModelContract] = None):
         super().__init__()
         if mode not in ("max", "min"):
             raise ValueError(f"mode={mode!r}: must be 'max' or 'min'")
@@ -308,6 +320,8 @@ class ScoreCheckpoint(keras.callbacks.Callback):
         self.keep_best = max(1, keep_best)
         self.stage = stage
         self.guard = guard
+        self.contract = contract
+        self._epoch_contract = contract
         state = read_state(checkpoint_dir)
         self.best = self._ranked(best_entries(checkpoint_dir, state))  # (score, file name)
 
@@ -339,6 +353,12 @@ class ScoreCheckpoint(keras.callbacks.Callback):
             )
         os.makedirs(self.checkpoint_dir, exist_ok=True)
         score = float(score)
+        self._epoch_contract = self.contract
+        threshold = logs.get(self.THRESHOLD_METRIC)
+        # A model that matched no face yet (F1 0) has no operating point to keep.
+        if self.contract is not None and threshold is not None and math.isfinite(threshold) \
+                and logs.get("val_f1", 0.0) > 0:
+            self._epoch_contract = self.contract.replace(score_threshold=float(threshold))
         best, written = self.best[: self.keep_best], None
         if math.isfinite(score):
             best, written = self._save_if_best(score, epoch + 1)
@@ -352,7 +372,8 @@ class ScoreCheckpoint(keras.callbacks.Callback):
             "best": [list(b) for b in best],
         }
         try:
-            save_model_atomically(self.model, os.path.join(self.checkpoint_dir, last))
+            save_model_atomically(self.model, os.path.join(self.checkpoint_dir, last),
+                                  contract=self._epoch_contract)
             write_state(self.checkpoint_dir, state)  # the commit
         except CheckpointError:
             # A failed write (full disk): the epoch is not committed, so the files just
@@ -387,7 +408,7 @@ class ScoreCheckpoint(keras.callbacks.Callback):
             return kept, None
         name = best_name(score, epoch)
         save_model_atomically(self.model, os.path.join(self.checkpoint_dir, name),
-                              with_training_state=False)
+                              with_training_state=False, contract=self._epoch_contract)
         # A retrained epoch (a fresh run in an old run's folder) replaces its own entry.
         ranked = self._ranked([b for b in kept if b[1] != name] + [(score, name)])
         return ranked[: self.keep_best], name

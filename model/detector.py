@@ -7,27 +7,27 @@
 `detect.py`, `evaluate.py` and the benchmarks load networks here, and every detection goes
 through `data.image.prepare_image` -> network -> `model.postprocess.detect_from_grid`, so
 a Keras checkpoint and its TFLite export give the same faces the same way. The input size
-and grid size are read from the network itself (`grid_geometry`), never from flags.
+and grid size are read from the network itself (`grid_geometry`), letterbox or stretch and
+the validated score threshold from the contract stored in the file (`model.contract`),
+never from flags.
 """
 
 from __future__ import annotations
 
-import contextlib
 import os
-import time
 import warnings
-from typing import Callable, List, NamedTuple, Optional, Sequence, Union
+from typing import Callable, List, Optional, Sequence
 
 import cv2
 import numpy as np
-from tqdm import tqdm
 
 from config import Config
 from data.draw import draw_boxes
 from data.grid import NUM_CHANNELS
 from data.image import prepare_image
-from errors import CheckpointError, ConfigError, ImageError
+from errors import CheckpointError, ImageError, first_line
 from files import atomic_path
+from model.contract import ModelContract, contract_beside, read_contract
 from model.postprocess import Detections, detect_batch, detect_from_grid
 
 KERAS_EXT = ".keras"
@@ -106,39 +106,6 @@ def resolve_weights(weights: Optional[str], checkpoint_dir: str) -> str:
     return find_best_checkpoint(checkpoint_dir if weights is None else weights)
 
 
-def model_facts_path(model_path: str) -> str:
-    """The JSON file beside a model that may hold facts validated with it (the shipped
-    model's `score_threshold`): `models/face_detector.tflite` -> `models/face_detector.json`."""
-    return os.path.splitext(model_path)[0] + ".json"
-
-
-def read_model_facts(model_path: str) -> dict:
-    """The facts beside a model ({} when there is no such file).
-
-    Raises:
-        CheckpointError: the file exists but is not a JSON object (naming it).
-    """
-    import json
-
-    path = model_facts_path(model_path)
-    if not os.path.isfile(path):
-        return {}
-    try:
-        with open(path, encoding="utf-8") as f:
-            facts = json.load(f)
-    except (ValueError, UnicodeDecodeError) as e:
-        raise CheckpointError(f"{path}: not valid JSON ({_first_line(e)})") from None
-    if not isinstance(facts, dict):
-        raise CheckpointError(f"{path}: expected a JSON object of model facts")
-    return facts
-
-
-def _first_line(error: BaseException, limit: int = 200) -> str:
-    text = str(error).strip()
-    line = text.splitlines()[0].strip() if text else type(error).__name__
-    return line if len(line) <= limit else line[: limit - 3] + "..."
-
-
 class FaceDetector:
     """A grid face detector ready to run: network + the one decode and NMS path.
 
@@ -147,8 +114,15 @@ class FaceDetector:
         grid_size: G, cells per side of the output grid.
         source: the file or folder it was loaded from (or a description).
         kind: 'keras', 'saved_model', 'tflite', 'onnx' or 'callable'.
+        contract: how the network is fed (`model.contract.ModelContract`): read from the
+            model file by `load`, else from the run's config.json beside it, else the
+            defaults (letterbox on, no validated threshold).
+        contract_origin: where `contract` came from: 'model' (the file), 'config.json'
+            (beside it), 'given' (to `from_keras`) or 'default'.
         keep_aspect: letterbox (True) or stretch (False) images into the input, as the
-            network was trained (Config.letterbox).
+            network was trained (`contract.letterbox`).
+        score_threshold: the threshold chosen for this model on validation, else
+            Config.score_threshold: the default of `detect` for this model.
     """
 
     def __init__(
@@ -160,11 +134,14 @@ class FaceDetector:
         kind: str = "callable",
         keep_aspect: bool = True,
         model=None,
+        contract: Optional[ModelContract] = None,
+        contract_origin: str = "default",
     ):
         """Wrap any callable mapping (B, S, S, 3) uint8 inputs to (B, G, G, 5) grids.
 
         `model` is the object behind `predict_fn` (Keras model, loaded SavedModel, TFLite
-        interpreter), kept alive and reachable as `detector.model`.
+        interpreter), kept alive and reachable as `detector.model`. With a `contract`,
+        `keep_aspect` is ignored: the contract says how the network was trained.
         """
         self._predict_fn = predict_fn
         self.model = model
@@ -172,31 +149,71 @@ class FaceDetector:
         self.grid_size = int(grid_size)
         self.source = source
         self.kind = kind
-        self.keep_aspect = keep_aspect
+        if contract is None:
+            contract = ModelContract(self.input_size, self.grid_size, bool(keep_aspect))
+        else:
+            contract.check_geometry(self.input_size, self.grid_size, source)
+        self.contract = contract
+        self.contract_origin = contract_origin
+        self.keep_aspect = contract.letterbox
+
+    @property
+    def score_threshold(self) -> float:
+        threshold = self.contract.score_threshold
+        return Config.score_threshold if threshold is None else threshold
 
     # ---------------------------------------------------------------- loading
     @classmethod
-    def load(cls, path: str, keep_aspect: bool = True, num_threads: Optional[int] = None
-             ) -> "FaceDetector":
-        """Load a .keras checkpoint, a .tflite file or a SavedModel folder.
+    def load(cls, path: str, keep_aspect: Optional[bool] = None,
+             num_threads: Optional[int] = None) -> "FaceDetector":
+        """Load a .keras checkpoint, a .tflite or .onnx file or a SavedModel folder, with
+        the preprocessing contract stored in it.
 
         Args:
             path: the model file or folder.
-            keep_aspect: Config.letterbox of the training run.
+            keep_aspect: None: as the model's contract says. True / False (letterbox or
+                stretch) only for files saved without a contract; against a contract that
+                says otherwise it is an error.
             num_threads: TFLite interpreter / onnxruntime threads (default: all CPU cores).
 
         Raises:
             CheckpointError: missing, unreadable, or not a (B, S, S, 3) -> (B, G, G, 5)
-                network; one line naming `path`.
+                network, or a contract that does not fit it; one line naming `path`.
+            ConfigError: `keep_aspect` contradicts the model's contract (both values named).
         """
         if os.path.isdir(path):
             if not is_saved_model(path):
                 raise CheckpointError(
                     f"{path}: folder without {SAVED_MODEL_FILE}: not a SavedModel ({FORMATS_HELP})"
                 )
-            return cls._load_saved_model(path, keep_aspect)
-        if not os.path.exists(path):
+        elif not os.path.exists(path):
             raise CheckpointError(f"{path}: checkpoint not found")
+        contract, origin = read_contract(path), "model"
+        if contract is None:
+            # Saved before models carried their contract: the run's config.json, if any.
+            contract, origin = contract_beside(path), "config.json"
+        if contract is not None:
+            contract.check_letterbox(keep_aspect, path)
+            keep_aspect = contract.letterbox
+        else:
+            origin = "default"
+        keep_aspect = True if keep_aspect is None else bool(keep_aspect)
+        detector = cls._load_network(path, keep_aspect, num_threads)
+        if contract is not None and origin == "config.json":
+            # config.json gives the training's letterbox and threshold; the shapes are the
+            # file's own (an export may have been made at another input size).
+            contract = contract.replace(input_size=detector.input_size,
+                                        grid_size=detector.grid_size)
+        if contract is not None:
+            contract.check_geometry(detector.input_size, detector.grid_size, path)
+            detector.contract, detector.contract_origin = contract, origin
+        return detector
+
+    @classmethod
+    def _load_network(cls, path: str, keep_aspect: bool, num_threads: Optional[int]
+                      ) -> "FaceDetector":
+        if os.path.isdir(path):
+            return cls._load_saved_model(path, keep_aspect)
         ext = os.path.splitext(path)[1].lower()
         if ext == KERAS_EXT:
             from model.checkpoints import load_checkpoint
@@ -209,9 +226,11 @@ class FaceDetector:
         raise CheckpointError(f"{path}: unknown model format '{ext}' (expected {FORMATS_HELP})")
 
     @classmethod
-    def from_keras(cls, model, source: str = "<keras model>", keep_aspect: bool = True
-                   ) -> "FaceDetector":
-        """Wrap a Keras model; it runs as one traced graph (no per-call Python overhead)."""
+    def from_keras(cls, model, source: str = "<keras model>", keep_aspect: bool = True,
+                   contract: Optional[ModelContract] = None) -> "FaceDetector":
+        """Wrap a Keras model; it runs as one traced graph (no per-call Python overhead).
+
+        `contract`, if given, says how it is fed (else `keep_aspect`, no threshold)."""
         import tensorflow as tf
 
         try:
@@ -229,7 +248,8 @@ class FaceDetector:
             lambda x: model(x, training=False),
             input_signature=[tf.TensorSpec((None, size, size, 3), tf.uint8)],
         )
-        return cls(lambda x: call(x).numpy(), size, grid, source, "keras", keep_aspect, model)
+        return cls(lambda x: call(x).numpy(), size, grid, source, "keras", keep_aspect, model,
+                   contract, "default" if contract is None else "given")
 
     @classmethod
     def _load_saved_model(cls, path: str, keep_aspect: bool) -> "FaceDetector":
@@ -238,7 +258,7 @@ class FaceDetector:
         try:
             loaded = tf.saved_model.load(path)
         except Exception as e:  # protobuf, op and I/O errors: all mean "cannot use it"
-            raise CheckpointError(f"{path}: cannot load SavedModel ({_first_line(e)})") from None
+            raise CheckpointError(f"{path}: cannot load SavedModel ({first_line(e)})") from None
         signature = getattr(loaded, "signatures", {}).get("serving_default")
         if signature is None:
             raise CheckpointError(f"{path}: SavedModel has no 'serving_default' signature")
@@ -265,7 +285,7 @@ class FaceDetector:
         try:
             interpreter = interpreter_class(model_path=path, num_threads=threads)
         except Exception as e:  # ValueError for a file that is not a TFLite flatbuffer
-            raise CheckpointError(f"{path}: cannot load TFLite model ({_first_line(e)})") from None
+            raise CheckpointError(f"{path}: cannot load TFLite model ({first_line(e)})") from None
         inputs, outputs = interpreter.get_input_details(), interpreter.get_output_details()
         if len(inputs) != 1 or len(outputs) != 1:
             raise CheckpointError(f"{path}: not a single-input, single-output model")
@@ -306,7 +326,7 @@ class FaceDetector:
             session = onnxruntime.InferenceSession(path, options,
                                                    providers=["CPUExecutionProvider"])
         except Exception as e:  # onnxruntime raises its own types for a bad file
-            raise CheckpointError(f"{path}: cannot load ONNX model ({_first_line(e)})") from None
+            raise CheckpointError(f"{path}: cannot load ONNX model ({first_line(e)})") from None
         inputs, outputs = session.get_inputs(), session.get_outputs()
         if len(inputs) != 1 or len(outputs) != 1:
             raise CheckpointError(f"{path}: not a single-input, single-output model")
@@ -332,7 +352,7 @@ class FaceDetector:
             graph = onnx.load(path, load_external_data=False).graph
             net = cv2.dnn.readNetFromONNX(path)
         except Exception as e:  # protobuf DecodeError, cv2.error: a file that is not ONNX
-            raise CheckpointError(f"{path}: cannot load ONNX model ({_first_line(e)})") from None
+            raise CheckpointError(f"{path}: cannot load ONNX model ({first_line(e)})") from None
         if len(graph.input) != 1 or len(graph.output) != 1:
             raise CheckpointError(f"{path}: not a single-input, single-output model")
 
@@ -468,145 +488,6 @@ def write_image(path: str, image_bgr: np.ndarray) -> None:
     except ImageError:
         raise
     except cv2.error as e:
-        raise ImageError(f"{path}: cannot write image ({_first_line(e)})") from None
+        raise ImageError(f"{path}: cannot write image ({first_line(e)})") from None
     except OSError as e:
         raise ImageError(f"{path}: cannot write image ({e.strerror or e})") from None
-
-
-# ---------------------------------------------------------------------- video
-VIDEO_CODECS = {".mp4": "mp4v", ".avi": "MJPG"}
-_QUIT_KEYS = (ord("q"), 27)
-# Weight of the newest frame in the on-screen frame rate (smooths the reading).
-_FPS_SMOOTHING = 0.1
-
-
-class VideoSummary(NamedTuple):
-    frames: int  # frames processed
-    seconds: float  # wall time of reading, detecting, drawing and writing them
-    faces: int  # detections over all frames
-    output: Optional[str]  # the video written, if any
-    stopped: str  # 'end of video', 'quit', 'interrupted' or 'read failed'
-
-    @property
-    def fps(self) -> float:
-        return self.frames / self.seconds if self.seconds > 0 else 0.0
-
-
-def annotate_video(
-    detector: FaceDetector,
-    source: Union[int, str],
-    output: Optional[str] = None,
-    show: bool = False,
-    score_threshold: float = Config.score_threshold,
-    nms_iou: float = Config.nms_iou,
-    max_detections: int = Config.max_detections,
-    progress: bool = True,
-) -> VideoSummary:
-    """Detect faces in every frame of a video file or camera, drawing boxes and the fps.
-
-    Args:
-        detector: the loaded detector.
-        source: a video file path, or a camera index (int).
-        output: write the annotated video here (.mp4 or .avi), atomically: the file
-            appears complete when the stream ends, q/Esc is pressed or Ctrl-C stops it.
-        show: show the annotated frames in a window (needs a display); q or Esc stops.
-        progress: a tqdm bar over the frames.
-
-    Returns:
-        VideoSummary (frames, seconds, faces, output, how it stopped); `.fps` is the
-        end-to-end frame rate.
-    """
-    from data.capture import open_capture
-
-    if output is not None:
-        ext = os.path.splitext(output)[1].lower()
-        if ext not in VIDEO_CODECS:
-            raise ConfigError(
-                f"--output {output}: video output must end in {' or '.join(VIDEO_CODECS)}"
-            )
-    capture = open_capture(source)
-    total = int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) if isinstance(source, str) else 0
-    fps_in = capture.get(cv2.CAP_PROP_FPS)
-    fps_in = fps_in if 0 < fps_in < 1000 else 30.0
-    bar = tqdm(total=total or None, desc="video", unit="frame", disable=not progress)
-    frames = faces = 0
-    stopped = "end of video"
-    writer = None
-    try:
-        with (atomic_path(output) if output else contextlib.nullcontext()) as tmp:
-            started = last = time.perf_counter()
-            shown_fps = 0.0
-            while True:
-                try:
-                    ok, frame = capture.read()
-                    if not ok or frame is None:
-                        stopped = "end of video" if isinstance(source, str) else "read failed"
-                        break
-                    det = detector.detect(frame, score_threshold, nms_iou, max_detections)
-                    now = time.perf_counter()
-                    rate = 1.0 / max(now - last, 1e-9)
-                    shown_fps = rate if frames == 0 else (
-                        _FPS_SMOOTHING * rate + (1 - _FPS_SMOOTHING) * shown_fps)
-                    last = now
-                    drawn = annotate(frame, det)
-                    _draw_fps(drawn, shown_fps)
-                    if tmp is not None:
-                        if writer is None:
-                            writer = _open_writer(tmp, output, fps_in, drawn.shape)
-                        writer.write(drawn)
-                    frames += 1
-                    faces += len(det.scores)
-                    bar.update(1)
-                    if show:
-                        cv2.imshow("detect.py (q to stop)", drawn)
-                        if cv2.waitKey(1) & 0xFF in _QUIT_KEYS:
-                            stopped = "quit"
-                            break
-                except KeyboardInterrupt:
-                    stopped = "interrupted"  # a camera's normal end: keep what was written
-                    break
-            seconds = time.perf_counter() - started
-            if writer is not None:
-                writer.release()
-                writer = None
-            elif tmp is not None:
-                raise ImageError(f"{source}: no frame could be read; nothing written")
-    except cv2.error as e:
-        if show:
-            raise ConfigError(f"--show: cannot open a window ({_first_line(e)})") from None
-        raise
-    finally:
-        if writer is not None:
-            writer.release()
-        bar.close()
-        capture.release()
-        if show:
-            _destroy_windows()
-    return VideoSummary(frames, seconds, faces, output, stopped)
-
-
-def _open_writer(tmp: str, output: str, fps: float, shape) -> "cv2.VideoWriter":
-    codec = VIDEO_CODECS[os.path.splitext(output)[1].lower()]
-    writer = cv2.VideoWriter(tmp, cv2.VideoWriter_fourcc(*codec), fps, (shape[1], shape[0]))
-    if not writer.isOpened():
-        raise ImageError(f"{output}: cannot write video (codec {codec} unavailable)")
-    return writer
-
-
-def _draw_fps(image: np.ndarray, fps: float) -> None:
-    """Write the frame rate in the top-left corner, in place (white on a dark outline)."""
-    scale = max(0.5, min(image.shape[:2]) / 600)
-    thickness = max(1, round(scale * 2))
-    origin = (8, int(8 + 22 * scale))
-    text = f"{fps:.1f} fps"
-    cv2.putText(image, text, origin, cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0),
-                thickness + 2, cv2.LINE_AA)
-    cv2.putText(image, text, origin, cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255),
-                thickness, cv2.LINE_AA)
-
-
-def _destroy_windows() -> None:
-    try:
-        cv2.destroyAllWindows()
-    except cv2.error:  # headless build: there was no window
-        pass

@@ -11,7 +11,8 @@ files with `model.export(path, format="onnx")` (through tf2onnx, in requirements
 TFLite files are converted from such a SavedModel (`tf.lite.TFLiteConverter.from_saved_model`,
 the path TF documents for Keras 3; converting a traced concrete function gave NaN outputs
 here). Every export takes uint8 RGB pixels as the Keras model does and keeps the batch
-dimension free, so `model.detector.FaceDetector` runs the result on any batch size.
+dimension free, so `model.detector.FaceDetector` runs the result on any batch size, and
+carries the checkpoint's preprocessing contract (`model.contract`) in its metadata.
 Outputs are written atomically: a failed export leaves nothing half-written under the
 target name and an earlier export in place.
 """
@@ -27,6 +28,7 @@ import numpy as np
 
 from errors import ConfigError, ImageError
 from files import atomic_path, atomic_write_bytes
+from model.contract import CONTRACT_NAME, ModelContract, with_tflite_metadata, write_contract
 
 FORMATS = ("saved_model", "tflite", "onnx")
 
@@ -47,7 +49,8 @@ def default_export_path(weights: str, fmt: str, float16: bool = False, int8: boo
 
 
 def export_model(keras_model, fmt: str, path: str, float16: bool = False,
-                 int8_inputs: Optional[np.ndarray] = None) -> str:
+                 int8_inputs: Optional[np.ndarray] = None,
+                 contract: Optional[ModelContract] = None) -> str:
     """Write `keras_model` as a SavedModel folder, a TFLite file or an ONNX file.
 
     Args:
@@ -60,6 +63,8 @@ def export_model(keras_model, fmt: str, path: str, float16: bool = False,
         int8_inputs: TFLite only: full-integer quantisation, calibrated on these network
             inputs, (N, S, S, 3) uint8 (`calibration_inputs`). The file takes uint8 pixels
             and returns float32 grids like every other export.
+        contract: how the network is fed (`model.contract`), stored in the export in its
+            format's metadata place, so detection needs no preprocessing flag.
 
     Returns:
         `path`.
@@ -69,21 +74,25 @@ def export_model(keras_model, fmt: str, path: str, float16: bool = False,
             or `path` taken by something that is not an export of that format.
     """
     if fmt not in FORMATS:
-        raise ConfigError(f"--format {fmt!r}: must be one of {', '.join(FORMATS)}")
+        raise ConfigError(f"format={fmt!r}: must be one of {', '.join(FORMATS)}")
     int8 = int8_inputs is not None
     if (float16 or int8) and fmt != "tflite":
-        raise ConfigError(f"--{'float16' if float16 else 'int8'} applies to --format tflite only")
+        raise ConfigError(f"{'float16' if float16 else 'int8'}=True: applies to the tflite "
+                          f"format only, not {fmt}")
     if float16 and int8:
-        raise ConfigError("--float16 and --int8: give one")
+        raise ConfigError("float16=True and int8=True: choose one")
     if fmt == "saved_model":
-        _export_saved_model_atomically(keras_model, path)
+        _export_saved_model_atomically(keras_model, path, contract)
         return path
     if os.path.isdir(path):
-        raise ConfigError(f"--output {path}: is a folder; a {fmt} export is one file")
+        raise ConfigError(f"output={path!r}: is a folder; a {fmt} export is one file")
     if fmt == "onnx":
-        export_onnx(keras_model, path)
+        export_onnx(keras_model, path, contract)
     else:
-        atomic_write_bytes(path, tflite_bytes(keras_model, float16, int8_inputs))
+        data = tflite_bytes(keras_model, float16, int8_inputs)
+        if contract is not None:
+            data = with_tflite_metadata(data, CONTRACT_NAME, contract.to_json().encode())
+        atomic_write_bytes(path, data)
     return path
 
 
@@ -92,17 +101,20 @@ def export_saved_model(keras_model, path: str) -> None:
     keras_model.export(path, format="tf_saved_model", verbose=False)
 
 
-def export_onnx(keras_model, path: str) -> None:
-    """Keras 3's ONNX export (tf2onnx), written atomically; input 'image' uint8, batch free."""
+def export_onnx(keras_model, path: str, contract: Optional[ModelContract] = None) -> None:
+    """Keras 3's ONNX export (tf2onnx), written atomically; input 'image' uint8, batch free;
+    `contract` in its metadata_props."""
     try:
         import tf2onnx  # noqa: F401  Keras imports it lazily; fail here with the fix named
     except ImportError:
-        raise ConfigError("--format onnx needs tf2onnx: pip install -r requirements.txt") from None
+        raise ConfigError("the onnx format needs tf2onnx: pip install -r requirements.txt") from None
     size = keras_model.input_shape[1]
     # Keras refuses to export a model that has never been called (a freshly built one).
     keras_model(np.zeros((1, size, size, 3), np.uint8), training=False)
     with atomic_path(path) as tmp:
         keras_model.export(tmp, format="onnx", verbose=False)
+        if contract is not None:
+            write_contract(tmp, contract)
 
 
 def tflite_bytes(keras_model, float16: bool = False,
@@ -153,7 +165,7 @@ def calibration_inputs(image_paths: Sequence[str], input_size: int, keep_aspect:
     from data.image import prepare_image, read_image
 
     if count <= 0:
-        raise ConfigError(f"--calibration-images {count}: must be positive")
+        raise ConfigError(f"calibration_images={count}: must be positive")
     paths = list(image_paths)
     order = np.random.default_rng(seed).permutation(len(paths))
     inputs = []
@@ -169,7 +181,8 @@ def calibration_inputs(image_paths: Sequence[str], input_size: int, keep_aspect:
     return np.stack(inputs)
 
 
-def _export_saved_model_atomically(keras_model, path: str) -> None:
+def _export_saved_model_atomically(keras_model, path: str,
+                                   contract: Optional[ModelContract] = None) -> None:
     """Export into a temporary folder beside `path`, then swap it into place."""
     from model.detector import is_saved_model
 
@@ -177,7 +190,7 @@ def _export_saved_model_atomically(keras_model, path: str) -> None:
     if os.path.exists(path) and not (os.path.isdir(path) and (
             is_saved_model(path) or not os.listdir(path))):
         raise ConfigError(
-            f"--output {path}: exists and is not a SavedModel folder; not replacing it"
+            f"output={path!r}: exists and is not a SavedModel folder; not replacing it"
         )
     parent = os.path.dirname(path)
     os.makedirs(parent, exist_ok=True)
@@ -185,6 +198,8 @@ def _export_saved_model_atomically(keras_model, path: str) -> None:
     old = None
     try:
         export_saved_model(keras_model, os.path.join(tmp, "model"))
+        if contract is not None:
+            write_contract(os.path.join(tmp, "model"), contract)
         if os.path.exists(path):
             # A folder cannot be replaced in one rename: move the old one aside first, so
             # at every moment one complete export carries a name.

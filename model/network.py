@@ -10,21 +10,21 @@
 
 The output has the layout of `data.grid` targets, every channel in [0, 1], class = face
 score. Only standard Keras layers are used, so `keras.models.load_model(path)` restores a
-saved model without `custom_objects`.
+saved model without `custom_objects`. The backbone's starting weights (ImageNet, none or a
+file) are found and loaded by `model.backbone_weights`.
 """
 
 from __future__ import annotations
 
 import math
-import os
-import warnings
 
 import keras
 import numpy as np
 
 from config import Config
 from data.grid import CLASS, H, NUM_CHANNELS, XC, YC, W
-from errors import CheckpointError, WeightsUnavailableError
+from errors import CheckpointError
+from model.backbone_weights import backbone_weights_path, load_backbone_weights
 
 BACKBONE_NAME = "backbone"
 INPUT_NAME = "image"
@@ -42,15 +42,6 @@ FEATURE_LAYERS = {
     16: "block_13_expand_relu",
     32: "out_relu",
 }
-
-# Keras publishes ImageNet weights for these only; other sizes load the 224 weights
-# (convolution weights do not depend on the input size; Keras does the same).
-IMAGENET_ALPHAS = (0.35, 0.5, 0.75, 1.0, 1.3, 1.4)
-IMAGENET_SIZES = (96, 128, 160, 192, 224)
-IMAGENET_BASE_URL = (
-    "https://storage.googleapis.com/tensorflow/keras-applications/mobilenet_v2/"
-)
-
 
 SCRATCH_BN_MOMENTUM = 0.9
 
@@ -132,53 +123,14 @@ def _output_bias(grid_size: int) -> np.ndarray:
 def _backbone(alpha: float, size: int, weights: str, strides) -> keras.Model:
     """MobileNetV2 as one sub-model named BACKBONE_NAME with one output per stride."""
     # Find the weights before building, so a bad path fails at once.
-    kind = weights.strip().lower()
-    path = None
-    if kind == "imagenet":
-        path = imagenet_weights_path(alpha, size)
-    elif kind != "none":
-        if not os.path.isfile(weights):
-            raise WeightsUnavailableError(
-                f"{weights}: backbone weights file not found (backbone_weights takes "
-                "'imagenet', 'none' or a path to a .h5/.weights.h5 file)"
-            )
-        path = weights
+    path = backbone_weights_path(weights, alpha, size)
     mobilenet = keras.applications.MobileNetV2(
         input_shape=(size, size, 3), alpha=alpha, include_top=False, weights=None
     )
     if path is not None:
-        _load_backbone_weights(mobilenet, path)
+        load_backbone_weights(mobilenet, path)
     outputs = [mobilenet.get_layer(FEATURE_LAYERS[s]).output for s in strides]
     return keras.Model(mobilenet.input, outputs, name=BACKBONE_NAME)
-
-
-def _load_backbone_weights(mobilenet: keras.Model, path: str) -> None:
-    """Load a weights file into the bare MobileNetV2; all of it must fit."""
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        try:
-            mobilenet.load_weights(path)
-        except Exception as e:  # h5py, shape and format errors all mean "does not fit"
-            raise WeightsUnavailableError(
-                f"{path}: cannot load as {mobilenet.name} (include_top=False) weights: "
-                f"{_first_line(e)}"
-            ) from None
-    # Keras only warns when parts of a .weights.h5 file match nothing: a partial load
-    # would leave random layers behind a pretrained name.
-    partial = [w for w in caught if "keras" in w.filename and issubclass(w.category, UserWarning)]
-    if partial:
-        raise WeightsUnavailableError(
-            f"{path}: only partly fits {mobilenet.name} (include_top=False): "
-            f"{_first_line(partial[0].message)}"
-        )
-    for w in caught:  # the rest are not ours to swallow
-        warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
-
-
-def _first_line(error, limit: int = 200) -> str:
-    text = str(error).strip()
-    line = text.splitlines()[0] if text else type(error).__name__
-    return line if len(line) <= limit else line[: limit - 3] + "..."
 
 
 def _top_down(features: dict, stride: int, channels: int):
@@ -194,56 +146,6 @@ def _top_down(features: dict, stride: int, channels: int):
         # Smooths the aliasing of nearest upsampling (FPN's 3x3 output conv).
         x = keras.layers.Conv2D(channels, 3, padding="same", name=f"neck_smooth{stride}")(x)
     return x
-
-
-def keras_models_dir() -> str:
-    """Where Keras caches application weights: $KERAS_HOME/models or ~/.keras/models."""
-    home = os.environ.get("KERAS_HOME") or os.path.join(os.path.expanduser("~"), ".keras")
-    return os.path.join(home, "models")
-
-
-def imagenet_weights_file(alpha: float, size: int) -> str:
-    """File name of Keras' ImageNet MobileNetV2 no-top weights for this alpha and size."""
-    rows = size if size in IMAGENET_SIZES else 224
-    return f"mobilenet_v2_weights_tf_dim_ordering_tf_kernels_{float(alpha)}_{rows}_no_top.h5"
-
-
-def imagenet_weights_path(alpha: float, size: int) -> str:
-    """Path of the ImageNet weights: from the Keras cache, else downloaded by Keras.
-
-    Raises:
-        WeightsUnavailableError: alpha has no ImageNet weights, or the file is not cached
-            and cannot be downloaded; the message names the three ways out.
-    """
-    if float(alpha) not in IMAGENET_ALPHAS:
-        raise WeightsUnavailableError(
-            f"alpha={alpha}: MobileNetV2 ImageNet weights exist only for alpha in "
-            f"{', '.join(map(str, IMAGENET_ALPHAS))}; use --backbone-weights none or PATH"
-        )
-    name = imagenet_weights_file(alpha, size)
-    models_dir = keras_models_dir()
-    cached = os.path.join(models_dir, name)
-    if os.path.isfile(cached):
-        return cached
-    try:
-        return keras.utils.get_file(
-            name, IMAGENET_BASE_URL + name, cache_subdir="models",
-            cache_dir=os.path.dirname(models_dir),
-        )
-    except Exception as e:  # offline: URLError / "URL fetch failure" and the like
-        raise WeightsUnavailableError(
-            f"ImageNet weights {name} are not cached and cannot be downloaded "
-            f"({_first_line(e, limit=320)}); "
-            f"put that file in {_display_path(models_dir)}, or pass a weights file with "
-            "--backbone-weights PATH, or train from scratch with --backbone-weights none"
-        ) from None
-
-
-def _display_path(path: str) -> str:
-    home = os.path.expanduser("~")
-    if path == home or path.startswith(home + os.sep):
-        return "~" + path[len(home):]
-    return path
 
 
 def set_backbone_trainable(
@@ -281,71 +183,6 @@ def check_grid_model(model: keras.Model, source: str) -> None:
             f"{source}: not a face grid model (input {inputs}, output {outputs}; expected "
             f"(batch, S, S, 3) -> (batch, G, G, {NUM_CHANNELS}))"
         )
-
-
-def count_macs(model: keras.Model) -> int:
-    """Multiply-accumulates per image of the convolution and dense layers.
-
-    Counted from each layer's kernel size and output shape (nested models included):
-    convolutions H_out*W_out*kernel_size, transposed convolutions H_in*W_in*kernel_size,
-    dense layers positions*kernel_size. BatchNorm, activations, additions and biases are
-    not counted (the MobileNet papers' convention). FLOPs = 2 x MACs.
-    """
-    total = 0
-    for layer in model.layers:
-        if isinstance(layer, keras.Model):
-            total += count_macs(layer)
-            continue
-        if isinstance(layer, keras.layers.SeparableConv2D):
-            kernel = int(np.prod(layer.depthwise_kernel.shape)) + int(
-                np.prod(layer.pointwise_kernel.shape)
-            )
-        elif isinstance(
-            layer,
-            (keras.layers.Conv1D, keras.layers.Conv2D, keras.layers.Conv3D,
-             keras.layers.DepthwiseConv2D, keras.layers.DepthwiseConv1D, keras.layers.Dense),
-        ):
-            kernel = int(np.prod(layer.kernel.shape))
-        elif isinstance(layer, keras.layers.Conv2DTranspose):
-            kernel = int(np.prod(layer.kernel.shape))
-            total += int(np.prod(layer.input.shape[1:-1])) * kernel
-            continue
-        else:
-            continue
-        total += int(np.prod(layer.output.shape[1:-1])) * kernel
-    return total
-
-
-def model_summary_facts(model: keras.Model) -> dict:
-    """The facts print_model.py shows, read from the model itself (config or checkpoint).
-
-    Returns:
-        dict with input_shape (S, S, 3), input_dtype, grid_shape (G, G, 5), cell_size (px),
-        trainable_params, frozen_params (non-trainable weights: frozen layers and
-        BatchNorm moving statistics), backbone_params, head_params (all outside the
-        backbone), macs and flops (= 2 x MACs) per image.
-    """
-    def size(weights):
-        return int(sum(np.prod(w.shape) for w in weights))
-
-    input_shape = tuple(int(d) for d in model.input_shape[1:])
-    grid_shape = tuple(int(d) for d in model.output_shape[1:])
-    backbone_params = size(model.get_layer(BACKBONE_NAME).weights) if any(
-        layer.name == BACKBONE_NAME for layer in model.layers
-    ) else 0
-    macs = count_macs(model)
-    return {
-        "input_shape": input_shape,
-        "input_dtype": str(model.inputs[0].dtype),
-        "grid_shape": grid_shape,
-        "cell_size": input_shape[0] // grid_shape[0],
-        "trainable_params": size(model.trainable_weights),
-        "frozen_params": size(model.non_trainable_weights),
-        "backbone_params": backbone_params,
-        "head_params": size(model.weights) - backbone_params,
-        "macs": macs,
-        "flops": 2 * macs,
-    }
 
 
 def at_input_size(model: keras.Model, config: Config, input_size: int) -> keras.Model:

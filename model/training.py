@@ -42,6 +42,7 @@ from model.checkpoints import (
     read_state,
     resume_file,
 )
+from model.contract import ModelContract
 
 # Metrics that are better when higher; everything else (losses, mse) is better lower.
 _HIGHER_IS_BETTER = ("val_ap", "val_iou", "val_recall")
@@ -112,14 +113,9 @@ def check_resume_architecture(config: Config, checkpoint_dir: str) -> None:
     for name in ARCHITECTURE_FIELDS:
         ours, theirs = getattr(config, name), getattr(saved, name)
         if ours != theirs:
-            flag = "--" + name.replace("_", "-")
-            if isinstance(theirs, bool):
-                flag = flag if theirs else "--no-" + flag[2:]
-            else:
-                flag += f" {theirs}"
             raise ConfigError(
                 f"{path}: the run was trained with {name}={theirs!r}, this resume asks for "
-                f"{name}={ours!r}; resume with {flag} or start a new run")
+                f"{name}={ours!r}; resume with {name}={theirs!r} or start a new run")
 
 
 def make_strategy(config: Config):
@@ -241,8 +237,8 @@ def train(config: Config, resume: bool = False, weights: Optional[str] = None) -
     from model.network import set_backbone_trainable
 
     if resume and weights:
-        raise ConfigError("--resume and --weights: give one (resume continues a run, "
-                          "--weights starts a new one from a checkpoint)")
+        raise ConfigError(f"resume=True: cannot also start from weights={weights!r} (a resume "
+                          "continues a run; weights start a new one from a checkpoint)")
     check_folders(("log_dir", config.log_dir), ("checkpoint_dir", config.checkpoint_dir))
     if resume:
         name = config.run_name or latest_run(config.checkpoint_dir)
@@ -338,7 +334,8 @@ def train(config: Config, resume: bool = False, weights: Optional[str] = None) -
             # committed epoch, which the resume drops; the other order would lose a row.
             HistoryFile(history_path, history, start_time),
             ScoreCheckpoint(paths.checkpoint_dir, config.monitor, mode, config.keep_best,
-                            stage=stage, guard=guard),
+                            stage=stage, guard=guard,
+                            contract=ModelContract.from_config(config)),
             keras.callbacks.TensorBoard(paths.log_dir, write_graph=False, update_freq="epoch",
                                         profile_batch=0),
         ]
@@ -354,7 +351,7 @@ def train(config: Config, resume: bool = False, weights: Optional[str] = None) -
         if guard.triggered:
             raise TrainingDiverged(
                 f"{guard.triggered}; stopped, {describe_kept(paths.checkpoint_dir)} "
-                "(try a lower --learning-rate)")
+                "(try a lower learning_rate)")
         if early is not None and early.stopped_epoch > 0:
             break
 

@@ -1,8 +1,9 @@
 """The validation callback: IoU, MSE and AP over the validation set at every epoch end.
 
-It puts `val_iou`, `val_mse` and `val_ap` (and `val_recall`) into the epoch's `logs`
-before the checkpoint, early-stopping and learning-rate callbacks read them, so place it
-first among those. AP uses the very decode and NMS code `detect.py` uses
+It puts `val_iou`, `val_mse` and `val_ap` (and `val_recall`, and `val_f1` with the score
+threshold that reaches it, `val_f1_threshold`) into the epoch's `logs` before the
+checkpoint, early-stopping and learning-rate callbacks read them, so place it first among
+those; the checkpoint stores that threshold in the model's contract. AP uses the very decode and NMS code `detect.py` uses
 (`model.postprocess.detect_from_grid`).
 """
 
@@ -17,7 +18,7 @@ from config import Config
 from data.boxes import Letterbox
 from data.grid import CLASS, H, W, XC, YC, grid_box_corners
 from model.checkpoints import first_nonfinite_variable
-from model.evaluate import average_precision, pr_curve_counts
+from model.metrics import average_precision, best_f1_threshold, pr_curve_counts
 from model.postprocess import detect_from_grid
 
 
@@ -113,6 +114,8 @@ class GridValidation(keras.callbacks.Callback):
         sq_errors = np.concatenate(sq_errors) if sq_errors else np.zeros((0, 4))
         ap, recall = average_precision(detections, ground_truths, iou_threshold=0.5,
                                        return_recall=True)
+        # The operating point: saved in the checkpoint's contract as detect.py's default.
+        best = best_f1_threshold(detections, ground_truths, iou_threshold=0.5)
         self._logged_images = logged_images
         self._pr_curve = pr_curve_counts(detections, ground_truths, iou_threshold=0.5,
                                          num_thresholds=self.PR_THRESHOLDS)
@@ -121,6 +124,8 @@ class GridValidation(keras.callbacks.Callback):
             "val_mse": float(sq_errors.mean()) if sq_errors.size else 0.0,
             "val_ap": float(ap),
             "val_recall": float(recall),
+            "val_f1": best["f1"],
+            "val_f1_threshold": best["threshold"],
         }
 
     def on_epoch_end(self, epoch, logs=None):

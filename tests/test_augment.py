@@ -13,7 +13,6 @@ import pytest
 from config import Config
 from data.augment import (
     AugmentPlan,
-    MIN_VISIBLE_FRACTION,
     augment_image,
     choose_reduction,
     faces_in_image,
@@ -167,11 +166,16 @@ def test_face_cut_by_crop_is_clipped_and_ignored_below_half():
     )
     image = np.full((200, 300, 3), GREY, np.uint8)
     config = Config(input_size=64, grid_size=4, min_face_size=0)
-    _, out, ignore = augment_image(image, boxes, np.zeros(5, bool), AugmentPlan(0, 0, 100, 100), config)
+    crop = AugmentPlan(0, 0, 100, 100)
+    _, out, ignore = augment_image(image, boxes, np.zeros(5, bool), crop, config)
     expected = np.array([[40, 20, 20, 20], [50, 85, 20, 15], [88, 88, 12, 12]]) * (64 / 100)
     np.testing.assert_allclose(out, expected, atol=1e-4)
     assert ignore.tolist() == [False, False, True]
-    assert MIN_VISIBLE_FRACTION == 0.5
+    assert config.min_visible_fraction == 0.5
+    # A lower threshold keeps the 36% corner as a face.
+    lenient = config.replace(min_visible_fraction=0.3)
+    _, _, ignore = augment_image(image, boxes, np.zeros(5, bool), crop, lenient)
+    assert ignore.tolist() == [False, False, False]
 
 
 def test_validation_is_deterministic_letterbox_of_whole_image(scene):
@@ -264,7 +268,8 @@ def test_plan_keeps_crop_inside_image_and_around_faces(scene):
     boxes, ignore = faces_in_image(scene, 800, 600)
     with_face = 0
     for seed in range(200):
-        plan = plan_augmentation(800, 600, boxes, ignore, np.random.default_rng(seed), True)
+        plan = plan_augmentation(800, 600, boxes, ignore, np.random.default_rng(seed), True,
+                                 Config())
         assert plan.x >= 0 and plan.y >= 0
         assert plan.x + plan.width <= 800 + 1e-6 and plan.y + plan.height <= 600 + 1e-6
         assert plan.width >= 0.3 * 600 - 1e-6
@@ -274,7 +279,8 @@ def test_plan_keeps_crop_inside_image_and_around_faces(scene):
             ((cx >= plan.x) & (cx < plan.x + plan.width) & (cy >= plan.y) & (cy < plan.y + plan.height)).any()
         )
     assert with_face > 170
-    assert plan_augmentation(800, 600, boxes, ignore, None, False) == AugmentPlan.whole(800, 600)
+    whole = plan_augmentation(800, 600, boxes, ignore, None, False, Config())
+    assert whole == AugmentPlan.whole(800, 600)
 
 
 def test_crop_prob_sets_how_often_training_crops(scene):
@@ -283,7 +289,7 @@ def test_crop_prob_sets_how_often_training_crops(scene):
 
     def plans(crop_prob):
         return [plan_augmentation(800, 600, boxes, ignore, np.random.default_rng(seed), True,
-                                  crop_prob) for seed in range(200)]
+                                  Config(crop_prob=crop_prob)) for seed in range(200)]
 
     whole = plans(0.0)
     assert all((p.x, p.y, p.width, p.height) == (0, 0, 800, 600) for p in whole)
@@ -293,6 +299,30 @@ def test_crop_prob_sets_how_often_training_crops(scene):
     assert 130 < default < 170  # about 3 in 4
     with pytest.raises(ConfigError, match="crop_prob=1.5"):
         Config(crop_prob=1.5)
+
+
+def test_flip_and_jitter_strengths_come_from_the_config(scene):
+    """flip_prob and jitter_prob 0 / 1 give never / always; the jitter draws stay inside
+    the config's ranges; an inverted range is refused naming its low end."""
+    boxes, ignore = faces_in_image(scene, 800, 600)
+
+    def plans(**changes):
+        config = Config(crop_prob=0.0, **changes)
+        return [plan_augmentation(800, 600, boxes, ignore, np.random.default_rng(seed), True,
+                                  config) for seed in range(100)]
+
+    still = plans(flip_prob=0.0, jitter_prob=0.0)
+    assert all(p == AugmentPlan.whole(800, 600) for p in still)
+    always = plans(flip_prob=1.0, jitter_prob=1.0, brightness_delta=10.0, contrast_min=0.9,
+                   contrast_max=1.1, saturation_min=1.2, saturation_max=1.4, hue_delta=2)
+    assert all(p.flip for p in always)
+    assert all(-10 <= p.brightness <= 10 and 0.9 <= p.contrast <= 1.1 for p in always)
+    assert all(1.2 <= p.saturation <= 1.4 and -2 <= p.hue <= 2 for p in always)
+    assert {p.hue for p in always} == {-2, -1, 0, 1, 2}
+    with pytest.raises(ConfigError, match=r"^contrast_min=1\.5: must be <= contrast_max=1\.25"):
+        Config(contrast_min=1.5)
+    with pytest.raises(ConfigError, match=r"^saturation_min=2\.0: must be <= saturation_max"):
+        Config(saturation_min=2.0)
 
 
 def test_photometric_jitter_changes_colours_keeps_grey():
@@ -339,7 +369,7 @@ def test_zoom_out_crops_shrink_the_image_inside_padding_with_boxes_on_faces(scen
     boxes, ignore = faces_in_image(scene, 800, 600)
     for seed in range(20):
         rng = np.random.default_rng(seed)
-        plan = plan_augmentation(800, 600, boxes, ignore, rng, True, 1.0, (1.6, 2.0))
+        plan = plan_augmentation(800, 600, boxes, ignore, rng, True, config)
         assert 960 - 1e-6 <= plan.width == plan.height <= 1200 + 1e-6
         assert plan.x <= 0 and plan.y <= 0  # the whole image lies inside the window
         image, out, ign = load_training_sample(scene, config, np.random.default_rng(seed), True)

@@ -1,4 +1,4 @@
-"""data/capture.py with a short MJPG video standing in for a camera: frames by timestamp,
+"""data/capture.py (and capture.py, its command line) with a short MJPG video standing in for a camera: frames by timestamp,
 sequential names continuing after existing files, nothing overwritten."""
 
 import os
@@ -7,7 +7,8 @@ import cv2
 import numpy as np
 import pytest
 
-from data.capture import capture_frames, main, next_index, write_new_jpeg
+from capture import main
+from data.capture import capture_frames, next_index, write_new_jpeg
 from errors import ConfigError, ImageError
 
 FPS = 10.0
@@ -73,7 +74,7 @@ def test_bad_sources_and_arguments(tmp_path):
     (tmp_path / "fake.avi").write_bytes(b"not a video")
     with pytest.raises(ImageError, match="fake.avi: cannot open as a video"):
         capture_frames(str(tmp_path / "fake.avi"), str(tmp_path / "out"), progress=False)
-    with pytest.raises(ConfigError, match="--interval -1"):
+    with pytest.raises(ConfigError, match="^interval=-1: "):
         capture_frames(str(tmp_path / "fake.avi"), str(tmp_path / "out"), interval=-1)
 
 
@@ -89,20 +90,20 @@ def test_cli_with_a_video_file(video, tmp_path, capsys):
 def test_out_naming_a_file_and_bad_intervals_are_refused(video, tmp_path):
     taken = tmp_path / "notes.jpg"
     taken.write_bytes(b"not a folder")
-    with pytest.raises(ConfigError, match=rf"--out {taken}: is a file, not a folder"):
+    with pytest.raises(ConfigError, match=rf"^out='{taken}': is a file, not a folder"):
         capture_frames(video, str(taken), progress=False)
     assert taken.read_bytes() == b"not a folder"
     out = str(tmp_path / "out")
     for interval in (float("nan"), float("inf"), -0.5):
-        with pytest.raises(ConfigError, match=rf"--interval {interval}: must be a finite number"):
+        with pytest.raises(ConfigError, match=rf"^interval={interval!r}: must be a finite number"):
             capture_frames(video, out, interval=interval, progress=False)
-    with pytest.raises(ConfigError, match="--prefix ../up: must be a file name prefix"):
+    with pytest.raises(ConfigError, match=r"^prefix='\.\./up': must be a file name prefix"):
         capture_frames(video, out, prefix="../up", progress=False)
     assert not os.path.exists(out)  # nothing made for a refused run
 
 
 def test_cli_errors_are_one_line(video, tmp_path):
-    """As a user runs it: exit 2 and one line, no traceback."""
+    """As a user runs it: exit 2 and one line, no traceback, in the words of the flags."""
     import subprocess
     import sys
 
@@ -114,7 +115,7 @@ def test_cli_errors_are_one_line(video, tmp_path):
         (["--out", str(tmp_path / "o"), "--interval", "nan"],
          "--interval nan: must be a finite number of seconds >= 0"),
     ):
-        done = subprocess.run([sys.executable, "-m", "data.capture", "--video", video, *flags],
+        done = subprocess.run([sys.executable, "capture.py", "--video", video, *flags],
                               cwd=repo, capture_output=True, text=True, timeout=60)
         assert done.returncode == 2
-        assert done.stderr.strip().splitlines() == [f"python -m data.capture: error: {message}"]
+        assert done.stderr.strip().splitlines() == [f"capture.py: error: {message}"]

@@ -76,6 +76,20 @@ def test_save_load_round_trip_and_config_flag(tmp_path):
     assert (c.grid_size, c.seed) == (14, 8)
 
 
+def test_config_files_from_before_the_augmentation_fields_still_load(tmp_path):
+    """A run's config.json written before the augmentation strengths were fields gets
+    their defaults, the values the constants of data/augment.py had."""
+    new = ["face_centred_prob", "min_visible_fraction", "flip_prob", "jitter_prob",
+           "brightness_delta", "contrast_min", "contrast_max", "saturation_min",
+           "saturation_max", "hue_delta"]
+    old = {k: v for k, v in Config(grid_size=14).to_dict().items() if k not in new}
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(old))
+    c = load_config(str(path))
+    assert c == Config(grid_size=14)
+    assert [getattr(c, k) for k in new] == [0.8, 0.5, 0.5, 0.5, 32.0, 0.75, 1.25, 0.7, 1.3, 8]
+
+
 def test_load_config_errors_are_one_line(tmp_path):
     bad = tmp_path / "bad.json"
     bad.write_text('{"grid_size": 7,,}')
@@ -154,6 +168,16 @@ BAD_NUMBERS = {
     "crop_prob": [-0.1, 1.5, NAN],
     "crop_min_scale": [0.0, -0.1, NAN],
     "crop_max_scale": [INF, NAN, 0.0],
+    "face_centred_prob": [-0.1, 1.5, NAN],
+    "min_visible_fraction": [-0.5, 1.1, NAN],
+    "flip_prob": [1.5, -1.0, NAN],
+    "jitter_prob": [-0.1, 2.0, NAN],
+    "brightness_delta": [-1.0, 256.0, NAN, INF],
+    "contrast_min": [-0.1, NAN],
+    "contrast_max": [-1.0, NAN, INF],
+    "saturation_min": [-0.5, NAN],
+    "saturation_max": [NAN, INF, -1.0],
+    "hue_delta": [-1, 91],
     "max_images": [-1],
     "max_image_pixels": [0, -5],
     "workers": [-1],
@@ -252,16 +276,18 @@ def test_bad_flags_are_refused_through_validate():
 
 
 @pytest.mark.parametrize("script,flags,message", [
-    ("train.py", ["--finetune-epochs", "-3"], "finetune_epochs=-3: must be >= 0"),
-    ("train.py", ["--max-images", "-1"], "max_images=-1: must be >= 0 (0 = all)"),
-    ("train.py", ["--seed", "99999999999"], "seed=99999999999: must be in [0, 4294967295]"),
-    ("train.py", ["--warmup-epochs", "nan"], "warmup_epochs=nan: must be a finite number >= 0"),
-    ("train.py", ["--head-channels", "0"], "head_channels=0: must be >= 1"),
+    ("train.py", ["--finetune-epochs", "-3"], "--finetune-epochs -3: must be >= 0"),
+    ("train.py", ["--max-images", "-1"], "--max-images -1: must be >= 0 (0 = all)"),
+    ("train.py", ["--seed", "99999999999"], "--seed 99999999999: must be in [0, 4294967295]"),
+    ("train.py", ["--warmup-epochs", "nan"], "--warmup-epochs nan: must be a finite number >= 0"),
+    ("train.py", ["--head-channels", "0"], "--head-channels 0: must be >= 1"),
     ("train.py", ["--validation-steps", "-1"],
-     "validation_steps=-1: must be >= 0 (0 = one pass over the validation data)"),
+     "--validation-steps -1: must be >= 0 (0 = one pass over the validation data)"),
+    ("train.py", ["--contrast-min", "2"], "--contrast-min 2.0: must be <= contrast_max=1.25"),
 ])
 def test_clis_exit_2_with_one_line_for_bad_numbers(script, flags, message):
-    """As a user runs them: no traceback, exit 2 (train.py -3 epochs used to exit 0)."""
+    """As a user runs them: no traceback, exit 2 (train.py -3 epochs used to exit 0), and
+    the value named by the flag the user typed (cli.as_flag_message)."""
     repo = os.path.dirname(os.path.abspath(cli.__file__))
     done = subprocess.run([sys.executable, script, *flags], cwd=repo, capture_output=True,
                           text=True, timeout=120, env=dict(os.environ, PYTHONPATH=repo))

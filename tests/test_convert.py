@@ -7,7 +7,8 @@ import os
 import numpy as np
 import pytest
 
-from data.convert import convert_to_wider, main, wider_names
+from convert import main
+from data.convert import convert_to_wider, wider_names
 from data.datasets import load_records
 from data.formats import AnnotationWarning
 from data.formats.coco import read_coco
@@ -81,7 +82,7 @@ def test_existing_split_is_refused_without_overwrite(tmp_path):
     records, _ = read_labelme(make_labelme(str(tmp_path / "in")))
     out = str(tmp_path / "out")
     convert_to_wider(records, out, progress=False)
-    with pytest.raises(DatasetError, match=r"the train split already exists .* use --overwrite"):
+    with pytest.raises(DatasetError, match=r"the train split already exists .* overwrite=True replaces it"):
         convert_to_wider(records[:1], out, progress=False)
     assert len(load_records(out, "train", holdout=False)) == 3  # untouched
     convert_to_wider(records[:1], out, overwrite=True, progress=False)

@@ -66,8 +66,8 @@ def test_parse_sources_syntax():
 
 
 @pytest.mark.parametrize("spec, message", [
-    ("a:-1", r"--dataset 'a:-1': weight -1 must be a number >= 0"),
-    ("a,,b", r"--dataset 'a,,b': empty entry"),
+    ("a:-1", r"^dataset='a:-1': weight -1 must be a number >= 0"),
+    ("a,,b", r"^dataset='a,,b': empty entry"),
     ("a:nan", r"weight nan must be a number >= 0"),
 ])
 def test_parse_sources_rejects_bad_entries(spec, message):
@@ -76,7 +76,7 @@ def test_parse_sources_rejects_bad_entries(spec, message):
 
 
 def test_parse_sources_rejects_unknown_format():
-    with pytest.raises(ConfigError, match=r"--dataset-format 'pascal': must be auto or one of"):
+    with pytest.raises(ConfigError, match=r"^dataset_format='pascal': must be auto or one of"):
         parse_sources("a", default_format="pascal")
 
 
@@ -90,7 +90,7 @@ def test_detect_format_of_each_layout(tmp_path):
     assert detect_format(str(tmp_path / "coco")) == "coco"
     assert detect_format(coco_file) == "coco"
     write_image(tmp_path / "just_images" / "x.jpg", 20, 20)
-    with pytest.raises(DatasetError, match="cannot tell the dataset format.*--dataset-format"):
+    with pytest.raises(DatasetError, match="cannot tell the dataset format.*name it with dataset_format"):
         detect_format(str(tmp_path / "just_images"))
 
 
@@ -110,11 +110,11 @@ def test_detect_format_passes_over_unusable_json_without_a_traceback(tmp_path):
 
 def test_missing_sources_say_what_to_do(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # no data/WIDER here
-    with pytest.raises(DatasetError, match=r"python -m data\.download.*python train\.py --demo"):
+    with pytest.raises(DatasetError, match=r"python download\.py.*python train\.py --demo"):
         load_records(os.path.join("data", "WIDER"))
-    with pytest.raises(DatasetError, match=r"^nope: dataset not found; .*python -m data.download.*--demo"):
+    with pytest.raises(DatasetError, match=r"^nope: dataset not found; .*python download\.py.*--demo"):
         load_records("nope")
-    with pytest.raises(DatasetError, match=r"dataset 'data/WIDER'|WIDER FACE not found"):
+    with pytest.raises(DatasetError, match=r"^dataset='data/WIDER'|WIDER FACE not found"):
         training_records(Config())
 
 
@@ -129,7 +129,7 @@ def test_wider_root_without_val_split_is_held_out_like_a_pool(tmp_path):
     assert val == [r.name for r in load_records(root, "val")]  # the same split every run
     # Read whole (no hold-out: a --val-dataset, a conversion) it is still the train split.
     assert len(load_records(root, "train", holdout=False)) == 20
-    with pytest.raises(DatasetError, match=r"no val split .*--val-dataset"):
+    with pytest.raises(DatasetError, match=r"no val split .*python convert\.py --split val.*set val_dataset"):
         load_records(root, "val", holdout=False)
 
 
@@ -295,7 +295,7 @@ def test_single_image_source_has_no_validation_images(tmp_path):
     mine = make_flat_labelme(tmp_path / "mine", 1)
     config = Config(dataset=mine, **SMALL)
     assert len(training_records(config)) == 1
-    with pytest.raises(DatasetError, match="no validation images .* --val-dataset"):
+    with pytest.raises(DatasetError, match="^dataset=.*: no validation images .* set val_dataset"):
         validation_records(config)
 
 

@@ -165,14 +165,15 @@ def test_without_checkpoints_the_shipped_model_is_used_and_said(checkpoint, phot
 def test_the_shipped_model_uses_its_validated_threshold_unless_told(checkpoint, photos,
                                                                      tmp_path, monkeypatch,
                                                                      capsys):
-    """The facts file beside the shipped model sets the default threshold (here above the
-    stand-in's 0.9 scores: no face); --threshold overrides it; a bad file is named."""
+    """The contract stored in the shipped model sets the default threshold (here above the
+    stand-in's 0.9 scores: no face); --threshold overrides it; a bad contract is named."""
+    from model.contract import CONTRACT_FILE, ModelContract, write_contract
+
     shipped = tmp_path / "models" / "face_detector.keras"
     shipped.parent.mkdir()
     shipped.write_bytes(open(checkpoint, "rb").read())
+    write_contract(str(shipped), ModelContract(64, 2, score_threshold=0.95))
     monkeypatch.setattr(detect, "SHIPPED_MODEL", str(shipped))
-    facts = tmp_path / "models" / "face_detector.json"
-    facts.write_text(json.dumps({"score_threshold": 0.95}))
     image = str(photos / "sub" / "good.jpg")
     args = ["--image", image, "--no-save", "--checkpoint-dir", str(tmp_path / "none")]
     assert detect.main(args) == 0
@@ -180,11 +181,16 @@ def test_the_shipped_model_uses_its_validated_threshold_unless_told(checkpoint, 
     assert captured.out == "" and "score threshold 0.95" in captured.err
     assert detect.main(args + ["--threshold", "0.5"]) == 0
     assert capsys.readouterr().out.splitlines() == FACES_128
-    facts.write_text('{"score_threshold": "high"}')
-    with pytest.raises(CheckpointError, match=r"face_detector\.keras: score_threshold 'high' .* not a number"):
-        detect.main(args)
-    facts.write_text("[1, 2")
-    with pytest.raises(CheckpointError, match=r"face_detector\.json: not valid JSON"):
+    bad = json.loads(ModelContract(64, 2).to_json())
+    bad["score_threshold"] = "high"
+    import zipfile
+
+    with zipfile.ZipFile(checkpoint) as old, zipfile.ZipFile(shipped, "w") as new:
+        for item in old.infolist():
+            new.writestr(item, old.read(item.filename))
+        new.writestr(CONTRACT_FILE, json.dumps(bad))
+    with pytest.raises(CheckpointError, match=r"face_detector\.keras: bad face_detector_contract "
+                                              r"\(score_threshold='high': must be a number\)"):
         detect.main(args)
 
 
@@ -320,3 +326,43 @@ def test_write_failures_are_one_line_and_the_run_goes_on(checkpoint, photos, tmp
     assert lines[0].startswith(f"detect.py: warning: {out / 'sub' / 'good_detected.jpg'}: "
                                "cannot write image")
     assert os.path.isfile(out / "top_detected.jpg")
+
+
+# ----------------------------------------------------------------------------- video
+def test_annotate_video_draws_every_frame_and_writes_the_stream(tmp_path):
+    from model.detector import FaceDetector
+    from tests.test_detector import G, S, scene
+    from tests.test_evaluate import bright_box_network
+
+    source = str(tmp_path / "clip.avi")
+    face = (40, 20, 30, 24)
+    writer = cv2.VideoWriter(source, cv2.VideoWriter_fourcc(*"MJPG"), 10, (128, 96))
+    for _ in range(6):
+        writer.write(scene(128, 96, face))
+    writer.release()
+    detector = FaceDetector(bright_box_network(S, G), S, G)
+    out = str(tmp_path / "out" / "annotated.avi")
+    summary = detect.annotate_video(detector, source, out, progress=False)
+    assert (summary.frames, summary.faces, summary.output, summary.stopped) == (
+        6, 6, out, "end of video")
+    assert summary.fps > 0
+    capture = cv2.VideoCapture(out)
+    frames = []
+    while True:
+        ok, frame = capture.read()
+        if not ok:
+            break
+        frames.append(frame)
+    capture.release()
+    assert len(frames) == 6 and frames[0].shape == (96, 128, 3)
+    # The box's left edge is drawn green (B, G, R), the fps text is written top-left.
+    x, y, w, h = face
+    edge = frames[-1][y + h // 2, x].astype(int)
+    assert edge[1] > 150 and edge[0] < 100 and edge[2] < 100, edge
+    assert frames[-1][5:30, 5:60].max() > 200  # white fps text on the dark background
+    assert [f for f in os.listdir(tmp_path / "out")] == ["annotated.avi"]  # no temp left
+
+    with pytest.raises(ConfigError, match=r"--output x.mkv: video output must end in"):
+        detect.annotate_video(detector, source, "x.mkv", progress=False)
+    with pytest.raises(ImageError, match="missing.mp4: video file not found"):
+        detect.annotate_video(detector, str(tmp_path / "missing.mp4"), None, progress=False)

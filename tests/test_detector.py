@@ -1,5 +1,5 @@
 """FaceDetector: faces land on the original pixels through the letterbox, Keras models run
-on any batch size, videos are annotated, and bad model files fail in one line."""
+on any batch size, and bad model files fail in one line."""
 
 import os
 
@@ -10,9 +10,9 @@ import pytest
 
 from data.boxes import Letterbox
 from data.grid import CLASS, encode_grid
-from errors import CheckpointError, ConfigError, ImageError
+from errors import CheckpointError, ImageError
 from model.detector import (
-    FaceDetector, annotate_video, face_rows, grid_geometry, resolve_weights,
+    FaceDetector, face_rows, grid_geometry, resolve_weights,
 )
 from model.postprocess import Detections
 from tests.test_evaluate import bright_box_network  # 'detects' the bright box it is shown
@@ -203,41 +203,6 @@ def test_face_rows_round_to_pixels_and_three_decimals():
                      np.array([0.87654], np.float32))
     assert face_rows(det) == [{"x": 10, "y": 21, "w": 30, "h": 40, "score": 0.877}]
     assert face_rows(Detections.empty()) == []
-
-
-def test_annotate_video_draws_every_frame_and_writes_the_stream(tmp_path):
-    source = str(tmp_path / "clip.avi")
-    face = (40, 20, 30, 24)
-    writer = cv2.VideoWriter(source, cv2.VideoWriter_fourcc(*"MJPG"), 10, (128, 96))
-    for _ in range(6):
-        writer.write(scene(128, 96, face))
-    writer.release()
-    detector = FaceDetector(bright_box_network(S, G), S, G)
-    out = str(tmp_path / "out" / "annotated.avi")
-    summary = annotate_video(detector, source, out, progress=False)
-    assert (summary.frames, summary.faces, summary.output, summary.stopped) == (
-        6, 6, out, "end of video")
-    assert summary.fps > 0
-    capture = cv2.VideoCapture(out)
-    frames = []
-    while True:
-        ok, frame = capture.read()
-        if not ok:
-            break
-        frames.append(frame)
-    capture.release()
-    assert len(frames) == 6 and frames[0].shape == (96, 128, 3)
-    # The box's left edge is drawn green (B, G, R), the fps text is written top-left.
-    x, y, w, h = face
-    edge = frames[-1][y + h // 2, x].astype(int)
-    assert edge[1] > 150 and edge[0] < 100 and edge[2] < 100, edge
-    assert frames[-1][5:30, 5:60].max() > 200  # white fps text on the dark background
-    assert [f for f in os.listdir(tmp_path / "out")] == ["annotated.avi"]  # no temp left
-
-    with pytest.raises(ConfigError, match=r"--output x.mkv: video output must end in"):
-        annotate_video(detector, source, "x.mkv", progress=False)
-    with pytest.raises(ImageError, match="missing.mp4: video file not found"):
-        annotate_video(detector, str(tmp_path / "missing.mp4"), None, progress=False)
 
 
 def test_write_image_failures_are_one_line_image_errors(tmp_path):

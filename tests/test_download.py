@@ -15,11 +15,11 @@ import pytest
 from data.download import (
     download_file,
     download_wider,
-    main,
     parse_checksum_overrides,
     read_checksum_manifest,
 )
 from data.wider import load_wider_split
+from download import main
 from errors import ConfigError, DownloadError
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -231,19 +231,32 @@ def test_unreachable_mirror_gives_one_line_with_file_mirrors_and_advice(tmp_path
     assert f"{closed_port_url}/a/WIDER_val.zip" in message and f"{closed_port_url}/b/WIDER_val.zip" in message
     assert "refused" in message.lower()
     assert "http://shuoyang1213.me/WIDERFACE/" in message and str(tmp_path) in message
-    assert "--mirror" in message
+    assert "mirrors=[URL]" in message  # the advice names the mirror option
     assert not os.path.exists(tmp_path / "WIDER_val")
 
 
 def test_cli_prints_one_error_line_and_exits_2(tmp_path, closed_port_url):
     process = subprocess.run(
-        [sys.executable, "-m", "data.download", "--root", str(tmp_path), "--parts", "annotations",
+        [sys.executable, "download.py", "--root", str(tmp_path), "--parts", "annotations",
          "--mirror", closed_port_url, "--no-progress", "--timeout", "5"],
         cwd=REPO, capture_output=True, text=True, timeout=60,
     )
     assert process.returncode == 2
     lines = process.stderr.strip().splitlines()
-    assert len(lines) == 1 and "error: could not download wider_face_split.zip" in lines[0]
+    assert len(lines) == 1 and lines[0].startswith("download.py: error: could not download "
+                                                   "wider_face_split.zip")
+
+
+def test_cli_names_the_flag_of_a_bad_value(tmp_path):
+    """The library names the value (sha256='val=xyz'); download.py shows it as the flag."""
+    process = subprocess.run(
+        [sys.executable, "download.py", "--root", str(tmp_path), "--sha256", "val=xyz"],
+        cwd=REPO, capture_output=True, text=True, timeout=60,
+    )
+    assert process.returncode == 2
+    assert process.stderr.strip().splitlines() == [
+        "download.py: error: --sha256 val=xyz: expected NAME=HEX with a 64-digit SHA-256"]
+    assert os.listdir(tmp_path) == []
 
 
 def test_cli_downloads_with_manifest_checksums(tmp_path, server, wider_zips, capsys):
@@ -265,11 +278,11 @@ def test_checksum_manifest_and_overrides_parse_and_reject_bad_lines(tmp_path):
     with pytest.raises(ConfigError, match=r"sums.txt:1: expected 'SHA256  FILENAME'"):
         read_checksum_manifest(str(manifest))
     assert parse_checksum_overrides([f"val={'B' * 64}"]) == {"val": "b" * 64}
-    with pytest.raises(ConfigError, match="--sha256 'val=xyz'"):
+    with pytest.raises(ConfigError, match="^sha256='val=xyz': expected NAME=HEX"):
         parse_checksum_overrides(["val=xyz"])
 
 
 def test_unknown_part_is_config_error(tmp_path):
-    with pytest.raises(ConfigError, match="--parts images: unknown"):
+    with pytest.raises(ConfigError, match=r"^parts=\['images'\]: unknown 'images'"):
         download_wider(str(tmp_path), ["images"], mirrors=[], progress=False)
 

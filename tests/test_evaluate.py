@@ -13,23 +13,18 @@ import scipy.io as sio
 from config import Config
 from data.records import ImageRecord
 from errors import AnnotationError, DatasetError
-from model.evaluate import (
-    SETTINGS,
-    WiderGroundTruth,
-    average_precision,
-    best_f1_threshold,
-    pr_curve_counts,
-    evaluate_model,
-    load_wider_gt,
-    main,
+from evaluate import main
+from model.detector import FaceDetector
+from model.evaluate import evaluate_model
+from model.metrics import average_precision, best_f1_threshold, pr_curve_counts, voc_ap
+from model.postprocess import Detections
+from model.predictions import (
     prediction_key,
     read_prediction_file,
     read_predictions,
-    voc_ap,
-    wider_ap,
     write_predictions,
 )
-from model.postprocess import Detections
+from model.wider_protocol import SETTINGS, WiderGroundTruth, load_wider_gt, wider_ap
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -499,7 +494,8 @@ def test_evaluate_model_runs_batches_maps_back_and_writes_every_image(tmp_path):
         records.append(ImageRecord(path, name, boxes, [False] * len(boxes)))
     config = Config(input_size=128, grid_size=4, batch_size=2)
     out = str(tmp_path / "pred")
-    preds = evaluate_model(bright_box_network(128, 4), records, config, out, progress=False)
+    detector = FaceDetector(bright_box_network(128, 4), 128, 4)
+    preds = evaluate_model(detector, records, config, out, progress=False)
     assert sorted(preds) == ["ev/none", "ev/tall", "ev/wide"]
     for name, _, _, face in scenes:
         det = preds[prediction_key(name)]
@@ -510,6 +506,9 @@ def test_evaluate_model_runs_batches_maps_back_and_writes_every_image(tmp_path):
             np.testing.assert_allclose(det.boxes[0], face, atol=3.0)
     assert average_precision([preds[prediction_key(r.name)] for r in records], records) == 1.0
     assert sorted(read_predictions(out)) == sorted(preds)
+    # A FaceDetector prepares images as it was loaded to: keep_aspect goes with a path.
+    with pytest.raises(ValueError, match="keep_aspect=False: only with a model path"):
+        evaluate_model(detector, records, config, keep_aspect=False, progress=False)
 
 
 # ----------------------------------------------------------------------------------------
@@ -551,8 +550,8 @@ def test_cli_errors_are_one_line(tmp_path):
     runs = [
         ([sys.executable, "evaluate.py", "--predictions", str(tmp_path / "nope"), "--gt", str(tmp_path)],
          "predictions folder not found", "evaluate.py"),
-        ([sys.executable, "-m", "model.evaluate", "--predictions", str(tmp_path)],
-         "--predictions needs --gt", "python -m model.evaluate"),
+        ([sys.executable, "evaluate.py", "--predictions", str(tmp_path)],
+         "--predictions needs --gt", "evaluate.py"),
     ]
     for command, message, program in runs:
         done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True)
@@ -573,6 +572,25 @@ def tiny_checkpoint(path, output_grid=True):
         x = keras.layers.Flatten()(x)
     keras.Model(inputs, x).save(path)
     return path
+
+
+def test_evaluate_model_loads_a_model_path_with_its_contract(tmp_path):
+    """A path is loaded by FaceDetector.load: images are prepared as the file says, and a
+    keep_aspect that contradicts it is refused, naming both values."""
+    from errors import ConfigError
+    from model.contract import ModelContract, write_contract
+
+    path = str(tmp_path / "images" / "ev" / "wide.png")
+    os.makedirs(os.path.dirname(path))
+    write_scene(path, 320, 200, (50, 50, 100, 75))
+    records = [ImageRecord(path, "ev/wide.png", [[50, 50, 100, 75]], [False])]
+    ckpt = tiny_checkpoint(str(tmp_path / "model-0.10.keras"))
+    write_contract(ckpt, ModelContract(64, 2, letterbox=False))
+    preds = evaluate_model(ckpt, records, Config(batch_size=2), progress=False)
+    assert sorted(preds) == ["ev/wide"]
+    with pytest.raises(ConfigError, match=r"letterbox=True: .*model-0.10.keras was trained on "
+                       "stretched images"):
+        evaluate_model(ckpt, records, Config(), keep_aspect=True, progress=False)
 
 
 def test_cli_runs_a_checkpoint_over_a_wider_layout_split(tmp_path, capsys):

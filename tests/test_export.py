@@ -137,13 +137,13 @@ def test_tflite_float16_cli_export_is_half_the_size_and_close(exported, reuse_sa
 
 def test_export_arguments_are_checked(exported, tmp_path):
     model, checkpoint, _ = exported
-    with pytest.raises(ConfigError, match="--format 'pt': must be one of saved_model, tflite, onnx"):
+    with pytest.raises(ConfigError, match="format='pt': must be one of saved_model, tflite, onnx"):
         export_model(model, "pt", str(tmp_path / "m.pt"))
-    with pytest.raises(ConfigError, match="--float16 applies to --format tflite only"):
+    with pytest.raises(ConfigError, match="float16=True: applies to the tflite format only, not saved_model"):
         export_model(model, "saved_model", str(tmp_path / "sm"), float16=True)
-    with pytest.raises(ConfigError, match="--int8 applies to --format tflite only"):
+    with pytest.raises(ConfigError, match="int8=True: applies to the tflite format only, not onnx"):
         export_model(model, "onnx", str(tmp_path / "m.onnx"), int8_inputs=inputs(1))
-    with pytest.raises(ConfigError, match="--float16 and --int8: give one"):
+    with pytest.raises(ConfigError, match="float16=True and int8=True: choose one"):
         export_model(model, "tflite", str(tmp_path / "m.tflite"), True, int8_inputs=inputs(1))
     with pytest.raises(ConfigError, match="int8 calibration: need .* uint8 network inputs"):
         export_model(model, "tflite", str(tmp_path / "m.tflite"),

@@ -5,6 +5,11 @@ import re
 import subprocess
 import sys
 
+import pytest
+
+from config import Config
+from print_model import count_macs, model_summary_facts
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -63,12 +68,41 @@ def test_describes_a_saved_checkpoint(tmp_path):
 
 
 def test_bad_numbers_are_one_line_errors():
-    """Config.validate refuses them before any network is built (no Keras traceback)."""
-    for flags, message in ((["--alpha", "-1"], "alpha=-1.0: must be a finite number > 0"),
-                           (["--alpha", "nan"], "alpha=nan: must be a finite number > 0"),
-                           (["--head-channels", "0"], "head_channels=0: must be >= 1")):
+    """Config.validate refuses them before any network is built (no Keras traceback), and
+    the CLI names the flag (cli.as_flag_message) where the library names the field."""
+    for flags, message in ((["--alpha", "-1"], "--alpha -1.0: must be a finite number > 0"),
+                           (["--alpha", "nan"], "--alpha nan: must be a finite number > 0"),
+                           (["--head-channels", "0"], "--head-channels 0: must be >= 1")):
         result = run(*flags)
         assert result.returncode == 2
         lines = [line for line in result.stderr.splitlines() if line.startswith("print_model.py")]
         assert lines == [f"print_model.py: error: {message}"]
         assert "Traceback" not in result.stderr and result.stdout == ""
+
+
+def test_facts_read_grid_and_cell_size_and_finer_grids_cost_more_flops():
+    """model_summary_facts reads the shapes off the model; 8-px cells cost more than 32."""
+    from model.network import create_model
+
+    small = Config(input_size=96, grid_size=3, alpha=0.35, backbone_weights="none",
+                   head_channels=32)
+    flops = []
+    for grid_size in (3, 6, 12):
+        facts = model_summary_facts(create_model(small.replace(grid_size=grid_size)))
+        assert facts["input_shape"] == (96, 96, 3) and facts["input_dtype"] == "uint8"
+        assert facts["grid_shape"] == (grid_size, grid_size, 5)
+        assert facts["cell_size"] == 96 // grid_size
+        assert facts["backbone_params"] > 0 and facts["head_params"] > 0
+        assert facts["flops"] == 2 * facts["macs"]
+        flops.append(facts["flops"])
+    assert 0 < flops[0] < flops[1] < flops[2]
+
+
+def test_mac_count_matches_published_mobilenetv2():
+    """MobileNetV2 paper: 0.35 width at 224 px is 59M multiply-adds (classifier included)."""
+    import keras
+
+    model = keras.applications.MobileNetV2(
+        input_shape=(224, 224, 3), alpha=0.35, include_top=True, weights=None
+    )
+    assert count_macs(model) / 1e6 == pytest.approx(59, abs=1)

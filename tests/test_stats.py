@@ -1,4 +1,4 @@
-"""data/stats.py on a tiny dataset whose every count is known: faces, ignored, missing,
+"""data/stats.py (and stats.py, its command line) on a tiny dataset whose every count is known: faces, ignored, missing,
 too small, size histogram in grid cells and collisions at the default 224 / 7 grid."""
 
 import json
@@ -10,7 +10,8 @@ import pytest
 from config import Config
 from data.formats import AnnotationWarning
 from data.records import ImageRecord
-from data.stats import SIZE_EDGES, dataset_stats, format_stats, main, size_bin_labels
+from data.stats import SIZE_EDGES, dataset_stats, format_stats, size_bin_labels
+from stats import main
 from test_formats import labelme_shape, write_image
 
 # At input 224, grid 7, a cell is 32 px; a 224x224 image maps onto the input 1:1.

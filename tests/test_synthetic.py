@@ -20,6 +20,7 @@ from data.synthetic import (
 )
 from data.wider import DUMMY_LINE, read_wider_annotations, wider_split_paths
 from errors import ConfigError
+from make_demo import main as make_demo_main
 
 def images_dir(root, split):
     return wider_split_paths(root, split)[0]
@@ -214,10 +215,10 @@ def test_bad_arguments_raise_a_config_error_naming_them(tmp_path, kwargs, name):
 
 def test_cli_prints_counts_and_reports_bad_arguments_in_one_line(tmp_path, capsys):
     root = str(tmp_path / "cli")
-    assert synthetic.main(["--root", root, "--train", "3", "--val", "2", "--quiet"]) == 0
+    assert make_demo_main(["--root", root, "--train", "3", "--val", "2", "--quiet"]) == 0
     out = capsys.readouterr().out
     assert "train: 3 images" in out and "val: 2 images" in out
-    done = subprocess.run([sys.executable, "-m", "data.synthetic", "--root", root, "--train", "-1"],
+    done = subprocess.run([sys.executable, "make_demo.py", "--root", root, "--train", "-1"],
                           cwd=REPO, capture_output=True, text=True, timeout=60)
     assert done.returncode == 2
     assert done.stderr.strip().count("\n") == 0 and "num_train=-1" in done.stderr

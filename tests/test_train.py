@@ -53,12 +53,14 @@ def _scalar_tags(event_dir):
 
 @pytest.fixture(scope="module")
 def trained(demo_root, tmp_path_factory):
-    """Two epochs, then `resume` to a third: the run every test below inspects."""
+    """Two epochs, then `resume` to a third: the run every test below inspects. Trained
+    on stretched images (letterbox off), which every later use must repeat unasked."""
     from model.training import train
 
     tmp_path = tmp_path_factory.mktemp("run")
-    first = train(_config(demo_root, tmp_path, finetune_epochs=2))
-    resumed = train(_config(demo_root, tmp_path, finetune_epochs=3), resume=True)
+    first = train(_config(demo_root, tmp_path, finetune_epochs=2, letterbox=False))
+    resumed = train(_config(demo_root, tmp_path, finetune_epochs=3, letterbox=False),
+                    resume=True)
     return tmp_path, first, resumed
 
 
@@ -113,6 +115,37 @@ def test_checkpoints_are_named_by_score_and_reload_without_custom_objects(traine
     assert out.stdout.strip().splitlines()[-1] == "(1, 3, 3, 5)"
 
 
+def test_a_stretch_trained_model_detects_as_trained_with_no_flag(trained, demo_root,
+                                                                  tmp_path, capsys):
+    """The checkpoint and its TFLite export carry letterbox=False: detect.py with no
+    preprocessing flag gives exactly the faces of an explicit stretch call, and differs
+    from a letterboxed one; --letterbox against the model is refused naming both."""
+    import detect
+    import export
+    from data.image import read_image
+    from model.detector import FaceDetector, face_rows
+
+    _, _, resumed = trained
+    checkpoint = resumed.best_checkpoint
+    image_path = sorted(glob.glob(os.path.join(demo_root, "WIDER_val", "images", "*", "*.jpg")))[0]
+    image = read_image(image_path)
+    assert image.shape[0] != image.shape[1]  # an oblong photo: stretch and pad differ
+    lite = str(tmp_path / "stretched.tflite")
+    assert export.main(["--weights", checkpoint, "--format", "tflite", "--output", lite]) == 0
+    assert "stretch" in capsys.readouterr().out
+    for weights in (checkpoint, lite):
+        assert detect.main(["--image", image_path, "--weights", weights, "--json", "--no-save",
+                            "--threshold", "0"]) == 0
+        faces = json.loads(capsys.readouterr().out)[0]["faces"]
+        explicit = FaceDetector.load(weights, keep_aspect=False).detect(image, 0.0)
+        assert faces == face_rows(explicit) and faces, weights
+        padded = FaceDetector.from_keras(FaceDetector.load(checkpoint).model, keep_aspect=True)
+        assert face_rows(padded.detect(image, 0.0)) != faces
+        with pytest.raises(ConfigError, match=r"letterbox=True: .* stretched images "
+                                              r"\(letterbox=False, stored in the model\)"):
+            detect.main(["--image", image_path, "--weights", weights, "--letterbox"])
+
+
 def test_tensorboard_holds_scalars_images_and_the_pr_curve(trained):
     """Every epoch: the scalars, validation images, and validation's PR curve in the
     layout of TensorBoard's PR-curves plugin (6 rows: TP, FP, TN, FN, precision, recall)."""
@@ -165,8 +198,14 @@ def test_resume_without_a_run_and_conflicting_flags_are_clear(demo_root, tmp_pat
 
     with pytest.raises(CheckpointError, match="no run to resume"):
         train(_config(demo_root, tmp_path, run_name=""), resume=True)
-    with pytest.raises(ConfigError, match="--resume and --weights"):
+    with pytest.raises(ConfigError, match=r"^resume=True: cannot also start from "
+                                          r"weights='x.keras'") as error:
         train(_config(demo_root, tmp_path), resume=True, weights="x.keras")
+    # The command line names its flags.
+    from cli import as_flag_message
+
+    assert as_flag_message(str(error.value), ("resume", "weights")).startswith(
+        "--resume: cannot also start from weights='x.keras'")
 
 
 def test_missing_dataset_names_download_and_demo(tmp_path):
@@ -176,7 +215,7 @@ def test_missing_dataset_names_download_and_demo(tmp_path):
     )
     assert r.returncode == 2
     last = r.stderr.strip().splitlines()[-1]
-    assert last.startswith("train.py: error:") and "python -m data.download" in last
+    assert last.startswith("train.py: error:") and "python download.py" in last
     assert "--demo" in last
 
 

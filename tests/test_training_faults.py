@@ -182,7 +182,7 @@ def test_nonfinite_weights_are_never_saved_and_the_message_names_what_is_kept(tm
     with pytest.raises(TrainingDiverged) as e:
         alone.on_epoch_end(2, {"loss": 0.5, "val_ap": 0.0})
     message = str(e.value)
-    assert "after epoch 3" in message and "last-e002.keras (epoch 2, for --resume)" in message
+    assert "after epoch 3" in message and "last-e002.keras (epoch 2, to resume from)" in message
     assert "the best model-0.00-e001.keras" in message and "\n" not in message
     assert _snapshot(tmp_path) == before
 
@@ -224,7 +224,7 @@ def test_weights_blown_up_by_an_epochs_last_step_stop_training_keeping_the_good_
     message = str(e.value)
     assert np.isfinite(seen["loss"])  # the loss guard alone would have let it through
     assert "non-finite weights" in message and "after epoch 3" in message
-    assert "last-e002.keras (epoch 2, for --resume)" in message and "\n" not in message
+    assert "last-e002.keras (epoch 2, to resume from)" in message and "\n" not in message
     assert _snapshot(ckpt) == seen["before"]  # not one byte of epoch 3 written
     state = read_state(ckpt)
     assert state["epoch"] == 2 and state["best"]

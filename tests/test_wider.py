@@ -335,7 +335,7 @@ def test_check_images_raises_one_line_with_count_and_examples(tmp_path):
     assert "\n" not in message
     assert message.startswith("gt.txt: 4 of 6 listed images are missing, e.g. ")
     assert "img2.jpg" in message and "img4.jpg" in message and "img5.jpg" not in message
-    assert message.endswith("(use --skip-missing-images to train without them)")
+    assert message.endswith("(set skip_missing_images=True to train without them)")
 
 
 def test_check_images_skip_missing_warns_and_returns_the_rest(tmp_path):
@@ -355,7 +355,7 @@ def test_load_split_missing_layout_says_how_to_get_it(tmp_path):
         load_wider_split(str(tmp_path), "train")
     message = str(info.value)
     assert "wider_face_train_bbx_gt.txt" in message
-    assert "python -m data.download" in message and "python train.py --demo" in message
+    assert "python download.py" in message and "python train.py --demo" in message
     assert "\n" not in message
 
 

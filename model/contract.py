@@ -1,0 +1,311 @@
+"""The preprocessing contract a trained detector carries inside its own file.
+
+A grid detector gives the right faces only when it is fed as it was trained: the same
+input size, letterboxed (padded) or stretched as in training, RGB uint8 pixels; and its
+grid is read with the geometry it was built with. These facts travel with the network, in
+every format, so `detect.py`, `evaluate.py` and `export.py` read them from the model and
+need no preprocessing flag:
+
+    contract = ModelContract.from_config(config)           # when training saves a model
+    save_model_atomically(model, "model.keras", contract=contract)
+    read_contract("model.keras")   # -> ModelContract, or None for a file without one
+    write_contract("face.tflite", contract)                # after an export
+
+Where it lives, per format (each in the format's own place for user metadata, so every
+runtime loads the file as it would without it):
+- `.keras`: the zip entry `face_detector_contract.json` beside Keras' own `config.json`
+  and `model.weights.h5`; `keras.models.load_model(path)` loads the network as ever, with
+  no project import and no custom_objects, and leaves the entry alone.
+- `.tflite`: a TFLite metadata entry (the flatbuffer's `metadata` table of named buffers,
+  where the converter puts its own `min_runtime_version`).
+- `.onnx`: a `metadata_props` entry (onnxruntime: `get_modelmeta().custom_metadata_map`).
+- SavedModel folder: `assets.extra/face_detector_contract.json` (the folder TF Serving
+  reserves for files beside the graph).
+Under every name the content is the same JSON object, `ModelContract.to_json()`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import zipfile
+from dataclasses import dataclass
+from typing import Optional
+
+from config import Config
+from errors import CheckpointError, ConfigError
+from files import atomic_path, atomic_write_text
+
+CONTRACT_NAME = "face_detector_contract"  # TFLite metadata / ONNX metadata_props key
+CONTRACT_FILE = CONTRACT_NAME + ".json"  # .keras zip entry / SavedModel assets.extra file
+SAVED_MODEL_EXTRA = "assets.extra"
+CONTRACT_VERSION = 1
+# What this project's networks take; stored so another runtime need not guess.
+CHANNEL_ORDER = "RGB"
+INPUT_DTYPE = "uint8"
+
+
+@dataclass(frozen=True)
+class ModelContract:
+    """How to feed a trained detector and read its output.
+
+    Attributes:
+        input_size: S, side of the square (S, S, 3) network input, pixels.
+        grid_size: G, cells per side of the (G, G, 5) output grid.
+        letterbox: images are resized keeping their aspect ratio and padded (True), or
+            stretched to S x S (False), as in training (Config.letterbox).
+        neighbour_cells: the grid was trained with neighbour cells (centre offsets in
+            [-0.5, 1.5) cells) rather than only the centre cell ([0, 1)).
+        score_threshold: the detection threshold chosen on validation (best F1), or the
+            configured one; detect.py's default for this model. None: not known.
+        channel_order, input_dtype: 'RGB' and 'uint8' (the model scales pixels itself).
+        version: the layout of this record.
+    """
+
+    input_size: int
+    grid_size: int
+    letterbox: bool = True
+    neighbour_cells: bool = False
+    score_threshold: Optional[float] = None
+    channel_order: str = CHANNEL_ORDER
+    input_dtype: str = INPUT_DTYPE
+    version: int = CONTRACT_VERSION
+
+    def __post_init__(self):
+        geometry = dict(input_size=self.input_size, grid_size=self.grid_size,
+                        letterbox=self.letterbox, neighbour_cells=self.neighbour_cells)
+        if self.score_threshold is not None:
+            geometry["score_threshold"] = self.score_threshold
+        Config().replace(**geometry)  # Config's own rules: one place for what is valid
+        if self.channel_order != CHANNEL_ORDER or self.input_dtype != INPUT_DTYPE:
+            raise ConfigError(
+                f"channel_order={self.channel_order!r}, input_dtype={self.input_dtype!r}: "
+                f"this project's networks take {CHANNEL_ORDER} {INPUT_DTYPE} pixels"
+            )
+
+    @classmethod
+    def from_config(cls, config: Config, score_threshold: Optional[float] = None
+                    ) -> "ModelContract":
+        """The contract of a network built and trained with `config`."""
+        threshold = config.score_threshold if score_threshold is None else score_threshold
+        return cls(config.input_size, config.grid_size, config.letterbox,
+                   config.neighbour_cells, float(threshold))
+
+    def replace(self, **changes) -> "ModelContract":
+        return dataclasses.replace(self, **changes)
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text, source: str) -> "ModelContract":
+        """Parse `to_json`'s text (str or bytes); CheckpointError naming `source`."""
+        try:
+            values = json.loads(text)
+        except (ValueError, UnicodeDecodeError) as e:
+            raise CheckpointError(f"{source}: its {CONTRACT_NAME} is not valid JSON ({e})"
+                                  ) from None
+        if not isinstance(values, dict):
+            raise CheckpointError(f"{source}: its {CONTRACT_NAME} is not a JSON object")
+        if values.get("version") != CONTRACT_VERSION:
+            raise CheckpointError(
+                f"{source}: {CONTRACT_NAME} version {values.get('version')!r}; this version "
+                f"of the project reads version {CONTRACT_VERSION}"
+            )
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise CheckpointError(f"{source}: unknown {CONTRACT_NAME} field(s) "
+                                  f"{', '.join(unknown)}")
+        try:
+            return cls(**values)
+        except (TypeError, ConfigError) as e:
+            raise CheckpointError(f"{source}: bad {CONTRACT_NAME} ({e})") from None
+
+    def check_geometry(self, input_size: int, grid_size: int, source: str) -> None:
+        """CheckpointError unless the network's own shapes are those the contract names."""
+        if (input_size, grid_size) != (self.input_size, self.grid_size):
+            raise CheckpointError(
+                f"{source}: the network takes {input_size} px and gives a {grid_size}x"
+                f"{grid_size} grid, but its {CONTRACT_NAME} says {self.input_size} px, "
+                f"{self.grid_size}x{self.grid_size}"
+            )
+
+    def check_letterbox(self, letterbox: Optional[bool], source: str) -> None:
+        """ConfigError naming both values when an explicit `letterbox` contradicts this."""
+        if letterbox is not None and bool(letterbox) != self.letterbox:
+            trained = "letterboxed (padded)" if self.letterbox else "stretched"
+            raise ConfigError(
+                f"letterbox={bool(letterbox)}: {source} was trained on {trained} images "
+                f"(letterbox={self.letterbox}, stored in the model); leave the setting out"
+            )
+
+
+# ------------------------------------------------------------------------- reading
+def read_contract(path: str) -> Optional[ModelContract]:
+    """The contract stored in a model file or SavedModel folder; None if it has none.
+
+    Raises:
+        CheckpointError: the file holds a contract that cannot be read (naming `path`).
+    """
+    if os.path.isdir(path):
+        extra = os.path.join(path, SAVED_MODEL_EXTRA, CONTRACT_FILE)
+        if not os.path.isfile(extra):
+            return None
+        with open(extra, "rb") as f:
+            return ModelContract.from_json(f.read(), extra)
+    ext = os.path.splitext(path)[1].lower()
+    if ext == ".keras":
+        text = _keras_entry(path)
+    elif ext == ".tflite":
+        with open(path, "rb") as f:
+            text = tflite_metadata(f.read(), CONTRACT_NAME)
+    elif ext == ".onnx":
+        text = _onnx_metadata(path)
+    else:
+        return None
+    return None if text is None else ModelContract.from_json(text, path)
+
+
+def contract_beside(path: str) -> Optional[ModelContract]:
+    """For files saved before models carried a contract: the one of the run's config.json
+    in the same folder (training writes it beside the checkpoints; an export made beside
+    its checkpoint finds it too), else None."""
+    from config import load_config
+
+    run_config = os.path.join(os.path.dirname(os.path.abspath(path)), "config.json")
+    if not os.path.isfile(run_config):
+        return None
+    return ModelContract.from_config(load_config(run_config))
+
+
+def _keras_entry(path: str) -> Optional[bytes]:
+    try:
+        with zipfile.ZipFile(path) as archive:
+            if CONTRACT_FILE not in archive.namelist():
+                return None
+            return archive.read(CONTRACT_FILE)
+    except (zipfile.BadZipFile, OSError):
+        return None  # not a zip: the Keras loader reports the file in its own words
+
+
+def tflite_metadata(model_bytes: bytes, name: str) -> Optional[bytes]:
+    """The bytes of the TFLite metadata entry `name` (flatbuffer Model.metadata), or None."""
+    from tensorflow.lite.python import schema_py_generated as schema
+
+    try:
+        model = schema.Model.GetRootAsModel(model_bytes, 0)
+        for i in range(model.MetadataLength()):
+            entry = model.Metadata(i)
+            if entry.Name() is not None and _text(entry.Name()) == name:
+                return model.Buffers(entry.Buffer()).DataAsNumpy().tobytes()
+    except Exception:  # not a flatbuffer: the interpreter reports the file itself
+        return None
+    return None
+
+
+def _onnx_metadata(path: str) -> Optional[str]:
+    try:
+        import onnx
+    except ImportError:
+        return None
+    try:
+        model = onnx.load(path, load_external_data=False)
+    except Exception:  # not ONNX: the runtime reports the file itself
+        return None
+    for prop in model.metadata_props:
+        if prop.key == CONTRACT_NAME:
+            return prop.value
+    return None
+
+
+# ------------------------------------------------------------------------- writing
+def write_contract(path: str, contract: ModelContract) -> None:
+    """Store `contract` in the model file or SavedModel folder at `path`, atomically.
+
+    The network inside is not touched: a `.keras` file gains a zip entry, a `.tflite`
+    file a metadata entry, an `.onnx` file a metadata_props entry, a SavedModel folder
+    a file in assets.extra/. An earlier contract is replaced.
+    """
+    text = contract.to_json()
+    if os.path.isdir(path):
+        folder = os.path.join(path, SAVED_MODEL_EXTRA)
+        os.makedirs(folder, exist_ok=True)
+        atomic_write_text(os.path.join(folder, CONTRACT_FILE), text + "\n")
+        return
+    ext = os.path.splitext(path)[1].lower()
+    if ext == ".keras":
+        _rewrite_keras_entry(path, text)
+    elif ext == ".tflite":
+        with open(path, "rb") as f:
+            data = with_tflite_metadata(f.read(), CONTRACT_NAME, text.encode())
+        from files import atomic_write_bytes
+
+        atomic_write_bytes(path, data)
+    elif ext == ".onnx":
+        _write_onnx_metadata(path, text)
+    else:
+        raise ConfigError(f"{path}: no place for a model contract in a '{ext}' file")
+
+
+def add_keras_entry(path: str, text: str) -> None:
+    """Append the contract entry to a `.keras` zip that has none, in place.
+
+    For a file not yet renamed into place (`save_model_atomically` calls it on its
+    temporary): appending to a zip is not atomic. `write_contract` replaces atomically.
+    """
+    with zipfile.ZipFile(path, "a") as archive:
+        archive.writestr(CONTRACT_FILE, text)
+
+
+def _rewrite_keras_entry(path: str, text: str) -> None:
+    """The `.keras` file at `path` with its contract entry set to `text`, atomically."""
+    with atomic_path(path) as tmp:
+        with zipfile.ZipFile(path) as old, zipfile.ZipFile(tmp, "w") as new:
+            for item in old.infolist():
+                if item.filename != CONTRACT_FILE:
+                    new.writestr(item, old.read(item.filename))
+            new.writestr(CONTRACT_FILE, text)
+
+
+def with_tflite_metadata(model_bytes: bytes, name: str, value: bytes) -> bytes:
+    """The TFLite flatbuffer with the metadata entry `name` set to `value` (the rest as
+    it was: operators, tensors and weights are copied unchanged)."""
+    import numpy as np
+    from tensorflow.lite.python import schema_py_generated as schema
+    from tensorflow.lite.tools import flatbuffer_utils
+
+    model = flatbuffer_utils.convert_bytearray_to_object(bytearray(model_bytes))
+    kept = []
+    for entry in model.metadata or []:
+        if _text(entry.name) == name:
+            # The replaced entry's buffer stays, emptied: buffer indices must not move.
+            model.buffers[entry.buffer].data = None
+        else:
+            kept.append(entry)
+    buffer = schema.BufferT()
+    buffer.data = np.frombuffer(value, dtype=np.uint8)
+    model.buffers.append(buffer)
+    entry = schema.MetadataT()
+    entry.name = name
+    entry.buffer = len(model.buffers) - 1
+    model.metadata = kept + [entry]
+    return bytes(flatbuffer_utils.convert_object_to_bytearray(model))
+
+
+def _text(value) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _write_onnx_metadata(path: str, text: str) -> None:
+    import onnx
+
+    model = onnx.load(path)
+    for prop in list(model.metadata_props):
+        if prop.key == CONTRACT_NAME:
+            model.metadata_props.remove(prop)
+    prop = model.metadata_props.add()
+    prop.key, prop.value = CONTRACT_NAME, text
+    with atomic_path(path) as tmp:
+        onnx.save(model, tmp)
