@@ -22,6 +22,8 @@ WIDER_ROOT = os.path.join("data", "WIDER")
 DEMO_ROOT = os.path.join("data", "demo")
 # Learning rate after warm-up (model.training.LearningRateSchedule).
 LR_SCHEDULES = ("constant", "cosine")
+# Config.distribute (model/distributed.py picks the strategy).
+DISTRIBUTE_MODES = ("auto", "mirrored", "multiworker", "none")
 
 
 def _check_type(name: str, kind: str, value) -> None:
@@ -193,7 +195,10 @@ class Config:
     monitor: str = "val_ap"  # metric that names and ranks checkpoints
     keep_best: int = 3  # checkpoints kept
     mixed_precision: bool = False  # train in float16 (mixed_float16), float32 output layer
-    distribute: str = "auto"  # auto: MirroredStrategy when >1 GPU; mirrored: all devices; none
+    # auto: MultiWorkerMirroredStrategy when TF_CONFIG names several workers, else
+    # MirroredStrategy when >1 GPU; mirrored: all local devices; multiworker: the TF_CONFIG
+    # cluster (README, "Training on several machines"); none
+    distribute: str = "auto"
     steps_per_epoch: int = 0  # 0 = one pass over the data; N = N batches of a fresh shuffle
     validation_steps: int = 0  # 0 = one pass over the validation data
     log_dir: str = "logs"  # TensorBoard logs go to <log_dir>/fit/<run>/
@@ -245,8 +250,9 @@ class Config:
                     f"{low}={getattr(self, low)!r}: must be <= {high}={getattr(self, high)!r}"
                 )
         check_lr_schedule(self.lr_schedule)
-        if self.distribute not in ("auto", "mirrored", "none"):
-            raise ConfigError(f"distribute={self.distribute!r}: must be auto, mirrored or none")
+        if self.distribute not in DISTRIBUTE_MODES:
+            raise ConfigError(f"distribute={self.distribute!r}: must be one of "
+                              f"{', '.join(DISTRIBUTE_MODES)}")
 
     @property
     def cell_size(self) -> int:

@@ -20,6 +20,7 @@ import numpy as np
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
+from data.boxes import xywh_to_xyxy, xyxy_to_xywh  # noqa: E402
 from model.predictions import write_predictions  # noqa: E402
 from model.wider_protocol import SETTINGS, load_wider_gt, wider_ap  # noqa: E402
 
@@ -31,14 +32,17 @@ GT_DIRS = {
 
 
 def detector_like(gt, per_image: int, seed: int = 0) -> dict:
-    """Jittered GT boxes plus random ones, `per_image` boxes per image, random scores."""
+    """Jittered GT boxes plus random ones, `per_image` boxes per image, random scores
+    (the jitter and the random boxes drawn on x y w h; the predictions are corners)."""
     rng = np.random.default_rng(seed)
     preds = {}
     for name, boxes in zip(gt.names, gt.boxes):
-        found = boxes[: per_image] + rng.normal(0, 0.1, boxes[: per_image].shape) * 10
+        xywh = xyxy_to_xywh(boxes[: per_image], np.float64)
+        found = xywh + rng.normal(0, 0.1, xywh.shape) * 10
         extra = max(0, per_image - len(found))
         noise = np.column_stack([rng.uniform(0, 900, (extra, 2)), rng.uniform(5, 80, (extra, 2))])
-        preds[name] = (np.concatenate([found, noise]), rng.uniform(0.02, 1.0, len(found) + extra))
+        preds[name] = (xywh_to_xyxy(np.concatenate([found, noise]), np.float64),
+                       rng.uniform(0.02, 1.0, len(found) + extra))
     return preds
 
 

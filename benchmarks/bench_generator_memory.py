@@ -54,9 +54,10 @@ def write_dataset(folder: str, files: int, images: int, rng) -> str:
         n = int(rng.integers(1, 6))
         xy = rng.uniform(0, [560, 400], size=(n, 2))
         wh = rng.uniform(12, 80, size=(n, 2))
-        boxes = np.concatenate([xy, wh], axis=1).round().astype(np.float32)
-        for x, y, w, h in boxes.astype(int):
-            cv2.rectangle(image, (x, y), (x + w, y + h), (40, 90, 200), -1)
+        xy, wh = xy.round(), wh.round()
+        boxes = np.concatenate([xy, xy + wh], axis=1).astype(np.float32)  # x1, y1, x2, y2
+        for x1, y1, x2, y2 in boxes.astype(int):
+            cv2.rectangle(image, (x1, y1), (x2, y2), (40, 90, 200), -1)
         cv2.imwrite(os.path.join(images_dir, "bench", f"{k:04d}.jpg"), image,
                     [cv2.IMWRITE_JPEG_QUALITY, 90])
         faces.append(boxes)

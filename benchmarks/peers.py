@@ -17,7 +17,7 @@ import os
 import cv2
 import numpy as np
 
-from data.boxes import xyxy_to_xywh
+from data.boxes import xywh_to_xyxy
 from model.postprocess import Detections, nms
 
 PEERS_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(
@@ -46,7 +46,7 @@ class YuNet:
         _, faces = self._net.detect(resized)
         if faces is None or len(faces) == 0:
             return Detections.empty()
-        boxes = faces[:, :4].astype(np.float32)
+        boxes = xywh_to_xyxy(faces[:, :4])  # FaceDetectorYN's x y w h -> corners
         boxes[:, [0, 2]] *= w / size[0]
         boxes[:, [1, 3]] *= h / size[1]
         return Detections(boxes, faces[:, 14].astype(np.float32))
@@ -71,11 +71,11 @@ class UltraFace:
         scores, boxes = _ultraface_outputs(list(outputs.values()))
         keep = scores > self.score
         scores = scores[keep]
-        xywh = xyxy_to_xywh(boxes[keep] * np.float32([w, h, w, h]))
+        boxes = boxes[keep] * np.float32([w, h, w, h])
         if len(scores) == 0:
             return Detections.empty()
-        order = nms(xywh, scores, self.nms_iou, max_detections=0)
-        return Detections(xywh[order], scores[order])
+        order = nms(boxes, scores, self.nms_iou, max_detections=0)
+        return Detections(boxes[order], scores[order])
 
 
 def _ultraface_outputs(outputs):

@@ -32,7 +32,7 @@ import cv2
 import numpy as np
 
 from config import Config
-from data.boxes import Letterbox, clip_xywh
+from data.boxes import Letterbox, box_sizes, clip_boxes, content_size
 from data.image import letterbox_image, read_image, read_image_size
 from data.records import ImageRecord
 
@@ -70,10 +70,10 @@ def faces_in_image(record: ImageRecord, width: int, height: int):
     """The record's faces clipped to a (width, height) image, zero-size ones dropped.
 
     Returns:
-        (boxes (N, 4) float32 xywh image pixels, ignore (N,) bool).
+        (boxes (N, 4) float32 x1, y1, x2, y2 image pixels, ignore (N,) bool).
     """
-    boxes = clip_xywh(record.boxes, width, height)
-    keep = (boxes[:, 2] > 0) & (boxes[:, 3] > 0)
+    boxes = clip_boxes(record.boxes, width, height)
+    keep = (box_sizes(boxes) > 0).all(axis=1)
     return boxes[keep], record.ignore[keep]
 
 
@@ -101,7 +101,8 @@ def plan_augmentation(
 
     Args:
         width, height: size of the image file, pixels.
-        boxes: (N, 4) xywh faces in image pixels, already clipped (`faces_in_image`).
+        boxes: (N, 4) x1, y1, x2, y2 faces in image pixels, already clipped
+            (`faces_in_image`).
         ignore: (N,) bool.
         rng: the sample's random generator (unused when `augment` is False).
         augment: False gives `AugmentPlan.whole` (validation).
@@ -127,7 +128,9 @@ def plan_augmentation(
             x = float(rng.uniform(min(0.0, width - side), max(0.0, width - side)))
             y = float(rng.uniform(min(0.0, height - side), max(0.0, height - side)))
         elif faces.size and rng.random() < config.face_centred_prob:
-            fx, fy, fw, fh = (float(v) for v in boxes[rng.choice(faces)])
+            face = boxes[rng.choice(faces)]
+            fx, fy = face[:2].tolist()
+            fw, fh = box_sizes(face)[0].tolist()
             # Scale jitter, but never so tight that the chosen face is cut.
             side = min(max(side, fw, fh), short)
             x = _window_start(fx, fw, side, width, rng)
@@ -156,11 +159,11 @@ def plan_augmentation(
 def choose_reduction(crop_width: float, crop_height: float, input_size: int, keep_aspect: bool) -> int:
     """Largest JPEG decode reduction (8, 4, 2, else 1) that still leaves the crop at least
     as many pixels as it gets in the network input, so reduced decoding loses nothing."""
-    letterbox = Letterbox.fit(
+    content_w, content_h = content_size(
         max(1, round(crop_width)), max(1, round(crop_height)), input_size, keep_aspect
     )
     for k in REDUCTIONS:
-        if crop_width / k >= letterbox.content_width and crop_height / k >= letterbox.content_height:
+        if crop_width / k >= content_w and crop_height / k >= content_h:
             return k
     return 1
 
@@ -197,7 +200,7 @@ def augment_image(
 
     Args:
         image: (H, W, 3) BGR uint8, possibly decoded at reduced size.
-        boxes: (N, 4) xywh faces in the pixels of the image FILE, clipped to it.
+        boxes: (N, 4) x1, y1, x2, y2 faces in the pixels of the image FILE, clipped to it.
         ignore: (N,) bool.
         plan: from `plan_augmentation`, in the pixels of the image file.
         config: input_size, letterbox (keep aspect), min_face_size and
@@ -205,8 +208,8 @@ def augment_image(
         scale: pixels of `image` per pixel of the file (1 / JPEG reduction).
 
     Returns:
-        (image_input (S, S, 3) uint8 BGR, boxes_input (M, 4) float32 xywh input pixels,
-        ignore (M,) bool), M <= N.
+        (image_input (S, S, 3) uint8 BGR, boxes_input (M, 4) float32 x1, y1, x2, y2
+        input pixels, ignore (M,) bool), M <= N.
     """
     img_h, img_w = image.shape[:2]
     # The crop in decoded pixels; boxes follow the same integer window, so they stay exact.
@@ -218,22 +221,22 @@ def augment_image(
     crop = image[y0:y1, x0:x1]
 
     b = np.asarray(boxes, dtype=np.float32).reshape(-1, 4) * np.float32(scale)
-    b[:, 0] -= x0
-    b[:, 1] -= y0
+    b -= np.array([x0, y0, x0, y0], dtype=np.float32)
     ign = np.asarray(ignore, dtype=bool).reshape(-1).copy()
-    cx = b[:, 0] + b[:, 2] / 2
-    cy = b[:, 1] + b[:, 3] / 2
+    cx = (b[:, 0] + b[:, 2]) / 2
+    cy = (b[:, 1] + b[:, 3]) / 2
     inside = (cx >= 0) & (cx < crop_w) & (cy >= 0) & (cy < crop_h)
-    visible = clip_xywh(b, crop_w, crop_h)
-    area = b[:, 2] * b[:, 3]
-    kept_fraction = np.where(area > 0, visible[:, 2] * visible[:, 3] / np.maximum(area, 1e-12), 0)
+    visible = clip_boxes(b, crop_w, crop_h)
+    area = box_sizes(b).prod(axis=1)
+    visible_sizes = box_sizes(visible)
+    kept_fraction = np.where(area > 0, visible_sizes.prod(axis=1) / np.maximum(area, 1e-12), 0)
     ign |= kept_fraction < config.min_visible_fraction
-    keep = inside & (visible[:, 2] > 0) & (visible[:, 3] > 0)
+    keep = inside & (visible_sizes > 0).all(axis=1)
     b, ign = visible[keep], ign[keep]
 
     if plan.flip:
         crop = cv2.flip(crop, 1)
-        b[:, 0] = crop_w - b[:, 0] - b[:, 2]
+        b[:, [0, 2]] = crop_w - b[:, [2, 0]]
 
     letterbox = _crop_letterbox(plan, scale, x0, y0, crop_w, crop_h, config)
     out = letterbox_image(crop, letterbox)
@@ -263,21 +266,21 @@ def _crop_letterbox(plan: AugmentPlan, scale: float, x0: int, y0: int, crop_w: i
     pad_x = min(max(int(round((x0 - plan.x * scale) * k)), 0), s - content_w)
     pad_y = min(max(int(round((y0 - plan.y * scale) * k)), 0), s - content_h)
     return Letterbox(content_w / crop_w, content_h / crop_h, float(pad_x), float(pad_y), s,
-                     content_w, content_h)
+                     content_w, content_h, crop_w, crop_h)
 
 
 def faces_to_input(boxes: np.ndarray, ignore: np.ndarray, letterbox: Letterbox, config: Config):
-    """Faces (N, 4) xywh in the resized region's pixels -> network-input pixels.
+    """Faces (N, 4) x1, y1, x2, y2 in the resized region's pixels -> network-input pixels.
 
     Clips to the input and applies the one minimum-size rule: a face whose smaller side is
     under `config.min_face_size` input pixels becomes ignore (not background).
 
     Returns:
-        (boxes (N, 4) float32 xywh input pixels, ignore (N,) bool).
+        (boxes (N, 4) float32 x1, y1, x2, y2 input pixels, ignore (N,) bool).
     """
     s = config.input_size
-    boxes = clip_xywh(letterbox.to_input(boxes), s, s)
-    too_small = np.minimum(boxes[:, 2], boxes[:, 3]) < config.min_face_size
+    boxes = clip_boxes(letterbox.to_input(boxes), s, s)
+    too_small = box_sizes(boxes).min(axis=1) < config.min_face_size
     return boxes.astype(np.float32), np.asarray(ignore, dtype=bool) | too_small
 
 
@@ -296,15 +299,15 @@ def load_training_sample(
     `config.augment`; otherwise the result is deterministic.
 
     Args:
-        record: the image and its faces (xywh pixels of the file).
+        record: the image and its faces (x1, y1, x2, y2 pixels of the file).
         config: input_size, letterbox, min_face_size, augment, max_image_pixels and the
             augmentation strengths (`plan_augmentation`).
         rng: the sample's random generator (may be None when not augmenting).
         training: True for the training pipeline.
 
     Returns:
-        (image_input (S, S, 3) uint8 BGR, boxes_input (N, 4) float32 xywh input pixels,
-        ignore (N,) bool).
+        (image_input (S, S, 3) uint8 BGR, boxes_input (N, 4) float32 x1, y1, x2, y2
+        input pixels, ignore (N,) bool).
 
     Raises:
         ImageError: the image is missing or cannot be decoded (the message names it).

@@ -1,10 +1,19 @@
-"""Box utilities: the one place for box-format conversions, IoU and the letterbox mapping.
+"""Box utilities: the one place for box formats, IoU and the letterbox mapping.
 
-Formats used in the project:
-- `xywh`: (x, y, w, h) with (x, y) the top-left corner, in pixels. The WIDER FACE format,
-  and the format of every record and of every detection the project reports.
-- `xyxy`: (x1, y1, x2, y2) corners, in pixels. Used for IoU, NMS and clipping.
-Arrays are float32 of shape (N, 4) unless said otherwise.
+One working format, from the annotation readers to the reported detections: corners
+(x1, y1, x2, y2) in pixels, float32 arrays of shape (N, 4), named `boxes` with the
+format in the docstring. Records (`ImageRecord.boxes`), the augmentation, the grid
+encoder's input, `Detections.boxes`, the metrics' matching, validation and drawing all
+hold corners; a box's size is `box_sizes` (x2 - x1, y2 - y1).
+
+xywh (top-left x, y, width, height in pixels) exists only where a file format holds
+it, converted once at that edge with `xywh_to_xyxy` / `xyxy_to_xywh`: the WIDER FACE
+annotation files (data/wider.py), the official evaluation ground truth (.mat) and
+submission files `x y w h score` (model/wider_protocol.py, model/predictions.py), COCO's
+`bbox` (data/formats/coco.py) and detect.py's `x y w h score` output and its JSON
+(`model.detector.face_rows`). YOLO's normalised centre boxes and VOC's and labelme's
+corners are turned into pixel corners by their readers. The grid's target channels
+(h, w, yc, xc) are the network's own layout (data/grid.py), not a box format.
 """
 
 from __future__ import annotations
@@ -14,43 +23,75 @@ from dataclasses import dataclass
 import numpy as np
 
 
-def xywh_to_xyxy(boxes: np.ndarray) -> np.ndarray:
-    """(N, 4) xywh -> (N, 4) xyxy (a new array)."""
-    xyxy = np.array(boxes, dtype=np.float32).reshape(-1, 4)
-    xyxy[:, 2:] += xyxy[:, :2]
-    return xyxy
+def _float_array(boxes) -> np.ndarray:
+    """(N, 4) float array, a new one: float64 input stays float64, anything else float32."""
+    values = np.asarray(boxes)
+    dtype = np.float64 if values.dtype == np.float64 else np.float32
+    return np.array(values, dtype=dtype).reshape(-1, 4)
 
 
-def xyxy_to_xywh(boxes: np.ndarray) -> np.ndarray:
-    """(N, 4) xyxy -> (N, 4) xywh (a new array)."""
-    xywh = np.array(boxes, dtype=np.float32).reshape(-1, 4)
+def xywh_to_xyxy(boxes: np.ndarray, dtype=np.float32) -> np.ndarray:
+    """(N, 4) xywh -> (N, 4) corners x1, y1, x2, y2 (a new array of `dtype`).
+
+    x2 = x + w is added in the input's precision (float64 numbers read from a file stay
+    exact until the one cast to `dtype`).
+    """
+    corners = _float_array(boxes)
+    corners[:, 2:] += corners[:, :2]
+    return corners.astype(dtype, copy=False)
+
+
+def xyxy_to_xywh(boxes: np.ndarray, dtype=np.float32) -> np.ndarray:
+    """(N, 4) corners x1, y1, x2, y2 -> (N, 4) xywh (a new array of `dtype`), for the
+    file formats that hold xywh; w = x2 - x1 is taken in the input's precision."""
+    xywh = _float_array(boxes)
     xywh[:, 2:] -= xywh[:, :2]
-    return xywh
+    return xywh.astype(dtype, copy=False)
 
 
-def clip_xywh(boxes: np.ndarray, width: float, height: float) -> np.ndarray:
-    """Clip (N, 4) xywh boxes to the image [0, width] x [0, height]; sizes may become 0."""
+def box_sizes(boxes: np.ndarray) -> np.ndarray:
+    """(N, 2) widths and heights (x2 - x1, y2 - y1) of (N, 4) corner boxes."""
+    boxes = np.asarray(boxes).reshape(-1, 4)
+    return boxes[:, 2:] - boxes[:, :2]
+
+
+def clip_boxes(boxes: np.ndarray, width: float, height: float) -> np.ndarray:
+    """(N, 4) corner boxes clipped to the image [0, width] x [0, height] (a new float32
+    array); a box outside it keeps a size of 0 on that axis."""
     # In place on one new array: this runs for every training sample, several times.
-    xyxy = xywh_to_xyxy(boxes)
+    clipped = np.array(boxes, dtype=np.float32).reshape(-1, 4)
     limits = np.array([width, height, width, height], dtype=np.float32)
-    np.minimum(np.maximum(xyxy, 0.0, out=xyxy), limits, out=xyxy)
-    xyxy[:, 2:] -= xyxy[:, :2]
-    return xyxy
+    return np.minimum(np.maximum(clipped, 0.0, out=clipped), limits, out=clipped)
 
 
-def iou_matrix(a_xyxy: np.ndarray, b_xyxy: np.ndarray) -> np.ndarray:
-    """IoU of every box of `a` (N, 4) with every box of `b` (M, 4), xyxy -> (N, M)."""
-    a = np.asarray(a_xyxy, dtype=np.float32).reshape(-1, 4)
-    b = np.asarray(b_xyxy, dtype=np.float32).reshape(-1, 4)
-    x1 = np.maximum(a[:, None, 0], b[None, :, 0])
-    y1 = np.maximum(a[:, None, 1], b[None, :, 1])
-    x2 = np.minimum(a[:, None, 2], b[None, :, 2])
-    y2 = np.minimum(a[:, None, 3], b[None, :, 3])
-    inter = np.clip(x2 - x1, 0, None) * np.clip(y2 - y1, 0, None)
-    area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
-    area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
-    union = area_a[:, None] + area_b[None, :] - inter
+def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """IoU of corner boxes `a` (..., 4) and `b` (..., 4), broadcast -> (...) float32.
+
+    `box_iou(a[:, None], b[None])` is the (N, M) IoU of every box of `a` with every box
+    of `b` (matching, NMS); two (N, 4) arrays give the (N,) IoUs of their rows paired
+    (validation's cell IoU). Continuous pixels: a box with no area has IoU 0 with
+    everything. The one NumPy IoU of the project; the official WIDER FACE protocol's
+    inclusive-pixel (+1) overlap stays in `model.wider_protocol`.
+    """
+    a = np.asarray(a, dtype=np.float32)
+    b = np.asarray(b, dtype=np.float32)
+    inter_w = np.minimum(a[..., 2], b[..., 2]) - np.maximum(a[..., 0], b[..., 0])
+    inter_h = np.minimum(a[..., 3], b[..., 3]) - np.maximum(a[..., 1], b[..., 1])
+    inter = np.clip(inter_w, 0, None) * np.clip(inter_h, 0, None)
+    area_a = (a[..., 2] - a[..., 0]) * (a[..., 3] - a[..., 1])
+    area_b = (b[..., 2] - b[..., 0]) * (b[..., 3] - b[..., 1])
+    union = area_a + area_b - inter
     return np.where(union > 0, inter / np.maximum(union, 1e-12), 0.0).astype(np.float32)
+
+
+def content_size(width: float, height: float, input_size: int, keep_aspect: bool = True):
+    """(width, height) in input pixels of a (width, height) image resized into the square
+    input: the long side onto the input side, aspect kept, or stretched to the square."""
+    if not keep_aspect:
+        return input_size, input_size
+    scale = input_size / max(width, height)
+    return (min(input_size, max(1, round(width * scale))),
+            min(input_size, max(1, round(height * scale))))
 
 
 @dataclass(frozen=True)
@@ -58,7 +99,9 @@ class Letterbox:
     """How an image of (width, height) pixels maps onto the square network input.
 
     input = original * scale + pad. With `keep_aspect` the scale is the same on both axes
-    and the image is centred with padding; otherwise it is stretched (pad 0).
+    and the image is centred with padding; otherwise it is stretched (pad 0). Planned
+    once per image (`fit`, or data.augment for a training crop) and passed along with it:
+    `width` and `height` are that image's size as given, never re-derived.
     """
 
     scale_x: float
@@ -68,38 +111,33 @@ class Letterbox:
     input_size: int
     content_width: int  # the resized image inside the input, before padding
     content_height: int
+    width: int  # the image mapped (the original, or a training crop), its pixels
+    height: int
 
     @classmethod
     def fit(cls, width: int, height: int, input_size: int, keep_aspect: bool = True) -> "Letterbox":
         if width <= 0 or height <= 0:
             raise ValueError(f"image size must be positive, got {width}x{height}")
-        if not keep_aspect:
-            s = input_size
-            return cls(s / width, s / height, 0.0, 0.0, s, s, s)
-        scale = input_size / max(width, height)
-        new_w = min(input_size, max(1, round(width * scale)))
-        new_h = min(input_size, max(1, round(height * scale)))
+        new_w, new_h = content_size(width, height, input_size, keep_aspect)
         # Scales from the rounded content size, so content edges map exactly onto pixels.
         return cls(
             new_w / width, new_h / height,
             float((input_size - new_w) // 2), float((input_size - new_h) // 2),
-            input_size, new_w, new_h,
+            input_size, new_w, new_h, width, height,
         )
 
-    def to_input(self, boxes_xywh: np.ndarray) -> np.ndarray:
-        """Boxes in original pixels -> boxes in network-input pixels."""
-        b = np.asarray(boxes_xywh, dtype=np.float32).reshape(-1, 4).copy()
-        b[:, 0] = b[:, 0] * self.scale_x + self.pad_x
-        b[:, 1] = b[:, 1] * self.scale_y + self.pad_y
-        b[:, 2] *= self.scale_x
-        b[:, 3] *= self.scale_y
-        return b
+    def _scale_pad(self):
+        scale = np.array([self.scale_x, self.scale_y] * 2, dtype=np.float32)
+        pad = np.array([self.pad_x, self.pad_y] * 2, dtype=np.float32)
+        return scale, pad
 
-    def to_original(self, boxes_xywh: np.ndarray) -> np.ndarray:
-        """Boxes in network-input pixels -> boxes in original pixels (inverse of to_input)."""
-        b = np.asarray(boxes_xywh, dtype=np.float32).reshape(-1, 4).copy()
-        b[:, 0] = (b[:, 0] - self.pad_x) / self.scale_x
-        b[:, 1] = (b[:, 1] - self.pad_y) / self.scale_y
-        b[:, 2] /= self.scale_x
-        b[:, 3] /= self.scale_y
-        return b
+    def to_input(self, boxes: np.ndarray) -> np.ndarray:
+        """(N, 4) corner boxes in original pixels -> corner boxes in input pixels."""
+        scale, pad = self._scale_pad()
+        return np.asarray(boxes, dtype=np.float32).reshape(-1, 4) * scale + pad
+
+    def to_original(self, boxes: np.ndarray) -> np.ndarray:
+        """(N, 4) corner boxes in input pixels -> corner boxes in original pixels (the
+        inverse of `to_input`)."""
+        scale, pad = self._scale_pad()
+        return (np.asarray(boxes, dtype=np.float32).reshape(-1, 4) - pad) / scale

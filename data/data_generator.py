@@ -74,6 +74,11 @@ class FaceGridDataset(keras.utils.PyDataset):
             epoch's order. For `Model.fit(steps_per_epoch=N)`: Keras asks an endless
             dataset for N batches per epoch, where a finite one would carry its pass over
             several epochs and cut some short ("Your input ran out of data").
+        shard_index, shard_count: multi-worker training (model/distributed.py): every
+            worker has the same global order and batches of `config.batch_size` (the
+            global batch), and batch `i` is shard `shard_index` of `shard_count` equal
+            slices of global batch `i`. Sharded, the last partial global batch is always
+            dropped, so every worker runs the same number of steps. Default: one shard.
         **kwargs: `keras.utils.PyDataset` arguments (workers, use_multiprocessing,
             max_queue_size). With workers > 1, OpenCV's internal threading is turned off
             for the process (`cv2.setNumThreads(1)`): the workers parallelise instead.
@@ -87,6 +92,8 @@ class FaceGridDataset(keras.utils.PyDataset):
         shuffle: Optional[bool] = None,
         debug_dir: Optional[str] = None,
         endless: bool = False,
+        shard_index: int = 0,
+        shard_count: int = 1,
         **kwargs,
     ):
         kwargs.setdefault("workers", config.workers)
@@ -105,6 +112,14 @@ class FaceGridDataset(keras.utils.PyDataset):
         self.shuffle = self.training if shuffle is None else bool(shuffle)
         self.debug_dir = debug_dir
         self.endless = bool(endless)
+        self.shard_index, self.shard_count = int(shard_index), int(shard_count)
+        if not 0 <= self.shard_index < self.shard_count or config.batch_size % self.shard_count:
+            raise DatasetError(f"FaceGridDataset: shard {shard_index} of {shard_count} for a "
+                               f"global batch of {config.batch_size}: need 0 <= shard < count "
+                               "and a batch that the count divides")
+        if self.shard_count > 1 and len(self.records) < config.batch_size:
+            raise DatasetError(f"FaceGridDataset: {len(self.records)} images, fewer than one "
+                               f"global batch of {config.batch_size}")
         self.epoch = 0
         self.collisions = 0
         self.encoded_faces = 0
@@ -116,7 +131,7 @@ class FaceGridDataset(keras.utils.PyDataset):
 
     def __len__(self) -> int:
         n, b = len(self.records), self.config.batch_size
-        if self.training and self.shuffle and n >= b:
+        if (self.training and self.shuffle or self.shard_count > 1) and n >= b:
             return n // b
         return math.ceil(n / b)
 
@@ -137,7 +152,8 @@ class FaceGridDataset(keras.utils.PyDataset):
 
         Returns:
             (images uint8 (B, S, S, 3) RGB, targets float32 (B, G, G, 5),
-            faces: B tuples (boxes (N, 4) float32 xywh input pixels, ignore (N,) bool)),
+            faces: B tuples (boxes (N, 4) float32 x1, y1, x2, y2 input pixels, ignore (N,)
+            bool)),
             the faces before grid encoding (so also those a collision left out).
         """
         if not 0 <= index < len(self):
@@ -145,6 +161,9 @@ class FaceGridDataset(keras.utils.PyDataset):
         epoch, order = self.epoch, self._order
         b = self.config.batch_size
         ids = order[index * b : (index + 1) * b]
+        if self.shard_count > 1:  # this worker's slice of the global batch
+            part = b // self.shard_count
+            ids = ids[self.shard_index * part : (self.shard_index + 1) * part]
         s, g = self.config.input_size, self.config.grid_size
         images = np.empty((len(ids), s, s, 3), dtype=np.uint8)
         targets = np.empty((len(ids), g, g, NUM_CHANNELS), dtype=np.float32)

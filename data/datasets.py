@@ -195,8 +195,9 @@ def load_records(
             False reads its whole pool for any split (a `--val-dataset`, conversion).
 
     Returns:
-        ImageRecords (boxes (N, 4) xywh float32 pixels of each image file). Bad entries of
-        custom formats are left out and summarised in one AnnotationWarning.
+        ImageRecords (boxes (N, 4) float32 x1, y1, x2, y2 pixels of each image file).
+        Bad entries of custom formats are left out and summarised in one
+        AnnotationWarning.
     """
     return read_source(
         source, split, fmt, skip_missing, seed=seed, labels=labels, holdout=holdout

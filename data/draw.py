@@ -17,7 +17,7 @@ IGNORE_COLOR = (160, 160, 160)
 
 def draw_boxes(
     image_bgr: np.ndarray,
-    boxes_xywh: np.ndarray,
+    boxes: np.ndarray,
     scores: Optional[np.ndarray] = None,
     ignore: Optional[np.ndarray] = None,
     color: Sequence[int] = (0, 255, 0),
@@ -26,7 +26,7 @@ def draw_boxes(
 
     Args:
         image_bgr: (H, W, 3) uint8 BGR image; not modified.
-        boxes_xywh: (N, 4) xywh boxes in the pixels of `image_bgr`.
+        boxes: (N, 4) x1, y1, x2, y2 boxes in the pixels of `image_bgr`.
         scores: optional (N,) scores, written above each box with two decimals.
         ignore: optional (N,) bool; True boxes are drawn in grey (`IGNORE_COLOR`).
         color: BGR colour of the other boxes.
@@ -35,7 +35,7 @@ def draw_boxes(
         (H, W, 3) uint8 BGR image with the boxes drawn.
     """
     out = np.ascontiguousarray(image_bgr, dtype=np.uint8).copy()
-    boxes = np.asarray(boxes_xywh, dtype=np.float32).reshape(-1, 4)
+    boxes = np.asarray(boxes, dtype=np.float32).reshape(-1, 4)
     if scores is not None:
         scores = np.asarray(scores, dtype=np.float32).reshape(-1)
         if len(scores) != len(boxes):
@@ -48,10 +48,9 @@ def draw_boxes(
     thickness = max(1, round(min(out.shape[:2]) / 400))
     font_scale = max(0.3, min(out.shape[:2]) / 1200)
     face_color = tuple(int(c) for c in color)
-    for i, (x, y, w, h) in enumerate(boxes):
+    for i, box in enumerate(boxes):
         box_color = IGNORE_COLOR if ignore is not None and ignore[i] else face_color
-        x1, y1 = int(round(x)), int(round(y))
-        x2, y2 = int(round(x + w)), int(round(y + h))
+        x1, y1, x2, y2 = (int(round(v)) for v in box)
         cv2.rectangle(out, (x1, y1), (x2, y2), box_color, thickness)
         if scores is not None:
             cv2.putText(

@@ -46,7 +46,7 @@ def encode_grid(
     """Encode faces into a grid target.
 
     Args:
-        boxes: (N, 4) xywh face boxes in network-input pixels.
+        boxes: (N, 4) face boxes x1, y1, x2, y2 in network-input pixels.
         ignore: (N,) bool, True for faces to mark as ignore rather than as faces.
         image_size: side of the square network input, pixels.
         grid_size: G, cells per side.
@@ -66,12 +66,12 @@ def encode_grid(
         return GridTargets(grid, 0)
 
     cell = image_size / grid_size
-    cx = boxes[:, 0] + boxes[:, 2] / 2
-    cy = boxes[:, 1] + boxes[:, 3] / 2
-    valid = (
-        (boxes[:, 2] > 0) & (boxes[:, 3] > 0)
-        & (cx >= 0) & (cx < image_size) & (cy >= 0) & (cy < image_size)
-    )
+    w = boxes[:, 2] - boxes[:, 0]
+    h = boxes[:, 3] - boxes[:, 1]
+    cx = (boxes[:, 0] + boxes[:, 2]) / 2
+    cy = (boxes[:, 1] + boxes[:, 3]) / 2
+    valid = (w > 0) & (h > 0) & (cx >= 0) & (cx < image_size) & (cy >= 0) & (cy < image_size)
+    area = w * h
     col = np.minimum((cx / cell).astype(np.int64), grid_size - 1)
     row = np.minimum((cy / cell).astype(np.int64), grid_size - 1)
 
@@ -81,7 +81,7 @@ def encode_grid(
 
     # Largest face first; np.unique's return_index gives each cell's first (largest) face.
     faces = np.flatnonzero(valid & ~ignore)
-    faces = faces[np.argsort(-(boxes[faces, 2] * boxes[faces, 3]), kind="stable")]
+    faces = faces[np.argsort(-area[faces], kind="stable")]
     _, first = np.unique(row[faces] * grid_size + col[faces], return_index=True)
     kept = faces[first]
     collisions = len(faces) - len(kept)  # each lost to a larger face in its cell
@@ -97,22 +97,22 @@ def encode_grid(
         inside = (n_row >= 0) & (n_row < grid_size) & (n_col >= 0) & (n_col < grid_size)
         n_face, n_row, n_col = n_face[inside], n_row[inside], n_col[inside]
         # The neighbour cell's centre must lie inside the face: a tiny face keeps one cell.
-        x, y, w, h = (boxes[n_face, k] for k in range(4))
+        x1, y1, x2, y2 = (boxes[n_face, k] for k in range(4))
         ccx, ccy = (n_col + 0.5) * cell, (n_row + 0.5) * cell
-        covered = (ccx > x) & (ccx < x + w) & (ccy > y) & (ccy < y + h)
+        covered = (ccx > x1) & (ccx < x2) & (ccy > y1) & (ccy < y2)
         taken = np.zeros((grid_size, grid_size), dtype=bool)
         taken[r, c] = True
         free = covered & ~taken[n_row, n_col]
         n_face, n_row, n_col = n_face[free], n_row[free], n_col[free]
         # `kept` is in descending size order, so the first claim of a cell is the largest.
-        order = np.argsort(-(boxes[n_face, 2] * boxes[n_face, 3]), kind="stable")
+        order = np.argsort(-area[n_face], kind="stable")
         _, first = np.unique((n_row * grid_size + n_col)[order], return_index=True)
         pick = order[first]
         kept = np.concatenate([kept, n_face[pick]])
         r = np.concatenate([r, n_row[pick]])
         c = np.concatenate([c, n_col[pick]])
-    grid[r, c, H] = boxes[kept, 3] / image_size
-    grid[r, c, W] = boxes[kept, 2] / image_size
+    grid[r, c, H] = h[kept] / image_size
+    grid[r, c, W] = w[kept] / image_size
     grid[r, c, YC] = cy[kept] / cell - r
     grid[r, c, XC] = cx[kept] / cell - c
     grid[r, c, CLASS] = 1.0
@@ -150,8 +150,8 @@ def decode_grid(grid: np.ndarray, image_size: int, score_threshold: float = 0.5)
             (cells scoring 0, background, and -1, ignore, never do).
 
     Returns:
-        (boxes (N, 4) float32 xywh in network-input pixels, scores (N,) float32), sorted by
-        descending score.
+        (boxes (N, 4) float32 x1, y1, x2, y2 in network-input pixels, scores (N,)
+        float32), sorted by descending score.
     """
     grid = np.asarray(grid, dtype=np.float32)
     if grid.ndim != 3 or grid.shape[0] != grid.shape[1] or grid.shape[2] != NUM_CHANNELS:
@@ -159,8 +159,7 @@ def decode_grid(grid: np.ndarray, image_size: int, score_threshold: float = 0.5)
     x1, y1, x2, y2 = grid_box_corners(grid)
     scores = grid[..., CLASS]
     keep = (scores >= score_threshold) & (scores > 0)
-    boxes = np.stack([x1[keep], y1[keep], x2[keep] - x1[keep], y2[keep] - y1[keep]], axis=1)
-    boxes = boxes * np.float32(image_size)
+    boxes = np.stack([x1[keep], y1[keep], x2[keep], y2[keep]], axis=1) * np.float32(image_size)
     scores = scores[keep]
     order = np.argsort(-scores, kind="stable")
     return boxes[order].astype(np.float32), scores[order].astype(np.float32)

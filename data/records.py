@@ -16,7 +16,8 @@ class ImageRecord:
         path: the image file on disk.
         name: the image's name inside its dataset, as the WIDER lists write it
             (`<event>/<file>.jpg`); evaluation output is laid out by it.
-        boxes: (N, 4) float32 xywh face boxes in the pixels of the image file.
+        boxes: (N, 4) float32 face boxes x1, y1, x2, y2 (corners, `data.boxes`) in the
+            pixels of the image file.
         ignore: (N,) bool, True for faces to be neither learned nor penalised
             (WIDER `invalid`, too small, COCO crowd).
         attributes: optional (N, 6) int WIDER flags

@@ -22,7 +22,7 @@ from tqdm import tqdm
 
 from config import Config
 from data.augment import faces_in_image, faces_to_input
-from data.boxes import Letterbox
+from data.boxes import Letterbox, box_sizes
 from data.datasets import parse_sources, read_source
 from data.grid import encode_grid
 from data.image import read_image_size
@@ -84,8 +84,8 @@ def input_faces(record: ImageRecord, width: int, height: int, config: Config):
     """A record's faces in network-input pixels, as validation encodes them.
 
     Returns:
-        (boxes (N, 4) float32 xywh input pixels, ignore (N,) bool, small (N,) bool: faces
-        newly ignored by the min_face_size rule).
+        (boxes (N, 4) float32 x1, y1, x2, y2 input pixels, ignore (N,) bool, small (N,)
+        bool: faces newly ignored by the min_face_size rule).
     """
     boxes, ignore = faces_in_image(record, width, height)
     letterbox = Letterbox.fit(width, height, config.input_size, config.letterbox)
@@ -123,7 +123,7 @@ def dataset_stats(
         boxes, ignore, small = input_faces(record, width, height, config)
         stats.small += int(small.sum())
         learn = ~ignore | small  # faces of the annotations, measured even when too small
-        sizes = np.sqrt(boxes[learn, 2] * boxes[learn, 3]) / cell
+        sizes = np.sqrt(box_sizes(boxes[learn]).prod(axis=1)) / cell
         for k, n in enumerate(np.bincount(np.searchsorted(SIZE_EDGES, sizes, side="right"),
                                           minlength=len(SIZE_EDGES) + 1)):
             stats.size_counts[k] += int(n)

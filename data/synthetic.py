@@ -100,7 +100,7 @@ class SyntheticImage(NamedTuple):
     """One drawn image and its faces."""
 
     image: np.ndarray  # (H, W, 3) uint8 BGR
-    boxes: np.ndarray  # (N, 4) int32 xywh, the tight boxes of the head ellipses
+    boxes: np.ndarray  # (N, 4) int32 x1, y1, x2, y2, the tight boxes of the head ellipses
     attributes: np.ndarray  # (N, 6) int32 WIDER flags (blur, expression, illumination,
     #                          invalid, occlusion, pose)
     event: str  # one of EVENTS
@@ -319,15 +319,19 @@ class _Face(NamedTuple):
     a: float  # half width of the head ellipse before roll
     b: float  # half height
     angle: float  # roll, degrees
-    box: Tuple[int, int, int, int]  # xywh of the rolled ellipse
+    box: Tuple[int, int, int, int]  # x1, y1, x2, y2 of the rolled ellipse
+
+    @property
+    def size(self) -> Tuple[int, int]:
+        """(width, height) of `box`."""
+        return self.box[2] - self.box[0], self.box[3] - self.box[1]
 
 
 def _face_box(cx, cy, a, b, angle) -> Tuple[int, int, int, int]:
     t = math.radians(angle)
     hw = math.sqrt((a * math.cos(t)) ** 2 + (b * math.sin(t)) ** 2)
     hh = math.sqrt((a * math.sin(t)) ** 2 + (b * math.cos(t)) ** 2)
-    x1, y1 = int(round(cx - hw)), int(round(cy - hh))
-    return (x1, y1, int(round(cx + hw)) - x1, int(round(cy + hh)) - y1)
+    return (int(round(cx - hw)), int(round(cy - hh)), int(round(cx + hw)), int(round(cy + hh)))
 
 
 def _plan_faces(rng, h, w) -> List[_Face]:
@@ -364,10 +368,9 @@ def _plan_faces(rng, h, w) -> List[_Face]:
         for _ in range(40):
             cx, cy = rng.uniform(a + 2, w - a - 2), rng.uniform(b + 2, h - b - 2)
             box = _face_box(cx, cy, a, b, roll)
-            x, y, bw, bh = box
-            if x < 0 or y < 0 or x + bw > w or y + bh > h:
+            if box[0] < 0 or box[1] < 0 or box[2] > w or box[3] > h:
                 continue
-            ix, iy, _, _ = letterbox.to_input(np.array([[cx, cy, 0, 0]]))[0]
+            ix, iy, _, _ = letterbox.to_input(np.array([[cx, cy, cx, cy]]))[0]
             grid_cell = (int(iy // cell), int(ix // cell))
             if grid_cell in cells:
                 continue
@@ -383,8 +386,9 @@ def _plan_faces(rng, h, w) -> List[_Face]:
 
 
 def _overlaps(b1, b2, margin) -> bool:
-    return not (b1[0] + b1[2] + margin <= b2[0] or b2[0] + b2[2] + margin <= b1[0]
-                or b1[1] + b1[3] + margin <= b2[1] or b2[1] + b2[3] + margin <= b1[1])
+    """Whether corner boxes b1 and b2 come closer than `margin` pixels."""
+    return not (b1[2] + margin <= b2[0] or b2[2] + margin <= b1[0]
+                or b1[3] + margin <= b2[1] or b2[3] + margin <= b1[1])
 
 
 def _skin(rng) -> Tuple[float, float, float]:
@@ -508,7 +512,7 @@ def _draw_person(img, label, face: _Face, index: int, rng) -> dict:
 
 def _occlude(img, label, face: _Face, rng) -> None:
     """Put a hand, an object or a pole in front of part of the face."""
-    x, y, w, h = face.box
+    (x, y), (w, h) = face.box[:2], face.size
     kind = rng.choice(["hand", "object", "pole"], p=[0.45, 0.35, 0.2])
     cover = rng.uniform(0.15, 0.85)  # rough fraction of the face to hide
     targets = (img, label)
@@ -572,7 +576,7 @@ def _soft_mask(shape, face: _Face, x0, y0, feather) -> np.ndarray:
 
 
 def _crop(img, face: _Face, margin: float):
-    x, y, w, h = face.box
+    (x, y), (w, h) = face.box[:2], face.size
     x0, y0 = max(0, int(x - margin * w)), max(0, int(y - margin * h))
     x1 = min(img.shape[1], int(x + w * (1 + margin)) + 1)
     y1 = min(img.shape[0], int(y + h * (1 + margin)) + 1)
@@ -644,8 +648,8 @@ def synthesize_image(rng: np.random.Generator) -> SyntheticImage:
         size = math.exp(rng.uniform(math.log(14), math.log(max(15, 0.3 * min(h, w)))))
         for _ in range(20):
             x, y = rng.uniform(size, w - size), rng.uniform(size, h - size)
-            box = (int(x - size), int(y - size), int(2 * size), int(2 * size))
-            if not any(_overlaps(box, f.box, 4) for f in faces):
+            x1, y1, side = int(x - size), int(y - size), int(2 * size)
+            if not any(_overlaps((x1, y1, x1 + side, y1 + side), f.box, 4) for f in faces):
                 _draw_distractor(img, rng, x, y, size)
                 break
 
@@ -653,8 +657,8 @@ def synthesize_image(rng: np.random.Generator) -> SyntheticImage:
     areas, flags = [], []
     for i, face in enumerate(faces):
         f = _draw_person(img, label, face, i, rng)
-        x, y, bw, bh = face.box
-        areas.append(max(1, int(np.count_nonzero(label[y:y + bh + 1, x:x + bw + 1] == i + 1))))
+        x1, y1, x2, y2 = face.box
+        areas.append(max(1, int(np.count_nonzero(label[y1:y2 + 1, x1:x2 + 1] == i + 1))))
         f["blur"] = int(rng.choice(3, p=[0.7, 0.2, 0.1]))
         if f["blur"]:
             _blur_face(img, face, f["blur"])
@@ -675,8 +679,8 @@ def synthesize_image(rng: np.random.Generator) -> SyntheticImage:
     boxes = np.array([f.box for f in faces], np.int32).reshape(-1, 4)
     attributes = np.zeros((len(faces), 6), np.int32)
     for i, (face, f) in enumerate(zip(faces, flags)):
-        x, y, bw, bh = face.box
-        visible = np.count_nonzero(label[y:y + bh + 1, x:x + bw + 1] == i + 1) / areas[i]
+        (x1, y1, x2, y2), (bw, bh) = face.box, face.size
+        visible = np.count_nonzero(label[y1:y2 + 1, x1:x2 + 1] == i + 1) / areas[i]
         occluded = 1.0 - visible
         occlusion = 0 if occluded < 0.05 else (1 if occluded < 0.35 else 2)
         invalid = int(min(bw, bh) < TINY_FACE or occluded > INVALID_OCCLUSION)

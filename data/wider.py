@@ -26,13 +26,15 @@ of or above the image (x + w <= 0 or y + h <= 0). A box partly outside (x < 0 < 
 is kept: converted custom sets may hold such boxes.
 
 Clipping to the image and the minimum-face-size ignore rule need the image size, so they
-happen later, in the data generator; records hold the file's boxes as they are. (Reading
+happen later, in the data generator; records hold the file's boxes unclipped, turned
+into the project's corners (x1 = x, x2 = x + w; `data.boxes`) and nothing else. (Reading
 3,226 image headers to check right / bottom borders would double the reader's time, and
 the reader must work without the images, e.g. for evaluation ground truth.)
 """
 
 from __future__ import annotations
 
+import math
 import os
 import warnings
 from dataclasses import dataclass, field
@@ -40,6 +42,7 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
+from data.boxes import xywh_to_xyxy, xyxy_to_xywh
 from data.formats import MAX_COORDINATE, AnnotationWarning, caller_level, decode_utf8
 from data.image import IMAGE_EXTENSIONS
 from data.records import ImageRecord
@@ -67,8 +70,9 @@ class WiderAnnotations:
 
     Attributes:
         records: one ImageRecord per listed image, in file order. boxes (N, 4) float32
-            xywh pixels, ignore (N,) bool = the `invalid` flag, attributes (N, 6) int32
-            (blur, expression, illumination, invalid, occlusion, pose).
+            x1, y1, x2, y2 pixels (the file's x y w h turned into corners), ignore (N,)
+            bool = the `invalid` flag, attributes (N, 6) int32 (blur, expression,
+            illumination, invalid, occlusion, pose).
         dropped_boxes: face lines of the whole file with w <= 0 or h <= 0, not in `records`.
         source: the annotation file read.
         skipped_images: listed images left out because they are missing on disk.
@@ -203,7 +207,7 @@ def read_wider_annotations(path: str, images_dir: str) -> WiderAnnotations:
 
     counts_arr = np.asarray(counts, np.int64)
     owner = np.repeat(np.arange(len(names)), counts_arr)
-    boxes = values[keep, :4].astype(np.float32)
+    boxes = xywh_to_xyxy(values[keep, :4])  # the file's xywh -> corners, once, here
     attributes = values[keep, 4:].astype(np.int32)
     kept_counts = np.bincount(owner[keep], minlength=len(names))
     ends = np.cumsum(kept_counts)
@@ -347,22 +351,61 @@ def read_wider_test_filelist(path: str, images_dir: str) -> list:
     return records
 
 
-def _format_values(row: np.ndarray) -> list:
-    """Integers as integers; other values as the shortest decimal that reads back to the same float32."""
-    return [
-        str(int(v)) if float(v).is_integer()
-        else np.format_float_positional(np.float32(v), unique=True, trim="-")
-        for v in row
-    ]
+def _start_text(value) -> str:
+    """A box's x or y: an integer as an integer, else the shortest decimal that reads back
+    to the same float32."""
+    value = np.float32(value)
+    if float(value).is_integer():
+        return str(int(value))
+    return np.format_float_positional(value, unique=True, trim="-")
+
+
+def _size_text(start_text: str, end) -> str:
+    """A box's w or h, from its corners: the shortest decimal that the reader, adding it to
+    the written start (x + w in float64, then float32: `xywh_to_xyxy`), turns back into
+    exactly `end`, so a written box reads back to the same corners."""
+    start, end = float(start_text), np.float32(end)
+    exact = float(end) - start
+
+    def text(digits: int) -> str:
+        return np.format_float_positional(exact, precision=digits, unique=False,
+                                          fractional=False, trim="-")
+
+    def fits(digits: int) -> bool:
+        return np.float32(start + float(text(digits))) == end
+
+    # Start from the digits float32's spacing at `end` asks for (a few format calls
+    # instead of up to 17), then go down while a shorter decimal still reads back (a COCO
+    # width 77.71), or up until one does.
+    spacing = float(np.spacing(end))
+    digits = math.floor(math.log10(max(abs(exact), spacing))) - math.floor(math.log10(spacing))
+    digits = min(max(digits, 1), 17)
+    if fits(digits):
+        while digits > 1 and fits(digits - 1):
+            digits -= 1
+        return text(digits)
+    while digits < 17:
+        digits += 1
+        if fits(digits):
+            return text(digits)
+    return repr(exact)
+
+
+def _xywh_texts(box: np.ndarray) -> list:
+    """The x y w h numbers of a fractional corner box (module doc of the writer)."""
+    x, y = _start_text(box[0]), _start_text(box[1])
+    return [x, y, _size_text(x, box[2]), _size_text(y, box[3])]
 
 
 def write_wider_annotations(records: Iterable[ImageRecord], path: str) -> None:
     """Write records in the official `wider_face_*_bbx_gt.txt` format, atomically.
 
-    Boxes: integer values are written as integers (the official files hold only those);
-    fractional values as the shortest decimal that reads back to the same float32, so
-    `read_wider_annotations(write(x))` gives back the same boxes exactly, whatever they
-    are (third-party readers that call int() on WIDER numbers need integer boxes).
+    Boxes (the records' corners) are written as the format's x y w h: integer values as
+    integers (the official files hold only those); fractional x, y as the shortest
+    decimal that reads back to the same float32, and w, h as the shortest decimal that the
+    reader turns back into the same x2, y2, so `read_wider_annotations(write(x))` gives
+    back the same boxes exactly, whatever they are (third-party readers that call int()
+    on WIDER numbers need integer boxes).
     Attributes come from `record.attributes` (0 where it is None) with the invalid column
     taken from `record.ignore`, so ignored faces read back as ignored. An image without
     faces is written `0` plus the dummy line, as the official train file does.
@@ -389,8 +432,9 @@ def write_wider_annotations(records: Iterable[ImageRecord], path: str) -> None:
             out.append(DUMMY_LINE)
             continue
         integer = bool(np.all(boxes == np.round(boxes)))
-        for box, attrs in zip(boxes, attributes):
-            numbers = [str(int(v)) for v in box] if integer else _format_values(box)
+        xywh = xyxy_to_xywh(boxes)  # exact for integer corners
+        for box, box_xywh, attrs in zip(boxes, xywh, attributes):
+            numbers = [str(int(v)) for v in box_xywh] if integer else _xywh_texts(box)
             out.append(" ".join(numbers + [str(int(a)) for a in attrs]))
     atomic_write_text(path, "\n".join(out) + "\n")
 

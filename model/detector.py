@@ -22,6 +22,7 @@ import cv2
 import numpy as np
 
 from config import Config
+from data.boxes import xyxy_to_xywh
 from data.draw import draw_boxes
 from data.grid import NUM_CHANNELS
 from data.image import prepare_image
@@ -411,7 +412,7 @@ class FaceDetector:
         nms_iou: float = Config.nms_iou,
         max_detections: int = Config.max_detections,
     ) -> Detections:
-        """Faces in one (H, W, 3) BGR uint8 image; boxes xywh in its pixels."""
+        """Faces in one (H, W, 3) BGR uint8 image; boxes x1, y1, x2, y2 in its pixels."""
         x, letterbox = self.prepare(image_bgr)
         grid = self.predict_grids(x[None])[0]
         return detect_from_grid(grid, letterbox, score_threshold, nms_iou, max_detections)
@@ -459,12 +460,14 @@ def tflite_interpreter_class():
 
 # -------------------------------------------------------------------- results
 def face_rows(detections: Detections) -> List[dict]:
-    """Detections -> [{x, y, w, h, score}]: pixel ints, score to 3 decimals (CLI output)."""
+    """Detections -> [{x, y, w, h, score}]: pixel ints, score to 3 decimals (CLI output).
+
+    The one place detect.py's corners become its output's top-left x, y, width, height.
+    """
     return [
-        {"x": int(round(float(b[0]))), "y": int(round(float(b[1]))),
-         "w": int(round(float(b[2]))), "h": int(round(float(b[3]))),
+        {"x": int(round(x)), "y": int(round(y)), "w": int(round(w)), "h": int(round(h)),
          "score": round(float(s), 3)}
-        for b, s in zip(detections.boxes, detections.scores)
+        for (x, y, w, h), s in zip(xyxy_to_xywh(detections.boxes).tolist(), detections.scores)
     ]
 
 

@@ -8,7 +8,7 @@ of the official WIDER FACE protocol (`model.wider_protocol`).
 
 Detections are per image `model.postprocess.Detections`, (boxes, scores) pairs or (N, 5)
 arrays (`model.predictions.as_detections`); ground truth per image an ImageRecord or a
-(boxes, ignore) pair, boxes xywh in the same pixels.
+(boxes, ignore) pair, boxes x1, y1, x2, y2 (corners, `data.boxes`) in the same pixels.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from typing import Dict, Sequence
 
 import numpy as np
 
-from data.boxes import iou_matrix, xywh_to_xyxy
+from data.boxes import box_iou
 from model.predictions import as_detections
 
 IOU_THRESHOLD = 0.5  # the official protocol's (and VOC's) match threshold
@@ -61,7 +61,8 @@ def match_detections(
 
     A detection is a true positive (1) if it overlaps a not yet matched valid face by
     IoU >= `iou_threshold` (the highest-IoU such face is taken), else ignored (-1) if it
-    overlaps an ignored face that much, else a false positive (0).
+    overlaps an ignored face that much, else a false positive (0). `boxes` (N, 4) and
+    `gt_boxes` (M, 4) are x1, y1, x2, y2 in the same pixels.
 
     Returns:
         (N,) int8 flags, in the order of `boxes`.
@@ -70,7 +71,7 @@ def match_detections(
     flags = np.zeros(len(scores), dtype=np.int8)
     if len(scores) == 0 or len(gt_boxes) == 0:
         return flags
-    ious = iou_matrix(xywh_to_xyxy(boxes), xywh_to_xyxy(gt_boxes))
+    ious = box_iou(np.asarray(boxes).reshape(-1, 1, 4), np.asarray(gt_boxes).reshape(1, -1, 4))
     ignored_hit = (ious[:, gt_ignore] >= iou_threshold).any(axis=1)
     ious[:, gt_ignore] = -1.0  # ignored faces never become matches
     # Only detections reaching some valid face need the sequential greedy pass.
@@ -98,9 +99,10 @@ def average_precision(
     """VOC-style AP over all faces of a set of images.
 
     Args:
-        detections: per image, Detections (or a (boxes (N, 4) xywh, scores (N,)) pair).
-        ground_truths: per image (same order), an ImageRecord or a
-            (boxes (M, 4) xywh, ignore (M,) bool) pair, in the same pixels as the detections.
+        detections: per image, Detections (or a (boxes (N, 4) x1, y1, x2, y2, scores (N,))
+            pair).
+        ground_truths: per image (same order), an ImageRecord or a (boxes (M, 4) x1, y1,
+            x2, y2, ignore (M,) bool) pair, in the same pixels as the detections.
         iou_threshold: match threshold.
         return_recall: also return the recall over all detections given.
 

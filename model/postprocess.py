@@ -3,8 +3,9 @@
 The one path from a prediction to detections, shared by `detect.py`, the validation
 callback and evaluation:
 
-    decode_grid (cells -> boxes in input pixels)  ->  Letterbox.to_original  ->  clip
-    ->  drop empty boxes  ->  greedy NMS  ->  Detections
+    decode_grid (cells -> corner boxes in input pixels)  ->  Letterbox.to_original
+    ->  clip to the image (its size as the Letterbox holds it)  ->  drop empty boxes
+    ->  greedy NMS  ->  Detections (corners x1, y1, x2, y2 in original pixels)
 
 NMS runs after the mapping back so that overlaps are measured in the geometry the
 faces are evaluated in (a stretched, non-letterboxed input distorts IoU otherwise).
@@ -17,7 +18,7 @@ from typing import List, NamedTuple, Sequence
 import numpy as np
 
 from config import Config
-from data.boxes import Letterbox, clip_xywh, iou_matrix, xywh_to_xyxy
+from data.boxes import Letterbox, box_iou, box_sizes, clip_boxes
 from data.grid import decode_grid
 
 
@@ -28,7 +29,8 @@ _NMS_BLOCK = 64
 class Detections(NamedTuple):
     """Faces found in one image.
 
-    boxes: (N, 4) float32 xywh in the pixels of the original image, clipped to it.
+    boxes: (N, 4) float32 x1, y1, x2, y2 in the pixels of the original image, clipped to
+        it (detect.py and the submission files write them as x y w h).
     scores: (N,) float32 face scores in [0, 1], sorted in descending order.
     """
 
@@ -41,7 +43,7 @@ class Detections(NamedTuple):
 
 
 def nms(
-    boxes_xywh: np.ndarray,
+    boxes: np.ndarray,
     scores: np.ndarray,
     iou_threshold: float = Config.nms_iou,
     max_detections: int = Config.max_detections,
@@ -49,16 +51,16 @@ def nms(
     """Greedy non-maximum suppression.
 
     Args:
-        boxes_xywh: (N, 4) boxes.
+        boxes: (N, 4) x1, y1, x2, y2 boxes.
         scores: (N,) scores.
         iou_threshold: a box overlapping an already kept, higher-scored box by more than
             this IoU is suppressed.
         max_detections: at most this many indices are returned (<= 0: no cap).
 
     Returns:
-        (K,) int64 indices into `boxes_xywh`, by descending score (ties keep input order).
+        (K,) int64 indices into `boxes`, by descending score (ties keep input order).
     """
-    boxes = xywh_to_xyxy(boxes_xywh)
+    boxes = np.asarray(boxes, dtype=np.float32).reshape(-1, 4)
     scores = np.asarray(scores, dtype=np.float32).reshape(-1)
     if len(scores) != len(boxes):
         raise ValueError(f"nms: {len(boxes)} boxes but {len(scores)} scores")
@@ -76,7 +78,7 @@ def nms(
         if rows.size == 0:
             continue
         cols = start + np.flatnonzero(alive[start:])
-        above = iou_matrix(boxes[rows], boxes[cols]) > iou_threshold
+        above = box_iou(boxes[rows, None], boxes[None, cols]) > iou_threshold
         for r, i in enumerate(rows):
             if not alive[i]:
                 continue
@@ -85,14 +87,6 @@ def nms(
                 return np.asarray(keep, dtype=np.int64)
             alive[cols[above[r]]] = False
     return np.asarray(keep, dtype=np.int64)
-
-
-def original_size(letterbox: Letterbox) -> tuple:
-    """(width, height) of the image that `letterbox` was fitted to, in pixels."""
-    return (
-        int(round(letterbox.content_width / letterbox.scale_x)),
-        int(round(letterbox.content_height / letterbox.scale_y)),
-    )
 
 
 def detect_from_grid(
@@ -113,16 +107,15 @@ def detect_from_grid(
         max_detections: cap on the number of detections (<= 0: no cap).
 
     Returns:
-        Detections with boxes (N, 4) xywh in original-image pixels, clipped to the image,
-        and scores (N,), by descending score.
+        Detections with boxes (N, 4) x1, y1, x2, y2 in original-image pixels, clipped to
+        the image, and scores (N,), by descending score.
     """
     boxes, scores = decode_grid(grid, letterbox.input_size, score_threshold)
     if len(boxes) == 0:
         return Detections.empty()
-    width, height = original_size(letterbox)
-    boxes = clip_xywh(letterbox.to_original(boxes), width, height)
+    boxes = clip_boxes(letterbox.to_original(boxes), letterbox.width, letterbox.height)
     # A box predicted entirely inside the letterbox padding clips to nothing.
-    visible = (boxes[:, 2] > 0) & (boxes[:, 3] > 0)
+    visible = (box_sizes(boxes) > 0).all(axis=1)
     boxes, scores = boxes[visible], scores[visible]
     keep = nms(boxes, scores, nms_iou, max_detections)
     return Detections(boxes[keep].astype(np.float32), scores[keep].astype(np.float32))

@@ -1,10 +1,11 @@
 """Predictions: a detector's faces per image, and the official submission files holding them.
 
 A prediction set maps each image's key (`prediction_key`: its dataset name without
-extension, '/'-separated) to its Detections, boxes xywh in the original image's pixels.
-On disk it is the official WIDER FACE submission layout, one file per image,
-`<dir>/<event>/<image>.txt`: the image name, the number of boxes, one `x y w h score` line
-per box (`write_predictions`, `read_predictions`). Any detector's folder in that layout is
+extension, '/'-separated) to its Detections, boxes x1, y1, x2, y2 in the original
+image's pixels. On disk it is the official WIDER FACE submission layout, one file per
+image, `<dir>/<event>/<image>.txt`: the image name, the number of boxes, one
+`x y w h score` line per box (`write_predictions`, `read_predictions`: the one place
+the corners and the file's xywh convert). Any detector's folder in that layout is
 scored the same way as this project's (`model.wider_protocol.wider_ap`).
 """
 
@@ -18,6 +19,7 @@ from typing import Dict, List, Mapping, Optional, Sequence
 import numpy as np
 from tqdm import tqdm
 
+from data.boxes import xywh_to_xyxy, xyxy_to_xywh
 from errors import AnnotationError, DatasetError
 from files import atomic_write_text
 from model.postprocess import Detections
@@ -35,7 +37,8 @@ def prediction_key(name: str) -> str:
 
 
 def as_detections(value) -> Detections:
-    """Detections, a (boxes, scores) pair or an (N, 5) [x y w h score] array -> Detections.
+    """Detections, a (boxes, scores) pair or an (N, 5) [x1 y1 x2 y2 score] array ->
+    Detections (boxes x1, y1, x2, y2).
 
     Kept in float64: scores read from files are compared with the protocol's thresholds
     as the official code does, in double precision.
@@ -79,13 +82,16 @@ def write_predictions(out_dir: str, name: str, boxes: np.ndarray, scores: np.nda
     """Write one image's detections in the official layout, atomically; return the path.
 
     File: the image name, the number of boxes, then one `x y w h score` line per box
-    (original-image pixels). Images without detections still get a file (count 0).
+    (original-image pixels; `boxes` are (N, 4) x1, y1, x2, y2). Images without detections
+    still get a file (count 0).
     """
     det = as_detections((boxes, scores))
+    # w = x2 - x1 in the boxes' own precision (float32 detections round as they always did).
+    xywh = xyxy_to_xywh(np.asarray(boxes).reshape(-1, 4), np.float64)
     lines = [os.path.basename(name.replace("\\", "/")), str(len(det.scores))]
     lines += [
         f"{x:.2f} {y:.2f} {w:.2f} {h:.2f} {s:.6f}"
-        for (x, y, w, h), s in zip(det.boxes.tolist(), det.scores.tolist())
+        for (x, y, w, h), s in zip(xywh.tolist(), det.scores.tolist())
     ]
     path = prediction_path(out_dir, name)
     atomic_write_text(path, "\n".join(lines) + "\n")
@@ -93,7 +99,8 @@ def write_predictions(out_dir: str, name: str, boxes: np.ndarray, scores: np.nda
 
 
 def read_prediction_file(path: str) -> Detections:
-    """Read one submission file -> Detections (float64, as the official reader's doubles).
+    """Read one submission file -> Detections (float64, as the official reader's doubles;
+    the file's x y w h become x1, y1, x2, y2 with x2 = x + w, as the official code does).
 
     An empty file (0 bytes, or blank lines only) is an image without detections, as the
     official read_pred.m scores it. Raises AnnotationError naming the file and line if it
@@ -140,7 +147,7 @@ def _detections_from_lines(path: str, lines: List[str]) -> Detections:
             raise AnnotationError(
                 f"{path}:{i + 3}: box width and height must be >= 0, got {line!r}"
             )
-    return Detections(values[:, :4], values[:, 4])
+    return Detections(xywh_to_xyxy(values[:, :4], np.float64), values[:, 4])
 
 
 def _prediction_lines(path: str) -> List[str]:

@@ -43,6 +43,14 @@ from model.checkpoints import (
     resume_file,
 )
 from model.contract import ModelContract
+from model.distributed import (
+    AgreeOnLogs,
+    fit_multiworker,
+    multiworker_strategy,
+    scratch_folder,
+    training_cluster,
+    wants_multiworker,
+)
 
 # Metrics that are better when higher; everything else (losses, mse) is better lower.
 _HIGHER_IS_BETTER = ("val_ap", "val_iou", "val_recall")
@@ -119,9 +127,13 @@ def check_resume_architecture(config: Config, checkpoint_dir: str) -> None:
 
 
 def make_strategy(config: Config):
-    """The distribution strategy: MirroredStrategy over several GPUs, else the default."""
+    """The distribution strategy: MultiWorkerMirroredStrategy when `config.distribute`
+    asks for it (model/distributed.py), else MirroredStrategy over several GPUs, else
+    the default. Call it before any other TensorFlow operation of the process."""
     import tensorflow as tf
 
+    if wants_multiworker(config):
+        return multiworker_strategy()  # before list_logical_devices starts TensorFlow
     gpus = tf.config.list_logical_devices("GPU")
     if config.distribute == "none" or (config.distribute == "auto" and len(gpus) < 2):
         return tf.distribute.get_strategy()
@@ -210,7 +222,7 @@ def _compile(model: keras.Model, config: Config, learning_rate: float) -> None:
     )
 
 
-def _datasets(config: Config, global_batch: int):
+def _datasets(config: Config, global_batch: int, cluster=None):
     from data.data_generator import FaceGridDataset
     from data.datasets import training_records, validation_records
 
@@ -218,8 +230,10 @@ def _datasets(config: Config, global_batch: int):
     train_records = training_records(config)
     val_records = validation_records(config)
     # With steps_per_epoch set, every epoch gets that many batches of a fresh shuffle.
+    # Several workers: each reads its slice of every global batch.
+    shard = dict(shard_index=cluster.index, shard_count=cluster.workers) if cluster else {}
     train = FaceGridDataset(train_records, batch_config, training=True,
-                            endless=config.steps_per_epoch > 0)
+                            endless=config.steps_per_epoch > 0, **shard)
     val = FaceGridDataset(val_records, batch_config, training=False, workers=1,
                           use_multiprocessing=False)
     return train, val
@@ -254,7 +268,13 @@ def train(config: Config, resume: bool = False, weights: Optional[str] = None) -
     if resume:
         check_resume_architecture(config, paths.checkpoint_dir)
         resume_path = resume_file(paths.checkpoint_dir, state)
-    removed = clean_checkpoint_folder(paths.checkpoint_dir)
+    # Several workers: the chief writes into `paths`; every other one reads the chief's
+    # files but writes into a temporary folder of its own (model/distributed.py).
+    cluster = training_cluster(config)
+    scratch = scratch_folder(cluster)
+    writes = paths if scratch is None else RunPaths(
+        name, os.path.join(scratch.name, "logs"), os.path.join(scratch.name, "checkpoints"))
+    removed = clean_checkpoint_folder(paths.checkpoint_dir) if writes is paths else []
     if removed:
         print(f"{paths.checkpoint_dir}: removed what interrupted saves left: {', '.join(removed)}")
 
@@ -263,15 +283,15 @@ def train(config: Config, resume: bool = False, weights: Optional[str] = None) -
     strategy = make_strategy(config)
     replicas = strategy.num_replicas_in_sync
     global_batch = config.batch_size * replicas
-    train_data, val_data = _datasets(config, global_batch)
+    train_data, val_data = _datasets(config, global_batch, cluster)
 
     start_epoch = int(state["epoch"]) if state else 0
     train_data.set_epoch(start_epoch)  # the resumed epoch's order and augmentation
 
-    for d in (paths.log_dir, paths.checkpoint_dir):
+    for d in (writes.log_dir, writes.checkpoint_dir):
         _save_config(config, os.path.join(d, "config.json"))  # makes the folder
 
-    history_path = os.path.join(paths.log_dir, "history.json")
+    history_path = os.path.join(paths.log_dir, "history.json")  # the chief's, to resume
     history: dict = {}
     if resume and os.path.isfile(history_path):
         with open(history_path, encoding="utf-8") as f:
@@ -317,8 +337,10 @@ def train(config: Config, resume: bool = False, weights: Optional[str] = None) -
                 total_steps=epochs * steps, start_step=(begin - stage_start) * steps),
             guard,
             GridValidation(val_data, config, max_batches=config.validation_steps, guard=guard,
-                           image_log_dir=os.path.join(paths.log_dir, "images")),
+                           image_log_dir=os.path.join(writes.log_dir, "images")),
         ]
+        if cluster is not None:  # the decisions below read the chief's numbers
+            callbacks.append(AgreeOnLogs(strategy))
         mode = monitor_mode(config.monitor)
         if config.reduce_lr_patience > 0 and config.lr_schedule == "constant":
             callbacks.append(keras.callbacks.ReduceLROnPlateau(
@@ -332,22 +354,25 @@ def train(config: Config, resume: bool = False, weights: Optional[str] = None) -
         callbacks += [
             # History before the commit: a kill between the two leaves a row past the
             # committed epoch, which the resume drops; the other order would lose a row.
-            HistoryFile(history_path, history, start_time),
-            ScoreCheckpoint(paths.checkpoint_dir, config.monitor, mode, config.keep_best,
+            HistoryFile(os.path.join(writes.log_dir, "history.json"), history, start_time),
+            ScoreCheckpoint(writes.checkpoint_dir, config.monitor, mode, config.keep_best,
                             stage=stage, guard=guard,
                             contract=ModelContract.from_config(config)),
-            keras.callbacks.TensorBoard(paths.log_dir, write_graph=False, update_freq="epoch",
+            keras.callbacks.TensorBoard(writes.log_dir, write_graph=False, update_freq="epoch",
                                         profile_batch=0),
         ]
-        model.fit(
-            train_data,
-            shuffle=False,  # the dataset shuffles itself, seeded per epoch
+        fit_args = dict(
             initial_epoch=begin,
             epochs=stage_end,
             steps_per_epoch=config.steps_per_epoch or None,
             callbacks=callbacks,
-            verbose=1 if os.environ.get("CI") is None else 2,
+            verbose=(1 if os.environ.get("CI") is None else 2) if writes is paths else 0,
         )
+        if cluster is None:
+            # shuffle=False: the dataset shuffles itself, seeded per epoch.
+            model.fit(train_data, shuffle=False, **fit_args)
+        else:  # model.fit fails under MultiWorkerMirroredStrategy (model/distributed.py)
+            fit_multiworker(model, train_data, strategy=strategy, **fit_args)
         if guard.triggered:
             raise TrainingDiverged(
                 f"{guard.triggered}; stopped, {describe_kept(paths.checkpoint_dir)} "
@@ -360,6 +385,8 @@ def train(config: Config, resume: bool = False, weights: Optional[str] = None) -
     best = best_checkpoints(paths.checkpoint_dir)
     if best:
         result.best_score, result.best_checkpoint = best[0]
+    if scratch is not None:
+        scratch.cleanup()
     return result
 
 

@@ -15,7 +15,7 @@ import keras
 import numpy as np
 
 from config import Config
-from data.boxes import Letterbox
+from data.boxes import Letterbox, box_iou
 from data.grid import CLASS, H, W, XC, YC, grid_box_corners
 from model.checkpoints import first_nonfinite_variable
 from model.metrics import average_precision, best_f1_threshold, pr_curve_counts
@@ -33,13 +33,9 @@ def cell_iou(targets: np.ndarray, predictions: np.ndarray) -> np.ndarray:
         (F,) IoU for the F face cells of the batch.
     """
     faces = targets[..., CLASS] == 1.0
-    tx1, ty1, tx2, ty2 = (c[faces] for c in grid_box_corners(targets))
-    px1, py1, px2, py2 = (c[faces] for c in grid_box_corners(predictions))
-    inter = np.clip(np.minimum(tx2, px2) - np.maximum(tx1, px1), 0, None) * np.clip(
-        np.minimum(ty2, py2) - np.maximum(ty1, py1), 0, None
-    )
-    union = (tx2 - tx1) * (ty2 - ty1) + (px2 - px1) * (py2 - py1) - inter
-    return np.where(union > 0, inter / np.maximum(union, 1e-12), 0.0)
+    truth = np.stack([c[faces] for c in grid_box_corners(targets)], axis=-1)
+    predicted = np.stack([c[faces] for c in grid_box_corners(predictions)], axis=-1)
+    return box_iou(truth, predicted)
 
 
 def box_squared_errors(targets: np.ndarray, predictions: np.ndarray) -> np.ndarray:
@@ -54,8 +50,8 @@ class GridValidation(keras.callbacks.Callback):
 
     Args:
         dataset: a validation `FaceGridDataset` (deterministic); its `load_batch(i)` gives
-            (images, targets, faces) with faces a list of (boxes_xywh, ignore) in
-            network-input pixels.
+            (images, targets, faces) with faces a list of (boxes (N, 4) x1, y1, x2, y2,
+            ignore) in network-input pixels.
         config: score threshold, NMS IoU and detection cap for AP.
         max_batches: evaluate at most this many batches (0 = all).
         guard: a `NonFiniteLossGuard`; when it fired, the epoch is not evaluated.

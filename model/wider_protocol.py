@@ -18,6 +18,7 @@ from typing import Dict, List, Mapping, Optional, Sequence, Union
 import numpy as np
 from tqdm import tqdm
 
+from data.boxes import xywh_to_xyxy
 from errors import DatasetError
 from model.metrics import IOU_THRESHOLD, voc_ap
 from model.predictions import detections_for, read_predictions
@@ -33,7 +34,8 @@ class WiderGroundTruth:
     """The official evaluation ground truth, flattened to one entry per image.
 
     names: '<event>/<file>' per image, in the .mat's order.
-    boxes: per image, (N, 4) float64 xywh faces.
+    boxes: per image, (N, 4) float64 faces x1, y1, x2, y2 (the .mat's x y w h with
+        x2 = x + w, as the official code turns them into corners).
     keep: setting ('easy', 'medium', 'hard') -> per image, int64 0-based indices of the
         faces that setting counts (the .mat keep-lists are 1-based).
     """
@@ -87,7 +89,8 @@ def load_wider_gt(gt_dir: str) -> WiderGroundTruth:
             faces = mat["face_bbx_list"][i][0]
             for j in range(len(files)):
                 names.append(f"{event}/{files[j][0][0]}")
-                boxes.append(np.asarray(faces[j][0], dtype=np.float64).reshape(-1, 4))
+                boxes.append(xywh_to_xyxy(np.asarray(faces[j][0], dtype=np.float64),
+                                          np.float64))
     except (IndexError, TypeError, ValueError) as e:
         raise DatasetError(f"{path}: not the official ground-truth structure ({e})") from None
 
@@ -118,16 +121,15 @@ def load_wider_gt(gt_dir: str) -> WiderGroundTruth:
     return WiderGroundTruth(names, boxes, keep)
 
 
-def _official_overlaps(pred_xywh: np.ndarray, gt_xywh: np.ndarray) -> np.ndarray:
-    """(P, G) IoU as the official boxoverlap.m computes it: inclusive pixels (+1).
+def _official_overlaps(pred: np.ndarray, gt: np.ndarray) -> np.ndarray:
+    """(P, G) IoU of corner boxes as the official boxoverlap.m computes it: inclusive
+    pixels (+1), not `data.boxes.box_iou`'s continuous ones.
 
-    The official code turns xywh into corners as x2 = x + w and then counts x2 - x1 + 1
-    pixels; reproduced as is, since it shifts IoU for small faces.
+    The official code turns xywh into corners as x2 = x + w (as the readers here do) and
+    then counts x2 - x1 + 1 pixels; reproduced as is, since it shifts IoU for small faces.
     """
-    p = np.asarray(pred_xywh, np.float64).copy()
-    g = np.asarray(gt_xywh, np.float64).copy()
-    p[:, 2:] += p[:, :2]
-    g[:, 2:] += g[:, :2]
+    p = np.asarray(pred, np.float64).reshape(-1, 4)
+    g = np.asarray(gt, np.float64).reshape(-1, 4)
     w = np.minimum(p[:, None, 2], g[None, :, 2]) - np.maximum(p[:, None, 0], g[None, :, 0]) + 1
     h = np.minimum(p[:, None, 3], g[None, :, 3]) - np.maximum(p[:, None, 1], g[None, :, 1]) + 1
     inter = w * h
@@ -151,7 +153,8 @@ def wider_ap(
     Args:
         predictions: a folder in the submission layout (`<event>/<image>.txt`), or a
             mapping from image name ('<event>/<image>' with or without extension) to
-            Detections / (boxes, scores) / (N, 5) arrays, boxes xywh in the .mat's pixels.
+            Detections / (boxes, scores) / (N, 5) arrays, boxes x1, y1, x2, y2 in the
+            .mat's pixels.
         gt: a folder with wider_face_val.mat and wider_{easy,medium,hard}_val.mat, or a
             loaded WiderGroundTruth.
         iou_threshold: 0.5 in the protocol.

@@ -20,7 +20,7 @@ from data.augment import (
     photometric_jitter,
     plan_augmentation,
 )
-from data.boxes import Letterbox
+from data.boxes import Letterbox, box_sizes
 from data.draw import IGNORE_COLOR, draw_boxes
 from data.image import PAD_VALUE, read_image
 from data.records import ImageRecord
@@ -31,11 +31,11 @@ FACE_COLORS = [(0, 0, 255), (0, 255, 0), (255, 0, 0), (0, 255, 255), (255, 0, 25
 
 
 def make_face_image(path, width, height, boxes, quality=95):
-    """Write a grey JPEG (or PNG by extension) with solid coloured rectangles at `boxes`."""
+    """Write a grey JPEG (or PNG by extension) with solid coloured rectangles at `boxes`
+    (x1, y1, x2, y2)."""
     image = np.full((height, width, 3), GREY, np.uint8)
-    for i, (x, y, w, h) in enumerate(np.asarray(boxes, int)):
-        x1, y1 = max(x, 0), max(y, 0)
-        image[y1 : y + h, x1 : x + w] = FACE_COLORS[i % len(FACE_COLORS)]
+    for i, (x1, y1, x2, y2) in enumerate(np.asarray(boxes, int)):
+        image[max(y1, 0) : y2, max(x1, 0) : x2] = FACE_COLORS[i % len(FACE_COLORS)]
     params = [cv2.IMWRITE_JPEG_QUALITY, quality] if str(path).endswith(".jpg") else []
     assert cv2.imwrite(str(path), image, params)
     return str(path)
@@ -48,9 +48,11 @@ def spread(pixels):
 
 
 def assert_boxes_on_faces(image, boxes, ignore, min_side=8.0):
-    """Inside each learned box: saturated face colour; a ring just outside: grey."""
+    """Inside each learned box (x1, y1, x2, y2): saturated face colour; a ring just
+    outside: grey."""
     s = image.shape[0]
-    for (x, y, w, h), ign in zip(boxes, ignore):
+    for (x, y, right, bottom), ign in zip(boxes, ignore):
+        w, h = right - x, bottom - y
         if ign or min(w, h) < min_side:
             continue
         mx, my = max(2.0, 0.2 * w), max(2.0, 0.2 * h)
@@ -78,8 +80,8 @@ def assert_boxes_on_faces(image, boxes, ignore, min_side=8.0):
 def scene(tmp_path):
     """An 800x600 JPEG with five faces far apart (gaps >= 60 px)."""
     boxes = np.array(
-        [[60, 60, 120, 150], [300, 80, 60, 70], [520, 60, 200, 220], [80, 380, 90, 90],
-         [400, 400, 40, 50]],
+        [[60, 60, 180, 210], [300, 80, 360, 150], [520, 60, 720, 280], [80, 380, 170, 470],
+         [400, 400, 440, 450]],
         np.float32,
     )
     path = make_face_image(tmp_path / "scene.jpg", 800, 600, boxes)
@@ -95,7 +97,7 @@ def test_training_boxes_stay_on_faces(scene):
         image, boxes, ignore = load_training_sample(scene, config, np.random.default_rng(seed), True)
         assert image.shape == (128, 128, 3) and image.dtype == np.uint8
         assert boxes.dtype == np.float32 and ignore.dtype == bool and len(boxes) == len(ignore)
-        assert (boxes[:, :2] >= 0).all() and (boxes[:, :2] + boxes[:, 2:] <= 128 + 1e-3).all()
+        assert (boxes[:, :2] >= 0).all() and (boxes[:, 2:] <= 128 + 1e-3).all()
         assert_boxes_on_faces(image, boxes, ignore)
         seen_crops += len(boxes) < len(scene.boxes)
     assert seen_crops > 5  # crops happened (some faces fell outside them)
@@ -113,16 +115,16 @@ def test_training_is_seeded(scene):
 
 
 def test_flip_mirrors_image_and_boxes(tmp_path):
-    """A flip plan mirrors the boxes (x -> S - x - w) and they stay on the faces."""
-    boxes = np.array([[20, 40, 60, 80]], np.float32)
+    """A flip plan mirrors the boxes (x1, x2 -> S - x2, S - x1) and they stay on the faces."""
+    boxes = np.array([[20, 40, 80, 120]], np.float32)
     path = make_face_image(tmp_path / "left.jpg", 400, 400, boxes)
     image = read_image(path)
     config = Config(input_size=64, grid_size=4)
     plain = augment_image(image, boxes, np.zeros(1, bool), AugmentPlan.whole(400, 400), config)
     flipped_plan = AugmentPlan(0, 0, 400, 400, flip=True)
     flipped = augment_image(image, boxes, np.zeros(1, bool), flipped_plan, config)
-    x, y, w, h = plain[1][0]
-    np.testing.assert_allclose(flipped[1][0], [64 - x - w, y, w, h], atol=1e-4)
+    x1, y1, x2, y2 = plain[1][0]
+    np.testing.assert_allclose(flipped[1][0], [64 - x2, y1, 64 - x1, y2], atol=1e-4)
     np.testing.assert_array_equal(flipped[0], plain[0][:, ::-1])
     assert_boxes_on_faces(flipped[0], flipped[1], flipped[2], min_side=6)
 
@@ -130,13 +132,13 @@ def test_flip_mirrors_image_and_boxes(tmp_path):
 def test_boxes_outside_the_image_are_clipped_or_dropped(tmp_path):
     """WIDER boxes reaching outside the image are clipped to it; those wholly outside
     (zero size after clipping) are dropped."""
-    boxes = np.array([[-30, 50, 100, 60], [350, 300, 100, 200], [500, 10, 20, 20]], np.float32)
+    boxes = np.array([[-30, 50, 70, 110], [350, 300, 450, 500], [500, 10, 520, 30]], np.float32)
     path = make_face_image(tmp_path / "edge.jpg", 400, 400, boxes[:2])
     record = ImageRecord(path, "edge.jpg", boxes, np.zeros(3, bool))
     config = Config(input_size=64, grid_size=4)
     _, out_boxes, ignore = load_training_sample(record, config, None, training=False)
     scale = 64 / 400
-    expected = np.array([[0, 50, 70, 60], [350, 300, 50, 100]], np.float32) * scale
+    expected = np.array([[0, 50, 70, 110], [350, 300, 400, 400]], np.float32) * scale
     np.testing.assert_allclose(out_boxes, expected, atol=1e-3)
     assert not ignore.any()
 
@@ -144,7 +146,7 @@ def test_boxes_outside_the_image_are_clipped_or_dropped(tmp_path):
 def test_small_faces_are_ignored_on_their_smaller_side(tmp_path):
     """A face whose smaller side is under min_face_size input px is ignored, not dropped."""
     # 1000 px -> 160 px input: scale 0.16. 15 px -> 2.4 px (< 4), 40 px -> 6.4 px.
-    boxes = np.array([[100, 100, 15, 40], [300, 100, 40, 15], [500, 100, 40, 40]], np.float32)
+    boxes = np.array([[100, 100, 115, 140], [300, 100, 340, 115], [500, 100, 540, 140]], np.float32)
     path = make_face_image(tmp_path / "small.jpg", 1000, 1000, boxes)
     record = ImageRecord(path, "small.jpg", boxes, np.zeros(3, bool))
     config = Config(input_size=160, grid_size=5, min_face_size=4.0)
@@ -157,18 +159,18 @@ def test_face_cut_by_crop_is_clipped_and_ignored_below_half():
     """A crop keeps faces whose centre is inside it, clipped to it; a cut face keeping less
     than half its area is ignored, one keeping more stays a face."""
     boxes = np.array(
-        [[40, 20, 20, 20],  # wholly inside -> face, unchanged
-         [180, 60, 40, 20],  # centre x 200 outside the crop -> dropped
-         [20, 92, 20, 20],  # centre y 102 outside -> dropped although 40% is visible
-         [50, 85, 20, 20],  # rows 85..100 visible: 75% -> face, clipped
-         [88, 88, 20, 20]],  # corner cut: 12 x 12 of 20 x 20 = 36% visible -> ignored
+        [[40, 20, 60, 40],  # wholly inside -> face, unchanged
+         [180, 60, 220, 80],  # centre x 200 outside the crop -> dropped
+         [20, 92, 40, 112],  # centre y 102 outside -> dropped although 40% is visible
+         [50, 85, 70, 105],  # rows 85..100 visible: 75% -> face, clipped
+         [88, 88, 108, 108]],  # corner cut: 12 x 12 of 20 x 20 = 36% visible -> ignored
         np.float32,
     )
     image = np.full((200, 300, 3), GREY, np.uint8)
     config = Config(input_size=64, grid_size=4, min_face_size=0)
     crop = AugmentPlan(0, 0, 100, 100)
     _, out, ignore = augment_image(image, boxes, np.zeros(5, bool), crop, config)
-    expected = np.array([[40, 20, 20, 20], [50, 85, 20, 15], [88, 88, 12, 12]]) * (64 / 100)
+    expected = np.array([[40, 20, 60, 40], [50, 85, 70, 100], [88, 88, 100, 100]]) * (64 / 100)
     np.testing.assert_allclose(out, expected, atol=1e-4)
     assert ignore.tolist() == [False, False, True]
     assert config.min_visible_fraction == 0.5
@@ -205,7 +207,7 @@ def test_augment_off_is_the_validation_path(scene):
 
 def test_reduced_decode_keeps_boxes_exact(tmp_path):
     """A large JPEG is decoded at 1/8 and boxes land where a full decode puts them."""
-    boxes = np.array([[200, 240, 400, 480], [1200, 600, 320, 320]], np.float32)
+    boxes = np.array([[200, 240, 600, 720], [1200, 600, 1520, 920]], np.float32)
     path = make_face_image(tmp_path / "big.jpg", 2000, 1500, boxes)
     record = ImageRecord(path, "big.jpg", boxes, np.zeros(2, bool))
     config = Config(input_size=224, grid_size=7)
@@ -215,14 +217,14 @@ def test_reduced_decode_keeps_boxes_exact(tmp_path):
     np.testing.assert_allclose(out_boxes, full, atol=0.6)
     assert_boxes_on_faces(image, out_boxes, ignore)
     # No jitter in validation: the face pixels keep their exact colours.
-    x, y, w, h = out_boxes[0].astype(int)
-    inner = image[y + 3 : y + h - 3, x + 3 : x + w - 3]
+    x1, y1, x2, y2 = out_boxes[0].astype(int)
+    inner = image[y1 + 3 : y2 - 3, x1 + 3 : x2 - 3]
     np.testing.assert_allclose(inner.mean((0, 1)), FACE_COLORS[0], atol=6)
 
 
 def test_png_is_decoded_in_full(tmp_path):
     """A non-JPEG image goes through the full-decode path with the same box mapping."""
-    boxes = np.array([[100, 100, 200, 150]], np.float32)
+    boxes = np.array([[100, 100, 300, 250]], np.float32)
     path = make_face_image(tmp_path / "face.png", 800, 400, boxes)
     record = ImageRecord(path, "face.png", boxes, np.zeros(1, bool))
     config = Config(input_size=64, grid_size=4)
@@ -234,7 +236,7 @@ def test_png_is_decoded_in_full(tmp_path):
 def test_misnamed_png_falls_back_to_a_full_decode(tmp_path):
     """A PNG saved as .jpg with odd sizes: the reduced decode does not give the JPEG sizes,
     so the sample is planned again on a full decode, with boxes still on the faces."""
-    boxes = np.array([[101, 151, 240, 200], [500, 300, 200, 200]], np.float32)
+    boxes = np.array([[101, 151, 341, 351], [500, 300, 700, 500]], np.float32)
     png = make_face_image(tmp_path / "real.png", 901, 601, boxes)
     fake = tmp_path / "fake.jpg"
     fake.write_bytes(open(png, "rb").read())
@@ -273,8 +275,8 @@ def test_plan_keeps_crop_inside_image_and_around_faces(scene):
         assert plan.x >= 0 and plan.y >= 0
         assert plan.x + plan.width <= 800 + 1e-6 and plan.y + plan.height <= 600 + 1e-6
         assert plan.width >= 0.3 * 600 - 1e-6
-        cx = boxes[:, 0] + boxes[:, 2] / 2
-        cy = boxes[:, 1] + boxes[:, 3] / 2
+        cx = (boxes[:, 0] + boxes[:, 2]) / 2
+        cy = (boxes[:, 1] + boxes[:, 3]) / 2
         with_face += bool(
             ((cx >= plan.x) & (cx < plan.x + plan.width) & (cy >= plan.y) & (cy < plan.y + plan.height)).any()
         )
@@ -352,7 +354,7 @@ def test_unreadable_images_raise_image_error_naming_the_file(tmp_path):
 def test_draw_boxes_colours_faces_and_ignored(tmp_path):
     """draw_boxes returns a copy with face boxes in the given colour and ignored in grey."""
     image = np.zeros((50, 50, 3), np.uint8)
-    boxes = np.array([[5, 5, 10, 10], [30, 30, 10, 10]], np.float32)
+    boxes = np.array([[5, 5, 15, 15], [30, 30, 40, 40]], np.float32)
     out = draw_boxes(image, boxes, scores=np.array([0.9, 0.3]), ignore=np.array([False, True]))
     assert not image.any()  # input untouched
     assert tuple(out[5, 10]) == (0, 255, 0)  # top edge of the face box
@@ -376,7 +378,8 @@ def test_zoom_out_crops_shrink_the_image_inside_padding_with_boxes_on_faces(scen
         assert len(out) == 5
         scale = 160 / max(plan.width, plan.height)
         # The image shrank to the window's scale: a face keeps that fraction of its size.
-        np.testing.assert_allclose(np.sort(out[:, 2]), np.sort(boxes[:, 2]) * scale, rtol=0.02)
+        widths, face_widths = box_sizes(out)[:, 0], box_sizes(boxes)[:, 0]
+        np.testing.assert_allclose(np.sort(widths), np.sort(face_widths) * scale, rtol=0.02)
         assert (image == PAD_VALUE).all(axis=-1).mean() > 0.4  # most of the input is padding
         assert_boxes_on_faces(image, out, ign, min_side=8.0)
     with pytest.raises(ConfigError, match="crop_min_scale"):

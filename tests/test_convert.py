@@ -115,4 +115,4 @@ def test_cli_converts_a_folder(tmp_path, capsys):
     back = load_wider_split(str(tmp_path / "out"), "val").records
     assert [r.name for r in back] == ["0--custom/a.jpg", "0--custom/b.jpg", "0--custom/c.jpg",
                                       "1--holiday/d.jpg"]
-    np.testing.assert_array_equal(back[3].boxes, [[20, 10, 30, 30]])
+    np.testing.assert_array_equal(back[3].boxes, [[20, 10, 50, 40]])  # the drawn corners

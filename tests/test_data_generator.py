@@ -32,9 +32,10 @@ def face_records(tmp_path):
     records = []
     for i in range(10):
         image = np.full((120, 160, 3), 90, np.uint8)
-        boxes = np.array([[10 + 3 * i, 20, 40, 50], [100, 30 + 2 * i, 36, 40]], np.float32)
-        for x, y, w, h in boxes.astype(int):
-            image[y : y + h, x : x + w] = (0, 40 * (i % 6), 255)
+        boxes = np.array([[10 + 3 * i, 20, 50 + 3 * i, 70], [100, 30 + 2 * i, 136, 70 + 2 * i]],
+                         np.float32)  # x1, y1, x2, y2
+        for x1, y1, x2, y2 in boxes.astype(int):
+            image[y1:y2, x1:x2] = (0, 40 * (i % 6), 255)
         path = write_jpeg(tmp_path / f"img{i}.jpg", image)
         records.append(ImageRecord(path, f"img{i}.jpg", boxes, np.zeros(2, bool)))
     return records
@@ -195,7 +196,7 @@ def test_corrupt_jpeg_is_skipped_with_one_warning(face_records, tmp_path):
     another image instead, validation a blank all-background one."""
     bad = tmp_path / "corrupt.jpg"
     bad.write_bytes(b"\xff\xd8\xff\xe0 definitely not image data" * 20)
-    records = [ImageRecord(str(bad), "corrupt.jpg", [[1, 1, 5, 5]], [False])] + face_records[:3]
+    records = [ImageRecord(str(bad), "corrupt.jpg", [[1, 1, 6, 6]], [False])] + face_records[:3]
 
     training = FaceGridDataset(records, CONFIG, training=True, shuffle=False)
     with pytest.warns(UserWarning, match="corrupt.jpg") as caught:
@@ -218,7 +219,7 @@ def test_collisions_are_counted(tmp_path):
     """Two faces whose centres share a cell: the smaller is counted as a collision."""
     image = np.full((128, 128, 3), 90, np.uint8)
     path = write_jpeg(tmp_path / "pair.jpg", image)
-    boxes = np.array([[2, 2, 20, 20], [4, 4, 10, 10], [70, 70, 30, 30]], np.float32)
+    boxes = np.array([[2, 2, 22, 22], [4, 4, 14, 14], [70, 70, 100, 100]], np.float32)
     record = ImageRecord(path, "pair.jpg", boxes, np.zeros(3, bool))
     dataset = FaceGridDataset([record], CONFIG, training=False)
     dataset[0]

@@ -335,7 +335,7 @@ def test_annotate_video_draws_every_frame_and_writes_the_stream(tmp_path):
     from tests.test_evaluate import bright_box_network
 
     source = str(tmp_path / "clip.avi")
-    face = (40, 20, 30, 24)
+    face = (40, 20, 70, 44)  # x1, y1, x2, y2
     writer = cv2.VideoWriter(source, cv2.VideoWriter_fourcc(*"MJPG"), 10, (128, 96))
     for _ in range(6):
         writer.write(scene(128, 96, face))
@@ -356,8 +356,8 @@ def test_annotate_video_draws_every_frame_and_writes_the_stream(tmp_path):
     capture.release()
     assert len(frames) == 6 and frames[0].shape == (96, 128, 3)
     # The box's left edge is drawn green (B, G, R), the fps text is written top-left.
-    x, y, w, h = face
-    edge = frames[-1][y + h // 2, x].astype(int)
+    x1, y1, x2, y2 = face
+    edge = frames[-1][(y1 + y2) // 2, x1].astype(int)
     assert edge[1] > 150 and edge[0] < 100 and edge[2] < 100, edge
     assert frames[-1][5:30, 5:60].max() > 200  # white fps text on the dark background
     assert [f for f in os.listdir(tmp_path / "out")] == ["annotated.avi"]  # no temp left

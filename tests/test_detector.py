@@ -41,16 +41,16 @@ def encoded_face_network(letterboxes, faces, score=0.8, size=S, grid_size=G):
 def scene(width, height, face=None):
     image = np.full((height, width, 3), 40, np.uint8)
     if face is not None:
-        x, y, w, h = face
-        image[y:y + h, x:x + w] = 255
+        x1, y1, x2, y2 = face
+        image[y1:y2, x1:x2] = 255
     return image
 
 
 @pytest.mark.parametrize("keep_aspect", [True, False])
 @pytest.mark.parametrize("width,height,face", [
-    (320, 200, (200.0, 30.0, 60.0, 80.0)),   # wide: padded above and below
-    (150, 400, (10.0, 300.0, 40.0, 50.0)),   # tall: padded left and right
-    (128, 128, (50.0, 60.0, 20.0, 30.0)),    # square: no padding
+    (320, 200, (200.0, 30.0, 260.0, 110.0)),  # wide: padded above and below
+    (150, 400, (10.0, 300.0, 50.0, 350.0)),   # tall: padded left and right
+    (128, 128, (50.0, 60.0, 70.0, 90.0)),     # square: no padding
 ])
 def test_detect_maps_the_letterboxed_face_back_to_original_pixels(width, height, face, keep_aspect):
     letterbox = Letterbox.fit(width, height, S, keep_aspect)
@@ -66,7 +66,7 @@ def test_detect_batch_finds_drawn_faces_in_images_of_different_shapes():
     """End to end without knowing the letterbox: the fake network sees the bright box in
     the prepared input; each detection must come back on the drawn box of its own image."""
     size, grid = 256, 8  # images smaller than the input: one input px < one original px
-    faces = [(120, 30, 40, 50), (20, 90, 50, 40), None]
+    faces = [(120, 30, 160, 80), (20, 90, 70, 130), None]
     images = [scene(200, 120, faces[0]), scene(100, 160, faces[1]), scene(90, 90)]
     detector = FaceDetector(bright_box_network(size, grid), size, grid)
     found = detector.detect_batch(images, score_threshold=0.5)
@@ -82,7 +82,7 @@ def test_detect_batch_finds_drawn_faces_in_images_of_different_shapes():
 
 def test_thresholds_reach_the_post_processing():
     letterbox = Letterbox.fit(128, 128, S)
-    detector = FaceDetector(encoded_face_network([letterbox] * 2, [(10, 10, 30, 30)] * 2), S, G)
+    detector = FaceDetector(encoded_face_network([letterbox] * 2, [(10, 10, 40, 40)] * 2), S, G)
     image = np.zeros((128, 128, 3), np.uint8)
     assert len(detector.detect(image, score_threshold=0.7).scores) == 1
     assert len(detector.detect(image, score_threshold=0.9).scores) == 0
@@ -112,7 +112,7 @@ def test_keras_detector_reads_its_geometry_and_matches_the_model_on_any_batch(tm
         assert (detector.input_size, detector.grid_size, detector.kind) == (64, 2, "keras")
         np.testing.assert_allclose(detector.predict_grids(x), expected, atol=1e-6)
         np.testing.assert_allclose(detector.predict_grids(x[:1]), expected[:1], atol=1e-6)
-        assert detector(x).shape == (3, 2, 2, 5)  # callable: evaluate_model takes it as is
+        assert detector(x).shape == (3, 2, 2, 5)  # callable like the network it wraps
     with pytest.raises(ValueError, match=r"expects \(B, 64, 64, 3\) inputs"):
         detector.predict_grids(x[:, :32])
 
@@ -199,7 +199,8 @@ def test_resolve_weights_finds_the_best_checkpoint_or_keeps_the_file(tmp_path):
 
 
 def test_face_rows_round_to_pixels_and_three_decimals():
-    det = Detections(np.array([[10.4, 20.6, 30.5, 40.49]], np.float32),
+    # corners of x y w h = 10.25 20.625 30.5 40.49: printed as the CLI's x y w h
+    det = Detections(np.array([[10.25, 20.625, 40.75, 61.115]], np.float32),
                      np.array([0.87654], np.float32))
     assert face_rows(det) == [{"x": 10, "y": 21, "w": 30, "h": 40, "score": 0.877}]
     assert face_rows(Detections.empty()) == []

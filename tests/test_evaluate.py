@@ -11,6 +11,7 @@ import pytest
 import scipy.io as sio
 
 from config import Config
+from data.boxes import xywh_to_xyxy, xyxy_to_xywh
 from data.records import ImageRecord
 from errors import AnnotationError, DatasetError
 from evaluate import main
@@ -29,12 +30,13 @@ from model.wider_protocol import SETTINGS, WiderGroundTruth, load_wider_gt, wide
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # The hand-computed case: image A has faces F1, F2; image B has F3; image C has no face.
-F1, F2, F3 = [10, 10, 40, 40], [100, 100, 40, 40], [50, 50, 60, 60]
-D1 = ([10, 10, 40, 40], 0.9)  # on F1
-D2 = ([200, 10, 30, 30], 0.8)  # on nothing
-D3 = ([52, 50, 60, 60], 0.7)  # on F3 (IoU 0.94)
-D4 = ([12, 12, 40, 40], 0.6)  # on F1 again (IoU 0.82): a duplicate
-DC = ([5, 5, 20, 20], 0.85)  # on image C, which has no face
+# Boxes x1, y1, x2, y2 (the .mat and the text files get their x y w h).
+F1, F2, F3 = [10, 10, 50, 50], [100, 100, 140, 140], [50, 50, 110, 110]
+D1 = ([10, 10, 50, 50], 0.9)  # on F1
+D2 = ([200, 10, 230, 40], 0.8)  # on nothing
+D3 = ([52, 50, 112, 110], 0.7)  # on F3 (IoU 0.94)
+D4 = ([12, 12, 52, 52], 0.6)  # on F1 again (IoU 0.82): a duplicate
+DC = ([5, 5, 25, 25], 0.85)  # on image C, which has no face
 
 # Ranked D1 TP, D2 FP, D3 TP, D4 FP over 3 faces: precision 1, 1/2, 2/3, 1/2 at recall
 # 1/3, 1/3, 2/3, 2/3; envelope 1 up to recall 1/3, 2/3 up to 2/3: AP = 1/3 + 2/9 = 5/9.
@@ -88,8 +90,14 @@ def write_gt_mats(folder, events, keep_lists):
     return folder
 
 
+def xywh_text(box):
+    """A corner box as the `x y w h` numbers of a WIDER annotation line."""
+    return " ".join(str(int(v)) for v in xyxy_to_xywh([box])[0])
+
+
 def write_hand_gt(folder):
-    events = [("0--A", [("a_1", [F1, F2])]), ("1--B", [("b_1", [F3]), ("b_2", np.zeros((0, 4)))])]
+    events = [("0--A", [("a_1", xyxy_to_xywh([F1, F2]))]),
+              ("1--B", [("b_1", xyxy_to_xywh([F3])), ("b_2", np.zeros((0, 4)))])]
     keep = {
         "easy": [[[]], [[1], []]],  # F3 only
         "medium": [[[1]], [[1], []]],  # F1, F3
@@ -178,7 +186,7 @@ def test_load_wider_gt_reads_the_official_structure(hand_gt):
 def test_load_wider_gt_errors_name_the_file(tmp_path, hand_gt):
     with pytest.raises(DatasetError, match="wider_face_val.mat: official ground-truth file not found"):
         load_wider_gt(str(tmp_path))
-    bad = write_gt_mats(str(tmp_path / "bad"), [("0--A", [("a_1", [F1])])],
+    bad = write_gt_mats(str(tmp_path / "bad"), [("0--A", [("a_1", xyxy_to_xywh([F1]))])],
                         {s: [[[2]]] for s in SETTINGS})
     with pytest.raises(DatasetError, match=r"wider_easy_val.mat: 0--A/a_1: keep index 2 outside its 1 faces"):
         load_wider_gt(bad)
@@ -226,10 +234,12 @@ def noisy_predictions(gt, seed=0):
     for name, boxes in zip(gt.names, gt.boxes):
         kept = boxes[rng.random(len(boxes)) < 0.8]
         dup = kept[rng.random(len(kept)) < 0.2]
-        found = np.concatenate([kept, dup])
+        # Jitter and false positives drawn on x y w h (a size error in proportion to the
+        # face), then the corners the predictions hold.
+        found = xyxy_to_xywh(np.concatenate([kept, dup]), np.float64)
         found = found + rng.normal(0, 0.15, found.shape) * found[:, [2, 3, 2, 3]]
         fps = np.column_stack([rng.uniform(0, 380, (5, 2)), rng.uniform(5, 60, (5, 2))])
-        all_boxes = np.concatenate([found, fps])
+        all_boxes = xywh_to_xyxy(np.concatenate([found, fps]), np.float64)
         scores = np.concatenate([rng.uniform(0.3, 1.0, len(found)), rng.uniform(0.0, 0.6, 5)])
         preds[name] = (all_boxes, scores)
     return preds
@@ -257,10 +267,9 @@ def reference_wider_ap(gt, preds):
             # image_evaluation.m
             pred_recall, recall_list = np.zeros(len(pred_info)), np.zeros(len(gt_bbx))
             proposal_list = np.ones(len(pred_info))
+            # Corners already: the official x2 = x + w is where the files are read.
             p = pred_info[:, :4].copy()
-            p[:, 2:] += p[:, :2]
             g = gt_bbx.copy()
-            g[:, 2:] += g[:, :2]
             for h in range(len(p)):
                 w = np.minimum(g[:, 2], p[h, 2]) - np.maximum(g[:, 0], p[h, 0]) + 1
                 hh = np.minimum(g[:, 3], p[h, 3]) - np.maximum(g[:, 1], p[h, 1]) + 1
@@ -347,7 +356,7 @@ def test_full_val_annotations_load_and_ground_truth_scores_one(shared_val_annota
 # The submission layout
 # ----------------------------------------------------------------------------------------
 def test_write_read_predictions_round_trip_with_empty_images(tmp_path):
-    boxes = np.array([[10, 20, 30.5, 40.25], [1.126, 2, 3, 4]], np.float32)
+    boxes = np.array([[10, 20, 40.5, 60.25], [1.126, 2, 4.126, 6]], np.float32)  # corners
     scores = np.array([0.912345, 0.1], np.float32)
     path = write_predictions(str(tmp_path), "0--Parade/0_Parade_1.jpg", boxes, scores)
     assert path == os.path.join(str(tmp_path), "0--Parade", "0_Parade_1.txt")
@@ -395,7 +404,7 @@ def test_whole_number_counts_and_empty_files_are_read(tmp_path):
     path = tmp_path / "a.txt"
     path.write_text("a.jpg\n2.0\n1 2 3 4 0.5\n5 6 0 0 -0.25\n")
     det = read_prediction_file(str(path))
-    np.testing.assert_array_equal(det.boxes, [[1, 2, 3, 4], [5, 6, 0, 0]])
+    np.testing.assert_array_equal(det.boxes, [[1, 2, 4, 6], [5, 6, 5, 6]])  # as corners
     np.testing.assert_array_equal(det.scores, [0.5, -0.25])  # any finite score is a score
     path.write_text("a.jpg\n1e0\n1 2 3 4 0.5\n")
     assert len(read_prediction_file(str(path)).scores) == 1
@@ -462,7 +471,7 @@ def bright_box_network(input_size, grid_size):
             ys, xs = np.nonzero(image.min(axis=-1) > 200)
             boxes = np.zeros((0, 4))
             if len(xs):
-                boxes = [[xs.min(), ys.min(), xs.max() + 1 - xs.min(), ys.max() + 1 - ys.min()]]
+                boxes = [[xs.min(), ys.min(), xs.max() + 1, ys.max() + 1]]
             grid = encode_grid(boxes, [False] * len(boxes), input_size, grid_size).grid
             grid[..., CLASS] *= 0.9
             grids.append(grid)
@@ -474,16 +483,16 @@ def bright_box_network(input_size, grid_size):
 def write_scene(path, width, height, face=None):
     image = np.full((height, width, 3), 40, np.uint8)
     if face is not None:
-        x, y, w, h = face
-        image[y:y + h, x:x + w] = 255
+        x1, y1, x2, y2 = face
+        image[y1:y2, x1:x2] = 255
     cv2.imwrite(path, image)
 
 
 def test_evaluate_model_runs_batches_maps_back_and_writes_every_image(tmp_path):
     """Non-square images, a partial last batch and an image without face: detections come
     back in original pixels and every image gets a submission file."""
-    scenes = [("ev/wide.png", 320, 200, (50, 50, 100, 75)),
-              ("ev/tall.png", 200, 320, (100, 150, 50, 100)),
+    scenes = [("ev/wide.png", 320, 200, (50, 50, 150, 125)),
+              ("ev/tall.png", 200, 320, (100, 150, 150, 250)),
               ("ev/none.png", 160, 160, None)]
     records = []
     for name, w, h, face in scenes:
@@ -537,8 +546,8 @@ def test_cli_plain_ap_from_a_wider_annotation_file(tmp_path, capsys):
     gt_txt = tmp_path / "wider_face_val_bbx_gt.txt"
     face = " 0 0 0 0 0 0\n"
     gt_txt.write_text(
-        "0--A/a_1.jpg\n2\n" + " ".join(map(str, F1)) + face + " ".join(map(str, F2)) + face
-        + "1--B/b_1.jpg\n1\n" + " ".join(map(str, F3)) + face
+        "0--A/a_1.jpg\n2\n" + xywh_text(F1) + face + xywh_text(F2) + face
+        + "1--B/b_1.jpg\n1\n" + xywh_text(F3) + face
     )
     assert main(["--predictions", preds, "--gt", str(gt_txt)]) == 0
     assert f"AP {AP_ALL_FACES:.4f} (IoU 0.5, 2 images, 3 valid faces)" in capsys.readouterr().out
@@ -582,8 +591,8 @@ def test_evaluate_model_loads_a_model_path_with_its_contract(tmp_path):
 
     path = str(tmp_path / "images" / "ev" / "wide.png")
     os.makedirs(os.path.dirname(path))
-    write_scene(path, 320, 200, (50, 50, 100, 75))
-    records = [ImageRecord(path, "ev/wide.png", [[50, 50, 100, 75]], [False])]
+    write_scene(path, 320, 200, (50, 50, 150, 125))
+    records = [ImageRecord(path, "ev/wide.png", [[50, 50, 150, 125]], [False])]
     ckpt = tiny_checkpoint(str(tmp_path / "model-0.10.keras"))
     write_contract(ckpt, ModelContract(64, 2, letterbox=False))
     preds = evaluate_model(ckpt, records, Config(batch_size=2), progress=False)
@@ -604,8 +613,8 @@ def test_cli_runs_a_checkpoint_over_a_wider_layout_split(tmp_path, capsys):
     write_hand_gt(str(root / "eval_tools" / "ground_truth"))
     face = " 0 0 0 0 0 0\n"
     (split / "wider_face_val_bbx_gt.txt").write_text(
-        "0--A/a_1.jpg\n2\n" + " ".join(map(str, F1)) + face + " ".join(map(str, F2)) + face
-        + "1--B/b_1.jpg\n1\n" + " ".join(map(str, F3)) + face
+        "0--A/a_1.jpg\n2\n" + xywh_text(F1) + face + xywh_text(F2) + face
+        + "1--B/b_1.jpg\n1\n" + xywh_text(F3) + face
         + "1--B/b_2.jpg\n0\n0 0 0 0 0 0 0 0 0 0\n"
     )
     for name, w, h in (("0--A/a_1.jpg", 200, 160), ("1--B/b_1.jpg", 160, 200), ("1--B/b_2.jpg", 100, 100)):
@@ -635,8 +644,8 @@ def test_cli_runs_a_checkpoint_over_a_wider_layout_split(tmp_path, capsys):
 def test_best_f1_threshold_is_the_cut_between_true_and_false_detections():
     """Two faces found at 0.9 and 0.7, a false detection at 0.8 and one at 0.3: the best
     cut keeps the first three (P 2/3, R 1, F1 0.8) and its threshold is 0.7."""
-    faces = np.array([[0, 0, 10, 10], [50, 50, 10, 10]], np.float32)
-    boxes = np.array([[0, 0, 10, 10], [100, 100, 10, 10], [50, 50, 10, 10], [200, 0, 5, 5]],
+    faces = np.array([[0, 0, 10, 10], [50, 50, 60, 60]], np.float32)
+    boxes = np.array([[0, 0, 10, 10], [100, 100, 110, 110], [50, 50, 60, 60], [200, 0, 205, 5]],
                      np.float32)
     scores = np.array([0.9, 0.8, 0.7, 0.3], np.float32)
     best = best_f1_threshold([(boxes, scores)], [(faces, np.zeros(2, bool))])
@@ -651,9 +660,9 @@ def test_pr_curve_counts_follow_the_score_cuts():
     """TensorBoard's PR-curve rows (TP, FP, TN, FN, precision, recall) at evenly spaced
     score cuts: a detection counts from every cut at or below its score; a detection on
     an ignored face counts nowhere; missed faces are false negatives."""
-    truth = [(np.float32([[0, 0, 10, 10], [20, 20, 10, 10], [40, 0, 10, 10]]),
+    truth = [(np.float32([[0, 0, 10, 10], [20, 20, 30, 30], [40, 0, 50, 10]]),
               np.array([False, False, True]))]
-    found = [(np.float32([[0, 0, 10, 10], [60, 60, 5, 5], [40, 0, 10, 10]]),
+    found = [(np.float32([[0, 0, 10, 10], [60, 60, 65, 65], [40, 0, 50, 10]]),
               np.float32([0.85, 0.35, 0.95]))]
     tp, fp, tn, fn, precision, recall = pr_curve_counts(found, truth, num_thresholds=11)
     np.testing.assert_array_equal(tp, [1] * 9 + [0, 0])        # 0.85 >= cuts 0.0 .. 0.8

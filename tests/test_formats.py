@@ -13,6 +13,7 @@ import cv2
 import numpy as np
 import pytest
 
+from data.boxes import xywh_to_xyxy
 from data.formats import MAX_MESSAGES, AnnotationWarning, LoadReport, box_problem, load_json
 from data.formats.coco import read_coco
 from data.formats.labelme import read_labelme
@@ -22,7 +23,8 @@ from data.records import ImageRecord
 from data.wider import read_wider_annotations, write_wider_annotations
 from errors import AnnotationError, DatasetError
 
-# name -> (width, height, boxes xywh, ignore). Fractional pixels on purpose.
+# name -> (width, height, boxes xywh, ignore): what the builders below write in each file
+# format (COCO's bbox is xywh as it is). Fractional pixels on purpose.
 FACES = {
     "a.jpg": (160, 120, [[10.5, 20.25, 30.0, 40.0], [80.0, 10.0, 25.5, 30.75]], [False, False]),
     "b.jpg": (200, 100, [[5.0, 5.0, 50.0, 60.0], [120.0, 30.0, 40.0, 44.0]], [False, True]),
@@ -109,9 +111,10 @@ def make_coco(root, faces=FACES):
 
 
 def wider_twin(tmp_path, faces=FACES, with_ignore=True):
-    """The same faces written as a WIDER annotation file and read back by data.wider."""
+    """The same faces written as a WIDER annotation file and read back by data.wider
+    (records hold corners: the table's xywh boxes become x1, y1, x2, y2)."""
     records = [
-        ImageRecord(path=name, name=f"0--custom/{name}", boxes=np.asarray(b, np.float32).reshape(-1, 4),
+        ImageRecord(path=name, name=f"0--custom/{name}", boxes=xywh_to_xyxy(np.asarray(b, np.float64)),
                     ignore=np.asarray(ig, bool) & with_ignore)
         for name, (_, _, b, ig) in faces.items()
     ]
@@ -199,7 +202,7 @@ def test_labelme_image_path_relative_with_backslashes_and_stale_folder(tmp_path)
     assert paths == [os.path.join("ds", "json", "q.jpg"), os.path.join("ds", "photos", "p.jpg")]
     p = next(r for r in records if r.path.endswith("p.jpg"))
     assert p.name == "photos/p.jpg"
-    np.testing.assert_allclose(p.boxes, [[1, 2, 3, 4]])
+    np.testing.assert_allclose(p.boxes, [[1, 2, 4, 6]])  # corners of x y w h 1 2 3 4
 
 
 def _labelme_json(root, name, shapes, raw=None, **fields):
@@ -255,7 +258,7 @@ def test_labelme_absurd_or_outside_boxes_are_problems(tmp_path, points, message)
     _labelme_json(root, "a", [{"label": "face", "shape_type": "rectangle", "points": points},
                               labelme_shape([2, 3, 10, 10])], imageWidth=64, imageHeight=48)
     records, report = read_labelme(str(root))
-    np.testing.assert_array_equal(records[0].boxes, [[2, 3, 10, 10]])  # only the good one
+    np.testing.assert_array_equal(records[0].boxes, [[2, 3, 12, 13]])  # only the good one
     assert report.problems == 1 and report.messages == [f"a.json: shapes[0].points: {message}"]
 
 
@@ -267,7 +270,7 @@ def test_labelme_boxes_partly_outside_are_kept_and_size_comes_from_the_header(tm
     _labelme_json(root, "a", [labelme_shape([-5, 40, 20, 20]), labelme_shape([70, 5, 5, 5])],
                   imageWidth="64", imageHeight=1e300)
     records, report = read_labelme(str(root))
-    np.testing.assert_array_equal(records[0].boxes, [[-5, 40, 20, 20]])
+    np.testing.assert_array_equal(records[0].boxes, [[-5, 40, 15, 60]])
     assert report.messages == ["a.json: shapes[1].points: box x=70 y=5 w=5 h=5 lies wholly outside "
                                "the 64x48 image"]
 
@@ -385,7 +388,7 @@ def test_yolo_values_must_be_plain_numbers_and_boxes_sane(tmp_path):
     assert report.messages[3].startswith(f"{lab}:6: box x=160 y=54 w=1.6e-05 h=12 lies wholly outside "
                                          f"the 160x120 image")
     assert report.problems == 4
-    np.testing.assert_allclose(records[0].boxes[2], [-16, -12, 32, 24], atol=1e-4)
+    np.testing.assert_allclose(records[0].boxes[2], [-16, -12, 16, 12], atol=1e-4)
 
 
 def test_yolo_layouts_and_label_paths(tmp_path):
@@ -395,7 +398,7 @@ def test_yolo_layouts_and_label_paths(tmp_path):
     write_image(tmp_path / "flat" / "x.png", 100, 50)
     (tmp_path / "flat" / "x.txt").write_text("0 0.5 0.5 0.5 0.5\n")
     records, report = read_yolo(str(tmp_path / "flat"))
-    np.testing.assert_allclose(records[0].boxes, [[25, 12.5, 50, 25]])
+    np.testing.assert_allclose(records[0].boxes, [[25, 12.5, 75, 37.5]])
     assert report.problems == 0 and report.unlabelled == 0
 
 
@@ -423,7 +426,7 @@ def test_image_size_from_header_follows_exif_orientation(tmp_path):
     (tmp_path / "labels" / "r.txt").write_text("0 0.5 0.5 0.5 0.2\n")
     records, _ = read_yolo(str(tmp_path))
     rotated = next(r for r in records if r.name == "r.jpg")
-    np.testing.assert_allclose(rotated.boxes, [[10, 40, 20, 20]], atol=1e-4)
+    np.testing.assert_allclose(rotated.boxes, [[10, 40, 30, 60]], atol=1e-4)
 
 
 def test_yolo_corrupt_image_is_reported(tmp_path):
@@ -557,7 +560,7 @@ def test_coco_crowd_flag_is_read_strictly(tmp_path):
         {"id": 65, "image_id": 3, "category_id": 1, "bbox": [4, 4, 5, 5], "iscrowd": False},
     ])
     records, report = read_coco(path)
-    np.testing.assert_array_equal(records[2].boxes, [[2, 2, 5, 5], [3, 3, 5, 5], [4, 4, 5, 5]])
+    np.testing.assert_array_equal(records[2].boxes, [[2, 2, 7, 7], [3, 3, 8, 8], [4, 4, 9, 9]])
     np.testing.assert_array_equal(records[2].ignore, [True, True, False])
     assert report.messages == [
         'instances.json: annotations[4].iscrowd: "0" is not 0 or 1',
@@ -580,7 +583,7 @@ def test_coco_absurd_and_outside_boxes_are_problems(tmp_path):
         {"id": 65, "image_id": 3, "category_id": 1, "bbox": [1, "2", 5, 5]},
     ], images=images)
     records, report = read_coco(path)
-    np.testing.assert_array_equal(records[2].boxes, [[115, -3, 10, 10]])
+    np.testing.assert_array_equal(records[2].boxes, [[115, -3, 125, 7]])
     assert report.messages == [
         "instances.json: annotations[4].bbox: x=1e+12 is beyond 100000 px (no image is that large)",
         "instances.json: annotations[5].bbox: w=1e+300 is beyond 100000 px (no image is that large)",

@@ -24,6 +24,7 @@ import warnings
 import numpy as np
 import pytest
 
+from data.boxes import xywh_to_xyxy
 from data.formats import MAX_COORDINATE, AnnotationWarning
 from data.formats.coco import read_coco
 from data.formats.labelme import read_labelme
@@ -73,18 +74,19 @@ def check_message(label, message, names):
 
 
 def box_failures(records, sizes=None, wider=False):
-    """Why records are not sane, as a list of strings (empty: sane)."""
+    """Why records (boxes x1, y1, x2, y2) are not sane, as a list of strings (empty: sane)."""
     bad = []
     for r in records:
         b = np.asarray(r.boxes, np.float64)
         if b.size == 0:
             continue
-        x, y, w, h = b.T
-        if not np.isfinite(b).all() or (np.abs(b) > MAX_COORDINATE).any():
+        x, y, x2, y2 = b.T
+        xywh = np.stack([x, y, x2 - x, y2 - y], axis=1)  # the readers bound these values
+        if not np.isfinite(b).all() or (np.abs(xywh) > MAX_COORDINATE).any():
             bad.append(f"{r.name}: absurd {b.tolist()}")
-        elif (w <= 0).any() or (h <= 0).any():
+        elif (x2 <= x).any() or (y2 <= y).any():
             bad.append(f"{r.name}: non-positive size {b.tolist()}")
-        elif ((x + w <= 0) | (y + h <= 0)).any():
+        elif ((x2 <= 0) | (y2 <= 0)).any():
             bad.append(f"{r.name}: left of / above the image {b.tolist()}")
         elif sizes is not None:
             width, height = sizes[os.path.basename(r.path)]
@@ -285,7 +287,9 @@ def run_wider_fuzz(tmp_path, text, n_values):
         if (result.num_boxes, result.dropped_boxes) != (base.num_boxes + kept, base.dropped_boxes + dropped):
             failures.append(f"{label}: {result.num_boxes} kept / {result.dropped_boxes} dropped, expected "
                             f"{base.num_boxes + kept} / {base.dropped_boxes + dropped}")
-        if box is not None and not any((r.boxes == np.float32(box)).all(axis=1).any() for r in result.records):
+        # `box` is the mutated line's x y w h: the records hold its corners
+        corners = None if box is None else xywh_to_xyxy(np.array([box], np.float64))[0]
+        if box is not None and not any((r.boxes == corners).all(axis=1).any() for r in result.records):
             failures.append(f"{label}: box {box} not in the records")
         if result.dropped_boxes:
             shown = [w for w in caught if issubclass(w.category, AnnotationWarning)

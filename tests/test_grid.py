@@ -3,14 +3,14 @@
 import numpy as np
 import pytest
 
-from data.boxes import iou_matrix, xywh_to_xyxy
+from data.boxes import box_iou
 from data.grid import CLASS, IGNORE, decode_grid, encode_grid, grid_box_corners
 
 
 def _random_boxes(rng, n, size):
     wh = rng.uniform(2, size / 3, (n, 2))
     centre = rng.uniform(0, size - 1e-3, (n, 2))
-    return np.concatenate([centre - wh / 2, wh], axis=1).astype(np.float32)
+    return np.concatenate([centre - wh / 2, centre + wh / 2], axis=1).astype(np.float32)
 
 
 def test_round_trip_over_random_boxes():
@@ -25,7 +25,7 @@ def test_round_trip_over_random_boxes():
             assert np.all(scores == 1.0)
             if len(decoded):
                 # each decoded box equals one input box to float precision
-                match = iou_matrix(xywh_to_xyxy(decoded), xywh_to_xyxy(boxes)).max(axis=1)
+                match = box_iou(decoded[:, None], boxes[None]).max(axis=1)
                 assert np.all(match > 0.9999)
                 dist = np.abs(decoded[:, None, :] - boxes[None, :, :]).max(axis=2).min(axis=1)
                 assert np.all(dist < 1e-3)
@@ -33,7 +33,7 @@ def test_round_trip_over_random_boxes():
 
 def test_cell_is_chosen_by_centre_not_corner():
     """A face whose corner is in cell (0, 0) but centre in (1, 2) is encoded in (1, 2)."""
-    box = np.array([[20, 10, 60, 50]], np.float32)  # centre (50, 35) -> col 1, row 1 at 32 px
+    box = np.array([[20, 10, 80, 60]], np.float32)  # centre (50, 35) -> col 1, row 1 at 32 px
     grid, _ = encode_grid(box, [False], 224, 7)
     assert grid[1, 1, CLASS] == 1.0
     assert grid[0, 0, CLASS] == 0.0
@@ -45,7 +45,7 @@ def test_cell_is_chosen_by_centre_not_corner():
 
 def test_collision_keeps_largest_face_and_counts():
     """Two centres in one cell: the larger face is kept and one collision is counted."""
-    boxes = np.array([[40, 40, 10, 10], [30, 30, 30, 30]], np.float32)  # both centres in (1, 1)
+    boxes = np.array([[40, 40, 50, 50], [30, 30, 60, 60]], np.float32)  # both centres in (1, 1)
     grid, collisions = encode_grid(boxes, [False, False], 224, 7)
     assert collisions == 1
     decoded, _ = decode_grid(grid, 224)
@@ -53,7 +53,7 @@ def test_collision_keeps_largest_face_and_counts():
 
 
 def test_ignored_faces_mark_cells_minus_one_unless_a_face_owns_them():
-    boxes = np.array([[0, 0, 20, 20], [100, 100, 4, 4], [96, 96, 30, 30]], np.float32)
+    boxes = np.array([[0, 0, 20, 20], [100, 100, 104, 104], [96, 96, 126, 126]], np.float32)
     grid, collisions = encode_grid(boxes, [True, True, False], 224, 7)
     assert grid[0, 0, CLASS] == IGNORE  # only an ignored face there
     assert grid[3, 3, CLASS] == 1.0  # a real face's centre shares the ignored face's cell
@@ -67,7 +67,7 @@ def test_ignored_faces_mark_cells_minus_one_unless_a_face_owns_them():
 def test_empty_and_degenerate_boxes():
     grid, collisions = encode_grid(np.zeros((0, 4)), np.zeros(0, bool), 224, 7)
     assert grid.shape == (7, 7, 5) and not grid.any() and collisions == 0
-    bad = np.array([[10, 10, 0, 5], [10, 10, 5, -1], [300, 300, 10, 10]], np.float32)
+    bad = np.array([[10, 10, 10, 15], [10, 10, 15, 9], [300, 300, 310, 310]], np.float32)
     grid, _ = encode_grid(bad, np.zeros(3, bool), 224, 7)
     assert not grid.any()
 
@@ -79,7 +79,7 @@ def test_decode_threshold_and_order_on_predictions():
     boxes, scores = decode_grid(grid, 224, score_threshold=0.3)
     np.testing.assert_allclose(scores, [0.9, 0.4])
     # cell (2, 3): centre (3.5 * 32, 2.5 * 32) = (112, 80); w = 22.4, h = 44.8
-    np.testing.assert_allclose(boxes[0], [112 - 11.2, 80 - 22.4, 22.4, 44.8], atol=1e-4)
+    np.testing.assert_allclose(boxes[0], [112 - 11.2, 80 - 22.4, 112 + 11.2, 80 + 22.4], atol=1e-4)
     boxes, scores = decode_grid(grid, 224, score_threshold=0.5)
     assert len(boxes) == 1
 
@@ -104,7 +104,7 @@ def test_neighbour_cells_predict_the_same_face_with_offsets_beyond_their_cell():
     """With neighbours, a face 3 cells wide is also assigned to the 3 cells on the sides
     nearer its centre; every assigned cell decodes to the very same box."""
     # 16-px cells; centre (88, 84): cell row 5 (fraction 0.25), col 5 (fraction 0.5).
-    box = np.array([[64, 60, 48, 48]], np.float32)
+    box = np.array([[64, 60, 112, 108]], np.float32)
     grid, collisions = encode_grid(box, [False], 224, 14, neighbours=True)
     assert collisions == 0
     cells = sorted(zip(*np.nonzero(grid[..., CLASS] == 1.0)))
@@ -121,13 +121,13 @@ def test_neighbour_cells_skip_tiny_faces_and_never_take_a_face_centre_cell():
     """A face smaller than a cell keeps one cell (the neighbours' centres are outside it);
     a neighbour cell holding another face's centre keeps that face; a contested neighbour
     cell goes to the larger face."""
-    tiny = np.array([[100, 100, 6, 6]], np.float32)
+    tiny = np.array([[100, 100, 106, 106]], np.float32)
     grid, _ = encode_grid(tiny, [False], 224, 14, neighbours=True)
     assert int((grid[..., CLASS] == 1.0).sum()) == 1
 
-    big = [64, 60, 48, 48]  # centre cell (5, 5); neighbours (4, 5), (5, 6), (4, 6)
-    small = [98, 50, 12, 12]  # centre (104, 56): cell (3, 6)... and one in (4, 6):
-    inside = [98, 66, 12, 12]  # centre (104, 72) -> cell (4, 6), a neighbour of `big`
+    big = [64, 60, 112, 108]  # centre cell (5, 5); neighbours (4, 5), (5, 6), (4, 6)
+    small = [98, 50, 110, 62]  # centre (104, 56): cell (3, 6)... and one in (4, 6):
+    inside = [98, 66, 110, 78]  # centre (104, 72) -> cell (4, 6), a neighbour of `big`
     boxes = np.array([big, small, inside], np.float32)
     grid, collisions = encode_grid(boxes, [False] * 3, 224, 14, neighbours=True)
     assert collisions == 0
@@ -135,8 +135,8 @@ def test_neighbour_cells_skip_tiny_faces_and_never_take_a_face_centre_cell():
     assert grid[4, 6, 1] * 224 == pytest.approx(12)
     assert grid[5, 5, 1] * 224 == pytest.approx(48) and grid[4, 5, 1] * 224 == pytest.approx(48)
     # Two faces wanting one neighbour cell, (6, 6): the larger wins.
-    p = [72, 72, 40, 40]  # centre (92, 92): cell (5, 5), fractions 0.75 -> (6, 5), (5, 6), (6, 6)
-    q = [101, 101, 30, 30]  # centre (116, 116): cell (7, 7), fractions 0.25 -> (6, 7), (7, 6), (6, 6)
+    p = [72, 72, 112, 112]  # centre (92, 92): cell (5, 5), fractions 0.75 -> (6, 5), (5, 6), (6, 6)
+    q = [101, 101, 131, 131]  # centre (116, 116): cell (7, 7), fractions 0.25 -> (6, 7), (7, 6), (6, 6)
     for order in ([p, q], [q, p]):
         grid, _ = encode_grid(np.array(order, np.float32), [False, False], 224, 14,
                               neighbours=True)

@@ -13,7 +13,7 @@ S, G = 224, 7
 
 
 def targets(faces, ignored=()):
-    """(1, G, G, 5) targets from xywh input-pixel boxes (faces, then ignored faces)."""
+    """(1, G, G, 5) targets from x1, y1, x2, y2 input-pixel boxes (faces, then ignored faces)."""
     boxes = np.array(list(faces) + list(ignored), dtype=np.float32).reshape(-1, 4)
     ignore = np.array([False] * len(faces) + [True] * len(ignored))
     return encode_grid(boxes, ignore, S, G).grid[None]
@@ -40,7 +40,7 @@ def gradient(loss, y_true, y_pred):
 @pytest.fixture
 def scene():
     """Two faces of very different sizes, one ignored face, the rest background."""
-    y_true = targets([(10, 12, 6, 7), (100, 90, 80, 100)], ignored=[(170, 170, 20, 20)])
+    y_true = targets([(10, 12, 16, 19), (100, 90, 180, 190)], ignored=[(170, 170, 190, 190)])
     assert (y_true[..., CLASS] == 1).sum() == 2 and (y_true[..., CLASS] == IGNORE).sum() == 1
     return y_true
 
@@ -99,7 +99,7 @@ def test_small_face_error_weighs_like_a_large_face_relative_error():
     loss = GridLoss(objectness_weight=0.0)
     costs = {}
     for side in (5.0, 110.0):
-        y_true = targets([(112 - side / 2, 112 - side / 2, side, side)])
+        y_true = targets([(112 - side / 2, 112 - side / 2, 112 + side / 2, 112 + side / 2)])
         y_pred = perfect(y_true)
         y_pred[..., :2] *= 1.2  # h, w 20% too large, centre exact
         costs[side] = value(loss, y_true, y_pred)

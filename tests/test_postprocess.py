@@ -5,7 +5,7 @@ import pytest
 
 from data.boxes import Letterbox
 from data.grid import CLASS, encode_grid
-from model.postprocess import Detections, detect_batch, detect_from_grid, nms, original_size
+from model.postprocess import Detections, detect_batch, detect_from_grid, nms
 
 S, G = 224, 7
 CELL = S // G
@@ -13,7 +13,8 @@ IDENTITY = Letterbox.fit(S, S, S)
 
 
 def face_grid(faces, scores, size=S, grid_size=G):
-    """A (G, G, 5) prediction with each face (xywh input px) in its centre cell at a score."""
+    """A (G, G, 5) prediction with each face (x1, y1, x2, y2 input px) in its centre cell
+    at a score."""
     grid = np.zeros((grid_size, grid_size, 5), np.float32)
     for box, score in zip(faces, scores):
         cell_grid = encode_grid(np.array([box]), [False], size, grid_size).grid
@@ -24,7 +25,7 @@ def face_grid(faces, scores, size=S, grid_size=G):
 
 
 def test_nms_suppresses_overlap_keeps_separate_and_orders_by_score():
-    boxes = np.array([[0, 0, 10, 10], [1, 1, 10, 10], [50, 50, 10, 10], [0, 0, 10, 11]], np.float32)
+    boxes = np.array([[0, 0, 10, 10], [1, 1, 11, 11], [50, 50, 60, 60], [0, 0, 10, 11]], np.float32)
     scores = np.array([0.8, 0.9, 0.7, 0.8], np.float32)
     # Box 1 (best) suppresses 0 and 3 (IoU 0.68 and 0.75); 2 is far away.
     assert nms(boxes, scores, 0.5, 10).tolist() == [1, 2]
@@ -36,7 +37,7 @@ def test_nms_suppresses_overlap_keeps_separate_and_orders_by_score():
 
 
 def test_nms_caps_at_max_detections():
-    boxes = np.array([[20.0 * i, 0, 10, 10] for i in range(30)], np.float32)
+    boxes = np.array([[20.0 * i, 0, 20.0 * i + 10, 10] for i in range(30)], np.float32)
     scores = np.linspace(0.1, 0.9, 30).astype(np.float32)
     keep = nms(boxes, scores, 0.5, 5)
     assert keep.tolist() == [29, 28, 27, 26, 25]
@@ -50,8 +51,9 @@ def test_nms_rejects_mismatched_lengths():
 
 def test_two_overlapping_predictions_become_one_detection():
     # Two neighbouring cells predict nearly the same 60x60 face (centres 4 px apart).
-    a = [3 * CELL + CELL - 32, 3 * CELL - 30 + 16, 60, 60]  # centre just left of a cell edge
-    b = [a[0] + 4, a[1], 60, 60]  # centre just right of it: the next cell
+    x, y = 3 * CELL + CELL - 32, 3 * CELL - 30 + 16
+    a = [x, y, x + 60, y + 60]  # centre just left of a cell edge
+    b = [x + 4, y, x + 64, y + 60]  # centre just right of it: the next cell
     grid = face_grid([a, b], [0.9, 0.8])
     assert (grid[..., CLASS] > 0).sum() == 2
     det = detect_from_grid(grid, IDENTITY, score_threshold=0.5, nms_iou=0.4, max_detections=10)
@@ -61,7 +63,7 @@ def test_two_overlapping_predictions_become_one_detection():
 
 
 def test_separate_faces_are_both_kept_and_threshold_drops_low_scores():
-    faces = [[10, 10, 40, 40], [150, 120, 50, 60], [100, 20, 20, 20]]
+    faces = [[10, 10, 50, 50], [150, 120, 200, 180], [100, 20, 120, 40]]
     grid = face_grid(faces, [0.95, 0.6, 0.3])
     det = detect_from_grid(grid, IDENTITY, score_threshold=0.5, nms_iou=0.4, max_detections=10)
     np.testing.assert_allclose(det.scores, [0.95, 0.6])
@@ -90,11 +92,11 @@ def test_max_detections_caps_the_highest_scores():
 def test_letterboxed_face_maps_back_to_original_pixels(width, height, keep_aspect):
     """Encode known faces through Letterbox.to_input + encode_grid; decode gives them back."""
     faces = np.array([
-        [0.1 * width, 0.2 * height, 0.15 * width, 0.2 * height],
-        [0.6 * width, 0.55 * height, 0.2 * width, 0.3 * height],
+        [0.1 * width, 0.2 * height, 0.25 * width, 0.4 * height],
+        [0.6 * width, 0.55 * height, 0.8 * width, 0.85 * height],
     ], np.float32)
     letterbox = Letterbox.fit(width, height, S, keep_aspect)
-    assert original_size(letterbox) == (width, height)
+    assert (letterbox.width, letterbox.height) == (width, height)
     target = encode_grid(letterbox.to_input(faces), [False, False], S, G).grid
     det = detect_from_grid(target, letterbox, score_threshold=0.5, nms_iou=0.4, max_detections=10)
     order = np.argsort(det.boxes[:, 0])
@@ -111,15 +113,31 @@ def test_boxes_are_clipped_to_the_original_image_and_padding_boxes_dropped():
     grid[0, 4] = [20 / S, 20 / S, 0.5, 0.5, 0.8]
     det = detect_from_grid(grid, letterbox, score_threshold=0.5, nms_iou=0.4, max_detections=10)
     assert len(det.scores) == 1
-    x, y, w, h = det.boxes[0]
-    assert x == 0 and y == 0 and x + w <= width and y + h <= height
-    assert w > 0 and h > 0
+    x1, y1, x2, y2 = det.boxes[0]
+    assert x1 == 0 and y1 == 0 and x2 <= width and y2 <= height
+    assert x2 > x1 and y2 > y1
+
+
+@pytest.mark.parametrize("width,height", [(1023, 77), (77, 1023), (333, 2)])
+def test_boxes_are_clipped_to_the_size_the_letterbox_holds(width, height):
+    """A face overflowing the bottom-right corner ends exactly on the image's own border:
+    the size the Letterbox was fitted to (stored), whatever the rounded content size."""
+    letterbox = Letterbox.fit(width, height, S)
+    grid = np.zeros((G, G, 5), np.float32)
+    # A 112-px face centred 1 px inside the content's bottom-right corner.
+    cx = letterbox.pad_x + letterbox.content_width - 1
+    cy = letterbox.pad_y + letterbox.content_height - 1
+    row, col = int(cy // CELL), int(cx // CELL)
+    grid[row, col] = [0.5, 0.5, cy / CELL - row, cx / CELL - col, 0.9]
+    det = detect_from_grid(grid, letterbox, score_threshold=0.5, nms_iou=0.4, max_detections=10)
+    assert len(det.scores) == 1
+    assert det.boxes[0, 2] == width and det.boxes[0, 3] == height
 
 
 def test_detect_batch_matches_per_image_calls_and_checks_shapes():
     grids = np.stack([
-        face_grid([[10, 10, 40, 40]], [0.9]),
-        face_grid([[100, 100, 50, 50]], [0.7]),
+        face_grid([[10, 10, 50, 50]], [0.9]),
+        face_grid([[100, 100, 150, 150]], [0.7]),
     ])
     letterboxes = [Letterbox.fit(640, 480, S), Letterbox.fit(300, 600, S)]
     batch = detect_batch(grids, letterboxes, score_threshold=0.5, nms_iou=0.4, max_detections=5)

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import detect
-from data.boxes import iou_matrix, xywh_to_xyxy
+from data.boxes import box_iou, xywh_to_xyxy
 from data.wider import load_wider_split
 
 PORTRAIT = "9--Press_Conference/9_Press_Conference_Press_Conference_9_332.jpg"
@@ -20,7 +20,8 @@ CROWD = "2--Demonstration/2_Demonstration_Demonstrators_2_470.jpg"
 
 
 def found_faces(subset, name, tmp_path, capsys):
-    """(true boxes, detected boxes) of one photo, through detect.py with no --weights."""
+    """(true boxes x1, y1, x2, y2, detected boxes as detect.py prints them, x y w h) of one
+    photo, through detect.py with no --weights."""
     record = next(r for r in load_wider_split(subset, "val").records if r.name == name)
     code = detect.main(["--image", record.path, "--json", "--no-save",
                         "--checkpoint-dir", str(tmp_path / "no_checkpoints")])
@@ -43,7 +44,7 @@ def test_the_shipped_model_finds_real_faces(shared_subset, name, at_least, tmp_p
     """At the default threshold, true faces are found (IoU >= 0.5) with few false ones."""
     truth, detected = found_faces(shared_subset, name, tmp_path, capsys)
     assert len(detected), f"{name}: no face found"
-    iou = iou_matrix(xywh_to_xyxy(truth), xywh_to_xyxy(detected))
+    iou = box_iou(truth[:, None], xywh_to_xyxy(detected)[None])
     hits = int((iou.max(axis=1) >= 0.5).sum())
     assert hits >= at_least, f"{name}: {hits} of {len(truth)} faces found"
     false = int((iou.max(axis=0) < 0.3).sum())

@@ -8,13 +8,15 @@ import numpy as np
 import pytest
 
 from config import Config
+from data.boxes import xywh_to_xyxy, xyxy_to_xywh
 from data.formats import AnnotationWarning
 from data.records import ImageRecord
 from data.stats import SIZE_EDGES, dataset_stats, format_stats, size_bin_labels
 from stats import main
 from test_formats import labelme_shape, write_image
 
-# At input 224, grid 7, a cell is 32 px; a 224x224 image maps onto the input 1:1.
+# At input 224, grid 7, a cell is 32 px; a 224x224 image maps onto the input 1:1. Boxes x y w h
+# (the records get their corners).
 A_FACES = [
     ([0, 0, 6, 6], False),         # 0.19 cells                     -> <0.25
     ([100, 100, 3, 8], False),     # smaller side 3 < 4 px: too small -> <0.25
@@ -33,10 +35,10 @@ def tiny_records(tmp_path):
     c = write_image(tmp_path / "c.jpg", 100, 80)
     boxes, ignore = zip(*A_FACES)
     return [
-        ImageRecord(a, "a.jpg", boxes, ignore),
-        ImageRecord(b, "b.jpg", [B_FACE], [False]),
+        ImageRecord(a, "a.jpg", xywh_to_xyxy(boxes), ignore),
+        ImageRecord(b, "b.jpg", xywh_to_xyxy([B_FACE]), [False]),
         ImageRecord(c, "c.jpg"),
-        ImageRecord(str(tmp_path / "gone.jpg"), "gone.jpg", [[1, 1, 10, 10]], [False]),
+        ImageRecord(str(tmp_path / "gone.jpg"), "gone.jpg", xywh_to_xyxy([[1, 1, 10, 10]]), [False]),
     ]
 
 
@@ -60,7 +62,8 @@ def test_dataset_stats_counts(tmp_path):
 def test_cli_prints_the_counts_of_a_labelme_folder(tmp_path, capsys):
     records = tiny_records(tmp_path / "ds")
     for record in records:
-        shapes = [labelme_shape(box, ignore=bool(ign)) for box, ign in zip(record.boxes.tolist(), record.ignore)]
+        shapes = [labelme_shape(box, ignore=bool(ign))
+                  for box, ign in zip(xyxy_to_xywh(record.boxes).tolist(), record.ignore)]
         doc = {"imagePath": os.path.basename(record.path), "shapes": shapes}
         with open(os.path.splitext(record.path)[0] + ".json", "w") as f:
             json.dump(doc, f)

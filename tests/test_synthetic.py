@@ -11,7 +11,7 @@ import pytest
 
 import data.synthetic as synthetic
 from config import Config
-from data.boxes import Letterbox
+from data.boxes import Letterbox, box_sizes
 from data.grid import encode_grid
 from data.image import read_image
 from data.synthetic import (
@@ -87,9 +87,9 @@ def test_annotations_parse_and_boxes_lie_inside_their_images(demo):
             h, w = read_image(record.path).shape[:2]
             b = record.boxes
             assert np.all(b == np.round(b)), "WIDER boxes are integers"
-            assert np.all(b[:, 2:] > 0)
+            assert np.all(box_sizes(b) > 0)
             assert np.all(b[:, :2] >= 0)
-            assert np.all(b[:, 0] + b[:, 2] <= w) and np.all(b[:, 1] + b[:, 3] <= h)
+            assert np.all(b[:, 2] <= w) and np.all(b[:, 3] <= h)
             assert record.attributes.shape == (len(b), 6)
 
 
@@ -135,14 +135,14 @@ def test_face_counts_sizes_and_image_sizes_are_as_documented(samples):
     for s in samples:
         h, w = s.image.shape[:2]
         assert 320 <= w <= 640 and 0.6 - 0.01 <= w / h <= 1.6 + 0.01
-        boxes, invalid = s.boxes, s.attributes[:, 3] == 1
-        assert np.all(boxes[:, 2] <= MAX_FACE_FRACTION * min(h, w) * 1.6 + 2)  # roll widens
-        tiny = boxes[:, 2:].min(axis=1) < TINY_FACE
+        sizes, invalid = box_sizes(s.boxes), s.attributes[:, 3] == 1
+        assert np.all(sizes[:, 0] <= MAX_FACE_FRACTION * min(h, w) * 1.6 + 2)  # roll widens
+        tiny = sizes.min(axis=1) < TINY_FACE
         assert np.all(invalid[tiny]), "faces below TINY_FACE px are marked invalid"
         # Valid faces are either drawn at MIN_VALID_FACE or more, or tiny ones whose
         # rolled box reached TINY_FACE; either way not below TINY_FACE.
-        assert np.all(boxes[~invalid, 2:].min(axis=1) >= TINY_FACE)
-        widths.extend(boxes[~invalid, 2])
+        assert np.all(sizes[~invalid].min(axis=1) >= TINY_FACE)
+        widths.extend(sizes[~invalid, 0])
     widths = np.array(widths)
     assert np.mean((widths >= 20) & (widths <= 120)) > 0.75, "the bulk is 20-120 px"
     assert np.mean(widths < 22) < 0.15 and np.mean(widths >= MIN_VALID_FACE) > 0.97
@@ -165,7 +165,7 @@ def test_flags_take_wider_values_and_each_level_occurs(samples):
     # Heavily occluded or tiny explains every invalid face.
     for s in samples:
         bad = s.attributes[:, 3] == 1
-        tiny = s.boxes[:, 2:].min(axis=1) < TINY_FACE
+        tiny = box_sizes(s.boxes).min(axis=1) < TINY_FACE
         assert np.all(tiny[bad] | (s.attributes[bad, 4] == 2))
 
 

@@ -134,7 +134,7 @@ def test_bad_input_is_reported_with_file_and_element_and_the_rest_loads(tmp_path
     records, report = read_voc(root)
 
     assert [r.name for r in records] == ["a.jpg", "b.jpg", "c.jpg", "d.jpg"]
-    np.testing.assert_array_equal(records[3].boxes, [[40, 30, 20, 25]])
+    np.testing.assert_array_equal(records[3].boxes, [[40, 30, 60, 55]])
     assert_same_faces(records[:3], wider_twin(tmp_path))
     d = os.path.join("annotations", "d.xml")
     assert report.messages == [
@@ -189,9 +189,9 @@ def test_boxes_on_the_border_are_clipped_within_one_pixel(tmp_path):
     ]))
     records, report = read_voc(str(root))
     by_name = {r.name: r.boxes for r in records}
-    np.testing.assert_array_equal(by_name["e.jpg"], [[90, 70, 10, 10], [0, 0, 10, 80],
-                                                     [0.5, 0.5, 99.5, 79.5]])
-    np.testing.assert_array_equal(by_name["f.jpg"], [[50, 30, 10, 10]])
+    np.testing.assert_array_equal(by_name["e.jpg"], [[90, 70, 100, 80], [0, 0, 10, 80],
+                                                     [0.5, 0.5, 100, 80]])
+    np.testing.assert_array_equal(by_name["f.jpg"], [[50, 30, 60, 40]])
     assert len(by_name["g.jpg"]) == 0
     f, g = (os.path.join("annotations", n) for n in ("f.xml", "g.xml"))
     assert report.messages == [
@@ -219,7 +219,7 @@ def test_absurd_size_falls_back_to_the_image_and_absurd_boxes_are_problems(tmp_p
         voc_object(None, corners=("10", "10", "30", "20")),
     ]))
     records, report = read_voc(str(root))
-    np.testing.assert_array_equal(records[0].boxes, [[10, 10, 20, 10]])
+    np.testing.assert_array_equal(records[0].boxes, [[10, 10, 30, 20]])
     h = os.path.join("annotations", "h.xml")
     assert report.messages == [
         f"{h}: object 1 <bndbox><xmax>: 1000000000000 is more than 1 px outside the image "
@@ -262,7 +262,7 @@ def test_image_found_by_the_xml_name_when_filename_is_stale_or_absent(tmp_path):
               voc_xml("r.jpg", None, None, [voc_object([1, 1, 2, 2])]))
     records, report = read_voc(str(root))
     assert [(r.name, r.boxes.tolist()) for r in records] == [
-        ("p.jpg", [[1, 2, 3, 4]]), ("q.png", [[5, 6, 7, 8]])]
+        ("p.jpg", [[1, 2, 4, 6]]), ("q.png", [[5, 6, 12, 14]])]
     assert report.messages == [
         f"{os.path.join('annotations', 'r.xml')}: <size>: missing, and not a readable image "
         f"(corrupt or unsupported format)"]
@@ -381,11 +381,11 @@ def test_face_mask_voc_counts():
     assert (report.problems, report.unlabelled, report.filtered) == (0, 0, 0)
     for record in records:
         w, h = read_image_size(record.path)
-        x, y, bw, bh = record.boxes.T
-        assert np.all(bw > 0) and np.all(bh > 0) and np.all(x >= 0) and np.all(y >= 0), record.name
-        assert np.all(x + bw <= w) and np.all(y + bh <= h), record.name
+        x1, y1, x2, y2 = record.boxes.T
+        assert np.all(x2 > x1) and np.all(y2 > y1) and np.all(x1 >= 0) and np.all(y1 >= 0), record.name
+        assert np.all(x2 <= w) and np.all(y2 <= h), record.name
     # maksssksksss5.xml: <xmin>364</xmin>...<xmax>401</xmax> in a 400 px wide image.
     clipped = next(r for r in records if r.name == "maksssksksss5.jpg")
-    assert np.all(clipped.boxes == [364, 30, 36, 36], axis=1).any()
+    assert np.all(clipped.boxes == [364, 30, 400, 66], axis=1).any()
     _, report = read_voc(FACE_MASK_VOC, labels="with_mask")
     assert report.faces == 2812 and report.filtered == 606 + 108

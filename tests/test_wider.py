@@ -6,6 +6,7 @@ import warnings
 import numpy as np
 import pytest
 
+from data.boxes import box_sizes, xywh_to_xyxy
 from data.formats import AnnotationWarning
 from data.records import ImageRecord
 from data.wider import (
@@ -76,12 +77,13 @@ def test_reader_parses_boxes_attributes_and_quirks(tmp_path):
     first, empty, third = result.records
     assert first.path == os.path.join("imgs", "0--Parade/0_Parade_marchingband_1_465.jpg")
     assert first.boxes.dtype == np.float32 and first.boxes.shape == (2, 4)
-    np.testing.assert_array_equal(first.boxes, [[345, 211, 4, 4], [331, 126, 3, 3]])
+    # the file's x y w h as corners x1, y1, x2, y2
+    np.testing.assert_array_equal(first.boxes, [[345, 211, 349, 215], [331, 126, 334, 129]])
     np.testing.assert_array_equal(first.ignore, [False, True])
     assert first.attributes.dtype == np.int32
     np.testing.assert_array_equal(first.attributes, [[2, 0, 0, 0, 2, 0], [0, 0, 0, 1, 0, 0]])
     assert empty.boxes.shape == (0, 4) and empty.attributes.shape == (0, 6)
-    np.testing.assert_array_equal(third.boxes, [[10, 20, 30, 40]])
+    np.testing.assert_array_equal(third.boxes, [[10, 20, 40, 60]])
     np.testing.assert_array_equal(third.attributes, [[1, 1, 1, 0, 1, 1]])
     assert [r.line for r in result.records] == [1, 5, 8]
     assert result.dropped_boxes == 2 and result.dropped_lines == [11, 12]
@@ -190,7 +192,7 @@ def test_reader_keeps_boxes_partly_left_of_the_image_and_fractional_values(tmp_p
     clips it; fractional and exponent spellings read as the numbers they are."""
     path = write(tmp_path, "a/b.jpg\n2\n-5 -2.5 20 10 0 0 0 0 0 0\n1e2 .5 +7 99999 2 1 1 1 2 1\n")
     record = read_wider_annotations(path, "imgs").records[0]
-    np.testing.assert_array_equal(record.boxes, [[-5, -2.5, 20, 10], [100, 0.5, 7, 99999]])
+    np.testing.assert_array_equal(record.boxes, [[-5, -2.5, 15, 7.5], [100, 0.5, 107, 99999.5]])
     assert np.isfinite(record.boxes).all()
 
 
@@ -246,7 +248,7 @@ def test_reader_full_official_val_file_counts(shared_val_annotations):
     first = result.records[0]
     assert first.name == "0--Parade/0_Parade_marchingband_1_465.jpg" and first.line == 1
     assert len(first.boxes) == 126
-    assert all((r.boxes[:, 2:] > 0).all() for r in result.records)
+    assert all((box_sizes(r.boxes) > 0).all() for r in result.records)
 
 
 def test_reader_test_filelist(tmp_path):
@@ -262,15 +264,21 @@ def test_reader_test_filelist(tmp_path):
 # --- writer -------------------------------------------------------------------------------
 
 def test_write_read_round_trip_integer_and_fractional_boxes(tmp_path):
-    """read(write(x)) gives back names, boxes, ignore flags and attributes exactly."""
+    """read(write(x)) gives back names, boxes, ignore flags and attributes exactly: the
+    records' corners are written as x y w h whose sums read back to the same x2, y2."""
     rng = np.random.default_rng(0)
+    frac = rng.uniform(1, 500, (5, 4)).astype(np.float32)
+    frac[:, 2:] += frac[:, :2]  # any float32 corners
     records = [
-        ImageRecord("p", "0--Parade/a.jpg", boxes=[[1, 2, 3, 4], [10, 20, 30, 40]], ignore=[False, True],
+        ImageRecord("p", "0--Parade/a.jpg", boxes=[[1, 2, 4, 6], [10, 20, 40, 60]], ignore=[False, True],
                     attributes=[[2, 1, 1, 0, 2, 1], [0, 0, 0, 0, 0, 0]]),
         ImageRecord("p", "1--Handshaking/empty.jpg"),
-        ImageRecord("p", "2--Demo/frac.jpg", boxes=rng.uniform(1, 500, (5, 4)).astype(np.float32),
+        ImageRecord("p", "2--Demo/frac.jpg", boxes=frac,
                     ignore=[True, False, False, True, False]),
-        ImageRecord("p", "2--Demo/quarter.jpg", boxes=[[0.25, 1.5, 12.75, 3.125]], ignore=[False]),
+        ImageRecord("p", "2--Demo/quarter.jpg", boxes=[[0.25, 1.5, 13.0, 4.625]], ignore=[False]),
+        # a COCO bbox read as corners: written back as the same short decimals
+        ImageRecord("p", "2--Demo/coco.jpg", ignore=[False],
+                    boxes=xywh_to_xyxy(np.array([[199.84, 200.46, 77.71, 70.88]]))),
     ]
     path = str(tmp_path / "out" / "gt.txt")
     write_wider_annotations(records, path)
@@ -278,6 +286,7 @@ def test_write_read_round_trip_integer_and_fractional_boxes(tmp_path):
     assert f"1--Handshaking/empty.jpg\n0\n{DUMMY_LINE}\n" in text
     assert "1 2 3 4 2 1 1 0 2 1\n" in text and "10 20 30 40 0 0 0 1 0 0\n" in text
     assert "0.25 1.5 12.75 3.125 0 0 0 0 0 0\n" in text
+    assert "199.84 200.46 77.71 70.88 0 0 0 0 0 0\n" in text
     back = read_wider_annotations(path, "imgs")
     assert back.dropped_boxes == 0
     assert [r.name for r in back.records] == [r.name for r in records]

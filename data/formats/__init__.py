@@ -16,7 +16,9 @@ The report is emitted as one warning. Readers never write to the dataset folder.
 
 Every box a reader keeps is sane (`box_problem`): finite, within MAX_COORDINATE pixels,
 and overlapping its image when the image size is known. A box only partly outside its
-image is kept as it is; the data generator clips it, as it does WIDER boxes.
+image is kept as it is; the data generator clips it, as it does WIDER boxes. Each reader
+turns its format's boxes into the project's one working format, pixel corners x1, y1,
+x2, y2 (data/boxes.py), once, as it reads them.
 JSON files are parsed by `load_json`, which turns what Python's json module raises on
 hostile input (deep nesting, integers of thousands of digits) into one-line errors.
 """

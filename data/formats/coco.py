@@ -5,7 +5,8 @@
                       "bbox": [x, y, w, h], "iscrowd": 0}],
      "categories": [{"id": 1, "name": "face"}]}
 
-- `bbox` is top-left x, y and width, height in pixels: the project's xywh as it is.
+- `bbox` is top-left x, y and width, height in pixels (xywh), turned into the project's
+  corners x1, y1, x2, y2 here, once (`data.boxes.xywh_to_xyxy`).
 - `iscrowd: 1` (and `ignore: 1`, used by some face sets) makes an ignored face. Both are
   read strictly: 0 / 1 (or false / true); anything else, the string "0" included (which
   a truthiness test would read as crowd), is reported and the annotation left out.
@@ -34,6 +35,7 @@ from typing import Iterable, Optional
 
 import numpy as np
 
+from data.boxes import xywh_to_xyxy
 from data.formats import (
     LoadReport,
     LoadResult,
@@ -161,7 +163,7 @@ def read_coco(
     records = [
         ImageRecord(
             path=path, name=name,
-            boxes=np.asarray(boxes[image_id], np.float32).reshape(-1, 4),
+            boxes=xywh_to_xyxy(np.asarray(boxes[image_id], np.float64)),
             ignore=np.asarray(ignore[image_id], bool),
         )
         for image_id, (path, name, _) in images.items()

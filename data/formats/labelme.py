@@ -207,7 +207,7 @@ def _image_path(json_path: str, image_path) -> Optional[str]:
 
 
 def _rectangle(points, where: str, report: LoadReport, size):
-    """[x, y, w, h] from a rectangle's corner points (any order), or None if bad."""
+    """[x1, y1, x2, y2] from a rectangle's corner points (any order), or None if bad."""
     if not (isinstance(points, list) and len(points) >= 2 and all(
             isinstance(p, list) and len(p) == 2 and all(is_number(v) for v in p) for p in points)):
         report.problem(f"{where}.points: expected two corners [[x, y], [x, y]], got {_short(points)}")
@@ -226,7 +226,7 @@ def _rectangle(points, where: str, report: LoadReport, size):
     if problem:
         report.problem(f"{where}.points: {problem}")
         return None
-    return [x1, y1, w, h]
+    return [x1, y1, x2, y2]
 
 
 def _num(v: float) -> str:

@@ -20,10 +20,10 @@ Layouts (the .xml files are read from the annotation folder, not its sub-folders
     root/*.xml beside the images                   (LabelImg's default)
 
 - Pixel convention: the four `<bndbox>` values (integers or floats) are read as continuous
-  corner coordinates in the pixels of the image file, so the box is x = xmin, y = ymin,
-  w = xmax - xmin, h = ymax - ymin, with no 1-based shift. (VOC's own values are 1-based
-  inclusive pixel indices; the difference is under one pixel, and this is how most
-  converters read them.)
+  corner coordinates in the pixels of the image file, so the box (the project's corners)
+  is x1 = xmin, y1 = ymin, x2 = xmax, y2 = ymax, with no 1-based shift. (VOC's own values
+  are 1-based inclusive pixel indices; the difference is under one pixel, and this is
+  how most converters read them.)
 - Borders: a box may reach up to BORDER_TOLERANCE (1 px) past the image, because VOC tools
   often write xmax = width or width + 1; it is clipped to the image. A box further out,
   or of non-positive size (before or after clipping), is reported and left out. The
@@ -234,7 +234,7 @@ def _size(root) -> Optional[Tuple[float, float]]:
 
 
 def _box(obj, size, size_from: str, where: str, report: LoadReport):
-    """[x, y, w, h] clipped to the image, or None (reported) if missing, bad or outside it."""
+    """[x1, y1, x2, y2] clipped to the image, or None (reported) if missing, bad or outside it."""
     bndbox = obj.find("bndbox")
     if bndbox is None:
         report.problem(f"{where} <bndbox>: missing")
@@ -276,7 +276,7 @@ def _box(obj, size, size_from: str, where: str, report: LoadReport):
     if x2 <= x1 or y2 <= y1:
         report.problem(f"{where} <bndbox>: nothing left inside the image once clipped")
         return None
-    return [x1, y1, x2 - x1, y2 - y1]
+    return [x1, y1, x2, y2]
 
 
 def _flag(obj, key: str, where: str, report: LoadReport) -> Optional[bool]:

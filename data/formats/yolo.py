@@ -16,7 +16,8 @@ line, line k is class k) in the folder or up to two folders above it; it is read
 the filter names a class by name, and one that is not UTF-8 raises AnnotationError naming
 it. An image without a label file is background (no faces), as in YOLO tools; it is
 counted in the report. Values are plain ASCII numbers (Python would read '1_0' as 10);
-a box converted to pixels must be sane (`data.formats.box_problem`), else it is reported.
+a box converted to pixels must be sane (`data.formats.box_problem`), else it is reported;
+kept boxes become the project's pixel corners x1, y1, x2, y2 here.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from typing import Iterable, Optional
 
 import numpy as np
 
+from data.boxes import xywh_to_xyxy
 from data.formats import (
     LoadReport,
     LoadResult,
@@ -160,7 +162,7 @@ def read_yolo(folder: str, classes: Optional[Iterable] = None) -> LoadResult:
                     report.problem(f"{where}: {problem}")
                 else:
                     sane.append(box)
-            boxes = np.asarray(sane, np.float64).reshape(-1, 4).astype(np.float32)
+            boxes = xywh_to_xyxy(np.asarray(sane, np.float64))  # pixel corners
         records.append(ImageRecord(
             path=image_path, name=name, boxes=boxes, ignore=np.zeros(len(boxes), bool),
         ))
