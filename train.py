@@ -4,6 +4,7 @@
     python train.py --demo               # the bundled demo data (generated on first use)
     python train.py --preset real        # the recipe measured on real photos (config.py)
     python train.py --resume             # continue the latest run after a crash or Ctrl-C
+    TF_CONFIG='{"cluster": ...}' python train.py --run-name R   # one of several machines (README)
     python train.py --weights checkpoints/RUN/model-0.81-e007.keras   # fine-tune from a checkpoint
     tensorboard --logdir logs
 
@@ -29,7 +30,8 @@ def parse_args(argv=None):
     parser.add_argument("--preset", choices=sorted(PRESETS),
                         help="start from a named recipe of config.py (flags still override)")
     parser.add_argument("--resume", action="store_true",
-                        help="continue --run-name (default: the latest run) from its last epoch")
+                        help="continue --run-name (default: the latest run) from its last epoch "
+                             "(several machines: all of them, from the chief's checkpoint folder)")
     parser.add_argument("--weights", metavar="CKPT", help="start from a checkpoint's weights")
     parser.add_argument("--format", dest="dataset_format", default=None,
                         help="alias of --dataset-format: auto, wider, labelme, yolo, coco, voc")

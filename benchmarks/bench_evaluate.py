@@ -39,6 +39,9 @@ def detector_like(gt, per_image: int, seed: int = 0) -> dict:
     for name, boxes in zip(gt.names, gt.boxes):
         xywh = xyxy_to_xywh(boxes[: per_image], np.float64)
         found = xywh + rng.normal(0, 0.1, xywh.shape) * 10
+        # A jittered tiny face may get a negative size, which no detector writes (and the
+        # submission reader refuses, naming the line): keep it at 0.
+        found[:, 2:] = np.maximum(found[:, 2:], 0.0)
         extra = max(0, per_image - len(found))
         noise = np.column_stack([rng.uniform(0, 900, (extra, 2)), rng.uniform(5, 80, (extra, 2))])
         preds[name] = (xywh_to_xyxy(np.concatenate([found, noise]), np.float64),

@@ -556,7 +556,7 @@ def test_train_py_with_a_checkpoint_dir_that_is_a_file_prints_one_line(tmp_path)
         capture_output=True, text=True, cwd=REPO)
     assert r.returncode == 2
     assert r.stderr.strip().splitlines()[-1] == (
-        f"train.py: error: checkpoint_dir='{a_file}': {a_file} is a file, not a folder")
+        f"train.py: error: --checkpoint-dir {a_file}: {a_file} is a file, not a folder")
 
 
 # --- the kill benchmark's inspection ----------------------------------------------------------
