@@ -27,3 +27,12 @@ def shared_val_annotations():
     if not os.path.isdir(VAL_ANNOTATIONS):
         pytest.skip(f"{VAL_ANNOTATIONS} not present")
     return VAL_ANNOTATIONS
+
+
+def make_demo_root(tmp_path_factory, num_train: int, num_val: int, seed: int = 5) -> str:
+    """A small demo dataset (data.synthetic) in a new temporary folder: its root."""
+    from data.synthetic import make_demo_dataset
+
+    root = str(tmp_path_factory.mktemp("demo"))
+    make_demo_dataset(root, num_train=num_train, num_val=num_val, seed=seed, progress=False)
+    return root

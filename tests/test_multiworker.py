@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 
 from config import Config
-from data.synthetic import make_demo_dataset
+from conftest import make_demo_root
 from errors import ConfigError, DatasetError
 from model.distributed import Cluster, parse_tf_config, training_cluster
 
@@ -118,9 +118,7 @@ if __name__ == "__main__":
 
 @pytest.fixture(scope="module")
 def demo_root(tmp_path_factory):
-    root = str(tmp_path_factory.mktemp("demo"))
-    make_demo_dataset(root, num_train=16, num_val=8, seed=5, progress=False)
-    return root
+    return make_demo_root(tmp_path_factory, num_train=16, num_val=8)
 
 
 def _config(root, tmp_path, **changes):

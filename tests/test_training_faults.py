@@ -33,7 +33,7 @@ import files
 import model.checkpoints as checkpoints
 import model.training as training
 from config import save_config
-from data.synthetic import make_demo_dataset
+from conftest import make_demo_root
 from errors import CheckpointError, ConfigError, TrainingDiverged
 from model.checkpoints import (
     ScoreCheckpoint,
@@ -113,9 +113,7 @@ def tiny_network(monkeypatch):
 
 @pytest.fixture(scope="module")
 def small_demo(tmp_path_factory):
-    root = str(tmp_path_factory.mktemp("demo"))
-    make_demo_dataset(root, num_train=16, num_val=8, seed=5, progress=False)
-    return root
+    return make_demo_root(tmp_path_factory, num_train=16, num_val=8)
 
 
 def _run_config(root, folder, **changes):
