@@ -35,7 +35,7 @@ from typing import Optional
 
 from config import Config
 from errors import CheckpointError, ConfigError
-from files import atomic_path, atomic_write_text
+from files import atomic_path, atomic_write_bytes, atomic_write_text
 
 CONTRACT_NAME = "face_detector_contract"  # TFLite metadata / ONNX metadata_props key
 CONTRACT_FILE = CONTRACT_NAME + ".json"  # .keras zip entry / SavedModel assets.extra file
@@ -240,8 +240,6 @@ def write_contract(path: str, contract: ModelContract) -> None:
     elif ext == ".tflite":
         with open(path, "rb") as f:
             data = with_tflite_metadata(f.read(), CONTRACT_NAME, text.encode())
-        from files import atomic_write_bytes
-
         atomic_write_bytes(path, data)
     elif ext == ".onnx":
         _write_onnx_metadata(path, text)

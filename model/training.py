@@ -53,7 +53,7 @@ from model.distributed import (
 )
 
 # Metrics that are better when higher; everything else (losses, mse) is better lower.
-_HIGHER_IS_BETTER = ("val_ap", "val_iou", "val_recall")
+_HIGHER_IS_BETTER = ("val_ap", "val_iou", "val_recall", "val_f1")
 
 
 def monitor_mode(monitor: str) -> str:

@@ -321,3 +321,14 @@ def test_initial_weights_follow_the_seed(demo_root, tmp_path):
     first, again, other = weights(7), weights(7), weights(8)
     assert all(np.array_equal(a, b) for a, b in zip(first, again))
     assert not all(np.array_equal(a, b) for a, b in zip(first, other))
+
+
+def test_validation_scores_rank_higher_is_better_and_losses_lower():
+    """--monitor picks the checkpoint direction: every val_* score the validation callback
+    logs (val_f1 included) is better higher; losses and val_mse are better lower."""
+    from model.training import monitor_mode
+
+    for score in ("val_ap", "val_iou", "val_recall", "val_f1"):
+        assert monitor_mode(score) == "max", score
+    for loss in ("val_mse", "loss", "box_loss"):
+        assert monitor_mode(loss) == "min", loss
