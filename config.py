@@ -80,6 +80,8 @@ _NUMERIC_RULES = {
     "crop_max_scale": _finite_at_least(0, strict=True),
     "face_centred_prob": _fraction(),
     "min_visible_fraction": _fraction(),
+    "mosaic_prob": _fraction(),
+    "mosaic_tiles": ((lambda v: 2 <= v <= 4), "must be 2, 3 or 4"),
     "flip_prob": _fraction(),
     "jitter_prob": _fraction(),
     "brightness_delta": ((lambda v: 0.0 <= v <= 255.0), "must be in [0, 255]"),
@@ -109,6 +111,7 @@ _NUMERIC_RULES = {
     "validation_steps": _int_at_least(0, " (0 = one pass over the validation data)"),
     "focal_gamma": _finite_at_least(0),
     "focal_alpha": _fraction(),
+    "ema_decay": ((lambda v: 0.0 <= v < 1.0), "must be in [0, 1) (0 disables)"),
     "box_loss_weight": _finite_at_least(0),
     "objectness_loss_weight": _finite_at_least(0),
     "score_threshold": _fraction(),
@@ -142,6 +145,8 @@ class Config:
     alpha: float = 0.75  # MobileNetV2 width multiplier
     backbone_weights: str = "imagenet"  # 'imagenet', 'none', or a path to a weights file
     head_channels: int = 128  # width of the grid head's hidden convolutions
+    # Depthwise-separable 3x3 convolutions in the neck and head (8x fewer MACs at 64 wide).
+    head_separable: bool = False
     # Faces also predicted by up to 3 neighbouring cells (data/grid.py), centre offsets in
     # [-0.5, 1.5) cells; off: the one cell holding the face centre, offsets in [0, 1).
     neighbour_cells: bool = False
@@ -160,6 +165,10 @@ class Config:
     crop_max_scale: float = 1.0  # largest; above 1 zooms out (the image shrinks inside padding)
     face_centred_prob: float = 0.8  # chance a crop is placed around a random face (else anywhere)
     min_visible_fraction: float = 0.5  # a face cut by the crop keeping less of its area is ignored
+    # Chance a training sample is a mosaic of mosaic_tiles x mosaic_tiles augmented
+    # images, each shrunk to its tile: more faces per step, and smaller (data/augment.py).
+    mosaic_prob: float = 0.0
+    mosaic_tiles: int = 2  # tiles per side of a mosaic: 2 (2x2) or 3 (3x3, faces a third the size)
     flip_prob: float = 0.5  # chance of a horizontal flip per training image
     jitter_prob: float = 0.5  # chance of each colour change: brightness, contrast, saturation, hue
     brightness_delta: float = 32.0  # brightness shift drawn from [-delta, delta], 0-255 scale
@@ -194,6 +203,8 @@ class Config:
     reduce_lr_factor: float = 0.3  # ReduceLROnPlateau's factor, in (0, 1)
     monitor: str = "val_ap"  # metric that names and ranks checkpoints
     keep_best: int = 3  # checkpoints kept
+    # Validate, save and ship a moving average of the weights (model/ema.py); 0 disables.
+    ema_decay: float = 0.0
     mixed_precision: bool = False  # train in float16 (mixed_float16), float32 output layer
     # auto: MultiWorkerMirroredStrategy when TF_CONFIG names several workers, else
     # MirroredStrategy when >1 GPU; mirrored: all local devices; multiworker: the TF_CONFIG
@@ -210,12 +221,16 @@ class Config:
     focal_alpha: float = 0.25  # weight of the positive (face) class in the focal term
     box_loss_weight: float = 5.0  # weight of the box term (GIoU + sqrt size) in the loss
     objectness_loss_weight: float = 1.0  # weight of the focal objectness term
+    # Face cells' score target is the IoU of their predicted box (quality focal loss).
+    quality_scores: bool = False
 
     # --- detection ----------------------------------------------------------------------
     score_threshold: float = 0.5  # detections below this score are dropped (detect.py)
     eval_score_threshold: float = 0.02  # AP and the official protocol need the low scores too
     nms_iou: float = 0.4  # non-maximum suppression: IoU above which the lower box goes
-    max_detections: int = 200  # per image; 0 = no cap
+    # per image; 0 = no cap. WIDER photos hold up to several hundred faces (the peers keep
+    # 400 to 5,000), and AP counts the low-scored ones too.
+    max_detections: int = 1000
 
     def __post_init__(self) -> None:
         self.validate()
@@ -382,5 +397,21 @@ def real_config(base: Config) -> Config:
     )
 
 
+def small_config(base: Config) -> Config:
+    """Small faces, a fast network: `real` on the ImageNet MobileNetV2 0.35 with a separable head.
+
+    UltraFace-class cost (164 M multiply-adds at 320 px against `real`'s 1,405 M,
+    `python print_model.py --input-size 320 --grid-size 40 --alpha 0.35 --head-channels 64 --head-separable --neighbour-cells --backbone-weights none`): the 0.35 backbone
+    (a fifth of alpha 1.0's weights) and 64-wide depthwise-separable 3x3 convolutions in
+    the stride-8 neck and head, which cost more than the backbone when full. The figures
+    of its levers are in docs/benchmarks.md, "Small faces and a fast model".
+    """
+    return real_config(base).replace(
+        alpha=0.35,
+        head_channels=64,
+        head_separable=True,
+    )
+
+
 # Named presets: `python train.py --preset NAME` starts from PRESETS[NAME](Config()).
-PRESETS = {"demo": demo_config, "real": real_config}
+PRESETS = {"demo": demo_config, "real": real_config, "small": small_config}

@@ -46,11 +46,18 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 SHARED = os.path.join(os.path.dirname(REPO), "shared")
 REAL_FACES = os.path.join(SHARED, "real_faces")
+# The small-face crowds (SCUT-HEAD, median face 13 px): they choose the detection size
+# and the threshold, since the test photos' faces are small too (the other sets' are not).
+SMALL_FACES = "wider=" + os.path.join(REAL_FACES, "scut_head_faces")
 REAL_SOURCES = ",".join([
     "voc=" + os.path.join(REAL_FACES, "face_mask_voc"),
     "wider=" + os.path.join(REAL_FACES, "caltech_webfaces"),
+    SMALL_FACES,
 ])
-BACKBONE = os.path.join(SHARED, "weights", "mobilenet_v2_1.0_imagenet_no_top.h5")
+# The ImageNet backbone of each width at hand in ../shared/weights.
+BACKBONES = {alpha: os.path.join(SHARED, "weights", f"mobilenet_v2_{alpha}_imagenet_no_top.h5")
+             for alpha in ("1.0", "0.35")}
+BACKBONE = BACKBONES["1.0"]
 SUBSET = os.path.join(SHARED, "wider_val_subset200")
 RESTORED_LONG_SIDE = 640
 # Detections kept per image when scoring: the crowded WIDER photos hold up to ~700 faces.
@@ -188,8 +195,9 @@ def score(args) -> dict:
     trained = load_checkpoint(weights, compile=False)
     print(f"scoring {weights} (trained at {config.input_size} px, cell {config.cell_size} px)")
 
-    # The detection size: chosen on the validation split, never on the test photos.
-    val = validation_records(config)
+    # The detection size and threshold: chosen on the small-face set's held-out split
+    # (--select-on), never on the test photos.
+    val = validation_records(config.replace(dataset=args.select_on, val_dataset=""))
     sizes = [int(s) for s in args.detect_sizes.split(",")] if args.detect_sizes else [
         config.input_size]
     val_aps, nets = {}, {}
@@ -258,10 +266,14 @@ def score(args) -> dict:
         os.remove(path)
 
     gt_dir = os.path.join(SUBSET, "eval_tools", "ground_truth")
-    rows = []
+    rows, curves = [], {}
     for name, _ in detectors:
-        ap = wider_ap(predictions[name], gt_dir)
+        curves[name] = {}
+        ap = wider_ap(predictions[name], gt_dir, curves=curves[name])
         rows.append({"detector": name, **ap, "ms": 1000 * float(np.median(times[name]))})
+    if args.curves:
+        draw_pr_curves(curves, {r["detector"]: r for r in rows}, args.curves)
+        print(f"precision-recall curves: {args.curves}")
     result = {"weights": weights, "detect_size": size, "val_ap50": val_aps, "rows": rows,
               "config": config.to_dict()}
     print(f"\nbest checkpoint {weights}; detection at {size} px (validation AP@0.5 "
@@ -277,6 +289,43 @@ def score(args) -> dict:
 
         atomic_write_text(args.out, json.dumps(result, indent=2) + "\n")
     return result
+
+
+def draw_pr_curves(curves: dict, rows: dict, path: str) -> None:
+    """One PNG, easy / medium / hard side by side, every detector's precision-recall curve
+    with its AP in the legend, as the WIDER FACE results page draws them.
+
+    Args:
+        curves: detector -> {setting: (recall, precision)} (`wider_ap(curves=...)`).
+        rows: detector -> its table row (the AP of each setting, ms).
+        path: the PNG, written atomically.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")  # no display: benchmarks run headless
+    import matplotlib.pyplot as plt
+
+    from files import atomic_path
+
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.8), sharey=True)
+    for ax, setting in zip(axes, ("easy", "medium", "hard")):
+        for name, by_setting in curves.items():
+            recall, precision = by_setting[setting]
+            ours = name.startswith("ours")
+            ax.plot(recall, precision, linewidth=2.0 if ours else 1.5,
+                    linestyle="-" if ours else "--",
+                    label=f"{name} ({rows[name][setting]:.3f}, {rows[name]['ms']:.0f} ms)")
+        ax.set_title(f"WIDER FACE val, {setting} (200 photos)")
+        ax.set_xlabel("recall")
+        ax.set_xlim(0, 1)
+        ax.set_ylim(0, 1.01)
+        ax.grid(alpha=0.3)
+        ax.legend(loc="lower left", fontsize=7)
+    axes[0].set_ylabel("precision")
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
+    plt.close(fig)
 
 
 # --------------------------------------------------------------------------------- main
@@ -296,7 +345,13 @@ def parse_args(argv=None):
     parser.add_argument("--detect-sizes", default="",
                         help="comma-separated input sizes to choose from on validation "
                              "(default: the training size)")
+    parser.add_argument("--select-on", default=SMALL_FACES, metavar="SOURCES",
+                        help="sources whose held-out split chooses the detection size and "
+                             "threshold (default: the small-face set, SCUT-HEAD)")
     parser.add_argument("--out", help="also write the results as JSON here")
+    parser.add_argument("--curves", metavar="PNG",
+                        help="also draw the easy / medium / hard precision-recall curves "
+                             "of every detector into this PNG")
     parser.add_argument("--ship", metavar="PATH",
                         help="also write the scored float16 TFLite export here "
                              "(models/face_detector.tflite: the model detect.py falls back to)")
@@ -330,9 +385,15 @@ def main(argv=None):
     if args.preset not in PRESETS:
         raise SystemExit(f"bench_real: --preset {args.preset!r}: one of {', '.join(PRESETS)}")
     base = PRESETS[args.preset](Config()).replace(
-        dataset=REAL_SOURCES, backbone_weights=BACKBONE,
+        dataset=REAL_SOURCES,
         run_name=f"real-{args.preset}-{time.strftime('%Y%m%d-%H%M%S')}")
     config = config_from_args(args, base=base)
+    if config.backbone_weights == "imagenet":  # the file at hand for this width
+        if f"{config.alpha:g}" not in {f"{float(a):g}" for a in BACKBONES}:
+            raise SystemExit(f"bench_real: --alpha {config.alpha:g}: ../shared/weights has "
+                             f"ImageNet backbones for alpha {', '.join(BACKBONES)} only")
+        config = config.replace(backbone_weights=next(
+            p for a, p in BACKBONES.items() if float(a) == config.alpha))
     score_in_fresh_process(train_preset(args, config), args)
 
 
@@ -347,6 +408,9 @@ def score_in_fresh_process(run_dir: str, args) -> None:
         command += ["--out", args.out]
     if args.ship:
         command += ["--ship", args.ship]
+    command += ["--select-on", args.select_on]
+    if args.curves:
+        command += ["--curves", args.curves]
     subprocess.run(command, check=True)
 
 

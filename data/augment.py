@@ -25,6 +25,7 @@ fields in config.py's data section, so every one is a flag of train.py.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Optional
 
@@ -332,3 +333,46 @@ def load_training_sample(
     boxes, ignore = faces_in_image(record, width, height)
     plan = plan_augmentation(width, height, boxes, ignore, rng, augment, config)
     return augment_image(image, boxes, ignore, plan, config)
+
+
+def mosaic(tiles, input_size: int, min_face_size: float):
+    """Compose n x n training samples into one input (YOLOv4's mosaic, on a regular grid).
+
+    More faces per step, and each shrunk n times: a 2x2 mosaic shows the network faces at
+    half the size its crops give, a 3x3 one at a third, the sizes of WIDER FACE's medium and
+    hard faces. Tile (i, j) covers rows round(i S / n) .. round((i + 1) S / n) (likewise
+    columns), so the tiles fill the input exactly whatever S / n is.
+
+    Args:
+        tiles: n * n samples in row-major order, each (image (S, S, 3) uint8, boxes (N, 4)
+            float32 x1, y1, x2, y2 input pixels, ignore (N,) bool), as
+            `load_training_sample` returns them.
+        input_size: S.
+        min_face_size: the one minimum-size rule, applied again after the shrink (a face
+            under it in the mosaic is ignored, not background).
+
+    Returns:
+        (image (S, S, 3) uint8, boxes (M, 4) float32 input pixels, ignore (M,) bool): every
+        tile's faces, in tile order, mapped by the tile's scale and offset; ignore regions
+        stay ignore regions.
+    """
+    n = math.isqrt(len(tiles))
+    if n < 2 or n * n != len(tiles):
+        raise ValueError(f"mosaic: expected n * n tiles with n >= 2, got {len(tiles)}")
+    s = int(input_size)
+    edges = [round(k * s / n) for k in range(n + 1)]
+    canvas = np.empty((s, s, 3), dtype=np.uint8)
+    all_boxes, all_ignore = [], []
+    for index, (image, boxes, ignore) in enumerate(tiles):
+        i, j = divmod(index, n)
+        y0, y1, x0, x1 = edges[i], edges[i + 1], edges[j], edges[j + 1]
+        canvas[y0:y1, x0:x1] = cv2.resize(image, (x1 - x0, y1 - y0),
+                                          interpolation=cv2.INTER_AREA)
+        scale = np.float32([(x1 - x0) / s, (y1 - y0) / s] * 2)
+        offset = np.float32([x0, y0] * 2)
+        all_boxes.append(np.asarray(boxes, np.float32).reshape(-1, 4) * scale + offset)
+        all_ignore.append(np.asarray(ignore, bool).reshape(-1))
+    boxes = np.concatenate(all_boxes).astype(np.float32)
+    ignore = np.concatenate(all_ignore)
+    ignore = ignore | (box_sizes(boxes).min(axis=1) < min_face_size)
+    return canvas, boxes, ignore

@@ -20,7 +20,7 @@ import keras
 import numpy as np
 
 from config import Config
-from data.augment import load_training_sample
+from data.augment import load_training_sample, mosaic
 from data.draw import draw_boxes
 from data.grid import NUM_CHANNELS, encode_grid
 from data.image import PAD_VALUE, to_network_input
@@ -215,10 +215,23 @@ class FaceGridDataset(keras.utils.PyDataset):
         return self.config.seed % (2**63)  # SeedSequence wants a non-negative entropy
 
     def _sample(self, record_index: int, epoch: int):
-        """(image (S,S,3) uint8, boxes (N,4) input px, ignore (N,)) of one record,
-        replaced by another image or a blank one when it cannot be read."""
+        """(image (S,S,3) uint8, boxes (N,4) input px, ignore (N,)) of one record; in
+        training, with chance `mosaic_prob`, a mosaic of it and mosaic_tiles^2 - 1 other
+        records drawn by the sample's seed (data.augment.mosaic)."""
         rng = np.random.default_rng([self._seed, epoch, _SAMPLE_STREAM, record_index])
-        record = self.records[record_index]
+        config = self.config
+        if self.training and config.augment and config.mosaic_prob > 0 and (
+                rng.random() < config.mosaic_prob):
+            n = config.mosaic_tiles
+            others = rng.integers(len(self.records), size=n * n - 1)
+            tiles = [self._one_sample(self.records[i], rng)
+                     for i in [record_index, *others.tolist()]]
+            return mosaic(tiles, config.input_size, config.min_face_size)
+        return self._one_sample(self.records[record_index], rng)
+
+    def _one_sample(self, record, rng):
+        """One record's sample, replaced by another image or a blank one when it cannot
+        be read."""
         for attempt in range(MAX_REPLACEMENTS + 1):
             if record.path not in self.unreadable:
                 try:

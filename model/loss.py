@@ -3,7 +3,10 @@
     y_true (B, G, G, 5)  targets of `data.grid.encode_grid` (class 1 / 0 / -1 = ignore)
     y_pred (B, G, G, 5)  the network's sigmoid outputs, same channel order
 
-    objectness = focal BCE summed over cells with class 0 or 1 (ignore cells excluded)
+    objectness = focal BCE summed over cells with class 0 or 1 (ignore cells excluded);
+                 with `quality_scores` the face cells' target is the IoU of the predicted
+                 box with the true one (quality focal loss, SCRFD; YuNet's IoU-aware BCE),
+                 so a cell's score ranks how well its box fits, not only that a face is there
     box        = sum over face cells of
                  (1 - GIoU) + |sqrt h - sqrt h*| + |sqrt w - sqrt w*| + |yc - yc*| + |xc - xc*|
     loss       = objectness_weight * objectness + box_weight * box,
@@ -47,6 +50,7 @@ class GridLoss(keras.losses.Loss):
         focal_alpha: float = 0.25,
         box_weight: float = 5.0,
         objectness_weight: float = 1.0,
+        quality_scores: bool = False,
         name: str = "grid_loss",
         **kwargs,
     ):
@@ -55,6 +59,7 @@ class GridLoss(keras.losses.Loss):
         self.focal_alpha = float(focal_alpha)
         self.box_weight = float(box_weight)
         self.objectness_weight = float(objectness_weight)
+        self.quality_scores = bool(quality_scores)
 
     @classmethod
     def from_config_obj(cls, config) -> "GridLoss":
@@ -64,6 +69,7 @@ class GridLoss(keras.losses.Loss):
             focal_alpha=config.focal_alpha,
             box_weight=config.box_loss_weight,
             objectness_weight=config.objectness_loss_weight,
+            quality_scores=config.quality_scores,
         )
 
     def get_config(self) -> dict:
@@ -73,6 +79,7 @@ class GridLoss(keras.losses.Loss):
             "focal_alpha": self.focal_alpha,
             "box_weight": self.box_weight,
             "objectness_weight": self.objectness_weight,
+            "quality_scores": self.quality_scores,
         }
 
     def call(self, y_true, y_pred):
@@ -93,14 +100,27 @@ class GridLoss(keras.losses.Loss):
         )
 
     def _focal(self, y_true, y_pred, face):
-        """Focal BCE per cell (B, G, G); exactly 0, with no gradient, on ignore cells."""
+        """Focal BCE per cell (B, G, G); exactly 0, with no gradient, on ignore cells.
+
+        One formula for both targets: with t the cell's target (1 on a face cell, or the
+        IoU of its box with `quality_scores`; 0 on background),
+            -alpha_t |t - p|^gamma (t log p + (1 - t) log(1 - p)),
+        which for t = 1 or 0 is RetinaNet's focal loss and otherwise the quality focal
+        loss. The IoU target passes no gradient (it is a label, not a prediction).
+        """
         labelled = ops.greater_equal(y_true[..., CLASS], 0.0)
         # tf.where before the log: an ignored cell must pass no gradient at all.
         p = ops.where(labelled, y_pred[..., CLASS], 0.5)
         p = ops.clip(p, EPSILON, 1.0 - EPSILON)
-        p_t = ops.where(face, p, 1.0 - p)
+        if self.quality_scores:
+            iou = ops.stop_gradient(ops.clip(_box_iou(*_face_boxes(y_true, y_pred, face)),
+                                             0.0, 1.0))
+            target = ops.where(face, iou, 0.0)
+        else:
+            target = ops.cast(face, "float32")
         alpha_t = ops.where(face, self.focal_alpha, 1.0 - self.focal_alpha)
-        loss = -alpha_t * ops.power(1.0 - p_t, self.focal_gamma) * ops.log(p_t)
+        bce = -(target * ops.log(p) + (1.0 - target) * ops.log(1.0 - p))
+        loss = alpha_t * ops.power(ops.abs(target - p), self.focal_gamma) * bce
         return ops.where(labelled, loss, 0.0)
 
 
@@ -118,11 +138,7 @@ def _box_error(y_true, y_pred, face):
     they give exactly zero loss and zero gradient (a mask after the op would still let
     0 * inf = NaN gradients through).
     """
-    mask = ops.expand_dims(face, -1)
-    filler = ops.full_like(y_pred, 0.5)
-    pred = ops.where(mask, y_pred, filler)
-    true = ops.where(mask, y_true, filler)
-
+    pred, true = _face_boxes(y_true, y_pred, face)
     giou = _giou(pred, true)
     sqrt_h = ops.abs(ops.sqrt(pred[..., H] + EPSILON) - ops.sqrt(true[..., H] + EPSILON))
     sqrt_w = ops.abs(ops.sqrt(pred[..., W] + EPSILON) - ops.sqrt(true[..., W] + EPSILON))
@@ -131,8 +147,16 @@ def _box_error(y_true, y_pred, face):
     return ops.where(face, error, 0.0)
 
 
-def _giou(a, b):
-    """Generalised IoU per cell of two (B, G, G, 5) grids, in [-1, 1]."""
+def _face_boxes(y_true, y_pred, face):
+    """(pred, true) grids with every non-face cell replaced by the same unit box, so that
+    no op on them (sqrt, division) can give a NaN or a gradient on those cells."""
+    mask = ops.expand_dims(face, -1)
+    filler = ops.full_like(y_pred, 0.5)
+    return ops.where(mask, y_pred, filler), ops.where(mask, y_true, filler)
+
+
+def _overlap(a, b):
+    """(intersection, union, enclosing box area) per cell of two (B, G, G, 5) grids."""
     ax1, ay1, ax2, ay2 = grid_box_corners(a)
     bx1, by1, bx2, by2 = grid_box_corners(b)
     inter_w = ops.maximum(ops.minimum(ax2, bx2) - ops.maximum(ax1, bx1), 0.0)
@@ -142,6 +166,18 @@ def _giou(a, b):
     enclosing = (ops.maximum(ax2, bx2) - ops.minimum(ax1, bx1)) * (
         ops.maximum(ay2, by2) - ops.minimum(ay1, by1)
     )
+    return inter, union, enclosing
+
+
+def _box_iou(a, b):
+    """IoU per cell of two (B, G, G, 5) grids, in [0, 1]."""
+    inter, union, _ = _overlap(a, b)
+    return inter / (union + AREA_EPSILON)
+
+
+def _giou(a, b):
+    """Generalised IoU per cell of two (B, G, G, 5) grids, in [-1, 1]."""
+    inter, union, enclosing = _overlap(a, b)
     iou = inter / (union + AREA_EPSILON)
     return iou - (enclosing - union) / (enclosing + AREA_EPSILON)
 
@@ -168,9 +204,9 @@ class ObjectnessLoss(_LossComponent):
     """Metric: the focal objectness term of GridLoss (weighted), logged as `obj_loss`."""
 
     def __init__(self, focal_gamma=2.0, focal_alpha=0.25, objectness_weight=1.0,
-                 name="obj_loss", dtype=None):
+                 quality_scores=False, name="obj_loss", dtype=None):
         super().__init__(0, name, dtype, focal_gamma=focal_gamma, focal_alpha=focal_alpha,
-                         objectness_weight=objectness_weight)
+                         objectness_weight=objectness_weight, quality_scores=quality_scores)
 
 
 @keras.saving.register_keras_serializable(package=PACKAGE)
@@ -189,6 +225,7 @@ def make_loss(config) -> GridLoss:
 def make_loss_metrics(config) -> list:
     """[ObjectnessLoss, BoxLoss] configured like `make_loss(config)`, for model.compile."""
     return [
-        ObjectnessLoss(config.focal_gamma, config.focal_alpha, config.objectness_loss_weight),
+        ObjectnessLoss(config.focal_gamma, config.focal_alpha, config.objectness_loss_weight,
+                       config.quality_scores),
         BoxLoss(config.box_loss_weight),
     ]

@@ -6,6 +6,7 @@
       -> neck: FPN-like top-down path down to the grid's stride (1x1 laterals, upsample,
                add, 3x3 conv); the stride-32 grid uses the last stage alone
       -> head: HEAD_CONVS x (3x3 conv, BatchNorm, ReLU) then a 1x1 conv to 5 channels
+               (3x3 convolutions depthwise-separable with `head_separable`)
       -> sigmoid (float32)  -> grid (B, G, G, 5), channels (h, w, yc, xc, class)
 
 The output has the layout of `data.grid` targets, every channel in [0, 1], class = face
@@ -50,7 +51,8 @@ def create_model(config: Config, backbone_weights: str | None = None) -> keras.M
     """Build the detector for `config`.
 
     Args:
-        config: uses input_size, grid_size, alpha, head_channels and backbone_weights.
+        config: uses input_size, grid_size, alpha, head_channels, head_separable,
+            neighbour_cells and backbone_weights.
         backbone_weights: overrides config.backbone_weights: 'imagenet', 'none', or a
             path to MobileNetV2 (include_top=False, same alpha) weights (.h5/.weights.h5).
 
@@ -80,11 +82,10 @@ def create_model(config: Config, backbone_weights: str | None = None) -> keras.M
                 layer.momentum = SCRATCH_BN_MOMENTUM
     features = dict(zip(strides, _as_list(backbone(scaled))))
 
-    x = _top_down(features, stride, config.head_channels)
+    conv3x3 = _separable_conv3x3 if config.head_separable else _conv3x3
+    x = _top_down(features, stride, config.head_channels, conv3x3)
     for i in range(1, HEAD_CONVS + 1):
-        x = keras.layers.Conv2D(
-            config.head_channels, 3, padding="same", use_bias=False, name=f"head_conv{i}"
-        )(x)
+        x = conv3x3(config.head_channels, use_bias=False, name=f"head_conv{i}")(x)
         x = keras.layers.BatchNormalization(name=f"head_bn{i}")(x)
         x = keras.layers.ReLU(name=f"head_relu{i}")(x)
     out = keras.layers.Conv2D(
@@ -133,8 +134,22 @@ def _backbone(alpha: float, size: int, weights: str, strides) -> keras.Model:
     return keras.Model(mobilenet.input, outputs, name=BACKBONE_NAME)
 
 
-def _top_down(features: dict, stride: int, channels: int):
-    """Merge coarser feature maps down to `stride` (FPN top-down path, one output level)."""
+def _conv3x3(channels: int, name: str, use_bias: bool = True) -> keras.layers.Layer:
+    return keras.layers.Conv2D(channels, 3, padding="same", use_bias=use_bias, name=name)
+
+
+def _separable_conv3x3(channels: int, name: str, use_bias: bool = True) -> keras.layers.Layer:
+    """A 3x3 depthwise + 1x1 pointwise convolution (MobileNet's, YuNet's head): at 64
+    channels 8x fewer multiply-adds than a full 3x3 convolution, which at the stride-8 grid
+    costs more than the whole alpha 0.35 backbone (print_model.py)."""
+    return keras.layers.SeparableConv2D(channels, 3, padding="same", use_bias=use_bias,
+                                        name=name)
+
+
+def _top_down(features: dict, stride: int, channels: int, conv3x3=_conv3x3):
+    """Merge coarser feature maps down to `stride` (FPN top-down path, one output level).
+
+    `conv3x3(channels, name)` makes the smoothing convolution (full or separable)."""
     x = keras.layers.Conv2D(channels, 1, name="neck_lateral32")(features[32])
     s = 32
     while s > stride:
@@ -144,7 +159,7 @@ def _top_down(features: dict, stride: int, channels: int):
         x = keras.layers.Add(name=f"neck_add{s}")([up, lateral])
     if stride < 32:
         # Smooths the aliasing of nearest upsampling (FPN's 3x3 output conv).
-        x = keras.layers.Conv2D(channels, 3, padding="same", name=f"neck_smooth{stride}")(x)
+        x = conv3x3(channels, name=f"neck_smooth{stride}")(x)
     return x
 
 

@@ -43,6 +43,7 @@ from model.checkpoints import (
     resume_file,
 )
 from model.contract import ModelContract
+from model.ema import RestoreTrainedWeights, WeightEMA
 from model.distributed import (
     AgreeOnLogs,
     fit_multiworker,
@@ -84,7 +85,8 @@ class TrainResult:
 
 # The fields that fix the network's shapes (and, for neighbour_cells, what its outputs
 # mean): a resume must use the run's values, or loading its weights fails on a shape.
-ARCHITECTURE_FIELDS = ("input_size", "grid_size", "alpha", "head_channels", "neighbour_cells")
+ARCHITECTURE_FIELDS = ("input_size", "grid_size", "alpha", "head_channels", "head_separable",
+                       "neighbour_cells")
 
 
 def latest_run(checkpoint_dir: str) -> str:
@@ -331,7 +333,11 @@ def train(config: Config, resume: bool = False, weights: Optional[str] = None) -
                 _compile(model, config, lr)
             compiled_stage = stage
         guard = NonFiniteLossGuard()
-        callbacks = [
+        # With EMA, the averaged weights are swapped in before every other epoch-end
+        # callback (validation, finiteness, checkpoints, logs) and out after all of them.
+        ema = WeightEMA(config.ema_decay) if config.ema_decay > 0 else None
+        callbacks = [ema] if ema else []
+        callbacks += [
             LearningRateSchedule(
                 lr, config.warmup_epochs * steps, config.lr_schedule,
                 total_steps=epochs * steps, start_step=(begin - stage_start) * steps),
@@ -361,6 +367,8 @@ def train(config: Config, resume: bool = False, weights: Optional[str] = None) -
             keras.callbacks.TensorBoard(writes.log_dir, write_graph=False, update_freq="epoch",
                                         profile_batch=0),
         ]
+        if ema:
+            callbacks.append(RestoreTrainedWeights(ema))
         fit_args = dict(
             initial_epoch=begin,
             epochs=stage_end,

@@ -147,6 +147,7 @@ def wider_ap(
     iou_threshold: float = IOU_THRESHOLD,
     allow_missing: bool = False,
     progress: bool = False,
+    curves: Optional[dict] = None,
 ) -> Dict[str, float]:
     """The official WIDER FACE easy / medium / hard AP.
 
@@ -160,6 +161,9 @@ def wider_ap(
         iou_threshold: 0.5 in the protocol.
         allow_missing: score images without predictions as having no detection instead
             of raising DatasetError (the official code refuses them).
+        curves: a dict to fill with each setting's precision-recall curve, as the
+            WIDER FACE results page draws it: {'easy': (recall (1000,), precision
+            (1000,)), ...}, one point per score threshold, highest threshold first.
 
     Returns:
         {'easy': AP, 'medium': AP, 'hard': AP}.
@@ -194,7 +198,7 @@ def wider_ap(
 
     # Thresholds 0.999, 0.998, ..., 0 as `1 - t / thresh_num` for t = 1..1000.
     thresholds = 1.0 - np.arange(1, THRESH_NUM + 1, dtype=np.float64) / THRESH_NUM
-    curves = {s: np.zeros((THRESH_NUM, 2)) for s in SETTINGS}  # (proposals, recalled)
+    counts_of = {s: np.zeros((THRESH_NUM, 2)) for s in SETTINGS}  # (proposals, recalled)
     iterator = tqdm(range(len(gt.names)), desc="wider_ap", unit="image", disable=not progress)
     for i in iterator:
         gt_boxes, pred_boxes, pred_scores = gt.boxes[i], boxes[i], scores[i]
@@ -217,8 +221,8 @@ def wider_ap(
             first = np.zeros(len(best), dtype=bool)
             first[found[np.unique(best[found], return_index=True)[1]]] = True
             pred_recall = np.cumsum(first)
-            curves[setting][above, 0] += np.cumsum(proposal)[last]
-            curves[setting][above, 1] += pred_recall[last]
+            counts_of[setting][above, 0] += np.cumsum(proposal)[last]
+            counts_of[setting][above, 1] += pred_recall[last]
 
     result = {}
     for setting in SETTINGS:
@@ -226,8 +230,10 @@ def wider_ap(
         if count_face == 0:
             result[setting] = 0.0
             continue
-        proposals, recalled = curves[setting][:, 0], curves[setting][:, 1]
+        proposals, recalled = counts_of[setting][:, 0], counts_of[setting][:, 1]
         with np.errstate(divide="ignore", invalid="ignore"):
             precision = recalled / proposals
         result[setting] = voc_ap(recalled / count_face, precision)
+        if curves is not None:
+            curves[setting] = (recalled / count_face, np.nan_to_num(precision))
     return result

@@ -384,3 +384,76 @@ def test_zoom_out_crops_shrink_the_image_inside_padding_with_boxes_on_faces(scen
         assert_boxes_on_faces(image, out, ign, min_side=8.0)
     with pytest.raises(ConfigError, match="crop_min_scale"):
         Config(crop_min_scale=1.5, crop_max_scale=1.0)
+
+
+# --- mosaic: n x n samples in one input, box bookkeeping exact ----------------------------
+def mosaic_tile(value, boxes, ignore, s=96):
+    image = np.full((s, s, 3), value, np.uint8)
+    return image, np.float32(boxes).reshape(-1, 4), np.array(ignore, bool)
+
+
+def test_mosaic_2x2_places_each_tile_and_maps_its_faces():
+    from data.augment import mosaic
+
+    s = 96
+    tiles = [mosaic_tile(10, [(0, 0, 48, 48)], [False]),
+             mosaic_tile(20, [(48, 48, 96, 96), (10, 10, 30, 40)], [False, True]),
+             mosaic_tile(30, [], []),
+             mosaic_tile(40, [(20, 20, 60, 60)], [False])]
+    image, boxes, ignore = mosaic(tiles, s, min_face_size=4.0)
+    assert image.shape == (s, s, 3)
+    assert image[0, 0, 0] == 10 and image[0, 95, 0] == 20
+    assert image[95, 0, 0] == 30 and image[95, 95, 0] == 40
+    np.testing.assert_allclose(boxes, [(0, 0, 24, 24),       # tile (0, 0): halved
+                                       (72, 24, 96, 48),     # tile (0, 1): + (48, 0)
+                                       (53, 5, 63, 20),
+                                       (58, 58, 78, 78)])    # tile (1, 1): + (48, 48)
+    assert ignore.tolist() == [False, False, True, False]  # the ignore region stays one
+
+
+def test_mosaic_3x3_tiles_fill_the_input_and_small_faces_become_ignore():
+    from data.augment import mosaic
+
+    s = 320  # 320 / 3 is not whole: tiles of 107, 106, 107 px
+    tiles = [mosaic_tile(k, [(0, 0, 12, 12), (100, 100, 160, 160)], [False, False], s=s)
+             for k in range(9)]
+    image, boxes, ignore = mosaic(tiles, s, min_face_size=4.0)
+    assert [image[r, c, 0] for r in (0, 160, 319) for c in (0, 160, 319)] == list(range(9))
+    assert len(boxes) == 18
+    sizes = boxes[:, 2:] - boxes[:, :2]
+    # A 12-px face shrinks to ~4 px: under the minimum it is ignored, not background.
+    assert np.all(ignore[0::2] == (sizes[0::2].min(axis=1) < 4.0))
+    assert not ignore[1::2].any()
+    np.testing.assert_allclose(sizes[1::2], 60 * 106.67 / 320, atol=0.2)
+    assert boxes.min() >= 0 and boxes.max() <= s
+
+
+def test_mosaic_refuses_a_tile_count_that_is_not_a_square():
+    from data.augment import mosaic
+
+    with pytest.raises(ValueError, match="n \\* n tiles"):
+        mosaic([mosaic_tile(0, [], [])] * 3, 96, 4.0)
+
+
+def test_dataset_mosaics_are_seeded_and_off_by_default(tmp_path):
+    """mosaic_prob 1: every training sample is a 2x2 mosaic, the same for the same seed;
+    the default (0) draws nothing more from the sample's generator."""
+    from data.data_generator import FaceGridDataset
+    from data.records import ImageRecord
+
+    rng = np.random.default_rng(0)
+    records = []
+    for k in range(4):
+        path = str(tmp_path / f"im{k}.jpg")
+        cv2.imwrite(path, rng.integers(0, 255, (120, 160, 3), dtype=np.uint8))
+        records.append(ImageRecord(path, f"e/im{k}.jpg", np.float32([[40, 30, 100, 100]]),
+                                   np.zeros(1, bool)))
+    config = Config(input_size=96, grid_size=12, batch_size=2, seed=3, crop_prob=0.0)
+    plain = FaceGridDataset(records, config, training=True, workers=1)
+    mosaics = FaceGridDataset(records, config.replace(mosaic_prob=1.0), training=True, workers=1)
+    again = FaceGridDataset(records, config.replace(mosaic_prob=1.0), training=True, workers=1)
+    _, _, faces = mosaics.load_batch(0)
+    assert all(len(boxes) == 4 for boxes, _ in faces)  # one face from each of 4 tiles
+    np.testing.assert_array_equal(mosaics[0][0], again[0][0])
+    _, _, plain_faces = plain.load_batch(0)
+    assert all(len(boxes) == 1 for boxes, _ in plain_faces)

@@ -174,6 +174,26 @@ def test_wider_ap_hand_computed_case_per_setting(hand_gt):
     assert result["easy"] == pytest.approx(AP_ONLY_F3, abs=1e-9)
 
 
+def test_wider_ap_curves_are_the_curves_its_ap_is_the_area_of(hand_gt, tmp_path):
+    """The PR curves bench_real draws are the protocol's own: voc_ap of each curve is the
+    setting's AP, recall never falls as the threshold drops, and they draw into a PNG."""
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(__file__)), "benchmarks"))
+    from bench_real import draw_pr_curves
+
+    curves = {}
+    result = wider_ap(hand_detections(), hand_gt, curves=curves)
+    assert set(curves) == set(SETTINGS)
+    for setting, (recall, precision) in curves.items():
+        assert recall.shape == precision.shape == (1000,)
+        assert np.all(np.diff(recall) >= 0) and np.all((0 <= precision) & (precision <= 1))
+        assert voc_ap(recall, precision) == pytest.approx(result[setting], abs=1e-12)
+    png = str(tmp_path / "pr.png")
+    draw_pr_curves({"ours": curves, "peer": curves},
+                   {"ours": {**result, "ms": 1.0}, "peer": {**result, "ms": 2.0}}, png)
+    image = cv2.imread(png)
+    assert image is not None and image.shape[1] > 3 * image.shape[0] / 2
+
+
 def test_load_wider_gt_reads_the_official_structure(hand_gt):
     gt = load_wider_gt(hand_gt)
     assert gt.names == ["0--A/a_1", "1--B/b_1", "1--B/b_2"]

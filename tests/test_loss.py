@@ -166,3 +166,49 @@ def test_centre_offset_error_is_penalised(scene):
     r, c = np.argwhere(scene[0, ..., CLASS] == 1)[0]
     y_pred[0, r, c, XC] = np.clip(scene[0, r, c, XC] + 0.3, 0, 1)
     assert value(GridLoss(), scene, y_pred) > 0.1
+
+
+# --- quality_scores: the face cells' score target is the IoU of their predicted box -------
+def one_face_prediction(scale: float, score: float):
+    """Targets of one 64-px face, and a prediction whose box on the face's cell is `scale`
+    times the true size at the same centre (IoU scale^2 when scale <= 1), score `score`
+    there and 0 on every other cell."""
+    y_true = targets([(64, 64, 128, 128)])
+    y_pred = perfect(y_true)
+    face = y_true[..., CLASS] == 1
+    y_pred[face, 0] *= scale  # h
+    y_pred[face, 1] *= scale  # w
+    y_pred[face, CLASS] = score
+    return y_true, y_pred
+
+
+def test_quality_target_is_the_iou_so_a_score_equal_to_it_costs_nothing():
+    y_true, y_pred = one_face_prediction(scale=np.sqrt(0.5), score=0.5)  # IoU 0.5
+    loss = GridLoss(box_weight=0.0, quality_scores=True)
+    assert value(loss, y_true, y_pred) < 1e-6  # |t - p|^gamma = 0 on the face cell
+    # The plain focal loss wants score 1 there whatever the box.
+    assert value(GridLoss(box_weight=0.0), y_true, y_pred) > 0.01
+
+
+def test_quality_loss_value_on_a_known_cell():
+    """t = IoU 0.25, p = 0.8: alpha |t - p|^2 (-(t log p + (1 - t) log(1 - p)))."""
+    y_true, y_pred = one_face_prediction(scale=0.5, score=0.8)
+    t, p, alpha = 0.25, 0.8, 0.25
+    expected = alpha * (p - t) ** 2 * -(t * np.log(p) + (1 - t) * np.log(1 - p))
+    got = value(GridLoss(box_weight=0.0, quality_scores=True), y_true, y_pred)
+    assert got == pytest.approx(expected, rel=1e-4)  # one face: divided by 1
+
+
+def test_quality_target_passes_no_gradient_to_the_box():
+    y_true, y_pred = one_face_prediction(scale=0.5, score=0.8)
+    _, grad = gradient(GridLoss(box_weight=0.0, quality_scores=True), y_true, y_pred)
+    assert np.all(grad[..., :CLASS] == 0)  # the IoU is a label, not something to raise
+    assert np.any(grad[..., CLASS] != 0)
+
+
+def test_quality_scores_reach_the_loss_and_its_metric_from_the_config():
+    config = Config(quality_scores=True)
+    assert make_loss(config).quality_scores
+    assert make_loss_metrics(config)[0]._loss.quality_scores
+    restored = GridLoss.from_config(make_loss(config).get_config())
+    assert restored.quality_scores

@@ -252,3 +252,25 @@ def test_at_input_size_runs_the_same_weights_on_a_larger_grid():
     same = network.at_input_size(model, config, SIZE)
     np.testing.assert_allclose(same.predict(images(), verbose=0), model.predict(images(), verbose=0),
                                atol=1e-5)
+
+
+def test_separable_head_is_cheaper_gives_the_same_grid_and_resizes(tmp_path):
+    """head_separable: depthwise-separable 3x3 convolutions in the neck and head."""
+    from model.network import at_input_size
+
+    config = SMALL.replace(grid_size=12, head_separable=True)
+    model = create_model(config)
+    full = create_model(config.replace(head_separable=False))
+    separable = [l.name for l in model.layers
+                 if isinstance(l, keras.layers.SeparableConv2D)]
+    assert separable == ["neck_smooth8", "head_conv1", "head_conv2"]
+    assert model.count_params() < full.count_params()
+    assert model.output_shape == full.output_shape == (None, 12, 12, 5)
+    # Trained weights run at another input size (the detection-size choice needs it).
+    resized = at_input_size(model, config, 128)
+    assert resized.output_shape == (None, 16, 16, 5)
+    path = str(tmp_path / "separable.keras")
+    model.save(path)
+    x = images(1)
+    np.testing.assert_allclose(keras.models.load_model(path).predict(x, verbose=0),
+                               model.predict(x, verbose=0), atol=1e-6)
