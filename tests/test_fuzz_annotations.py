@@ -25,7 +25,7 @@ import numpy as np
 import pytest
 
 from data.boxes import xywh_to_xyxy
-from data.formats import MAX_COORDINATE, AnnotationWarning
+from data.formats import MAX_COORDINATE, MIN_BOX_SIZE, AnnotationWarning
 from data.formats.coco import read_coco
 from data.formats.labelme import read_labelme
 from data.formats.voc import read_voc
@@ -154,7 +154,7 @@ def _face_oracle(tokens):
         if v != int(v) or not 0 <= v <= top:
             return "error"
     x, y, w, h = values[:4]
-    if w <= 0 or h <= 0:
+    if w < MIN_BOX_SIZE or h < MIN_BOX_SIZE:  # 0, negative, or too small for float32 corners
         return "dropped"
     if x + w <= 0 or y + h <= 0:
         return "error"
@@ -210,7 +210,7 @@ def wider_mutants(text, rng, n_values):
             new = rng.choice([str(ATTRIBUTE_MAX[column - 4] + rng.randint(1, 3)), "-1", "0.5", "255"])
         elif group == "size":  # w or h <= 0: dropped and counted
             column = rng.choice([2, 3])
-            new = rng.choice(["0", "-1", "-0", "0.0", "-3"])
+            new = rng.choice(["0", "-1", "-0", "0.0", "-3", "1e-7", "4e-320"])
         elif group == "outside":  # x or y negative enough to leave the image
             column = rng.choice([0, 1])
             new = str(-(float(tokens[column + 2]) + rng.randint(0, 50)))
