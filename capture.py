@@ -16,7 +16,7 @@ import argparse
 import os
 from typing import Optional, Sequence
 
-from cli import run_main
+from cli import path_argument, run_main
 from data.capture import DEFAULT_PREFIX, capture_frames
 
 
@@ -28,7 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
     where = parser.add_mutually_exclusive_group()
     where.add_argument("--camera", type=int, default=0, help="camera index (default 0)")
     where.add_argument("--video", metavar="FILE", help="read this video file instead of a camera")
-    parser.add_argument("--out", required=True, help="folder for the JPEGs")
+    parser.add_argument("--out", type=path_argument, required=True, help="folder for the JPEGs")
     parser.add_argument("--interval", type=float, default=1.0,
                         help="seconds between saved frames (default 1.0)")
     parser.add_argument("--count", type=int, default=50,

@@ -63,6 +63,15 @@ def config_from_args(args: argparse.Namespace, base: Optional[Config] = None) ->
     return base.replace(**changes)
 
 
+def path_argument(text: str) -> str:
+    """argparse `type` of a file or folder flag: an empty value is refused (`--out ''`
+    would otherwise write into the current folder, `os.path.join('', x)` being `x`)."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError(
+            "empty path (it would mean the current folder); give a file or folder")
+    return text
+
+
 def _file_keys(path: str) -> list:
     """What identifies the file `path` names: its real path and, if it exists, its inode
     (so hard links, symlinks and case-insensitive spellings of one file compare equal)."""

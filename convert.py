@@ -16,7 +16,7 @@ import argparse
 import os
 from typing import Optional, Sequence
 
-from cli import run_main
+from cli import path_argument, run_main
 from data.convert import convert_to_wider, lies_inside
 from data.datasets import FORMATS, load_records
 from errors import DatasetError
@@ -28,10 +28,11 @@ def build_parser() -> argparse.ArgumentParser:
         description="Write a labelme / YOLO / COCO / VOC (or WIDER) dataset in the official WIDER "
                     "FACE layout.",
     )
-    parser.add_argument("--input", required=True, help="dataset folder (or COCO .json) to read")
+    parser.add_argument("--input", type=path_argument, required=True,
+                        help="dataset folder (or COCO .json) to read")
     parser.add_argument("--format", default="auto", choices=("auto",) + FORMATS,
                         help="input format (default: detect)")
-    parser.add_argument("--out", required=True, help="WIDER root to write")
+    parser.add_argument("--out", type=path_argument, required=True, help="WIDER root to write")
     parser.add_argument("--split", default="train", choices=("train", "val"),
                         help="split written (and read, when the input has splits)")
     parser.add_argument("--labels", default="",

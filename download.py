@@ -15,7 +15,7 @@ from __future__ import annotations
 import argparse
 from typing import Optional, Sequence
 
-from cli import run_main
+from cli import path_argument, run_main
 from config import WIDER_ROOT
 from data.download import (DEFAULT_PARTS, OFFICIAL_PAGE, PARTS, download_wider,
                            parse_checksum_overrides, read_checksum_manifest)
@@ -26,7 +26,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="download.py",
         description=f"Download WIDER FACE ({OFFICIAL_PAGE}) into the layout train.py reads.",
     )
-    parser.add_argument("--root", default=WIDER_ROOT, help="dataset root (default: %(default)s)")
+    parser.add_argument("--root", type=path_argument, default=WIDER_ROOT,
+                        help="dataset root (default: %(default)s)")
     parser.add_argument("--parts", nargs="+", choices=PARTS, default=list(DEFAULT_PARTS),
                         help="parts to fetch (default: %(default)s)")
     parser.add_argument("--mirror", action="append", metavar="URL",

@@ -18,7 +18,7 @@ import time
 import warnings
 from typing import Optional, Sequence
 
-from cli import add_config_arguments, config_from_args, run_main
+from cli import add_config_arguments, config_from_args, path_argument, run_main
 from errors import ConfigError, DatasetError
 from files import atomic_write_text
 from model.metrics import IOU_THRESHOLD, average_precision
@@ -73,7 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="folder with wider_face_val.mat and wider_{easy,medium,hard}_val.mat"
                         ", or a wider_face_*_bbx_gt.txt for plain AP (default with --weights: "
                         "found under --dataset)")
-    parser.add_argument("--out", metavar="DIR",
+    parser.add_argument("--out", type=path_argument, metavar="DIR",
                         help="with --weights: write the predictions here in the official layout")
     parser.add_argument("--json", metavar="FILE", help="also write the scores as JSON")
     add_config_arguments(parser, only=(

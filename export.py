@@ -33,6 +33,18 @@ from cli import add_config_arguments, config_from_args, overwritten_input, run_m
 from errors import ConfigError
 
 
+def check_output_folder(output: str) -> None:
+    """ConfigError when the folder `output` goes in cannot be made: the nearest part of its
+    path that exists is a file (`--output /etc/passwd/x.tflite`), which os.makedirs would
+    report as a bare "File exists"."""
+    path = os.path.dirname(os.path.abspath(output))
+    while not os.path.exists(path) and os.path.dirname(path) != path:
+        path = os.path.dirname(path)
+    if not os.path.isdir(path):
+        raise ConfigError(f"--output {output}: {path} is a file, not a folder; "
+                          f"choose a path in a folder")
+
+
 def check_output_keeps_checkpoint(output: str, weights: str, fmt: str) -> None:
     """ConfigError naming both when writing `output` would replace or delete `weights`."""
     if overwritten_input([output], [weights]) is not None:
@@ -84,7 +96,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if not weights.endswith(".keras"):
         raise CheckpointError(f"{weights}: export reads .keras checkpoints only")
     output = args.output or default_export_path(weights, args.format, args.float16, args.int8)
-    check_output_keeps_checkpoint(output, weights, args.format)  # before the slow load
+    check_output_folder(output)  # both before the slow load
+    check_output_keeps_checkpoint(output, weights, args.format)
     # The checkpoint's contract (letterbox, threshold) goes into the export; --letterbox
     # serves only checkpoints saved without one. Refuses non-detector models.
     detector = FaceDetector.load(weights, keep_aspect=args.letterbox)

@@ -4,7 +4,9 @@
     python make_demo.py --root /tmp/demo800 --train 800 --val 200 --seed 0 [--quiet]
 
 The same seed gives byte-identical files; `python train.py --demo` makes the default set
-on first use. What the images hold: data/synthetic.py.
+on first use. A non-empty folder that is not a demo set is refused unless --overwrite (the
+generator replaces demo-named images); --seed takes train.py's range. What the images hold:
+data/synthetic.py.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import argparse
 import os
 from typing import Optional, Sequence
 
-from cli import run_main
+from cli import path_argument, run_main
 from config import DEMO_ROOT
 from data.synthetic import DEMO_TRAIN_IMAGES, DEMO_VAL_IMAGES, SPLITS, make_demo_dataset
 from data.wider import wider_split_paths
@@ -24,20 +26,24 @@ def build_parser() -> argparse.ArgumentParser:
         prog="make_demo.py",
         description="Write the demo face dataset (drawn faces) in the WIDER FACE layout.",
     )
-    parser.add_argument("--root", default=DEMO_ROOT, help=f"output folder (default: {DEMO_ROOT})")
+    parser.add_argument("--root", type=path_argument, default=DEMO_ROOT,
+                        help=f"output folder (default: {DEMO_ROOT})")
     parser.add_argument("--train", type=int, default=DEMO_TRAIN_IMAGES,
                         help=f"training images (default: {DEMO_TRAIN_IMAGES})")
     parser.add_argument("--val", type=int, default=DEMO_VAL_IMAGES,
                         help=f"validation images (default: {DEMO_VAL_IMAGES})")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="write into a non-empty folder that is not a demo set (its "
+                             "demo-named images are replaced or deleted)")
     return parser
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     counts = make_demo_dataset(args.root, args.train, args.val, args.seed,
-                               progress=not args.quiet)
+                               progress=not args.quiet, overwrite=args.overwrite)
     for split in SPLITS:
         c = counts[split]
         print(f"{split}: {c['images']} images, {c['faces']} faces ({c['invalid']} invalid) "
@@ -49,4 +55,4 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 if __name__ == "__main__":
     # make_demo_dataset names num_train / num_val, which are --train / --val here: left
     # as they are (seed is a Config field, shown as --seed).
-    run_main(main)
+    run_main(main, flags=("overwrite",))

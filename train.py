@@ -46,8 +46,9 @@ def main(argv=None):
     preset = "demo" if args.demo else args.preset
     base = None
     if preset:
-        # --demo starts from the plain defaults, as it always has; --preset from --config.
-        start = load_config(args.config) if args.config and not args.demo else Config()
+        # A preset (--demo included) starts from --config FILE when one is given, else
+        # from the defaults; the flags still override both.
+        start = load_config(args.config) if args.config else Config()
         base = PRESETS[preset](start)
     config = config_from_args(args, base=base)
     # OpenCV reads its own pixel limit once, at its first decode (data loader workers

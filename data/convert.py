@@ -31,6 +31,7 @@ from typing import List, Sequence
 
 from tqdm import tqdm
 
+from data.formats import lies_inside  # noqa: F401 - convert.py imports it from here
 from data.records import ImageRecord
 from data.wider import wider_split_paths, write_wider_annotations
 from errors import DatasetError
@@ -138,14 +139,6 @@ def convert_to_wider(
 
 def _safe(name: str) -> str:
     return re.sub(r"\s+", "_", name.strip())
-
-
-def lies_inside(path: str, folder: str) -> bool:
-    """Whether `path` is `folder` or lies under it (give both as real paths)."""
-    try:
-        return os.path.commonpath([path, folder]) == folder
-    except ValueError:  # different drives (Windows)
-        return False
 
 
 def _place(src: str, dest: str, copy: bool) -> bool:

@@ -127,8 +127,10 @@ def detect_format(path: str) -> str:
     """
     _check_exists(path)
     if os.path.isfile(path):
-        if path.lower().endswith(".json") and is_coco_file(path):
-            return "coco"
+        if path.lower().endswith(".json"):
+            load_json(path)  # AnnotationError naming the file if it cannot be parsed
+            if is_coco_file(path):
+                return "coco"
         raise DatasetError(f"{path}: not a dataset folder or COCO .json file")
     if is_wider_root(path):
         return "wider"
@@ -147,9 +149,11 @@ def detect_format(path: str) -> str:
         return "yolo"
     if _has_xml_beside_images(path):
         return "voc"
+    broken = _unreadable_json(path)
     raise DatasetError(
         f"{path}: cannot tell the dataset format (no wider_face_split/, no labelme or COCO "
         f".json, no VOC annotations/*.xml, no YOLO labels/*.txt); name it with dataset_format"
+        + (f"; a .json was refused: {broken}" if broken else "")
     )
 
 
@@ -179,6 +183,7 @@ def load_records(
     seed: int = Config.seed,
     labels=None,
     holdout: bool = True,
+    max_pixels: Optional[int] = None,
 ) -> List[ImageRecord]:
     """The records of one split of one source, in any supported format.
 
@@ -193,6 +198,8 @@ def load_records(
             (comma string or iterable; None or '' = the reader's default).
         holdout: split a source without splits 90 / 10 into train / val (module doc);
             False reads its whole pool for any split (a `--val-dataset`, conversion).
+        max_pixels: Config.max_image_pixels; YOLO images whose header claims more are
+            reported and left out (their boxes cannot be scaled). None: its default.
 
     Returns:
         ImageRecords (boxes (N, 4) float32 x1, y1, x2, y2 pixels of each image file).
@@ -200,7 +207,8 @@ def load_records(
         AnnotationWarning.
     """
     return read_source(
-        source, split, fmt, skip_missing, seed=seed, labels=labels, holdout=holdout
+        source, split, fmt, skip_missing, seed=seed, labels=labels, holdout=holdout,
+        max_pixels=max_pixels,
     ).records
 
 
@@ -213,6 +221,7 @@ def read_source(
     seed: int = Config.seed,
     labels=None,
     holdout: bool = True,
+    max_pixels: Optional[int] = None,
 ) -> LoadedSource:
     """`load_records` with what was left out: the format read and the missing-image count."""
     _check_format(fmt, "dataset_format")
@@ -236,12 +245,12 @@ def read_source(
         path = _find_split(source, fmt, "test")
         if path is None:
             raise DatasetError(f"{source}: no test split (expected a test/ folder)")
-        return _read_custom(path, fmt, labels)
+        return _read_custom(path, fmt, labels, max_pixels)
     train_path = _find_split(source, fmt, "train")
     val_path = _find_split(source, fmt, "val")
     if train_path and val_path:
-        return _read_custom(train_path if split == "train" else val_path, fmt, labels)
-    loaded = _read_custom(train_path or val_path or source, fmt, labels)
+        return _read_custom(train_path if split == "train" else val_path, fmt, labels, max_pixels)
+    loaded = _read_custom(train_path or val_path or source, fmt, labels, max_pixels)
     if not holdout:
         return loaded
     return loaded._replace(records=holdout_split(loaded.records, split, seed))
@@ -350,6 +359,7 @@ def _load(source: Source, split: str, config: Config, holdout: bool) -> List[Ima
     return load_records(
         source.path, split, source.fmt, config.skip_missing_images,
         seed=config.seed, labels=config.face_labels or None, holdout=holdout,
+        max_pixels=config.max_image_pixels,
     )
 
 
@@ -389,6 +399,23 @@ def _json_kind(path: str) -> Optional[str]:
         return "labelme"
     if isinstance(data, dict) and "images" in data and "annotations" in data:
         return "coco"
+    return None
+
+
+def _unreadable_json(folder: str) -> Optional[str]:
+    """The one-line error of the first .json in `folder` or its annotations/ that
+    `load_json` refuses (invalid, not UTF-8, nested too deep), or None."""
+    for where in (folder, os.path.join(folder, "annotations")):
+        if not os.path.isdir(where):
+            continue
+        for f in sorted(os.listdir(where)):
+            if f.lower().endswith(".json"):
+                try:
+                    load_json(os.path.join(where, f))
+                except FaceDetectorError as e:
+                    return str(e)
+                except OSError:
+                    continue
     return None
 
 
@@ -461,12 +488,12 @@ def _find_split(root: str, fmt: str, split: str) -> Optional[str]:
     return None
 
 
-def _read_custom(path: str, fmt: str, labels) -> LoadedSource:
+def _read_custom(path: str, fmt: str, labels, max_pixels: Optional[int] = None) -> LoadedSource:
     """Read a labelme / YOLO / COCO / VOC source, emit its report, fail if nothing is usable."""
     if fmt == "labelme":
         result = read_labelme(path, labels)
     elif fmt == "yolo":
-        result = read_yolo(path, labels)
+        result = read_yolo(path, labels, max_pixels)
     elif fmt == "coco":
         result = read_coco(_coco_file(path), categories=labels)
     elif fmt == "voc":
@@ -505,6 +532,10 @@ def _coco_file(path: str) -> str:
     if os.path.isfile(path):
         return path
     files = _coco_files(path)
+    if not files:
+        broken = _unreadable_json(path)
+        if broken:  # a COCO file json cannot parse (50,000 levels deep...): say why
+            raise DatasetError(f"{path}: no usable COCO .json: {broken}")
     if len(files) != 1:
         found = ", ".join(os.path.basename(f) for f in files) or "none"
         raise DatasetError(

@@ -79,7 +79,7 @@ def decode_image(data: np.ndarray, path: str = "<bytes>", reduce: int = 1,
     data = np.ascontiguousarray(data, dtype=np.uint8).reshape(-1)
     size = _header_size(_BufferReader(data)) if data.size else None
     if size is not None:
-        _check_pixels(path, size[0], size[1], limit)
+        check_pixels(path, size[0], size[1], limit)
     try:
         image = cv2.imdecode(data, _REDUCED_FLAGS[reduce]) if data.size else None
     except cv2.error as e:  # OpenCV's own size limit, or a decoder's assertion
@@ -97,7 +97,7 @@ def decode_image(data: np.ndarray, path: str = "<bytes>", reduce: int = 1,
         raise ImageError(f"{path}: not a readable image (corrupt or unsupported format{reason})")
     if size is None:  # a format whose header is not parsed here: check what was decoded
         h, w = image.shape[:2]
-        _check_pixels(path, w * reduce, h * reduce, limit)
+        check_pixels(path, w * reduce, h * reduce, limit)
     if truncated is None and data[:2].tobytes() == b"\xff\xd8" and _flat_bottom_row(image):
         truncated = (f"its bottom row is flat grey {_JPEG_FILL}, libjpeg's fill for missing "
                      "data: the file holds fewer rows than its header claims")
@@ -107,7 +107,8 @@ def decode_image(data: np.ndarray, path: str = "<bytes>", reduce: int = 1,
     return image
 
 
-def _check_pixels(path: str, width: int, height: int, limit: int) -> None:
+def check_pixels(path: str, width: int, height: int, limit: int) -> None:
+    """ImageError naming the file when width x height is over `limit` pixels."""
     if width * height > limit:
         raise ImageError(
             f"{path}: {width}x{height} image ({width * height / 1e6:.1f} megapixels) is over "

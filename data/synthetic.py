@@ -45,11 +45,11 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from config import DEMO_ROOT, Config
+from config import DEMO_ROOT, SEED_MAX, Config
 from data.boxes import Letterbox
 from data.records import ImageRecord
 from data.wider import wider_split_paths, write_wider_annotations
-from errors import ConfigError, ImageError
+from errors import ConfigError, DatasetError, ImageError
 from files import atomic_write_text
 
 # Bump when the drawing changes, so `ensure_demo_dataset` regenerates an old set.
@@ -711,6 +711,35 @@ def _parameters(num_train: int, num_val: int, seed: int) -> dict:
             "num_val": num_val, "seed": seed}
 
 
+def demo_folder_problem(root: str) -> Optional[str]:
+    """Why `root` is not a folder the demo generator may write into, or None: it is
+    missing, empty, a complete demo set (its marker) or holds only files a demo
+    generation writes (an interrupted one). Else the first other file, which a new
+    generation could replace or delete (a user's photo named like a demo image was)."""
+    if not os.path.exists(root):
+        return None
+    if not os.path.isdir(root):
+        return f"{root}: is a file, not a folder"
+    if read_marker(root) is not None:
+        return None
+    annotations = {os.path.basename(wider_split_paths(root, s)[1]) for s in SPLITS}
+    for folder, _, files in os.walk(root):
+        rel = os.path.relpath(folder, root).replace(os.sep, "/")
+        for name in files:
+            if name.startswith("."):
+                continue  # the marker and the temporaries of atomic writes
+            demo = (
+                (rel == "wider_face_split" and name in annotations)
+                or (any(rel == f"WIDER_{s}/images/{e}" for s in SPLITS for e in EVENTS)
+                    and _DEMO_NAME.match(name))
+            )
+            if not demo:
+                return (f"{root}: not empty and not a demo set (it holds "
+                        f"{os.path.join(folder, name)}); the demo would replace its images: "
+                        f"choose an empty folder, or overwrite=True (make_demo.py --overwrite)")
+    return None
+
+
 def _check_count(name: str, value) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
         raise ConfigError(f"{name}={value!r}: must be a non-negative integer")
@@ -723,8 +752,13 @@ def make_demo_dataset(
     num_val: int = DEMO_VAL_IMAGES,
     seed: int = 0,
     progress: bool = True,
+    overwrite: bool = False,
 ) -> dict:
     """Write the demo dataset under `root` (WIDER layout) and return its counts.
+
+    A `root` holding anything but a demo set is refused (DatasetError) unless
+    `overwrite`: the generator replaces and deletes demo-named images
+    (`demo_folder_problem`).
 
     The marker `root/.complete` is removed first and written last, so an interrupted run is
     never taken for a complete set. Images of an earlier, larger run are removed.
@@ -735,6 +769,13 @@ def make_demo_dataset(
     """
     sizes = {"train": _check_count("num_train", num_train), "val": _check_count("num_val", num_val)}
     seed = _check_count("seed", seed)
+    if seed > SEED_MAX:  # the range train.py accepts (Config.seed): one seed works in both
+        raise ConfigError(f"seed={seed}: must be in [0, {SEED_MAX}]")
+    if not str(root).strip():
+        raise ConfigError(f"root={root!r}: empty; it would write into the current folder")
+    problem = None if overwrite else demo_folder_problem(root)
+    if problem:
+        raise DatasetError(problem)
     marker = os.path.join(root, MARKER)
     if os.path.exists(marker):
         os.remove(marker)

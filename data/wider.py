@@ -11,7 +11,8 @@ Quirks of the real files, all handled here:
 - an image without faces is written `0` followed by the dummy line `0 0 0 0 0 0 0 0 0 0`
   (train file); the dummy line is consumed, it is not a face;
 - a few faces have w or h <= 0 (the val file lists 11, among them 4 images whose only
-  "face" is the all-zero dummy line under a count of 1): they are dropped, counted in
+  "face" is the all-zero dummy line under a count of 1): they, and any box under
+  MIN_BOX_SIZE (0.01 px, which float32 corners would turn into size 0), are dropped, counted in
   `WiderAnnotations.dropped_boxes` (their lines in `dropped_lines`) and shown in one
   AnnotationWarning naming the file, the count and the first lines;
 - CRLF line ends, trailing spaces, blank trailing lines.
@@ -25,6 +26,9 @@ any photo; this also keeps float32 conversion finite), and a kept box lying whol
 of or above the image (x + w <= 0 or y + h <= 0). A box partly outside (x < 0 < x + w)
 is kept: converted custom sets may hold such boxes.
 
+`load_wider_split` (training, conversion) also reads each image's header and drops, with
+one warning naming the lines, boxes wholly right of or below their image, and refuses an
+image that resolves (through a symlink) outside the images folder.
 Clipping to the image and the minimum-face-size ignore rule need the image size, so they
 happen later, in the data generator; records hold the file's boxes unclipped, turned
 into the project's corners (x1 = x, x2 = x + w; `data.boxes`) and nothing else. (Reading
@@ -43,10 +47,19 @@ from typing import Iterable, Sequence
 import numpy as np
 
 from data.boxes import xywh_to_xyxy, xyxy_to_xywh
-from data.formats import MAX_COORDINATE, AnnotationWarning, caller_level, decode_utf8
-from data.image import IMAGE_EXTENSIONS
+from data.formats import (
+    MAX_COORDINATE,
+    MIN_BOX_SIZE,
+    AnnotationWarning,
+    box_problem,
+    caller_level,
+    decode_utf8,
+    escapes_folder,
+    lies_inside,
+)
+from data.image import IMAGE_EXTENSIONS, read_image_size
 from data.records import ImageRecord
-from errors import AnnotationError, ConfigError, DatasetError
+from errors import AnnotationError, ConfigError, DatasetError, ImageError
 from files import atomic_write_text
 
 SPLITS = ("train", "val", "test")
@@ -73,7 +86,8 @@ class WiderAnnotations:
             x1, y1, x2, y2 pixels (the file's x y w h turned into corners), ignore (N,)
             bool = the `invalid` flag, attributes (N, 6) int32 (blur, expression,
             illumination, invalid, occlusion, pose).
-        dropped_boxes: face lines of the whole file with w <= 0 or h <= 0, not in `records`.
+        dropped_boxes: face lines of the whole file with w or h under MIN_BOX_SIZE (<= 0
+            included), not in `records`.
         source: the annotation file read.
         skipped_images: listed images left out because they are missing on disk.
         dropped_lines: the 1-based lines of the dropped boxes, in file order.
@@ -157,13 +171,14 @@ def read_wider_annotations(path: str, images_dir: str) -> WiderAnnotations:
 
     Record paths are `os.path.join(images_dir, name)`; `line` is the 1-based line of the
     image's path line. Any malformed block raises AnnotationError naming file and line
-    (module doc). Boxes with w or h <= 0 are dropped and shown in one AnnotationWarning.
+    (module doc). Boxes with w or h under MIN_BOX_SIZE are dropped and shown in one AnnotationWarning.
     The face lines are parsed and checked in a few numpy operations, so the full val file
     (46k lines) takes a fraction of a second.
     """
     lines = _read_lines(path)
     n = len(lines)
     names, path_lines, starts, counts = [], [], [], []
+    first_line = {}  # image name -> the line of its block, to refuse a second block
     i = 0
     # Walk the image blocks only; face lines are skipped here and parsed in bulk below.
     while i < n:
@@ -176,6 +191,13 @@ def read_wider_annotations(path: str, images_dir: str) -> WiderAnnotations:
             if names and len(name.split()) == _NUMBERS_PER_LINE:
                 expected = f"an image path after the {counts[-1]} face lines of {names[-1]}"
             raise _error(path, i + 1, expected, name)
+        if escapes_folder(name):  # never joined to images_dir: the outside file is not read
+            raise _error(path, i + 1, "an image path inside the images folder (no absolute or "
+                         "'..' path)", name)
+        if name in first_line:
+            raise _error(path, i + 1, f"a new image path ({name} is listed twice: its first "
+                         f"block starts at line {first_line[name]})", name)
+        first_line[name] = i + 1
         names.append(name)
         path_lines.append(i + 1)
         i += 1
@@ -202,7 +224,8 @@ def read_wider_annotations(path: str, images_dir: str) -> WiderAnnotations:
     for start, count in zip(starts, counts):
         face_lines.extend(lines[start:start + count])
     values = _parse_face_lines(path, face_lines, names, starts, counts)
-    keep = (values[:, 2] > 0) & (values[:, 3] > 0)
+    # Sizes under MIN_BOX_SIZE (0 and negative ones included) are no face: dropped, counted.
+    keep = (values[:, 2] >= MIN_BOX_SIZE) & (values[:, 3] >= MIN_BOX_SIZE)
     _check_values(path, values, keep, face_lines, names, starts, counts)
 
     counts_arr = np.asarray(counts, np.int64)
@@ -236,7 +259,8 @@ def read_wider_annotations(path: str, images_dir: str) -> WiderAnnotations:
         more = f" and {extra} more" if extra > 0 else ""
         lines_word = "lines" if len(dropped_lines) > 1 else "line"
         warnings.warn(
-            f"{path}: {len(dropped_lines)} face {lines_word} with w <= 0 or h <= 0 left out "
+            f"{path}: {len(dropped_lines)} face {lines_word} with w or h under "
+            f"{MIN_BOX_SIZE:g} px left out "
             f"({lines_word} {shown}{more})",
             AnnotationWarning, stacklevel=caller_level(),
         )
@@ -344,6 +368,8 @@ def read_wider_test_filelist(path: str, images_dir: str) -> list:
             continue
         if not _is_image_path(name):
             raise _error(path, i + 1, "an image path like '0--Parade/0_Parade_marchingband_1_737.jpg'", line)
+        if escapes_folder(name):
+            raise _error(path, i + 1, "an image path inside the images folder (no '..' path)", line)
         records.append(ImageRecord(path=os.path.join(images_dir, name), name=name, line=i + 1))
     if not records:
         raise _error(path, 1, "an image path like '0--Parade/0_Parade_marchingband_1_737.jpg' "
@@ -486,7 +512,76 @@ def load_wider_split(root: str, split: str, skip_missing: bool = False) -> Wider
                                        source=annotation_path)
     else:
         annotations = read_wider_annotations(annotation_path, images_dir)
+    refuse_outside_images(annotations.records, images_dir, annotation_path)
     listed = len(annotations.records)
     annotations.records = check_images(annotations.records, skip_missing, annotation_path)
     annotations.skipped_images = listed - len(annotations.records)
+    if split != "test":
+        drop_boxes_outside_images(annotations)
     return annotations
+
+
+def refuse_outside_images(records: Sequence[ImageRecord], images_dir: str, source: str) -> None:
+    """DatasetError `SOURCE:LINE: ...` for the first record whose image, symlinks followed,
+    resolves outside `images_dir`: the reader refuses outside names by their text already;
+    this catches a link inside the folder that leads out. Nothing is opened."""
+    root = os.path.realpath(images_dir)
+    for record in records:
+        real = os.path.realpath(record.path)
+        if not lies_inside(real, root):
+            raise DatasetError(
+                f"{source}:{record.line}: {record.name} resolves to {real}, outside the "
+                f"images folder {images_dir}; refused (image paths must stay inside the dataset)")
+
+
+def drop_boxes_outside_images(annotations: WiderAnnotations) -> None:
+    """Drop the boxes lying wholly right of or below their image (the reader, which reads
+    no image, refuses those left of or above it), counted in `dropped_boxes` /
+    `dropped_lines` and shown in one AnnotationWarning naming the file and lines.
+
+    Sizes come from the image headers (microseconds a JPEG / PNG); an image whose header
+    cannot be read is left for the decoder to report, with its boxes as they are.
+    """
+    dropped = set(annotations.dropped_lines)
+    bad_lines, messages = [], []
+    for record in annotations.records:
+        if not len(record.boxes):
+            continue
+        try:
+            size = read_image_size(record.path)
+        except ImageError:
+            continue
+        boxes = record.boxes.astype(np.float64)
+        keep = (boxes[:, 0] < size[0]) & (boxes[:, 1] < size[1])
+        if not keep.all():
+            lines = _face_lines_of(record, dropped)
+            for k in np.flatnonzero(~keep):
+                x1, y1, x2, y2 = boxes[k]
+                bad_lines.append(lines[k])
+                messages.append(f"line {lines[k]}: {box_problem(x1, y1, x2 - x1, y2 - y1, size)}")
+            record.boxes, record.ignore = record.boxes[keep], record.ignore[keep]
+            if record.attributes is not None:
+                record.attributes = record.attributes[keep]
+    if not bad_lines:
+        return
+    annotations.dropped_boxes += len(bad_lines)
+    annotations.dropped_lines = sorted(annotations.dropped_lines + bad_lines)
+    extra = len(messages) - _SHOWN_LINES
+    more = f"; and {extra} more" if extra > 0 else ""
+    word = "boxes" if len(bad_lines) > 1 else "box"
+    warnings.warn(
+        f"{annotations.source}: {len(bad_lines)} face {word} wholly outside the image left "
+        f"out ({'; '.join(messages[:_SHOWN_LINES])}{more})",
+        AnnotationWarning, stacklevel=caller_level(),
+    )
+
+
+def _face_lines_of(record: ImageRecord, dropped: set) -> list:
+    """The file lines of a record's kept boxes: the lines after its count line, skipping
+    the lines of boxes the reader dropped."""
+    lines, line = [], record.line + 2
+    while len(lines) < len(record.boxes):
+        if line not in dropped:
+            lines.append(line)
+        line += 1
+    return lines

@@ -7,7 +7,11 @@ A run's checkpoint folder holds
                      the name means two epochs never share a file, so saving one can never
                      replace another epoch's model, whatever their rounded scores.
     last-e{epoch:03d}.keras
-                     the latest committed epoch's model with its optimizer state (--resume)
+                     the latest committed epoch's model with its optimizer state (--resume);
+                     its compile config names the project's loss, so outside
+                     `load_checkpoint` load it with `import model.loss` first (the loss
+                     registers itself with Keras on import), or with
+                     `keras.models.load_model(path, compile=False)` for the network alone
     state.json       the commit point: {"epoch": epochs completed, "stage", "monitor",
                      "last": "last-e005.keras", "optimizer_steps": the optimizer's step
                      counter in that file, "best": [[score, "model-0.81-e004.keras"], ...]};
@@ -36,6 +40,7 @@ import json
 import math
 import os
 import re
+import zipfile
 from typing import List, Optional, Tuple
 
 import keras
@@ -121,6 +126,10 @@ def load_checkpoint(path: str, compile: bool = True) -> keras.Model:
     """Load a `.keras` checkpoint; CheckpointError (one line) if missing or unusable."""
     if not os.path.isfile(path):
         raise CheckpointError(f"{path}: checkpoint not found")
+    if not zipfile.is_zipfile(path):
+        # Keras says "File not found" of a file that exists but is no zip archive.
+        raise CheckpointError(f"{path}: not a .keras checkpoint (not a zip archive: corrupt, "
+                              f"truncated or another format)")
     # Importing registers the project's custom objects with Keras' serialization.
     import model.loss  # noqa: F401
     import model.network  # noqa: F401

@@ -89,6 +89,13 @@ ARCHITECTURE_FIELDS = ("input_size", "grid_size", "alpha", "head_channels", "hea
                        "neighbour_cells")
 
 
+# The fields a resume cannot change: the saved optimizer (AdamW) holds the run's rates and
+# weight decay, and the stage compiled in it keeps training at them, so a changed value
+# would be recorded in config.json but not used. Applying one instead would also undo
+# what ReduceLROnPlateau lowered; a resume refuses a change (issue 22).
+RESUME_FIXED_FIELDS = ("learning_rate", "finetune_learning_rate", "weight_decay")
+
+
 def latest_run(checkpoint_dir: str) -> str:
     """Name of the most recently committed run under `checkpoint_dir` that can be resumed
     (one with a state.json: the file every completed epoch commits last)."""
@@ -115,11 +122,20 @@ def check_folders(*folders: Tuple[str, str]) -> None:
 
 def check_resume_architecture(config: Config, checkpoint_dir: str) -> None:
     """ConfigError naming the first architecture field in which `config` differs from the
-    run's saved config.json (a resume would fail later on a tensor shape)."""
+    run's saved config.json (a resume would fail later on a tensor shape), or the first
+    RESUME_FIXED_FIELDS one (the saved optimizer would silently keep the run's value)."""
     path = os.path.join(checkpoint_dir, "config.json")
     if not os.path.isfile(path):
         return  # nothing to compare with; loading the weights still checks the shapes
     saved = load_config(path)  # ConfigError naming the file if it is unreadable
+    for name in RESUME_FIXED_FIELDS:
+        ours, theirs = getattr(config, name), getattr(saved, name)
+        if ours != theirs:
+            # `name=value: ` first: the CLI shows it as the flag (`--finetune-learning-rate X: `).
+            raise ConfigError(
+                f"{name}={ours!r}: a resume keeps the run's {name}={theirs!r} ({path}), whose "
+                f"optimizer state holds it; resume without the flag, or start a new run "
+                f"from a checkpoint (--weights) with the new value")
     for name in ARCHITECTURE_FIELDS:
         ours, theirs = getattr(config, name), getattr(saved, name)
         if ours != theirs:

@@ -116,3 +116,14 @@ def test_cli_converts_a_folder(tmp_path, capsys):
     assert [r.name for r in back] == ["0--custom/a.jpg", "0--custom/b.jpg", "0--custom/c.jpg",
                                       "1--holiday/d.jpg"]
     np.testing.assert_array_equal(back[3].boxes, [[20, 10, 50, 40]])  # the drawn corners
+
+
+@pytest.mark.parametrize("flag", ["--out", "--input"])
+def test_cli_refuses_an_empty_path(tmp_path, capsys, flag):
+    """`--out ''` wrote into the current folder: an empty path is refused in one line."""
+    args = {"--input": str(tmp_path / "in"), "--out": str(tmp_path / "out")}
+    args[flag] = ""
+    with pytest.raises(SystemExit) as info:
+        main([x for pair in args.items() for x in pair])
+    assert info.value.code == 2
+    assert f"argument {flag}: empty path (it would mean the current folder)" in capsys.readouterr().err

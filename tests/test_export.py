@@ -302,3 +302,16 @@ def test_output_over_the_checkpoint_is_refused_and_it_is_kept(exported, tmp_path
         export.main(["--weights", inside, "--format", "saved_model", "--output", str(folder)])
     assert open(inside, "rb").read() == before
     assert sorted(os.listdir(folder)) == sorted(os.listdir(saved_model) + ["model-0.50.keras"])
+
+
+def test_output_under_a_file_names_it_not_file_exists(tmp_path):
+    """`--output /etc/passwd/x.tflite` said "File exists": the file in the way is named,
+    before the checkpoint is even loaded (this one is not a checkpoint at all)."""
+    weights = tmp_path / "m.keras"
+    weights.write_bytes(b"never loaded")
+    for blocker in ("/etc/passwd", str(weights)):
+        with pytest.raises(ConfigError) as caught:
+            export.main(["--weights", str(weights), "--format", "tflite",
+                         "--output", f"{blocker}/sub/x.tflite"])
+        assert str(caught.value) == (f"--output {blocker}/sub/x.tflite: {blocker} is a file, "
+                                     f"not a folder; choose a path in a folder")

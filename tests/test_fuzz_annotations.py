@@ -25,7 +25,7 @@ import numpy as np
 import pytest
 
 from data.boxes import xywh_to_xyxy
-from data.formats import MAX_COORDINATE, AnnotationWarning
+from data.formats import MAX_COORDINATE, MIN_BOX_SIZE, AnnotationWarning
 from data.formats.coco import read_coco
 from data.formats.labelme import read_labelme
 from data.formats.voc import read_voc
@@ -154,7 +154,7 @@ def _face_oracle(tokens):
         if v != int(v) or not 0 <= v <= top:
             return "error"
     x, y, w, h = values[:4]
-    if w <= 0 or h <= 0:
+    if w < MIN_BOX_SIZE or h < MIN_BOX_SIZE:  # 0, negative, or too small for float32 corners
         return "dropped"
     if x + w <= 0 or y + h <= 0:
         return "error"
@@ -210,7 +210,7 @@ def wider_mutants(text, rng, n_values):
             new = rng.choice([str(ATTRIBUTE_MAX[column - 4] + rng.randint(1, 3)), "-1", "0.5", "255"])
         elif group == "size":  # w or h <= 0: dropped and counted
             column = rng.choice([2, 3])
-            new = rng.choice(["0", "-1", "-0", "0.0", "-3"])
+            new = rng.choice(["0", "-1", "-0", "0.0", "-3", "1e-7", "4e-320"])
         elif group == "outside":  # x or y negative enough to leave the image
             column = rng.choice([0, 1])
             new = str(-(float(tokens[column + 2]) + rng.randint(0, 50)))
@@ -756,3 +756,254 @@ def test_fuzz_voc(tmp_path, image_dir):
             failures.append(f"{label}: {report.problems} problems, {report.faces} faces "
                             f"(expected the bad object counted and left out)")
     assert not failures, f"{len(failures)} of {len(mutants)} mutants:\n" + "\n".join(failures[:20])
+
+
+# --- issue 22: nothing outside the dataset is read; no nonsense loads silently ------------------
+
+# Image names that leave the dataset: absolute, climbing out with '..', the process' own files.
+HOSTILE_NAMES = ["/etc/passwd", "../../../../etc/passwd", "/proc/self/environ",
+                 "images/../../../outside.jpg", "..\\..\\outside.jpg", "a/../../outside.jpg"]
+
+
+@pytest.fixture
+def outside_reads(tmp_path):
+    """(outside folder, list of its paths opened or linked while the fixture is active): a
+    Python audit hook (it cannot be removed, so it only records while `active`)."""
+    import sys
+
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    write_image(outside / "outside.jpg", 32, 24)
+    state = {"active": True, "seen": [], "roots": (str(outside), "/etc/", "/proc/")}
+
+    def hook(event, args):
+        if state["active"] and event in ("open", "os.link", "shutil.copyfile"):
+            for value in args[:2]:
+                if isinstance(value, (str, bytes, os.PathLike)):
+                    text = os.fsdecode(value)
+                    if text.startswith(state["roots"]):
+                        state["seen"].append(f"{event} {text}")
+
+    sys.addaudithook(hook)
+    yield outside, state["seen"]
+    state["active"] = False
+
+
+def _hostile_names(rng, outside):
+    """The hostile names plus absolute paths of a real photo outside, in a seeded order."""
+    names = HOSTILE_NAMES + [str(outside / "outside.jpg"), str(outside / "outside.jpg").replace("/", "\\")]
+    rng.shuffle(names)
+    return names
+
+
+def test_fuzz_image_paths_outside_the_dataset_are_refused_never_read(tmp_path, image_dir, outside_reads):
+    """COCO file_name, VOC <filename> and WIDER image paths leading out (absolute, '..', or
+    a symlink inside the folder pointing out) are refused naming the file and entry, and
+    convert.py neither reads, links nor copies the outside file (the audit hook sees every
+    open and link)."""
+    from convert import main as convert_main
+    from data.wider import load_wider_split
+
+    outside, seen = outside_reads
+    rng = random.Random(SEED + 22)
+    failures = []
+    for k, name in enumerate(_hostile_names(rng, outside)):
+        # COCO: the entry is reported, the rest of the file loads.
+        doc = coco_doc()
+        doc["images"][1]["file_name"] = name
+        del doc["images"][1]["width"]  # the header would be read for the size
+        root = tmp_path / f"coco{k}"
+        place_images(image_dir, str(root / "images"))
+        (root / "annotations").mkdir()
+        (root / "annotations" / "instances.json").write_text(json.dumps(doc))
+        result, error, _ = call(f"coco {name}", lambda: read_coco(str(root / "annotations" / "instances.json")))
+        if error is not None or result.report.problems != 1 or len(result.records) != 2:
+            failures.append(f"coco {name}: {error or result.report.summary()}")
+        else:
+            check_message(name, result.report.messages[0], ["instances.json: images[1].file_name"])
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", AnnotationWarning)
+            convert_main(["--input", str(root), "--format", "coco", "--out", str(tmp_path / f"out{k}")])
+        # VOC: the file is reported and left out.
+        voc = tmp_path / f"voc{k}"
+        place_images(image_dir, str(voc / "images"))
+        (voc / "annotations").mkdir()
+        (voc / "annotations" / "a.xml").write_text(
+            f"<annotation><filename>{name}</filename><object><name>face</name><bndbox><xmin>1"
+            f"</xmin><ymin>1</ymin><xmax>9</xmax><ymax>9</ymax></bndbox></object></annotation>")
+        result, error, _ = call(f"voc {name}", lambda: read_voc(str(voc)))
+        if error is not None or result.report.problems != 1 or result.records:
+            failures.append(f"voc {name}: {error or result.report.summary()}")
+        else:
+            check_message(name, result.report.messages[0], [os.path.join("annotations", "a.xml")])
+        # WIDER: a path leading out is a malformed line, named with its line number.
+        wider = tmp_path / f"wider{k}"
+        images, gt = wider / "WIDER_train" / "images", wider / "wider_face_split"
+        place_images(image_dir, str(images / "0--x"))
+        gt.mkdir(parents=True)
+        text = "0--x/a.jpg\n1\n4 5 20 16 0 0 0 0 0 0\n" + name.replace("\\", "/") + ".jpg\n0\n"
+        (gt / "wider_face_train_bbx_gt.txt").write_text(text)
+        _, error, _ = call(f"wider {name}", lambda: load_wider_split(str(wider), "train"))
+        if error is None or "expected an image path inside the images folder" not in str(error):
+            failures.append(f"wider {name}: {error}")
+        else:
+            check_message(name, str(error), [str(gt / "wider_face_train_bbx_gt.txt") + ":4: "])
+    # A symlink inside the image folder that leads out is refused too (COCO, VOC, WIDER).
+    link_root = tmp_path / "links"
+    place_images(image_dir, str(link_root / "images"))
+    os.symlink(outside / "outside.jpg", link_root / "images" / "link.jpg")
+    doc = coco_doc()
+    doc["images"][1]["file_name"] = "link.jpg"
+    (link_root / "instances.json").write_text(json.dumps(doc))
+    records, report = read_coco(str(link_root / "instances.json"), str(link_root / "images"))
+    assert [r.name for r in records] == ["a.jpg", "c.png"] and report.problems == 1
+    wider = tmp_path / "wider_link"
+    (wider / "WIDER_val" / "images" / "0--x").mkdir(parents=True)
+    os.symlink(outside / "outside.jpg", wider / "WIDER_val" / "images" / "0--x" / "l.jpg")
+    (wider / "wider_face_split").mkdir()
+    (wider / "wider_face_split" / "wider_face_val_bbx_gt.txt").write_text("0--x/l.jpg\n1\n1 1 5 5 0 0 0 0 0 0\n")
+    with pytest.raises(FaceDetectorError, match=r"wider_face_val_bbx_gt.txt:1: 0--x/l.jpg resolves to .*outside"):
+        load_wider_split(str(wider), "val")
+    assert not failures, "\n".join(failures)
+    assert not seen, f"files outside the dataset were touched: {seen[:5]}"
+
+
+def _wider_root(tmp_path, text, size=(120, 90), split="train"):
+    """A WIDER root with one photo 0--x/a.jpg of `size` and the annotation `text`."""
+    root = tmp_path / "wider"
+    write_image(root / f"WIDER_{split}" / "images" / "0--x" / "a.jpg", *size)
+    (root / "wider_face_split").mkdir()
+    path = root / "wider_face_split" / f"wider_face_{split}_bbx_gt.txt"
+    path.write_text(text)
+    return str(root), str(path)
+
+
+@pytest.mark.parametrize("box", ["500 500 20 20", "120 10 5 5", "10 90 5 5"])
+def test_wider_box_wholly_outside_its_image_is_dropped_naming_its_line(tmp_path, box):
+    """`500 500 20 20` on a 120x90 photo: left out with one warning naming the file and
+    line, counted, and not converted; the good box of the same image stays."""
+    from data.convert import convert_to_wider
+    from data.wider import load_wider_split
+
+    root, path = _wider_root(tmp_path, f"0--x/a.jpg\n3\n1 1 0 5 0 0 0 0 0 0\n"
+                                       f"{box} 0 0 0 0 0 0\n4 5 20 16 0 0 0 0 0 0\n")
+    with pytest.warns(AnnotationWarning) as caught:
+        wider = load_wider_split(root, "train")
+    messages = [str(w.message) for w in caught]
+    assert any(m.startswith(f"{path}: 1 face box wholly outside the image left out (line 4: box ")
+               and "120x90 image" in m for m in messages), messages
+    assert wider.dropped_boxes == 2 and wider.dropped_lines == [3, 4]
+    assert wider.records[0].boxes.tolist() == [[4, 5, 24, 21]]
+    out = convert_to_wider(wider.records, str(tmp_path / "out"), progress=False)
+    assert read_wider_annotations(out.annotation_path, out.images_dir).num_boxes == 1
+
+
+def test_wider_image_listed_twice_is_refused_naming_both_lines(tmp_path):
+    text = "0--x/a.jpg\n1\n4 5 20 16 0 0 0 0 0 0\n0--x/b.jpg\n0\n0--x/a.jpg\n1\n8 8 9 9 0 0 0 0 0 0\n"
+    root, path = _wider_root(tmp_path, text)
+    with pytest.raises(FaceDetectorError) as info:
+        read_wider_annotations(path, root)
+    message = str(info.value)
+    assert message.startswith(f"{path}:6: expected a new image path (0--x/a.jpg is listed twice: "
+                              f"its first block starts at line 1)") and "\n" not in message
+
+
+@pytest.mark.parametrize("fmt", ["coco", "voc", "wider", "yolo", "labelme"])
+def test_fuzz_boxes_under_a_hundredth_of_a_pixel_are_refused_and_never_converted(tmp_path, image_dir, fmt):
+    """Widths of 1e-7 px (float32 corners collapse them: convert.py wrote width 0) and a
+    YOLO width of 4e-320 (a subnormal: written negative) are refused in every format, with
+    the file and line; the converted file holds only positive sizes."""
+    from data.convert import convert_to_wider
+    from data.formats.labelme import read_labelme
+    from data.wider import load_wider_split
+
+    rng = random.Random(SEED + 23)
+    tiny = rng.choice(["1e-7", "4e-7", "9e-8"]) if fmt != "yolo" else rng.choice(["4e-320", "1e-9", "5e-324"])
+    root = tmp_path / fmt
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        if fmt == "coco":
+            doc = coco_doc()
+            doc["annotations"][0]["bbox"][2] = float(tiny)
+            place_images(image_dir, str(root / "images"))
+            (root / "instances.json").write_text(json.dumps(doc))
+            records, report = read_coco(str(root / "instances.json"))
+            assert report.messages == [f"instances.json: annotations[0].bbox: w={float(tiny):g} px is "
+                                       f"under 0.01 px (no face is that small)"]
+        elif fmt == "voc":
+            place_images(image_dir, str(root / "images"))
+            (root / "annotations").mkdir()
+            (root / "annotations" / "a.xml").write_text(
+                f"<annotation><filename>a.jpg</filename><object><name>face</name><bndbox><xmin>4"
+                f"</xmin><ymin>5</ymin><xmax>{4 + float(tiny)!r}</xmax><ymax>20</ymax></bndbox></object>"
+                f"<object><name>face</name><bndbox><xmin>4</xmin><ymin>5</ymin><xmax>24</xmax>"
+                f"<ymax>20</ymax></bndbox></object></annotation>")
+            records, report = read_voc(str(root))
+            assert report.problems == 1 and report.messages[0].startswith(
+                os.path.join("annotations", "a.xml") + ": object 1 <bndbox>: w=")
+        elif fmt == "wider":
+            root, _ = _wider_root(tmp_path, f"0--x/a.jpg\n2\n4 5 {tiny} 16 0 0 0 0 0 0\n"
+                                            f"4 5 20 16 0 0 0 0 0 0\n")
+            records = load_wider_split(root, "train").records
+            assert any("1 face line with w or h under 0.01 px left out (line 3)" in str(w.message)
+                       for w in caught)
+        elif fmt == "yolo":
+            place_images(image_dir, str(root / "images"))
+            (root / "labels").mkdir()
+            (root / "labels" / "a.txt").write_text(f"0 0.5 0.5 {tiny} 0.2\n0 0.5 0.5 0.2 0.2\n")
+            records, report = read_yolo(str(root))
+            assert report.messages[0].startswith(os.path.join("labels", "a.txt") + ":1: w=")
+        else:
+            place_images(image_dir, str(root))
+            shapes = [{"label": "face", "points": [[4, 5], [4 + float(tiny), 20]], "shape_type": "rectangle"},
+                      {"label": "face", "points": [[4, 5], [24, 20]], "shape_type": "rectangle"}]
+            (root / "a.json").write_text(json.dumps({"shapes": shapes, "imagePath": "a.jpg",
+                                                     "imageWidth": 64, "imageHeight": 48}))
+            records, report = read_labelme(str(root))
+            assert report.problems == 1 and report.messages[0].startswith("a.json: shapes[0].points: w=")
+    kept = [r for r in records if r.name.endswith("a.jpg")]
+    assert len(kept) == 1 and len(kept[0].boxes) == 1
+    out = convert_to_wider(records, str(tmp_path / "out"), progress=False)
+    back = read_wider_annotations(out.annotation_path, out.images_dir)
+    sizes = np.concatenate([r.boxes[:, 2:] - r.boxes[:, :2] for r in back.records])
+    assert (sizes > 0).all()
+
+
+def test_yolo_header_over_max_image_pixels_is_reported_not_scaled(tmp_path):
+    """A JPEG header claiming 65000x65000 (over --max-image-pixels) used to scale the boxes
+    to that size silently: now the image is a problem naming it and the limit."""
+    from data.datasets import load_records
+    from test_image import claim_size
+
+    root = tmp_path / "yolo"
+    good = write_image(root / "images" / "good.jpg", 40, 30)
+    data = claim_size(bytearray(open(good, "rb").read()), "jpg", 65000, 65000)
+    (root / "images" / "huge.jpg").write_bytes(bytes(data))
+    (root / "labels").mkdir()
+    for stem in ("good", "huge"):
+        (root / "labels" / f"{stem}.txt").write_text("0 0.5 0.5 0.2 0.2\n")
+    records, report = read_yolo(str(root))
+    assert [r.name for r in records] == ["good.jpg"]
+    assert report.messages == [os.path.join("images", "huge.jpg") + ": 65000x65000 image (4225.0 "
+                               "megapixels) is over max_image_pixels=100000000 (100 megapixels); not decoded"]
+    records, report = read_yolo(str(root), max_pixels=65000 * 65000)  # a raised limit is honoured
+    assert len(records) == 2 and report.problems == 0
+    with pytest.warns(AnnotationWarning, match="huge.jpg: 65000x65000 image"):
+        assert len(load_records(str(root), fmt="yolo", holdout=False, max_pixels=40 * 30)) == 1
+
+
+@pytest.mark.parametrize("fmt", ["coco", "auto"])
+@pytest.mark.parametrize("as_file", [False, True])
+def test_coco_json_nested_50000_deep_is_named_not_found_none(tmp_path, fmt, as_file):
+    """A COCO .json nested 50,000 deep used to read as 'found none' (or an unknown format):
+    the message now names the file and why json could not parse it."""
+    from data.datasets import load_records
+
+    path = tmp_path / "annotations" / "instances.json"
+    path.parent.mkdir()
+    path.write_text('{"images": ' + "[" * 50_000 + "]" * 50_000 + ', "annotations": []}')
+    with pytest.raises(FaceDetectorError) as info:
+        load_records(str(path if as_file else tmp_path), fmt=fmt, holdout=False)
+    message = str(info.value)
+    assert "\n" not in message and f"{path}: not usable JSON (nested deeper than" in message
+    assert "found none" not in message

@@ -19,7 +19,7 @@ from data.synthetic import (
     ensure_demo_dataset, make_demo_dataset, synthesize_image,
 )
 from data.wider import DUMMY_LINE, read_wider_annotations, wider_split_paths
-from errors import ConfigError
+from errors import ConfigError, DatasetError
 from make_demo import main as make_demo_main
 
 def images_dir(root, split):
@@ -222,3 +222,47 @@ def test_cli_prints_counts_and_reports_bad_arguments_in_one_line(tmp_path, capsy
                           cwd=REPO, capture_output=True, text=True, timeout=60)
     assert done.returncode == 2
     assert done.stderr.strip().count("\n") == 0 and "num_train=-1" in done.stderr
+
+
+def test_a_folder_that_is_not_a_demo_set_is_refused_unless_overwrite(tmp_path):
+    """`make_demo.py --root EXISTING` replaced a user's photo named like a demo image: a
+    non-empty folder that is not a demo set is refused naming a file of it, and left as
+    it was; --overwrite writes anyway. A demo set (complete or interrupted) is rewritten."""
+    root = tmp_path / "photos"
+    photo = root / "WIDER_train" / "images" / "0--Parade" / "0_Parade_demo_0.jpg"
+    photo.parent.mkdir(parents=True)
+    photo.write_bytes(b"my holiday photo")
+    (root / "notes.txt").write_text("mine")
+    with pytest.raises(DatasetError) as info:
+        make_demo_dataset(str(root), 2, 1, progress=False)
+    message = str(info.value)
+    assert message.startswith(f"{root}: not empty and not a demo set (it holds ")
+    assert "make_demo.py --overwrite" in message and "\n" not in message
+    assert photo.read_bytes() == b"my holiday photo"
+    done = subprocess.run([sys.executable, "make_demo.py", "--root", str(root), "--quiet"],
+                          cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and done.stderr.startswith("make_demo.py: error: ")
+    assert done.stderr.strip().count("\n") == 0 and photo.read_bytes() == b"my holiday photo"
+    make_demo_dataset(str(root), 2, 1, progress=False, overwrite=True)
+    assert synthetic.read_marker(str(root)) is not None
+    # A demo set, complete or interrupted (no marker), is the generator's to rewrite.
+    demo = str(tmp_path / "demo")
+    make_demo_dataset(demo, 2, 1, progress=False)
+    make_demo_dataset(demo, 3, 1, progress=False)
+    os.remove(os.path.join(demo, synthetic.MARKER))
+    make_demo_dataset(demo, 2, 1, progress=False)
+
+
+@pytest.mark.parametrize("args, expected", [
+    (["--seed", str(2**32)], f"--seed {2**32}: must be in [0, {2**32 - 1}]"),
+    (["--root", ""], "argument --root: empty path (it would mean the current folder)"),
+])
+def test_cli_refuses_what_train_py_refuses_and_empty_roots(tmp_path, args, expected):
+    """make_demo.py --seed takes train.py's range (Config.seed), and --root '' would write
+    into the current folder."""
+    done = subprocess.run([sys.executable, "make_demo.py", "--quiet", "--train", "1", "--val", "1",
+                           "--root", str(tmp_path / "d")] + args,
+                          cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2, done.stderr
+    assert expected in done.stderr.strip().splitlines()[-1]  # one line (after argparse's usage)
+    assert not os.path.exists(tmp_path / "d")

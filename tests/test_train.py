@@ -332,3 +332,32 @@ def test_validation_scores_rank_higher_is_better_and_losses_lower():
         assert monitor_mode(score) == "max", score
     for loss in ("val_mse", "loss", "box_loss"):
         assert monitor_mode(loss) == "min", loss
+
+
+def test_demo_reads_the_config_file(tmp_path, monkeypatch):
+    """`train.py --demo --config FILE` never read the file: the demo recipe now starts from
+    it (fields the recipe sets still take the recipe's values; flags override both)."""
+    import data.synthetic
+    import model.training
+    import train as train_cli
+    from config import PRESETS, save_config
+
+    seen = {}
+
+    class Done(Exception):
+        pass
+
+    def fake_train(config, resume=False, weights=None):
+        seen["config"] = config
+        raise Done
+
+    monkeypatch.setattr(model.training, "train", fake_train)
+    monkeypatch.setattr(data.synthetic, "ensure_demo_dataset", lambda root: root)
+    path = str(tmp_path / "my.json")
+    save_config(Config(keep_best=7, nms_iou=0.3, log_dir=str(tmp_path / "mylogs")), path)
+    with pytest.raises(Done):
+        train_cli.main(["--demo", "--config", path, "--nms-iou", "0.35"])
+    config = seen["config"]
+    expected = PRESETS["demo"](Config(keep_best=7, nms_iou=0.3, log_dir=str(tmp_path / "mylogs")))
+    assert config == expected.replace(nms_iou=0.35)
+    assert config.keep_best == 7 and config.log_dir == str(tmp_path / "mylogs")

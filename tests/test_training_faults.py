@@ -527,6 +527,32 @@ def test_resume_with_another_architecture_names_the_field(tmp_path, field, value
     assert not (tmp_path / "logs").exists()  # stopped before any work
 
 
+@pytest.mark.parametrize("field, value", [
+    ("finetune_learning_rate", 3e-5), ("learning_rate", 0.01), ("weight_decay", 0.0),
+])
+def test_resume_refuses_a_changed_rate_naming_the_flag_and_the_stored_value(tmp_path, capsys,
+                                                                            field, value):
+    """`--resume --finetune-learning-rate X` recorded X but trained at the stored rate (the
+    saved optimizer holds it): refused in one line naming the flag and the run's value,
+    before anything is written."""
+    from cli import as_flag_message
+
+    run = _config("data/none", tmp_path, input_size=64, grid_size=4, head_channels=8)
+    ckpt = tmp_path / "ckpt" / "run"
+    save_config(run, str(ckpt / "config.json"))
+    write_state(str(ckpt), {"epoch": 1, "last": "last-e001.keras"})
+    saved = (ckpt / "config.json").read_text()
+    with pytest.raises(ConfigError) as e:
+        training.train(run.replace(**{field: value}), resume=True)
+    shown = as_flag_message(str(e.value))
+    flag = "--" + field.replace("_", "-")
+    assert shown.startswith(f"{flag} {value!r}: a resume keeps the run's "
+                            f"{field}={getattr(run, field)!r} ({ckpt}/config.json)")
+    assert "\n" not in shown
+    assert (ckpt / "config.json").read_text() == saved
+    assert not (tmp_path / "logs").exists()
+
+
 # --- 6. folders that are files ---------------------------------------------------------------
 
 def test_log_or_checkpoint_dir_that_is_a_file_is_a_config_error(tmp_path):

@@ -66,7 +66,7 @@ def test_split_paths_reject_unknown_split():
 def test_reader_parses_boxes_attributes_and_quirks(tmp_path):
     """Boxes/attributes per image, the 0-face dummy line consumed, w<=0 or h<=0 dropped."""
     path = write(tmp_path, SAMPLE)
-    with pytest.warns(AnnotationWarning, match=r"gt.txt: 2 face lines with w <= 0 or h <= 0 left out "
+    with pytest.warns(AnnotationWarning, match=r"gt.txt: 2 face lines with w or h under 0.01 px left out "
                                                r"\(lines 11, 12\)$"):
         result = read_wider_annotations(path, "imgs")
     assert [r.name for r in result.records] == [
@@ -209,7 +209,7 @@ def test_dropped_box_warning_lists_the_first_lines_and_counts_the_rest(tmp_path)
     with pytest.warns(AnnotationWarning) as caught:
         result = read_wider_annotations(path, "imgs")
     assert [str(w.message) for w in caught] == [
-        f"{path}: 8 face lines with w <= 0 or h <= 0 left out (lines 4, 6, 8, 10, 12 and 3 more)"]
+        f"{path}: 8 face lines with w or h under 0.01 px left out (lines 4, 6, 8, 10, 12 and 3 more)"]
     assert caught[0].filename == __file__  # attributed to the caller, not to data/wider.py
     assert result.dropped_lines == [4, 6, 8, 10, 12, 14, 16, 18] and result.num_boxes == 8
 
@@ -229,7 +229,7 @@ def test_reader_missing_file_is_dataset_error(tmp_path):
 def test_reader_full_official_val_file_counts(shared_val_annotations):
     """The real val file: 3,226 images, 39,708 face lines, 11 with w/h <= 0, 585 invalid."""
     path = os.path.join(shared_val_annotations, "wider_face_val_bbx_gt.txt")
-    with pytest.warns(AnnotationWarning, match=r"11 face lines with w <= 0 or h <= 0 left out "
+    with pytest.warns(AnnotationWarning, match=r"11 face lines with w or h under 0.01 px left out "
                                                r"\(lines 1223, 2803, 17233, 17359, 18361 and 6 more\)"):
         result = read_wider_annotations(path, "images")
     assert len(result.dropped_lines) == 11

@@ -19,6 +19,11 @@ and overlapping its image when the image size is known. A box only partly outsid
 image is kept as it is; the data generator clips it, as it does WIDER boxes. Each reader
 turns its format's boxes into the project's one working format, pixel corners x1, y1,
 x2, y2 (data/boxes.py), once, as it reads them.
+Image paths an annotation names must resolve inside the dataset's image folder
+(`escapes_folder`, `path_inside`): an absolute or `..` path (`/etc/passwd`,
+`../../x.jpg`), or a symlink leading out, is refused with its file and entry, counted,
+and never opened, so no reader (nor convert.py after it) reads, links or copies a file
+outside the dataset.
 JSON files are parsed by `load_json`, which turns what Python's json module raises on
 hostile input (deep nesting, integers of thousands of digits) into one-line errors.
 """
@@ -28,6 +33,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import sys
 import warnings
 from dataclasses import dataclass, field
@@ -42,6 +48,10 @@ MAX_MESSAGES = 10
 # it is a typo or corruption, not a face. It also keeps boxes far inside float32's range,
 # so a box that passes converts to finite float32 values.
 MAX_COORDINATE = 100_000.0
+# Boxes narrower or lower than this (pixels) are no face, and collapse to zero size in
+# float32 corners (the spacing of float32 at MAX_COORDINATE is 0.0078 px): convert.py
+# would write them with width 0. A hundredth of a pixel stays above that spacing.
+MIN_BOX_SIZE = 0.01
 # Integers longer than this (2**64 has 20 digits) are no id or pixel value: `load_json` reads
 # them as floats (inf beyond 1e308), so value checks report them instead of int() failing
 # past 4,300 digits or float() overflowing later.
@@ -164,7 +174,7 @@ def box_problem(x: float, y: float, w: float, h: float,
                 size: Optional[Tuple[float, float]] = None) -> Optional[str]:
     """Why an xywh pixel box of positive size cannot be used, or None if it is sane.
 
-    Sane: every value finite and within MAX_COORDINATE px, and, when the image `size`
+    Sane: every value finite and within MAX_COORDINATE px, w and h at least MIN_BOX_SIZE, and, when the image `size`
     (width, height) is known, the box overlaps the image (a box wholly outside it is no
     face of that image; one partly outside is clipped later).
     """
@@ -174,6 +184,9 @@ def box_problem(x: float, y: float, w: float, h: float,
         if abs(value) > MAX_COORDINATE:
             return (f"{key}={_number(value)} is beyond {MAX_COORDINATE:.0f} px "
                     f"(no image is that large)")
+    for key, value in (("w", w), ("h", h)):
+        if value < MIN_BOX_SIZE:
+            return f"{key}={_number(value)} px is under {MIN_BOX_SIZE:g} px (no face is that small)"
     if size is not None:
         width, height = size
         if x + w <= 0 or y + h <= 0 or x >= width or y >= height:
@@ -237,6 +250,50 @@ def shown_text(value, limit: int = 60) -> str:
     repr (newlines and control characters escaped); cut at `limit` characters."""
     text = value if isinstance(value, str) and value.isprintable() else repr(value)
     return text if len(text) <= limit else text[:limit] + "..."
+
+
+def lies_inside(path: str, folder: str) -> bool:
+    """Whether `path` is `folder` or lies under it (give both as real paths)."""
+    try:
+        return os.path.commonpath([path, folder]) == folder
+    except ValueError:  # different drives (Windows), or one path relative and one absolute
+        return False
+
+
+def escapes_folder(name: str) -> bool:
+    """Whether an image name from an annotation file leaves the folder it is relative to,
+    judged from its text alone (no file-system access): absolute (`/etc/passwd`, `C:/x`,
+    `\\\\server\\x`) or climbing out with `..` (`../../etc/passwd`, `a/../../b.jpg`)."""
+    text = name.replace("\\", "/")
+    if text.startswith("/") or re.match(r"^[A-Za-z]:", text):
+        return True
+    depth = 0
+    for part in text.split("/"):
+        if part == "..":
+            depth -= 1
+            if depth < 0:
+                return True
+        elif part not in ("", "."):
+            depth += 1
+    return False
+
+
+def path_inside(folder: str, name: str) -> Optional[str]:
+    """`folder/name` when it is an existing file whose real path (symlinks followed)
+    lies inside `folder`'s, else None. `name` must not escape (`escapes_folder`); check
+    that first, so an outside path is never even looked at."""
+    path = os.path.join(folder, name)
+    if not os.path.isfile(path):
+        return None
+    if not lies_inside(os.path.realpath(path), os.path.realpath(folder)):
+        return None
+    return path
+
+
+def outside_message(where: str, name: str, folder: str) -> str:
+    """The problem line of an image name that leads outside the image folder."""
+    return (f"{where}: {shown_text(name)} lies outside the image folder {folder}; "
+            f"refused (image paths must stay inside the dataset)")
 
 
 def display_path(path: str, root: str) -> str:

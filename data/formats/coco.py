@@ -21,7 +21,9 @@
 - Every listed image is a record, so images without face annotations are background.
 - `file_name` is looked up under, in order: the images folder given, the .json's folder,
   its `images/`, the parent folder's `images/`, the parent folder, and the parent's folder
-  named after the file (`annotations/instances_train2017.json` -> `train2017/`).
+  named after the file (`annotations/instances_train2017.json` -> `train2017/`). It must
+  stay inside the folder it is found in: an absolute or `..` name, or a symlink leading
+  out, is reported and its image left out, never read (`data.formats.escapes_folder`).
 A malformed .json file is the whole dataset: it raises AnnotationError. A bad image entry
 or annotation is reported and left out.
 """
@@ -40,9 +42,12 @@ from data.formats import (
     LoadReport,
     LoadResult,
     box_problem,
+    escapes_folder,
     is_number,
     load_json,
+    outside_message,
     parse_label_filter,
+    path_inside,
     shown_text,
     valid_size,
 )
@@ -113,7 +118,11 @@ def read_coco(
             report.problem(f"{where}.id: {entry['id']!r} listed twice")
             continue
         name = file_name.strip().replace("\\", "/")
-        path = next((p for p in (os.path.join(f, name) for f in folders) if os.path.isfile(p)), None)
+        if escapes_folder(name):  # judged on the text: the outside file is never looked at
+            report.problem(outside_message(f"{where}.file_name", name,
+                                           folders[0] if folders else os.path.dirname(json_path)))
+            continue
+        path = next((p for p in (path_inside(f, name) for f in folders) if p), None)
         if path is None:
             report.problem(f"{where}.file_name: {shown_text(name)} not found", missing_image=True)
             continue

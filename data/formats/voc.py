@@ -35,7 +35,9 @@ Layouts (the .xml files are read from the annotation folder, not its sub-folders
   face is still a face, boxed as far as it is visible.
 - The image is `<filename>` in the images folder; when that file is missing (a stale
   extension, `<filename>` absent), the image with the .xml's name and any image extension.
-  `<folder>` and `<path>` name the labelling machine's folders and are not used.
+  `<folder>` and `<path>` name the labelling machine's folders and are not used. An
+  absolute or `..` `<filename>` is refused (reported, the file left out, the named file
+  never read): images must lie inside the images folder.
 - Every `<object>` is a face unless the label filter names the `<name>`s to read.
 - An .xml without `<object>` is an image without faces: an all-background sample. Images
   without an .xml are not used (counted in the report).
@@ -54,10 +56,14 @@ import numpy as np
 
 from data.formats import (
     MAX_COORDINATE,
+    MIN_BOX_SIZE,
     LoadReport,
     LoadResult,
     display_path,
+    escapes_folder,
+    outside_message,
     parse_label_filter,
+    path_inside,
     record_name,
     shown_text,
 )
@@ -170,6 +176,10 @@ def _read_file(xml_path: str, folder: str, images_dir: str, by_stem: dict, accep
         return None
 
     filename = (root.findtext("filename") or "").strip()
+    if escapes_folder(filename):  # judged on the text: the outside file is never looked at
+        report.problem(outside_message(f"{shown}: <filename>", filename,
+                                       display_path(images_dir, folder)))
+        return None
     image_path = _image_path(images_dir, filename, by_stem.get(_stem(xml_path), ()))
     if image_path is None:
         looked = _stem(xml_path) + ".{jpg,png,...}"
@@ -214,10 +224,10 @@ def _image_path(images_dir: str, filename: str, same_stem) -> Optional[str]:
     (`same_stem`, sorted); None if neither."""
     if filename:
         relative = filename.replace("\\", "/")
-        for candidate in (os.path.join(images_dir, relative),
-                          os.path.join(images_dir, os.path.basename(relative))):
-            if os.path.isfile(candidate):
-                return os.path.normpath(candidate)
+        for candidate in (relative, os.path.basename(relative)):
+            path = path_inside(images_dir, candidate)  # a symlink leading out is not used
+            if path:
+                return os.path.normpath(path)
     return same_stem[0] if same_stem else None
 
 
@@ -275,6 +285,10 @@ def _box(obj, size, size_from: str, where: str, report: LoadReport):
     y1, y2 = min(max(y1, 0.0), height), min(max(y2, 0.0), height)
     if x2 <= x1 or y2 <= y1:
         report.problem(f"{where} <bndbox>: nothing left inside the image once clipped")
+        return None
+    if x2 - x1 < MIN_BOX_SIZE or y2 - y1 < MIN_BOX_SIZE:  # float32 corners would collapse
+        report.problem(f"{where} <bndbox>: w={_num(x2 - x1)}, h={_num(y2 - y1)}: under "
+                       f"{MIN_BOX_SIZE:g} px (no face is that small)")
         return None
     return [x1, y1, x2, y2]
 

@@ -39,7 +39,7 @@ from data.formats import (
     record_name,
     shown_text,
 )
-from data.image import IMAGE_EXTENSIONS, image_files, read_image_size
+from data.image import IMAGE_EXTENSIONS, MAX_IMAGE_PIXELS, check_pixels, image_files, read_image_size
 from data.records import ImageRecord
 from errors import AnnotationError, DatasetError, ImageError
 
@@ -113,19 +113,24 @@ def label_path_candidates(image_path: str) -> list:
     return candidates
 
 
-def read_yolo(folder: str, classes: Optional[Iterable] = None) -> LoadResult:
+def read_yolo(folder: str, classes: Optional[Iterable] = None,
+              max_pixels: Optional[int] = None) -> LoadResult:
     """Read a YOLO dataset folder into ImageRecords (boxes converted to pixels).
 
     Args:
         folder: the dataset folder; images are found recursively under it.
         classes: class ids (ints or digit strings) and / or names from classes.txt read as
             faces; None accepts every class.
+        max_pixels: Config.max_image_pixels (None: its default). An image whose header
+            claims more pixels is reported and left out, not used to scale boxes: it would
+            not decode, and a corrupt header would scale them to nonsense.
 
     Returns:
         LoadResult(records sorted by name, report). Bad lines, out-of-range values,
         unreadable images and label files without an image are in the report.
     """
     accepted = resolve_classes(classes, folder)
+    limit = MAX_IMAGE_PIXELS if max_pixels is None else int(max_pixels)
     report = LoadReport(folder, "yolo")
     records, claimed = [], set()
     for image_path in image_files(folder):
@@ -143,6 +148,7 @@ def read_yolo(folder: str, classes: Optional[Iterable] = None) -> LoadResult:
         if rows:
             try:
                 width, height = read_image_size(image_path)
+                check_pixels(image_path, width, height, limit)
             except ImageError as e:
                 report.problem(f"{display_path(image_path, folder)}: {_reason(e)}")
                 continue
