@@ -74,6 +74,7 @@ _NUMERIC_RULES = {
     "grid_size": _int_at_least(1),
     "alpha": _finite_at_least(0, strict=True),
     "head_channels": _int_at_least(1),
+    "centre_radius": ((lambda v: v == 0 or 0.5 <= v <= 8), "must be 0 (off) or in [0.5, 8]"),
     "min_face_size": _finite_at_least(0),
     "crop_prob": _fraction(),
     "crop_min_scale": _finite_at_least(0, strict=True),
@@ -150,6 +151,9 @@ class Config:
     # Faces also predicted by up to 3 neighbouring cells (data/grid.py), centre offsets in
     # [-0.5, 1.5) cells; off: the one cell holding the face centre, offsets in [0, 1).
     neighbour_cells: bool = False
+    # > 0: centre sampling (FCOS / YOLOX; YuNet 2.5): every cell of a face within this
+    # many cells of its centre is positive, offsets in [0.5 - r, 0.5 + r] (data/grid.py).
+    centre_radius: float = 0.0
 
     # --- data ---------------------------------------------------------------------------
     dataset: str = WIDER_ROOT  # WIDER root (WIDER_train/, WIDER_val/, wider_face_split/)

@@ -77,7 +77,8 @@ def random_batch(config: Config, batch_size: int, seed: int = 0):
         wh = rng.uniform(size * 0.03, size * 0.2, (n, 2))
         boxes = np.concatenate([xy, xy + wh], axis=1).astype(np.float32)
         targets.append(encode_grid(boxes, np.zeros(n, bool), size, config.grid_size,
-                                   neighbours=config.neighbour_cells).grid)
+                                   neighbours=config.neighbour_cells,
+                                   centre_radius=config.centre_radius).grid)
     return images, np.stack(targets)
 
 

@@ -171,7 +171,8 @@ class FaceGridDataset(keras.utils.PyDataset):
         collisions = 0
         for j, record_index in enumerate(ids):
             image, boxes, ignore = self._sample(int(record_index), epoch)
-            encoded = encode_grid(boxes, ignore, s, g, self.config.neighbour_cells)
+            encoded = encode_grid(boxes, ignore, s, g, self.config.neighbour_cells,
+                                  self.config.centre_radius)
             images[j], targets[j] = image, encoded.grid
             faces.append((boxes, ignore))
             collisions += encoded.collisions

@@ -15,6 +15,13 @@ from them), when their own centre lies inside the face. More positives per face 
 network more to learn from each photo and detections that do not hinge on one cell; the
 network's offsets must then reach [-0.5, 1.5) (`model.network`, `neighbour_cells`).
 
+With `centre_radius` r > 0 (FCOS / YOLOX centre sampling, YuNet's r = 2.5) every cell
+whose centre lies inside the face AND within r cells of the face centre on both axes is
+positive, besides the centre cell: a large face gets up to (2r + 1)^2 cells, a face under
+a cell keeps its one. A cell two faces want goes to the smaller (FCOS's rule: the larger
+face has other cells); centre cells keep the largest-face rule above. Offsets then reach
+[0.5 - r, 0.5 + r] cells (`offset_range`); neighbour cells are the r = 1 range.
+
 The network predicts the same layout (class as a score in [0, 1]), so `decode_grid`
 serves targets and predictions alike, and `grid_box_corners` lets the loss and the
 validation metrics use the same geometry on tensors.
@@ -31,6 +38,14 @@ NUM_CHANNELS = 5
 IGNORE = -1.0
 
 
+def offset_range(neighbours: bool = False, centre_radius: float = 0.0):
+    """(low, high) of the centre offsets yc, xc a cell may hold, in cells: [0, 1) for the
+    centre cell alone, [0.5 - r, 0.5 + r] with centre sampling of radius r (neighbour
+    cells: r = 1). The network's output maps its sigmoid onto this range."""
+    radius = float(centre_radius) if centre_radius > 0 else (1.0 if neighbours else 0.5)
+    return 0.5 - radius, 0.5 + radius
+
+
 class GridTargets(NamedTuple):
     grid: np.ndarray  # (G, G, 5) float32
     collisions: int  # faces dropped because a larger face's centre shared their cell
@@ -42,6 +57,7 @@ def encode_grid(
     image_size: int,
     grid_size: int,
     neighbours: bool = False,
+    centre_radius: float = 0.0,
 ) -> GridTargets:
     """Encode faces into a grid target.
 
@@ -51,6 +67,8 @@ def encode_grid(
         image_size: side of the square network input, pixels.
         grid_size: G, cells per side.
         neighbours: also assign each face to up to 3 neighbouring cells (module doc).
+        centre_radius: > 0: centre sampling instead, every cell of the face within this
+            many cells of its centre (module doc); overrides `neighbours`.
 
     Returns:
         GridTargets(grid (G, G, 5) float32, collisions). When several face centres fall in
@@ -86,7 +104,10 @@ def encode_grid(
     kept = faces[first]
     collisions = len(faces) - len(kept)  # each lost to a larger face in its cell
     r, c = row[kept], col[kept]
-    if neighbours:
+    if centre_radius > 0:
+        kept, r, c = _centre_sampling(kept, r, c, boxes, cx, cy, area, cell, grid_size,
+                                      float(centre_radius))
+    elif neighbours:
         # Each kept face's neighbour cells on the sides nearer its centre, (face, row, col).
         fy, fx = cy[kept] / cell - r, cx[kept] / cell - c
         dr = np.where(fy < 0.5, -1, 1)
@@ -117,6 +138,33 @@ def encode_grid(
     grid[r, c, XC] = cx[kept] / cell - c
     grid[r, c, CLASS] = 1.0
     return GridTargets(grid, collisions)
+
+
+def _centre_sampling(kept, r, c, boxes, cx, cy, area, cell, grid_size, radius):
+    """(faces, rows, cols) of the centre cells plus every free cell whose centre lies
+    inside its face and within `radius` cells of the face centre; contested cells go to
+    the smaller face."""
+    reach = int(np.ceil(radius))
+    taken = np.zeros((grid_size, grid_size), dtype=bool)
+    taken[r, c] = True
+    d = np.arange(-reach, reach + 1)
+    dr, dc = np.repeat(d, len(d)), np.tile(d, len(d))
+    n_face = np.repeat(kept, len(dr))
+    n_row = (r[:, None] + dr[None]).reshape(-1)
+    n_col = (c[:, None] + dc[None]).reshape(-1)
+    inside = (n_row >= 0) & (n_row < grid_size) & (n_col >= 0) & (n_col < grid_size)
+    n_face, n_row, n_col = n_face[inside], n_row[inside], n_col[inside]
+    ccx, ccy = (n_col + 0.5) * cell, (n_row + 0.5) * cell
+    x1, y1, x2, y2 = (boxes[n_face, k] for k in range(4))
+    near = (np.abs(ccx - cx[n_face]) <= radius * cell) & (np.abs(ccy - cy[n_face]) <= radius * cell)
+    covered = (ccx > x1) & (ccx < x2) & (ccy > y1) & (ccy < y2)
+    free = near & covered & ~taken[n_row, n_col]
+    n_face, n_row, n_col = n_face[free], n_row[free], n_col[free]
+    order = np.argsort(area[n_face], kind="stable")  # smallest first: it wins the cell
+    _, first = np.unique((n_row * grid_size + n_col)[order], return_index=True)
+    pick = order[first]
+    return (np.concatenate([kept, n_face[pick]]), np.concatenate([r, n_row[pick]]),
+            np.concatenate([c, n_col[pick]]))
 
 
 def grid_box_corners(grid):

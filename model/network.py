@@ -23,7 +23,7 @@ import keras
 import numpy as np
 
 from config import Config
-from data.grid import CLASS, H, NUM_CHANNELS, XC, YC, W
+from data.grid import CLASS, H, NUM_CHANNELS, XC, YC, W, offset_range
 from errors import CheckpointError
 from model.backbone_weights import backbone_weights_path, load_backbone_weights
 
@@ -52,7 +52,7 @@ def create_model(config: Config, backbone_weights: str | None = None) -> keras.M
 
     Args:
         config: uses input_size, grid_size, alpha, head_channels, head_separable,
-            neighbour_cells and backbone_weights.
+            neighbour_cells, centre_radius and backbone_weights.
         backbone_weights: overrides config.backbone_weights: 'imagenet', 'none', or a
             path to MobileNetV2 (include_top=False, same alpha) weights (.h5/.weights.h5).
 
@@ -95,14 +95,16 @@ def create_model(config: Config, backbone_weights: str | None = None) -> keras.M
     x = out(x)
     out.bias.assign(_output_bias(config.grid_size))
     # float32 even under mixed precision: the loss takes sqrt and logs of these values.
-    if not config.neighbour_cells:
+    if not (config.neighbour_cells or config.centre_radius > 0):
         grid = keras.layers.Activation("sigmoid", dtype="float32", name=OUTPUT_NAME)(x)
     else:
         x = keras.layers.Activation("sigmoid", dtype="float32", name="grid_sigmoid")(x)
-        # Neighbour cells see the face centre up to half a cell beyond their border:
-        # yc, xc = 2 sigmoid - 0.5 in [-0.5, 1.5] (YOLOv5); h, w and the score stay sigmoid.
+        # Cells beside the centre cell see the face centre beyond their border: yc, xc =
+        # (high - low) sigmoid + low over data.grid.offset_range (neighbour cells: 2 sigmoid
+        # - 0.5 in [-0.5, 1.5], YOLOv5); h, w and the score stay sigmoid.
+        low, high = offset_range(config.neighbour_cells, config.centre_radius)
         scale, offset = np.ones(NUM_CHANNELS), np.zeros(NUM_CHANNELS)
-        scale[[YC, XC]], offset[[YC, XC]] = 2.0, -0.5
+        scale[[YC, XC]], offset[[YC, XC]] = high - low, low
         grid = keras.layers.Rescaling(scale.tolist(), offset.tolist(), dtype="float32",
                                       name=OUTPUT_NAME)(x)
     return keras.Model(inputs, grid, name="face_detector")

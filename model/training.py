@@ -86,7 +86,7 @@ class TrainResult:
 # The fields that fix the network's shapes (and, for neighbour_cells, what its outputs
 # mean): a resume must use the run's values, or loading its weights fails on a shape.
 ARCHITECTURE_FIELDS = ("input_size", "grid_size", "alpha", "head_channels", "head_separable",
-                       "neighbour_cells")
+                       "neighbour_cells", "centre_radius")
 
 
 # The fields a resume cannot change: the saved optimizer (AdamW) holds the run's rates and

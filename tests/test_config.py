@@ -200,6 +200,7 @@ BAD_NUMBERS = {
     "focal_gamma": [-1.0, NAN],
     "focal_alpha": [1.5, -0.1, NAN],
     "ema_decay": [-0.1, 1.0, NAN],
+    "centre_radius": [-1.0, 0.2, 9.0, NAN],
     "box_loss_weight": [-1.0, INF],
     "objectness_loss_weight": [NAN, -2.0],
     "score_threshold": [1.5, -0.5, NAN],

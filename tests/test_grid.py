@@ -158,3 +158,49 @@ def test_neighbour_round_trip_over_random_boxes_decodes_only_input_boxes():
         assert np.all(dist < 1e-3)
         offsets = grid[grid[..., CLASS] == 1.0][:, 2:4]
         assert np.all((offsets >= -0.5) & (offsets < 1.5))
+
+
+# --- centre sampling (centre_radius > 0) --------------------------------------------------
+def test_centre_sampling_marks_the_cells_of_a_large_face_within_the_radius():
+    """A 100-px face centred on a cell centre at 16-px cells: radius 2.5 takes the 5 x 5
+    cells around its centre (all inside the face), radius 1 the 3 x 3."""
+    from data.grid import offset_range
+
+    box = np.float32([[38, 38, 138, 138]])  # centre (88, 88): cell (5, 5)'s centre
+    for radius, side in ((2.5, 5), (1.0, 3)):
+        grid, _ = encode_grid(box, [False], 224, 14, centre_radius=radius)
+        rows, cols = np.nonzero(grid[..., CLASS] == 1)
+        half = side // 2
+        assert sorted(set(rows)) == list(range(5 - half, 5 + half + 1))
+        assert sorted(set(cols)) == list(range(5 - half, 5 + half + 1))
+        assert len(rows) == side * side
+        low, high = offset_range(centre_radius=radius)
+        assert grid[rows, cols, 2].min() >= low and grid[rows, cols, 2].max() <= high
+        decoded, _ = decode_grid(grid, 224)  # every positive cell decodes the same box
+        np.testing.assert_allclose(decoded, np.repeat(box, side * side, 0), atol=1e-4)
+
+
+def test_centre_sampling_keeps_one_cell_for_a_face_under_a_cell():
+    box = np.float32([[41, 41, 47, 47]])  # 6 px, inside cell (2, 2) at 16-px cells
+    grid, _ = encode_grid(box, [False], 224, 14, centre_radius=2.5)
+    assert (grid[..., CLASS] == 1).sum() == 1 and grid[2, 2, CLASS] == 1
+
+
+def test_centre_sampling_gives_a_contested_cell_to_the_smaller_face():
+    big = [0, 0, 160, 160]  # centre (80, 80): cell (5, 5)
+    small = [100, 100, 140, 140]  # centre (120, 120): cell (7, 7)
+    grid, collisions = encode_grid(np.float32([big, small]), [False, False], 224, 14,
+                                   centre_radius=2.5)
+    assert collisions == 0
+    # Cell (6, 6) (centre 104 px) lies in both faces and near both centres.
+    assert grid[6, 6, 0] == pytest.approx(40 / 224)  # h of the small face
+    assert grid[5, 5, 0] == pytest.approx(160 / 224)  # the big face keeps its centre cell
+    assert grid[7, 7, 0] == pytest.approx(40 / 224)
+
+
+def test_offset_ranges_of_the_three_assignments():
+    from data.grid import offset_range
+
+    assert offset_range() == (0.0, 1.0)
+    assert offset_range(neighbours=True) == (-0.5, 1.5)
+    assert offset_range(centre_radius=2.5) == (-2.0, 3.0)

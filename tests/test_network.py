@@ -274,3 +274,12 @@ def test_separable_head_is_cheaper_gives_the_same_grid_and_resizes(tmp_path):
     x = images(1)
     np.testing.assert_allclose(keras.models.load_model(path).predict(x, verbose=0),
                                model.predict(x, verbose=0), atol=1e-6)
+
+
+def test_centre_sampling_network_reaches_its_offset_range():
+    """centre_radius 2.5: yc, xc = 5 sigmoid - 2 spans [-2, 3] cells."""
+    config = SMALL.replace(grid_size=6, centre_radius=2.5)
+    model = create_model(config)
+    out = model.get_layer("grid")
+    np.testing.assert_allclose(out.scale[2:4], [5.0, 5.0])
+    np.testing.assert_allclose(out.offset[2:4], [-2.0, -2.0])
