@@ -408,19 +408,23 @@ class FaceDetector:
     def detect(
         self,
         image_bgr: np.ndarray,
-        score_threshold: float = Config.score_threshold,
+        score_threshold: Optional[float] = None,
         nms_iou: float = Config.nms_iou,
         max_detections: int = Config.max_detections,
     ) -> Detections:
-        """Faces in one (H, W, 3) BGR uint8 image; boxes x1, y1, x2, y2 in its pixels."""
+        """Faces in one (H, W, 3) BGR uint8 image; boxes x1, y1, x2, y2 in its pixels.
+
+        `score_threshold` None: the model's own, chosen on validation (`score_threshold`).
+        """
         x, letterbox = self.prepare(image_bgr)
         grid = self.predict_grids(x[None])[0]
-        return detect_from_grid(grid, letterbox, score_threshold, nms_iou, max_detections)
+        return detect_from_grid(grid, letterbox, self._threshold(score_threshold), nms_iou,
+                                max_detections)
 
     def detect_batch(
         self,
         images: Sequence[np.ndarray],
-        score_threshold: float = Config.score_threshold,
+        score_threshold: Optional[float] = None,
         nms_iou: float = Config.nms_iou,
         max_detections: int = Config.max_detections,
     ) -> List[Detections]:
@@ -429,9 +433,11 @@ class FaceDetector:
             return []
         prepared = [self.prepare(image) for image in images]
         grids = self.predict_grids(np.stack([x for x, _ in prepared]))
-        return detect_batch(
-            grids, [lb for _, lb in prepared], score_threshold, nms_iou, max_detections
-        )
+        return detect_batch(grids, [lb for _, lb in prepared],
+                            self._threshold(score_threshold), nms_iou, max_detections)
+
+    def _threshold(self, score_threshold: Optional[float]) -> float:
+        return self.score_threshold if score_threshold is None else float(score_threshold)
 
 
 def tflite_interpreter_class():

@@ -88,6 +88,23 @@ def test_thresholds_reach_the_post_processing():
     assert len(detector.detect(image, score_threshold=0.9).scores) == 0
 
 
+def test_detect_defaults_to_the_models_own_threshold():
+    """No score_threshold: the contract's validated one (0.8 here), not Config's 0.5."""
+    from config import Config
+    from model.contract import ModelContract
+
+    letterbox = Letterbox.fit(128, 128, S)
+    network = encoded_face_network([letterbox] * 9, [(10, 10, 40, 40)] * 9, score=0.75)
+    image = np.zeros((128, 128, 3), np.uint8)
+    plain = FaceDetector(network, S, G)
+    assert plain.score_threshold == Config.score_threshold
+    assert len(plain.detect(image).scores) == 1
+    strict = FaceDetector(network, S, G, contract=ModelContract(S, G, score_threshold=0.8))
+    assert len(strict.detect(image).scores) == 0
+    assert len(strict.detect_batch([image])[0].scores) == 0
+    assert len(strict.detect(image, score_threshold=0.7).scores) == 1  # an explicit one wins
+
+
 def tiny_keras_model(size=64, grid=2, flat=False, height=None, dtype="uint8"):
     """A small conv net (B, S, S, 3) -> (B, G, G, 5) with random weights."""
     inputs = keras.Input((height or size, size, 3), dtype=dtype, name="image")
@@ -163,7 +180,7 @@ def _bad_files(tmp_path):
     return [
         (str(tmp_path / "missing.keras"), "checkpoint not found"),
         (str(tmp_path / "missing.tflite"), "checkpoint not found"),
-        (str(corrupt_keras), "cannot load checkpoint"),
+        (str(corrupt_keras), "not a .keras checkpoint"),
         (str(corrupt_tflite), "cannot load TFLite model"),
         (str(weights_h5), "unknown model format '.h5'"),
         (str(folder), "not a SavedModel"),
