@@ -9,14 +9,69 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import os
 import re
 import sys
+import tempfile
 from typing import Callable, Iterable, Optional, Sequence, Tuple
 
 from config import Config, field_docs, load_config
 from errors import FaceDetectorError
+
+
+# What TensorFlow's C++ start-up writes to a CPU user before any output of ours: none of
+# them is an error (no GPU here is no fault), and a new user reads them as errors.
+START_UP_NOISE = re.compile(
+    r"absl::InitializeLog|cudart_stub|cuda drivers|cuInit|cuda_platform|TF-TRT|"
+    r"oneDNN custom operations|This TensorFlow binary is optimized|"
+    r"rebuild TensorFlow with the appropriate compiler flags|"
+    r"Unable to register cu(DNN|FFT|BLAS) factory|computation placer already registered|"
+    r"Created TensorFlow Lite XNNPACK delegate")
+
+
+def start_runtime(config: Config, verbose: bool = False) -> None:
+    """What a command line does before its first image or network: the one place that
+    sets OpenCV's pixel limit, and starts TensorFlow with its start-up lines filtered.
+
+    OpenCV reads OPENCV_IO_MAX_IMAGE_PIXELS once, at its first decode (loader workers
+    inherit it): set to config.max_image_pixels it also stops the formats whose header
+    data/image.py does not parse (TIFF, JPEG 2000...) before they are decoded; a limit the
+    user exported stays. TensorFlow writes its native lines to file descriptor 2 while it
+    loads and finds its devices; those are captured and written back without the lines of
+    START_UP_NOISE, so a real error still shows. `verbose` keeps every line.
+    """
+    os.environ.setdefault("OPENCV_IO_MAX_IMAGE_PIXELS", str(config.max_image_pixels))
+    with native_stderr_filtered(None if verbose else START_UP_NOISE):
+        import tensorflow as tf
+
+        tf.config.list_physical_devices("GPU")  # device discovery: the cuInit lines
+
+
+@contextlib.contextmanager
+def native_stderr_filtered(noise: Optional["re.Pattern"]):
+    """Capture what C/C++ code writes to file descriptor 2 inside the block, then write
+    it to sys.stderr without the lines `noise` matches (None: unchanged)."""
+    if noise is None:
+        yield
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as captured:
+        os.dup2(captured.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            captured.seek(0)
+            text = captured.read().decode("utf-8", "replace")
+            kept = [line for line in text.splitlines(keepends=True) if not noise.search(line)]
+            if kept:
+                sys.stderr.write("".join(kept))
+                sys.stderr.flush()
 
 
 def _flag(name: str) -> str:

@@ -59,7 +59,8 @@ from typing import List, NamedTuple, Optional, Sequence, Tuple, Union
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from cli import add_config_arguments, config_from_args, overwritten_input, run_main
+from cli import (START_UP_NOISE, add_config_arguments, config_from_args, native_stderr_filtered,
+                 overwritten_input, run_main, start_runtime)
 from config import Config
 from errors import ConfigError, ImageError, first_line
 
@@ -87,6 +88,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--weights", metavar="FILE",
                         help=".keras, .tflite, .onnx or SavedModel folder (default: the best "
                         "model-*.keras under --checkpoint-dir, else models/face_detector.tflite)")
+    parser.add_argument("--verbose", action="store_true",
+                        help="show TensorFlow's start-up lines (CUDA, absl), hidden otherwise")
     parser.add_argument("--output", metavar="PATH",
                         help="annotated image (one input), folder (several) or video file")
     parser.add_argument("--threshold", dest="score_threshold", type=float, default=None,
@@ -207,10 +210,6 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     config = config_from_args(args)
     if args.show and not args.video:
         raise ConfigError("--show works with --video only")
-    # OpenCV reads its own pixel limit once, at its first decode: set to ours before any,
-    # it also stops the formats whose header data/image.py does not parse (TIFF, JPEG
-    # 2000...) before they are decoded. A limit the user exported stays.
-    os.environ.setdefault("OPENCV_IO_MAX_IMAGE_PIXELS", str(config.max_image_pixels))
     outputs, run_folder = None, None
     if args.image:
         paths, several = expand_images(args.image)
@@ -225,6 +224,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         if clash is not None:
             raise ConfigError(f"--output {args.output}: is the input video {clash[1]}; "
                               "not writing over it")
+    start_runtime(config, verbose=args.verbose)  # before the first decode and TF import
     from errors import CheckpointError
     from model.detector import FaceDetector, resolve_weights
 
@@ -237,7 +237,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         weights, shipped = SHIPPED_MODEL, True
     # Letterbox or stretch, and the score threshold chosen on validation, come with the
     # model (its contract); --letterbox / --no-letterbox only for files without one.
-    detector = FaceDetector.load(weights, keep_aspect=args.letterbox)
+    # TFLite announces its CPU delegate on file descriptor 2 when the model loads.
+    with native_stderr_filtered(None if args.verbose else START_UP_NOISE):
+        detector = FaceDetector.load(weights, keep_aspect=args.letterbox)
     if args.score_threshold is None:
         config = config.replace(score_threshold=detector.score_threshold)
     if shipped:

@@ -18,7 +18,7 @@ import time
 import warnings
 from typing import Optional, Sequence
 
-from cli import add_config_arguments, config_from_args, path_argument, run_main
+from cli import add_config_arguments, config_from_args, path_argument, run_main, start_runtime
 from errors import ConfigError, DatasetError
 from files import atomic_write_text
 from model.metrics import IOU_THRESHOLD, average_precision
@@ -62,6 +62,8 @@ def build_parser() -> argparse.ArgumentParser:
         "when its .mat files are there, else with plain AP at IoU 0.5.",
     )
     source = parser.add_mutually_exclusive_group(required=True)
+    parser.add_argument("--verbose", action="store_true",
+                        help="show TensorFlow's start-up lines (CUDA, absl), hidden otherwise")
     source.add_argument("--weights", metavar="CKPT",
                         help="a .keras checkpoint, .tflite file or SavedModel folder, or a "
                         "folder: its best model-*.keras")
@@ -91,6 +93,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     summary = {}
     gt_path = args.gt
     if args.weights:
+        start_runtime(config, verbose=args.verbose)
         from data.wider import load_wider_split
         from model.detector import FaceDetector, resolve_weights
         from model.evaluate import evaluate_model

@@ -29,7 +29,7 @@ from typing import Optional, Sequence
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from cli import add_config_arguments, config_from_args, overwritten_input, run_main
+from cli import add_config_arguments, config_from_args, overwritten_input, run_main, start_runtime
 from errors import ConfigError
 
 
@@ -67,6 +67,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="a .keras checkpoint, or a folder: its best model-*.keras "
                         "(default: the best under --checkpoint-dir)")
     parser.add_argument("--format", required=True, choices=("saved_model", "tflite", "onnx"))
+    parser.add_argument("--verbose", action="store_true",
+                        help="show TensorFlow's start-up lines (CUDA, absl), hidden otherwise")
     parser.add_argument("--float16", action="store_true",
                         help="TFLite with float16 weights (half the size)")
     parser.add_argument("--int8", action="store_true",
@@ -84,6 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     config = config_from_args(args)
+    start_runtime(config, verbose=args.verbose)
     from errors import CheckpointError
     from model.detector import FaceDetector, resolve_weights
     from model.export import default_export_path, export_model

@@ -17,7 +17,7 @@ import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from cli import add_config_arguments, config_from_args, run_main
+from cli import add_config_arguments, config_from_args, run_main, start_runtime
 from errors import ConfigError
 from config import DEMO_ROOT, PRESETS, Config, load_config
 
@@ -33,6 +33,8 @@ def parse_args(argv=None):
                         help="continue --run-name (default: the latest run) from its last epoch "
                              "(several machines: all of them, from the chief's checkpoint folder)")
     parser.add_argument("--weights", metavar="CKPT", help="start from a checkpoint's weights")
+    parser.add_argument("--verbose", action="store_true",
+                        help="show TensorFlow's start-up lines (CUDA, absl), hidden otherwise")
     parser.add_argument("--format", dest="dataset_format", default=None,
                         help="alias of --dataset-format: auto, wider, labelme, yolo, coco, voc")
     add_config_arguments(parser)
@@ -51,10 +53,7 @@ def main(argv=None):
         start = load_config(args.config) if args.config else Config()
         base = PRESETS[preset](start)
     config = config_from_args(args, base=base)
-    # OpenCV reads its own pixel limit once, at its first decode (data loader workers
-    # inherit it): set to max_image_pixels, it also covers formats whose header
-    # data/image.py does not parse. A limit the user exported stays.
-    os.environ.setdefault("OPENCV_IO_MAX_IMAGE_PIXELS", str(config.max_image_pixels))
+    start_runtime(config, verbose=args.verbose)
     if preset == "demo" and config.dataset == DEMO_ROOT:
         from data.synthetic import ensure_demo_dataset
 

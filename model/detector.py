@@ -300,7 +300,11 @@ class FaceDetector:
                 f"{path}: output {np.dtype(out_detail['dtype']).name}; only float32-output "
                 "(float32 or float16-weight) TFLite models are supported"
             )
-        state = {"batch": None}
+        # Allocated for one image at load time: TFLite creates its CPU delegate here (and
+        # announces it on stderr), so a caller can load quietly and detect at once.
+        interpreter.resize_tensor_input(in_detail["index"], [1, size, size, 3])
+        interpreter.allocate_tensors()
+        state = {"batch": 1}
 
         def predict(x):
             if state["batch"] != len(x):
