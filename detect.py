@@ -239,7 +239,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     # model (its contract); --letterbox / --no-letterbox only for files without one.
     # TFLite announces its CPU delegate on file descriptor 2 when the model loads.
     with native_stderr_filtered(None if args.verbose else START_UP_NOISE):
-        detector = FaceDetector.load(weights, keep_aspect=args.letterbox)
+        detector = FaceDetector.load(weights, letterbox=args.letterbox)
     if args.score_threshold is None:
         config = config.replace(score_threshold=detector.score_threshold)
     if shipped:

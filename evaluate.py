@@ -100,7 +100,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
         weights = resolve_weights(args.weights, config.checkpoint_dir)
         # The model file says how its images are prepared; --letterbox only when given.
-        detector = FaceDetector.load(weights, keep_aspect=args.letterbox)
+        detector = FaceDetector.load(weights, letterbox=args.letterbox)
         records = load_wider_split(config.dataset, args.split, config.skip_missing_images).records
         predictions = evaluate_model(detector, records, config, args.out)
         if gt_path is None and args.split == "val":

@@ -103,7 +103,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     check_output_keeps_checkpoint(output, weights, args.format)
     # The checkpoint's contract (letterbox, threshold) goes into the export; --letterbox
     # serves only checkpoints saved without one. Refuses non-detector models.
-    detector = FaceDetector.load(weights, keep_aspect=args.letterbox)
+    detector = FaceDetector.load(weights, letterbox=args.letterbox)
     calibration = None
     if args.int8:
         calibration = _calibration(args, weights, detector)
@@ -113,7 +113,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         "images)" if args.int8 else ""
     print(f"{output}: {args.format}{precision}, input "
           f"{detector.input_size}x{detector.input_size}, grid {detector.grid_size}x"
-          f"{detector.grid_size}, {'letterbox' if detector.keep_aspect else 'stretch'}, "
+          f"{detector.grid_size}, {'letterbox' if detector.letterbox else 'stretch'}, "
           f"score threshold {detector.score_threshold:g}")
     return 0
 
@@ -130,7 +130,7 @@ def _calibration(args, weights: str, detector):
     config = config_from_args(args, base=base)
     records = training_records(config)
     return calibration_inputs([r.path for r in records], detector.input_size,
-                              detector.keep_aspect, args.calibration_images, config.seed)
+                              detector.letterbox, args.calibration_images, config.seed)
 
 
 if __name__ == "__main__":

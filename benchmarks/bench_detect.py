@@ -68,7 +68,7 @@ def time_detector(detector, images, records, repeats, config):
     for _ in range(repeats):
         for image, record in zip(images, records):
             t0 = time.perf_counter()
-            x, letterbox = prepare_image(image, detector.input_size, detector.keep_aspect)
+            x, letterbox = prepare_image(image, detector.input_size, detector.letterbox)
             t1 = time.perf_counter()
             grid = detector.predict_grids(x[None])[0]
             t2 = time.perf_counter()

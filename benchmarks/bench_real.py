@@ -204,7 +204,7 @@ def score(args) -> dict:
     for size in sizes:
         net = nets[size] = (trained if size == config.input_size
                             else at_input_size(trained, config, size))
-        val_aps[size] = validation_ap(FaceDetector.from_keras(net, keep_aspect=config.letterbox),
+        val_aps[size] = validation_ap(FaceDetector.from_keras(net, letterbox=config.letterbox),
                                       val, config)
         v = val_aps[size]
         print(f"  validation AP@0.5 at {size} px: {v['ap']:.4f} ({len(val)} images); best F1 "
@@ -217,7 +217,7 @@ def score(args) -> dict:
         config.replace(input_size=size, grid_size=size // config.cell_size),
         score_threshold=round(val_aps[size]["threshold"], 3))
 
-    ours = [("ours Keras", FaceDetector.from_keras(net, keep_aspect=config.letterbox))]
+    ours = [("ours Keras", FaceDetector.from_keras(net, letterbox=config.letterbox))]
     exports = []
     # int8 ranges are measured on training photos, prepared as detection prepares them.
     calibration = calibration_inputs([r.path for r in training_records(config)], size,

@@ -157,11 +157,11 @@ def plan_augmentation(
     )
 
 
-def choose_reduction(crop_width: float, crop_height: float, input_size: int, keep_aspect: bool) -> int:
+def choose_reduction(crop_width: float, crop_height: float, input_size: int, letterbox: bool) -> int:
     """Largest JPEG decode reduction (8, 4, 2, else 1) that still leaves the crop at least
     as many pixels as it gets in the network input, so reduced decoding loses nothing."""
     content_w, content_h = content_size(
-        max(1, round(crop_width)), max(1, round(crop_height)), input_size, keep_aspect
+        max(1, round(crop_width)), max(1, round(crop_height)), input_size, letterbox
     )
     for k in REDUCTIONS:
         if crop_width / k >= content_w and crop_height / k >= content_h:

@@ -84,10 +84,10 @@ def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.where(union > 0, inter / np.maximum(union, 1e-12), 0.0).astype(np.float32)
 
 
-def content_size(width: float, height: float, input_size: int, keep_aspect: bool = True):
+def content_size(width: float, height: float, input_size: int, letterbox: bool = True):
     """(width, height) in input pixels of a (width, height) image resized into the square
     input: the long side onto the input side, aspect kept, or stretched to the square."""
-    if not keep_aspect:
+    if not letterbox:
         return input_size, input_size
     scale = input_size / max(width, height)
     return (min(input_size, max(1, round(width * scale))),
@@ -98,7 +98,7 @@ def content_size(width: float, height: float, input_size: int, keep_aspect: bool
 class Letterbox:
     """How an image of (width, height) pixels maps onto the square network input.
 
-    input = original * scale + pad. With `keep_aspect` the scale is the same on both axes
+    input = original * scale + pad. With `letterbox` the scale is the same on both axes
     and the image is centred with padding; otherwise it is stretched (pad 0). Planned
     once per image (`fit`, or data.augment for a training crop) and passed along with it:
     `width` and `height` are that image's size as given, never re-derived.
@@ -115,10 +115,10 @@ class Letterbox:
     height: int
 
     @classmethod
-    def fit(cls, width: int, height: int, input_size: int, keep_aspect: bool = True) -> "Letterbox":
+    def fit(cls, width: int, height: int, input_size: int, letterbox: bool = True) -> "Letterbox":
         if width <= 0 or height <= 0:
             raise ValueError(f"image size must be positive, got {width}x{height}")
-        new_w, new_h = content_size(width, height, input_size, keep_aspect)
+        new_w, new_h = content_size(width, height, input_size, letterbox)
         # Scales from the rounded content size, so content edges map exactly onto pixels.
         return cls(
             new_w / width, new_h / height,

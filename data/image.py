@@ -180,11 +180,11 @@ def to_network_input(image_bgr: np.ndarray) -> np.ndarray:
     return cv2.cvtColor(image.reshape(-1, *image.shape[-2:]), cv2.COLOR_BGR2RGB).reshape(image.shape)
 
 
-def prepare_image(image_bgr: np.ndarray, input_size: int, keep_aspect: bool = True):
+def prepare_image(image_bgr: np.ndarray, input_size: int, letterbox: bool = True):
     """Original BGR image -> (network input (S, S, 3) RGB uint8, Letterbox to map boxes back)."""
     h, w = image_bgr.shape[:2]
-    letterbox = Letterbox.fit(w, h, input_size, keep_aspect)
-    return to_network_input(letterbox_image(image_bgr, letterbox)), letterbox
+    mapping = Letterbox.fit(w, h, input_size, letterbox)
+    return to_network_input(letterbox_image(image_bgr, mapping)), mapping
 
 
 def image_files(folder: str, extensions=IMAGE_EXTENSIONS) -> list:

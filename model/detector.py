@@ -120,7 +120,7 @@ class FaceDetector:
             defaults (letterbox on, no validated threshold).
         contract_origin: where `contract` came from: 'model' (the file), 'config.json'
             (beside it), 'given' (to `from_keras`) or 'default'.
-        keep_aspect: letterbox (True) or stretch (False) images into the input, as the
+        letterbox: letterbox (True) or stretch (False) images into the input, as the
             network was trained (`contract.letterbox`).
         score_threshold: the threshold chosen for this model on validation, else
             Config.score_threshold: the default of `detect` for this model.
@@ -133,7 +133,7 @@ class FaceDetector:
         grid_size: int,
         source: str = "<network>",
         kind: str = "callable",
-        keep_aspect: bool = True,
+        letterbox: bool = True,
         model=None,
         contract: Optional[ModelContract] = None,
         contract_origin: str = "default",
@@ -142,7 +142,7 @@ class FaceDetector:
 
         `model` is the object behind `predict_fn` (Keras model, loaded SavedModel, TFLite
         interpreter), kept alive and reachable as `detector.model`. With a `contract`,
-        `keep_aspect` is ignored: the contract says how the network was trained.
+        `letterbox` is ignored: the contract says how the network was trained.
         """
         self._predict_fn = predict_fn
         self.model = model
@@ -151,12 +151,12 @@ class FaceDetector:
         self.source = source
         self.kind = kind
         if contract is None:
-            contract = ModelContract(self.input_size, self.grid_size, bool(keep_aspect))
+            contract = ModelContract(self.input_size, self.grid_size, bool(letterbox))
         else:
             contract.check_geometry(self.input_size, self.grid_size, source)
         self.contract = contract
         self.contract_origin = contract_origin
-        self.keep_aspect = contract.letterbox
+        self.letterbox = contract.letterbox
 
     @property
     def score_threshold(self) -> float:
@@ -165,14 +165,14 @@ class FaceDetector:
 
     # ---------------------------------------------------------------- loading
     @classmethod
-    def load(cls, path: str, keep_aspect: Optional[bool] = None,
+    def load(cls, path: str, letterbox: Optional[bool] = None,
              num_threads: Optional[int] = None) -> "FaceDetector":
         """Load a .keras checkpoint, a .tflite or .onnx file or a SavedModel folder, with
         the preprocessing contract stored in it.
 
         Args:
             path: the model file or folder.
-            keep_aspect: None: as the model's contract says. True / False (letterbox or
+            letterbox: None: as the model's contract says. True / False (letterbox or
                 stretch) only for files saved without a contract; against a contract that
                 says otherwise it is an error.
             num_threads: TFLite interpreter / onnxruntime threads (default: all CPU cores).
@@ -180,7 +180,7 @@ class FaceDetector:
         Raises:
             CheckpointError: missing, unreadable, or not a (B, S, S, 3) -> (B, G, G, 5)
                 network, or a contract that does not fit it; one line naming `path`.
-            ConfigError: `keep_aspect` contradicts the model's contract (both values named).
+            ConfigError: `letterbox` contradicts the model's contract (both values named).
         """
         if os.path.isdir(path):
             if not is_saved_model(path):
@@ -194,12 +194,12 @@ class FaceDetector:
             # Saved before models carried their contract: the run's config.json, if any.
             contract, origin = contract_beside(path), "config.json"
         if contract is not None:
-            contract.check_letterbox(keep_aspect, path)
-            keep_aspect = contract.letterbox
+            contract.check_letterbox(letterbox, path)
+            letterbox = contract.letterbox
         else:
             origin = "default"
-        keep_aspect = True if keep_aspect is None else bool(keep_aspect)
-        detector = cls._load_network(path, keep_aspect, num_threads)
+        letterbox = True if letterbox is None else bool(letterbox)
+        detector = cls._load_network(path, letterbox, num_threads)
         if contract is not None and origin == "config.json":
             # config.json gives the training's letterbox and threshold; the shapes are the
             # file's own (an export may have been made at another input size).
@@ -211,27 +211,27 @@ class FaceDetector:
         return detector
 
     @classmethod
-    def _load_network(cls, path: str, keep_aspect: bool, num_threads: Optional[int]
+    def _load_network(cls, path: str, letterbox: bool, num_threads: Optional[int]
                       ) -> "FaceDetector":
         if os.path.isdir(path):
-            return cls._load_saved_model(path, keep_aspect)
+            return cls._load_saved_model(path, letterbox)
         ext = os.path.splitext(path)[1].lower()
         if ext == KERAS_EXT:
             from model.checkpoints import load_checkpoint
 
-            return cls.from_keras(load_checkpoint(path, compile=False), path, keep_aspect)
+            return cls.from_keras(load_checkpoint(path, compile=False), path, letterbox)
         if ext == TFLITE_EXT:
-            return cls._load_tflite(path, keep_aspect, num_threads)
+            return cls._load_tflite(path, letterbox, num_threads)
         if ext == ONNX_EXT:
-            return cls._load_onnx(path, keep_aspect, num_threads)
+            return cls._load_onnx(path, letterbox, num_threads)
         raise CheckpointError(f"{path}: unknown model format '{ext}' (expected {FORMATS_HELP})")
 
     @classmethod
-    def from_keras(cls, model, source: str = "<keras model>", keep_aspect: bool = True,
+    def from_keras(cls, model, source: str = "<keras model>", letterbox: bool = True,
                    contract: Optional[ModelContract] = None) -> "FaceDetector":
         """Wrap a Keras model; it runs as one traced graph (no per-call Python overhead).
 
-        `contract`, if given, says how it is fed (else `keep_aspect`, no threshold)."""
+        `contract`, if given, says how it is fed (else `letterbox`, no threshold)."""
         import tensorflow as tf
 
         try:
@@ -249,11 +249,11 @@ class FaceDetector:
             lambda x: model(x, training=False),
             input_signature=[tf.TensorSpec((None, size, size, 3), tf.uint8)],
         )
-        return cls(lambda x: call(x).numpy(), size, grid, source, "keras", keep_aspect, model,
+        return cls(lambda x: call(x).numpy(), size, grid, source, "keras", letterbox, model,
                    contract, "default" if contract is None else "given")
 
     @classmethod
-    def _load_saved_model(cls, path: str, keep_aspect: bool) -> "FaceDetector":
+    def _load_saved_model(cls, path: str, letterbox: bool) -> "FaceDetector":
         import tensorflow as tf
 
         try:
@@ -276,10 +276,10 @@ class FaceDetector:
             return signature(**{in_name: tf.constant(x)})[out_name].numpy()
 
         # The signature needs its loaded object alive.
-        return cls(predict, size, grid, path, "saved_model", keep_aspect, loaded)
+        return cls(predict, size, grid, path, "saved_model", letterbox, loaded)
 
     @classmethod
-    def _load_tflite(cls, path: str, keep_aspect: bool, num_threads: Optional[int]
+    def _load_tflite(cls, path: str, letterbox: bool, num_threads: Optional[int]
                      ) -> "FaceDetector":
         interpreter_class = tflite_interpreter_class()
         threads = num_threads if num_threads else (os.cpu_count() or 1)
@@ -315,16 +315,16 @@ class FaceDetector:
             interpreter.invoke()
             return interpreter.get_tensor(out_detail["index"])  # a copy
 
-        return cls(predict, size, grid, path, "tflite", keep_aspect, interpreter)
+        return cls(predict, size, grid, path, "tflite", letterbox, interpreter)
 
     @classmethod
-    def _load_onnx(cls, path: str, keep_aspect: bool, num_threads: Optional[int]
+    def _load_onnx(cls, path: str, letterbox: bool, num_threads: Optional[int]
                    ) -> "FaceDetector":
         """An ONNX export, run by onnxruntime when it is installed, else by OpenCV's dnn."""
         try:
             import onnxruntime
         except ImportError:
-            return cls._load_onnx_opencv(path, keep_aspect)
+            return cls._load_onnx_opencv(path, letterbox)
         options = onnxruntime.SessionOptions()
         options.intra_op_num_threads = num_threads or (os.cpu_count() or 1)
         try:
@@ -343,10 +343,10 @@ class FaceDetector:
         def predict(x):
             return session.run(None, {in_name: x})[0]
 
-        return cls(predict, size, grid, path, "onnx", keep_aspect, session)
+        return cls(predict, size, grid, path, "onnx", letterbox, session)
 
     @classmethod
-    def _load_onnx_opencv(cls, path: str, keep_aspect: bool) -> "FaceDetector":
+    def _load_onnx_opencv(cls, path: str, letterbox: bool) -> "FaceDetector":
         """The ONNX file through cv2.dnn; its shapes are read from the graph by `onnx`."""
         try:
             import onnx
@@ -373,7 +373,7 @@ class FaceDetector:
             net.setInput(x)
             return net.forward()
 
-        return cls(predict, size, grid, path, "onnx", keep_aspect, net)
+        return cls(predict, size, grid, path, "onnx", letterbox, net)
 
     # ---------------------------------------------------------------- running
     def predict_grids(self, batch: np.ndarray) -> np.ndarray:
@@ -407,7 +407,7 @@ class FaceDetector:
 
     def prepare(self, image_bgr: np.ndarray):
         """BGR uint8 image -> (network input (S, S, 3) RGB uint8, Letterbox)."""
-        return prepare_image(image_bgr, self.input_size, self.keep_aspect)
+        return prepare_image(image_bgr, self.input_size, self.letterbox)
 
     def detect(
         self,

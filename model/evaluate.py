@@ -29,7 +29,7 @@ def evaluate_model(
     out_dir: Optional[str] = None,
     score_threshold: Optional[float] = None,
     progress: bool = True,
-    keep_aspect: Optional[bool] = None,
+    letterbox: Optional[bool] = None,
 ) -> Predictions:
     """Run a detector over images and collect (and optionally write) its detections.
 
@@ -44,17 +44,17 @@ def evaluate_model(
         score_threshold: detections below it are dropped; default
             config.eval_score_threshold, low, as the protocol scores the whole PR curve.
         progress: a tqdm bar over the images.
-        keep_aspect: with a model path, forwarded to `FaceDetector.load`: None, as the
+        letterbox: with a model path, forwarded to `FaceDetector.load`: None, as the
             model file says; True / False must agree with it.
 
     Returns:
         {prediction_key(record.name): Detections in original-image pixels}.
     """
     if isinstance(detector, (str, os.PathLike)):
-        detector = FaceDetector.load(os.fspath(detector), keep_aspect=keep_aspect)
-    elif keep_aspect is not None:
+        detector = FaceDetector.load(os.fspath(detector), letterbox=letterbox)
+    elif letterbox is not None:
         raise ValueError(
-            f"keep_aspect={keep_aspect}: only with a model path; a FaceDetector prepares "
+            f"letterbox={letterbox}: only with a model path; a FaceDetector prepares "
             "images as it was loaded to"
         )
     if score_threshold is None:

@@ -153,7 +153,7 @@ def tflite_from_saved_model(saved_model_dir: str, float16: bool = False,
     return converter.convert()
 
 
-def calibration_inputs(image_paths: Sequence[str], input_size: int, keep_aspect: bool = True,
+def calibration_inputs(image_paths: Sequence[str], input_size: int, letterbox: bool = True,
                        count: int = 200, seed: int = 0) -> np.ndarray:
     """Network inputs (N, S, S, 3) uint8 of `count` images drawn (seeded) from `image_paths`.
 
@@ -173,7 +173,7 @@ def calibration_inputs(image_paths: Sequence[str], input_size: int, keep_aspect:
         if len(inputs) == count:
             break
         try:
-            inputs.append(prepare_image(read_image(paths[i]), input_size, keep_aspect)[0])
+            inputs.append(prepare_image(read_image(paths[i]), input_size, letterbox)[0])
         except ImageError:
             continue
     if not inputs:

@@ -48,9 +48,9 @@ def test_clip_to_image():
 
 
 @pytest.mark.parametrize("w,h", [(640, 480), (300, 900), (224, 224), (1023, 77)])
-@pytest.mark.parametrize("keep_aspect", [True, False])
-def test_letterbox_round_trip_and_geometry(w, h, keep_aspect):
-    lb = Letterbox.fit(w, h, 224, keep_aspect)
+@pytest.mark.parametrize("letterbox", [True, False])
+def test_letterbox_round_trip_and_geometry(w, h, letterbox):
+    lb = Letterbox.fit(w, h, 224, letterbox)
     boxes = np.array([[0, 0, w, h], [w / 3, h / 4, w / 3 + w / 5, h / 4 + h / 6]], np.float32)
     inside = lb.to_input(boxes)
     np.testing.assert_allclose(lb.to_original(inside), boxes, rtol=1e-5, atol=1e-3)
@@ -59,7 +59,7 @@ def test_letterbox_round_trip_and_geometry(w, h, keep_aspect):
         inside[0], [lb.pad_x, lb.pad_y, lb.pad_x + lb.content_width,
                     lb.pad_y + lb.content_height], atol=1e-3
     )
-    if keep_aspect:
+    if letterbox:
         assert max(lb.content_width, lb.content_height) == 224
         assert abs(lb.content_width / lb.content_height - w / h) < 0.05 * (w / h) + 0.02
     else:
@@ -73,14 +73,14 @@ def test_letterbox_rejects_empty_image():
 
 @pytest.mark.parametrize("w,h", [(1023, 77), (333, 1), (1, 4001), (12345, 678), (225, 224), (7, 3)])
 @pytest.mark.parametrize("input_size", [224, 320, 416])
-@pytest.mark.parametrize("keep_aspect", [True, False])
-def test_letterbox_keeps_the_original_size_it_was_fitted_to(w, h, input_size, keep_aspect):
+@pytest.mark.parametrize("letterbox", [True, False])
+def test_letterbox_keeps_the_original_size_it_was_fitted_to(w, h, input_size, letterbox):
     """The image size is stored, not re-derived from the rounded content size and scale
     (content_width / scale_x): odd sizes whose content side rounds (1023 x 77 -> 224 x 17,
     333 x 1 -> 224 x 1) keep exactly their own width and height."""
-    lb = Letterbox.fit(w, h, input_size, keep_aspect)
+    lb = Letterbox.fit(w, h, input_size, letterbox)
     assert (lb.width, lb.height) == (w, h)
-    assert (lb.content_width, lb.content_height) == content_size(w, h, input_size, keep_aspect)
+    assert (lb.content_width, lb.content_height) == content_size(w, h, input_size, letterbox)
     # the content edges (the rounded size) map back onto the image's own edges
     inside = np.array([[lb.pad_x, lb.pad_y, lb.pad_x + lb.content_width,
                         lb.pad_y + lb.content_height]], np.float32)

@@ -72,13 +72,13 @@ def test_every_format_carries_the_contract_and_feeds_as_trained(saved, fmt):
     assert read_contract(paths[fmt]) == STRETCHED
     detector = FaceDetector.load(paths[fmt])
     assert detector.contract == STRETCHED and detector.contract_origin == "model"
-    assert detector.keep_aspect is False and detector.score_threshold == 0.42
+    assert detector.letterbox is False and detector.score_threshold == 0.42
     image = np.random.default_rng(0).integers(0, 255, (40, 100, 3), np.uint8)  # not square
     x, letterbox = detector.prepare(image)
     assert (letterbox.pad_x, letterbox.pad_y) == (0, 0)  # stretched: no padding
     np.testing.assert_allclose(detector.predict_grids(x[None]),
                                model.predict_on_batch(x[None]), atol=2e-5)
-    padded = FaceDetector.from_keras(model, keep_aspect=True).prepare(image)[0]
+    padded = FaceDetector.from_keras(model, letterbox=True).prepare(image)[0]
     assert np.abs(model.predict_on_batch(padded[None])
                   - model.predict_on_batch(x[None])).max() > 1e-3  # the choice shows
 
@@ -96,13 +96,13 @@ def test_a_contradicting_letterbox_is_an_error_naming_both_values(saved):
     _, paths = saved
     for fmt in ("keras", "tflite"):
         with pytest.raises(ConfigError) as error:
-            FaceDetector.load(paths[fmt], keep_aspect=True)
+            FaceDetector.load(paths[fmt], letterbox=True)
         message = str(error.value)
         assert message.startswith("letterbox=True: ") and "letterbox=False" in message
         assert paths[fmt] in message
         # The command line names its flag.
         assert as_flag_message(message).startswith("--letterbox: ")
-    assert FaceDetector.load(paths["keras"], keep_aspect=False).keep_aspect is False
+    assert FaceDetector.load(paths["keras"], letterbox=False).letterbox is False
 
 
 def test_files_without_a_contract_read_the_runs_config_json_else_the_setting(tmp_path):
@@ -110,16 +110,16 @@ def test_files_without_a_contract_read_the_runs_config_json_else_the_setting(tmp
     bare = str(tmp_path / "old.keras")
     model.save(bare)  # saved as before models carried a contract
     assert read_contract(bare) is None
-    assert FaceDetector.load(bare).keep_aspect is True
+    assert FaceDetector.load(bare).letterbox is True
     assert FaceDetector.load(bare).contract_origin == "default"
-    assert FaceDetector.load(bare, keep_aspect=False).keep_aspect is False
+    assert FaceDetector.load(bare, letterbox=False).letterbox is False
     config = Config(input_size=64, grid_size=2, letterbox=False, score_threshold=0.7)
     (tmp_path / "config.json").write_text(json.dumps(config.to_dict()))
     detector = FaceDetector.load(bare)
     assert detector.contract_origin == "config.json"
-    assert detector.keep_aspect is False and detector.score_threshold == 0.7
+    assert detector.letterbox is False and detector.score_threshold == 0.7
     with pytest.raises(ConfigError, match="letterbox=True: .*old.keras was trained on stretched"):
-        FaceDetector.load(bare, keep_aspect=True)
+        FaceDetector.load(bare, letterbox=True)
 
 
 def test_write_contract_replaces_an_earlier_one_and_checks_the_shapes(saved, tmp_path):
@@ -135,7 +135,7 @@ def test_write_contract_replaces_an_earlier_one_and_checks_the_shapes(saved, tmp
                 g.write(f.read())
         write_contract(copy, STRETCHED.replace(letterbox=True, score_threshold=0.6))
         assert read_contract(copy) == STRETCHED.replace(letterbox=True, score_threshold=0.6)
-        assert FaceDetector.load(copy).keep_aspect is True
+        assert FaceDetector.load(copy).letterbox is True
     with open(str(tmp_path / "model.tflite"), "rb") as f:
         data = f.read()
     assert tflite_metadata(data, "min_runtime_version") is not None  # the converter's own

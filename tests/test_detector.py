@@ -46,16 +46,15 @@ def scene(width, height, face=None):
     return image
 
 
-@pytest.mark.parametrize("keep_aspect", [True, False])
+@pytest.mark.parametrize("pad", [True, False])
 @pytest.mark.parametrize("width,height,face", [
     (320, 200, (200.0, 30.0, 260.0, 110.0)),  # wide: padded above and below
     (150, 400, (10.0, 300.0, 50.0, 350.0)),   # tall: padded left and right
     (128, 128, (50.0, 60.0, 70.0, 90.0)),     # square: no padding
 ])
-def test_detect_maps_the_letterboxed_face_back_to_original_pixels(width, height, face, keep_aspect):
-    letterbox = Letterbox.fit(width, height, S, keep_aspect)
-    detector = FaceDetector(encoded_face_network([letterbox], [face]), S, G,
-                            keep_aspect=keep_aspect)
+def test_detect_maps_the_letterboxed_face_back_to_original_pixels(width, height, face, pad):
+    letterbox = Letterbox.fit(width, height, S, pad)
+    detector = FaceDetector(encoded_face_network([letterbox], [face]), S, G, letterbox=pad)
     det = detector.detect(np.zeros((height, width, 3), np.uint8), score_threshold=0.5)
     assert det.boxes.shape == (1, 4) and det.boxes.dtype == np.float32
     np.testing.assert_allclose(det.boxes[0], face, atol=1.0)

@@ -535,9 +535,9 @@ def test_evaluate_model_runs_batches_maps_back_and_writes_every_image(tmp_path):
             np.testing.assert_allclose(det.boxes[0], face, atol=3.0)
     assert average_precision([preds[prediction_key(r.name)] for r in records], records) == 1.0
     assert sorted(read_predictions(out)) == sorted(preds)
-    # A FaceDetector prepares images as it was loaded to: keep_aspect goes with a path.
-    with pytest.raises(ValueError, match="keep_aspect=False: only with a model path"):
-        evaluate_model(detector, records, config, keep_aspect=False, progress=False)
+    # A FaceDetector prepares images as it was loaded to: letterbox goes with a path.
+    with pytest.raises(ValueError, match="letterbox=False: only with a model path"):
+        evaluate_model(detector, records, config, letterbox=False, progress=False)
 
 
 # ----------------------------------------------------------------------------------------
@@ -605,7 +605,7 @@ def tiny_checkpoint(path, output_grid=True):
 
 def test_evaluate_model_loads_a_model_path_with_its_contract(tmp_path):
     """A path is loaded by FaceDetector.load: images are prepared as the file says, and a
-    keep_aspect that contradicts it is refused, naming both values."""
+    letterbox that contradicts it is refused, naming both values."""
     from errors import ConfigError
     from model.contract import ModelContract, write_contract
 
@@ -619,7 +619,7 @@ def test_evaluate_model_loads_a_model_path_with_its_contract(tmp_path):
     assert sorted(preds) == ["ev/wide"]
     with pytest.raises(ConfigError, match=r"letterbox=True: .*model-0.10.keras was trained on "
                        "stretched images"):
-        evaluate_model(ckpt, records, Config(), keep_aspect=True, progress=False)
+        evaluate_model(ckpt, records, Config(), letterbox=True, progress=False)
 
 
 def test_cli_runs_a_checkpoint_over_a_wider_layout_split(tmp_path, capsys):

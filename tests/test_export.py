@@ -186,7 +186,7 @@ def test_onnx_export_matches_keras_in_onnxruntime_and_opencv(exported, capsys):
     assert (runtime.kind, runtime.input_size, runtime.grid_size) == ("onnx", 96, 3)
     np.testing.assert_allclose(runtime.predict_grids(x), expected, atol=1e-4)
     np.testing.assert_allclose(runtime.predict_grids(x[:1]), expected[:1], atol=1e-4)
-    opencv = FaceDetector._load_onnx_opencv(path, keep_aspect=True)
+    opencv = FaceDetector._load_onnx_opencv(path, letterbox=True)
     assert (opencv.input_size, opencv.grid_size) == (96, 3)
     np.testing.assert_allclose(opencv.predict_grids(x), expected, atol=1e-4)
 
@@ -217,7 +217,7 @@ def test_onnx_file_that_is_not_onnx_is_one_line(tmp_path):
     with pytest.raises(CheckpointError, match="m.onnx: cannot load ONNX model"):
         FaceDetector.load(str(bad))
     with pytest.raises(CheckpointError, match="m.onnx: cannot load ONNX model"):
-        FaceDetector._load_onnx_opencv(str(bad), keep_aspect=True)
+        FaceDetector._load_onnx_opencv(str(bad), letterbox=True)
 
 
 def test_int8_export_calibrates_on_training_images_and_stays_close(exported, reuse_saved_model,

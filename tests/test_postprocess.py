@@ -86,16 +86,16 @@ def test_max_detections_caps_the_highest_scores():
 
 
 @pytest.mark.parametrize(
-    "width,height,keep_aspect",
+    "width,height,pad",
     [(640, 360, True), (300, 500, True), (1023, 767, True), (640, 360, False)],
 )
-def test_letterboxed_face_maps_back_to_original_pixels(width, height, keep_aspect):
+def test_letterboxed_face_maps_back_to_original_pixels(width, height, pad):
     """Encode known faces through Letterbox.to_input + encode_grid; decode gives them back."""
     faces = np.array([
         [0.1 * width, 0.2 * height, 0.25 * width, 0.4 * height],
         [0.6 * width, 0.55 * height, 0.8 * width, 0.85 * height],
     ], np.float32)
-    letterbox = Letterbox.fit(width, height, S, keep_aspect)
+    letterbox = Letterbox.fit(width, height, S, pad)
     assert (letterbox.width, letterbox.height) == (width, height)
     target = encode_grid(letterbox.to_input(faces), [False, False], S, G).grid
     det = detect_from_grid(target, letterbox, score_threshold=0.5, nms_iou=0.4, max_detections=10)

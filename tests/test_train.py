@@ -131,14 +131,14 @@ def test_a_stretch_trained_model_detects_as_trained_with_no_flag(trained, demo_r
     lite = str(tmp_path / "stretched.tflite")
     assert export.main(["--weights", checkpoint, "--format", "tflite", "--output", lite]) == 0
     assert "stretch" in capsys.readouterr().out
-    stretched = FaceDetector.load(checkpoint, keep_aspect=False)
-    padded = FaceDetector.from_keras(stretched.model, keep_aspect=True)
+    stretched = FaceDetector.load(checkpoint, letterbox=False)
+    padded = FaceDetector.from_keras(stretched.model, letterbox=True)
     for weights in (checkpoint, lite):
         assert detect.main(["--image", image_path, "--weights", weights, "--json", "--no-save",
                             "--threshold", "0"]) == 0
         faces = json.loads(capsys.readouterr().out)[0]["faces"]
         explicit = stretched if weights == checkpoint else FaceDetector.load(
-            weights, keep_aspect=False)
+            weights, letterbox=False)
         assert faces == face_rows(explicit.detect(image, 0.0)) and faces, weights
         assert face_rows(padded.detect(image, 0.0)) != faces
         with pytest.raises(ConfigError, match=r"letterbox=True: .* stretched images "
