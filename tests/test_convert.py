@@ -16,7 +16,7 @@ from data.formats.labelme import read_labelme
 from data.formats.yolo import read_yolo
 from data.wider import load_wider_split, read_wider_annotations, wider_split_paths
 from errors import DatasetError
-from test_formats import make_coco, make_labelme, make_yolo, write_image
+from helpers import make_coco, make_labelme, make_yolo, write_image
 
 
 def digest(folder):

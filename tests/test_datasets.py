@@ -26,7 +26,8 @@ from data.grid import CLASS
 from data.records import ImageRecord
 from data.wider import write_wider_annotations
 from errors import ConfigError, DatasetError
-from test_formats import make_coco, make_labelme, make_yolo, write_image
+from helpers import make_flat_labelme
+from helpers import make_coco, make_labelme, make_yolo, write_image
 
 SMALL = dict(input_size=64, grid_size=4, batch_size=4, seed=7)
 
@@ -44,11 +45,6 @@ def make_wider(root, n_train=6, n_val=3):
     return str(root)
 
 
-def make_flat_labelme(root, n, start=0):
-    """n labelme images img_XXXX.jpg with one 30x36 face each."""
-    faces = {f"img_{i:04d}.jpg": (80, 60, [[10.0, 8.0, 30.0, 36.0]], [False])
-             for i in range(start, start + n)}
-    return make_labelme(str(root), faces, extra_shapes=False)
 
 
 # --- source specs -----------------------------------------------------------------------------

@@ -331,8 +331,9 @@ def test_write_failures_are_one_line_and_the_run_goes_on(checkpoint, photos, tmp
 # ----------------------------------------------------------------------------- video
 def test_annotate_video_draws_every_frame_and_writes_the_stream(tmp_path):
     from model.detector import FaceDetector
-    from tests.test_detector import G, S, scene
-    from tests.test_evaluate import bright_box_network
+    from helpers import bright_box_network, scene
+
+    S, G = 128, 4
 
     source = str(tmp_path / "clip.avi")
     face = (40, 20, 70, 44)  # x1, y1, x2, y2

@@ -15,7 +15,7 @@ from model.detector import (
     FaceDetector, face_rows, grid_geometry, resolve_weights,
 )
 from model.postprocess import Detections
-from tests.test_evaluate import bright_box_network  # 'detects' the bright box it is shown
+from helpers import bright_box_network, scene  # 'detects' the bright box it is shown
 
 S, G = 128, 4
 
@@ -36,14 +36,6 @@ def encoded_face_network(letterboxes, faces, score=0.8, size=S, grid_size=G):
         return np.stack(grids)
 
     return predict
-
-
-def scene(width, height, face=None):
-    image = np.full((height, width, 3), 40, np.uint8)
-    if face is not None:
-        x1, y1, x2, y2 = face
-        image[y1:y2, x1:x2] = 255
-    return image
 
 
 @pytest.mark.parametrize("pad", [True, False])

@@ -25,6 +25,7 @@ from model.predictions import (
     read_predictions,
     write_predictions,
 )
+from helpers import bright_box_network
 from model.wider_protocol import SETTINGS, WiderGroundTruth, load_wider_gt, wider_ap
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -480,24 +481,6 @@ def test_read_predictions_rejects_missing_or_empty_folders(tmp_path):
 # ----------------------------------------------------------------------------------------
 # Running a network
 # ----------------------------------------------------------------------------------------
-def bright_box_network(input_size, grid_size):
-    """A stand-in network: 'detects' the bright rectangle of each input at score 0.9."""
-    from data.grid import CLASS, encode_grid
-
-    def predict(batch):
-        assert batch.dtype == np.uint8 and batch.shape[1:] == (input_size, input_size, 3)
-        grids = []
-        for image in batch:
-            ys, xs = np.nonzero(image.min(axis=-1) > 200)
-            boxes = np.zeros((0, 4))
-            if len(xs):
-                boxes = [[xs.min(), ys.min(), xs.max() + 1, ys.max() + 1]]
-            grid = encode_grid(boxes, [False] * len(boxes), input_size, grid_size).grid
-            grid[..., CLASS] *= 0.9
-            grids.append(grid)
-        return np.stack(grids)
-
-    return predict
 
 
 def write_scene(path, width, height, face=None):

@@ -13,125 +13,14 @@ import cv2
 import numpy as np
 import pytest
 
-from data.boxes import xywh_to_xyxy
 from data.formats import MAX_MESSAGES, AnnotationWarning, LoadReport, box_problem, load_json
 from data.formats.coco import read_coco
 from data.formats.labelme import read_labelme
 from data.formats.yolo import label_path_candidates, read_yolo
 from data.image import read_image, read_image_size
-from data.records import ImageRecord
-from data.wider import read_wider_annotations, write_wider_annotations
 from errors import AnnotationError, DatasetError
-
-# name -> (width, height, boxes xywh, ignore): what the builders below write in each file
-# format (COCO's bbox is xywh as it is). Fractional pixels on purpose.
-FACES = {
-    "a.jpg": (160, 120, [[10.5, 20.25, 30.0, 40.0], [80.0, 10.0, 25.5, 30.75]], [False, False]),
-    "b.jpg": (200, 100, [[5.0, 5.0, 50.0, 60.0], [120.0, 30.0, 40.0, 44.0]], [False, True]),
-    "c.jpg": (120, 120, [], []),
-}
-
-
-def write_image(path, width, height, value=90):
-    """A small JPEG with some structure (a gradient), written with OpenCV."""
-    os.makedirs(os.path.dirname(str(path)), exist_ok=True)
-    x = np.linspace(0, 255, width, dtype=np.float32)[None, :, None]
-    image = np.clip(np.broadcast_to(x, (height, width, 3)) * 0.5 + value, 0, 255).astype(np.uint8)
-    assert cv2.imwrite(str(path), image)
-    return str(path)
-
-
-def labelme_shape(box, label="face", order=0, ignore=False):
-    """A labelme rectangle for an xywh box; `order` picks which two corners, in which order."""
-    x, y, w, h = box
-    corners = [
-        [[x, y], [x + w, y + h]],
-        [[x + w, y + h], [x, y]],  # dragged up-left
-        [[x, y + h], [x + w, y]],  # dragged up-right
-        [[x + w, y], [x, y + h]],  # dragged down-left
-    ][order % 4]
-    return {"label": label, "points": corners, "group_id": None, "shape_type": "rectangle",
-            "flags": {"ignore": True} if ignore else {}}
-
-
-def make_labelme(root, faces=FACES, extra_shapes=True):
-    """labelme folder: one .json beside each image, corners in every order."""
-    os.makedirs(root, exist_ok=True)
-    k = 0
-    for name, (w, h, boxes, ignore) in faces.items():
-        write_image(os.path.join(root, name), w, h)
-        shapes = []
-        for box, ign in zip(boxes, ignore):
-            shapes.append(labelme_shape(box, order=k, ignore=ign))
-            k += 1
-        if extra_shapes and name == "a.jpg":
-            shapes.append({"label": "face", "points": [[1, 1], [5, 1], [3, 6]],
-                           "shape_type": "polygon", "flags": {}})
-        doc = {"version": "5.4.1", "flags": {}, "shapes": shapes, "imagePath": name,
-               "imageData": None, "imageHeight": h, "imageWidth": w}
-        with open(os.path.join(root, os.path.splitext(name)[0] + ".json"), "w") as f:
-            json.dump(doc, f)
-    return str(root)
-
-
-def make_yolo(root, faces=FACES, class_id=1):
-    """YOLO folder: images/ + labels/ + classes.txt (class 1 = face); no ignore in YOLO."""
-    os.makedirs(os.path.join(root, "labels"), exist_ok=True)
-    with open(os.path.join(root, "classes.txt"), "w") as f:
-        f.write("person\nface\n")
-    for name, (w, h, boxes, _) in faces.items():
-        write_image(os.path.join(root, "images", name), w, h)
-        if not boxes:
-            continue  # an image without a label file: background
-        lines = []
-        for x, y, bw, bh in boxes:
-            lines.append(f"{class_id} {(x + bw / 2) / w:.10f} {(y + bh / 2) / h:.10f} "
-                         f"{bw / w:.10f} {bh / h:.10f}")
-        with open(os.path.join(root, "labels", os.path.splitext(name)[0] + ".txt"), "w") as f:
-            f.write("\n".join(lines) + "\n")
-    return str(root)
-
-
-def make_coco(root, faces=FACES):
-    """COCO folder: annotations/instances.json + images/; ignored faces as iscrowd."""
-    images, annotations = [], []
-    for i, (name, (w, h, boxes, ignore)) in enumerate(faces.items(), start=1):
-        write_image(os.path.join(root, "images", name), w, h)
-        images.append({"id": i, "file_name": name, "width": w, "height": h})
-        for box, ign in zip(boxes, ignore):
-            annotations.append({"id": len(annotations) + 1, "image_id": i, "category_id": 1,
-                                "bbox": box, "iscrowd": int(ign), "area": box[2] * box[3]})
-    doc = {"images": images, "annotations": annotations,
-           "categories": [{"id": 1, "name": "face"}, {"id": 2, "name": "person"}]}
-    path = os.path.join(root, "annotations", "instances.json")
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    with open(path, "w") as f:
-        json.dump(doc, f)
-    return path
-
-
-def wider_twin(tmp_path, faces=FACES, with_ignore=True):
-    """The same faces written as a WIDER annotation file and read back by data.wider
-    (records hold corners: the table's xywh boxes become x1, y1, x2, y2)."""
-    records = [
-        ImageRecord(path=name, name=f"0--custom/{name}", boxes=xywh_to_xyxy(np.asarray(b, np.float64)),
-                    ignore=np.asarray(ig, bool) & with_ignore)
-        for name, (_, _, b, ig) in faces.items()
-    ]
-    path = str(tmp_path / "twin_bbx_gt.txt")
-    write_wider_annotations(records, path)
-    return {os.path.basename(r.name): r for r in read_wider_annotations(path, "images").records}
-
-
-def assert_same_faces(records, twin):
-    """Each record matches its WIDER twin by file name: boxes within 1e-3 px, ignore flags."""
-    by_name = {os.path.basename(r.name): r for r in records}
-    assert sorted(by_name) == sorted(twin)
-    for name, expected in twin.items():
-        got = by_name[name]
-        assert got.boxes.dtype == np.float32 and got.boxes.shape == expected.boxes.shape, name
-        np.testing.assert_allclose(got.boxes, expected.boxes, atol=1e-3, err_msg=name)
-        np.testing.assert_array_equal(got.ignore, expected.ignore, err_msg=name)
+from helpers import (assert_same_faces, labelme_shape, make_coco, make_labelme, make_yolo,
+                     wider_twin, write_image)
 
 
 # --- labelme --------------------------------------------------------------------------------

@@ -32,7 +32,7 @@ from data.formats.voc import read_voc
 from data.formats.yolo import read_yolo
 from data.wider import ATTRIBUTE_MAX, DUMMY_LINE, read_wider_annotations
 from errors import FaceDetectorError
-from test_formats import labelme_shape, write_image
+from helpers import labelme_shape, write_image
 
 SEED = 1234
 # Values no reader may accept where a coordinate is (as JSON / XML / text tokens).
@@ -973,7 +973,7 @@ def test_yolo_header_over_max_image_pixels_is_reported_not_scaled(tmp_path):
     """A JPEG header claiming 65000x65000 (over --max-image-pixels) used to scale the boxes
     to that size silently: now the image is a problem naming it and the limit."""
     from data.datasets import load_records
-    from test_image import claim_size
+    from helpers import claim_size
 
     root = tmp_path / "yolo"
     good = write_image(root / "images" / "good.jpg", 40, 30)

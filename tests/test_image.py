@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from data.boxes import Letterbox
+from helpers import claim_size
 from data.image import (
     MAX_IMAGE_PIXELS, PAD_VALUE, TruncatedImageWarning, letterbox_image, prepare_image,
     read_image, to_network_input,
@@ -74,14 +75,6 @@ def jpeg_bytes(image=None):
     return bytearray(data.tobytes())
 
 
-def claim_size(data: bytearray, fmt: str, width: int, height: int) -> bytearray:
-    """Patch the size in a real JPEG's SOF0 or PNG's IHDR (the data stays as it was)."""
-    if fmt == "jpg":
-        sof = data.find(b"\xff\xc0")
-        data[sof + 5:sof + 9] = struct.pack(">HH", height, width)
-    else:
-        data[16:24] = struct.pack(">II", width, height)
-    return data
 
 
 @pytest.mark.parametrize("fmt", ["jpg", "png"])

@@ -125,7 +125,7 @@ def _config(root, tmp_path, **changes):
     """test_train.py's tiny detector, its head stage (the backbone frozen), as a dict;
     16 images: 2 steps an epoch of a global batch of 8 (a finite dataset: model.fit reads
     it in a fixed order)."""
-    from test_train import _config as tiny_detector
+    from helpers import tiny_train_config as tiny_detector
 
     values = dict(head_epochs=2, finetune_epochs=0, learning_rate=1e-3, augment=False,
                   keep_best=1, validation_steps=1)

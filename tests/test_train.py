@@ -17,6 +17,7 @@ import sys
 import numpy as np
 import pytest
 
+from helpers import tiny_train_config
 from config import Config
 from conftest import make_demo_root
 from errors import CheckpointError, ConfigError, TrainingDiverged
@@ -29,16 +30,6 @@ def demo_root(tmp_path_factory):
     return make_demo_root(tmp_path_factory, num_train=48, num_val=16)
 
 
-def _config(root, tmp_path, **changes):
-    values = dict(
-        dataset=root, input_size=96, grid_size=3, alpha=0.35, backbone_weights="none",
-        head_channels=32, batch_size=8, head_epochs=0, finetune_epochs=3,
-        finetune_learning_rate=3e-3, warmup_epochs=0.5, early_stopping_patience=0,
-        reduce_lr_patience=0, log_dir=str(tmp_path / "logs"),
-        checkpoint_dir=str(tmp_path / "ckpt"), run_name="run", keep_best=2, workers=1,
-    )
-    values.update(changes)
-    return Config(**values)
 
 
 def _scalar_tags(event_dir):
@@ -56,8 +47,8 @@ def trained(demo_root, tmp_path_factory):
     from model.training import train
 
     tmp_path = tmp_path_factory.mktemp("run")
-    first = train(_config(demo_root, tmp_path, finetune_epochs=2, letterbox=False))
-    resumed = train(_config(demo_root, tmp_path, finetune_epochs=3, letterbox=False),
+    first = train(tiny_train_config(demo_root, tmp_path, finetune_epochs=2, letterbox=False))
+    resumed = train(tiny_train_config(demo_root, tmp_path, finetune_epochs=3, letterbox=False),
                     resume=True)
     return tmp_path, first, resumed
 
@@ -189,7 +180,7 @@ def test_nan_loss_stops_naming_epoch_and_batch_and_saves_nothing(demo_root, tmp_
     # "last good checkpoint" that did not exist).
     with pytest.raises(TrainingDiverged, match=r"epoch 1, batch 1; stopped, no epoch was "
                                                r"saved, nothing is kept in .*ckpt/run"):
-        train(_config(demo_root, tmp_path, finetune_epochs=1, steps_per_epoch=2))
+        train(tiny_train_config(demo_root, tmp_path, finetune_epochs=1, steps_per_epoch=2))
     assert not glob.glob(str(tmp_path / "ckpt" / "run" / "*.keras"))
 
 
@@ -197,10 +188,10 @@ def test_resume_without_a_run_and_conflicting_flags_are_clear(demo_root, tmp_pat
     from model.training import train
 
     with pytest.raises(CheckpointError, match="no run to resume"):
-        train(_config(demo_root, tmp_path, run_name=""), resume=True)
+        train(tiny_train_config(demo_root, tmp_path, run_name=""), resume=True)
     with pytest.raises(ConfigError, match=r"^resume=True: cannot also start from "
                                           r"weights='x.keras'") as error:
-        train(_config(demo_root, tmp_path), resume=True, weights="x.keras")
+        train(tiny_train_config(demo_root, tmp_path), resume=True, weights="x.keras")
     # The command line names its flags.
     from cli import as_flag_message
 
@@ -221,8 +212,7 @@ def test_missing_dataset_names_download_and_demo(tmp_path):
 
 def test_mixed_sources_with_negatives_train(demo_root, tmp_path):
     """A WIDER root mixed with a labelme folder (weight 2) plus face-free negatives trains."""
-    from test_datasets import make_flat_labelme
-    from test_formats import write_image
+    from helpers import make_flat_labelme, write_image
 
     from data.datasets import training_records
     from model.training import train
@@ -230,7 +220,7 @@ def test_mixed_sources_with_negatives_train(demo_root, tmp_path):
     labelme = make_flat_labelme(tmp_path / "mine", 10)
     for i in range(3):
         write_image(str(tmp_path / "negatives" / f"bg_{i}.jpg"), 64, 48)
-    config = _config(demo_root, tmp_path, dataset=f"{demo_root}:1,labelme={labelme}:2",
+    config = tiny_train_config(demo_root, tmp_path, dataset=f"{demo_root}:1,labelme={labelme}:2",
                      negatives=str(tmp_path / "negatives"), finetune_epochs=1,
                      steps_per_epoch=2, validation_steps=1)
     records = training_records(config)
@@ -260,7 +250,7 @@ print("REPLICAS", strategy.num_replicas_in_sync, "EPOCHS", result.epochs_done,
 
 def test_mirrored_strategy_on_two_logical_cpus(demo_root, tmp_path):
     """The multi-GPU path (MirroredStrategy, global batch scaled) runs on two CPU devices."""
-    values = _config(demo_root, tmp_path, distribute="mirrored", batch_size=4,
+    values = tiny_train_config(demo_root, tmp_path, distribute="mirrored", batch_size=4,
                      finetune_epochs=1, steps_per_epoch=2, validation_steps=1).to_dict()
     r = subprocess.run([sys.executable, "-c", MIRRORED_SCRIPT, json.dumps(values)],
                        capture_output=True, text=True, cwd=REPO,
@@ -315,7 +305,7 @@ def test_initial_weights_follow_the_seed(demo_root, tmp_path):
     from model.training import initial_model
 
     def weights(seed):
-        model = initial_model(_config(demo_root, tmp_path, seed=seed))
+        model = initial_model(tiny_train_config(demo_root, tmp_path, seed=seed))
         return [np.asarray(w) for w in model.get_weights()]
 
     first, again, other = weights(7), weights(7), weights(8)

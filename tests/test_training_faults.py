@@ -45,7 +45,7 @@ from model.checkpoints import (
     write_state,
 )
 from model.validation import NonFiniteLossGuard
-from test_train import _config
+from helpers import tiny_train_config
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 STEPS = 2  # batches per epoch in the training runs
@@ -120,7 +120,7 @@ def _run_config(root, folder, **changes):
     values = dict(input_size=64, grid_size=2, batch_size=4, finetune_epochs=2,
                   steps_per_epoch=STEPS, validation_steps=1, warmup_epochs=0)
     values.update(changes)
-    return _config(root, folder, **values)
+    return tiny_train_config(root, folder, **values)
 
 
 @pytest.fixture(scope="module")
@@ -511,7 +511,7 @@ def test_a_full_disk_during_training_stops_with_one_line(
     ("neighbour_cells", True),
 ])
 def test_resume_with_another_architecture_names_the_field(tmp_path, field, value):
-    run = _config("data/none", tmp_path, input_size=64, grid_size=4, head_channels=8)
+    run = tiny_train_config("data/none", tmp_path, input_size=64, grid_size=4, head_channels=8)
     ckpt = tmp_path / "ckpt" / "run"
     save_config(run, str(ckpt / "config.json"))
     write_state(str(ckpt), {"epoch": 1, "last": "last-e001.keras"})
@@ -537,7 +537,7 @@ def test_resume_refuses_a_changed_rate_naming_the_flag_and_the_stored_value(tmp_
     before anything is written."""
     from cli import as_flag_message
 
-    run = _config("data/none", tmp_path, input_size=64, grid_size=4, head_channels=8)
+    run = tiny_train_config("data/none", tmp_path, input_size=64, grid_size=4, head_channels=8)
     ckpt = tmp_path / "ckpt" / "run"
     save_config(run, str(ckpt / "config.json"))
     write_state(str(ckpt), {"epoch": 1, "last": "last-e001.keras"})
@@ -561,12 +561,12 @@ def test_log_or_checkpoint_dir_that_is_a_file_is_a_config_error(tmp_path):
     for field in ("log_dir", "checkpoint_dir"):
         with pytest.raises(ConfigError, match=rf"^{field}='{a_file}': {a_file} is a file, "
                                               r"not a folder$"):
-            training.train(_config("data/none", tmp_path, **{field: str(a_file)}))
+            training.train(tiny_train_config("data/none", tmp_path, **{field: str(a_file)}))
     with pytest.raises(ConfigError, match=rf"checkpoint_dir='{a_file}/deeper': {a_file} is a "
                                           r"file, not a folder \(in "):
-        training.train(_config("data/none", tmp_path, checkpoint_dir=str(a_file / "deeper")))
+        training.train(tiny_train_config("data/none", tmp_path, checkpoint_dir=str(a_file / "deeper")))
     with pytest.raises(ConfigError, match=rf"checkpoint_dir='{a_file}'"):
-        training.train(_config("data/none", tmp_path, checkpoint_dir=str(a_file), run_name=""),
+        training.train(tiny_train_config("data/none", tmp_path, checkpoint_dir=str(a_file), run_name=""),
                        resume=True)
     assert sorted(os.listdir(tmp_path)) == ["taken"]  # nothing made before the check
 
