@@ -30,6 +30,7 @@ from typing import Optional, Sequence
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from cli import add_config_arguments, config_from_args, overwritten_input, run_main, start_runtime
+from model.formats import EXPORT_FORMATS
 from errors import ConfigError
 
 
@@ -66,7 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--weights", metavar="FILE",
                         help="a .keras checkpoint, or a folder: its best model-*.keras "
                         "(default: the best under --checkpoint-dir)")
-    parser.add_argument("--format", required=True, choices=("saved_model", "tflite", "onnx"))
+    parser.add_argument("--format", required=True, choices=EXPORT_FORMATS)
     parser.add_argument("--verbose", action="store_true",
                         help="show TensorFlow's start-up lines (CUDA, absl), hidden otherwise")
     parser.add_argument("--float16", action="store_true",

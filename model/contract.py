@@ -36,6 +36,7 @@ from typing import Optional
 from config import Config
 from errors import CheckpointError, ConfigError
 from files import atomic_path, atomic_write_bytes, atomic_write_text
+from model.formats import format_of
 
 CONTRACT_NAME = "face_detector_contract"  # TFLite metadata / ONNX metadata_props key
 CONTRACT_FILE = CONTRACT_NAME + ".json"  # .keras zip entry / SavedModel assets.extra file
@@ -149,23 +150,22 @@ def read_contract(path: str) -> Optional[ModelContract]:
     Raises:
         CheckpointError: the file holds a contract that cannot be read (naming `path`).
     """
-    if os.path.isdir(path):
+    fmt = format_of(path)
+    if fmt is None:
+        return None
+    if fmt.name == "saved_model":
         extra = os.path.join(path, SAVED_MODEL_EXTRA, CONTRACT_FILE)
         if not os.path.isfile(extra):
             return None
         with open(extra, "rb") as f:
             return ModelContract.from_json(f.read(), extra)
-    ext = os.path.splitext(path)[1].lower()
-    if ext == ".keras":
-        text = _keras_entry(path)
-    elif ext == ".tflite":
-        with open(path, "rb") as f:
-            text = tflite_metadata(f.read(), CONTRACT_NAME)
-    elif ext == ".onnx":
-        text = _onnx_metadata(path)
-    else:
-        return None
+    text = _READERS[fmt.name](path)
     return None if text is None else ModelContract.from_json(text, path)
+
+
+def _tflite_entry(path: str) -> Optional[bytes]:
+    with open(path, "rb") as f:
+        return tflite_metadata(f.read(), CONTRACT_NAME)
 
 
 def contract_beside(path: str) -> Optional[ModelContract]:
@@ -229,22 +229,23 @@ def write_contract(path: str, contract: ModelContract) -> None:
     a file in assets.extra/. An earlier contract is replaced.
     """
     text = contract.to_json()
-    if os.path.isdir(path):
-        folder = os.path.join(path, SAVED_MODEL_EXTRA)
-        os.makedirs(folder, exist_ok=True)
-        atomic_write_text(os.path.join(folder, CONTRACT_FILE), text + "\n")
-        return
-    ext = os.path.splitext(path)[1].lower()
-    if ext == ".keras":
-        _rewrite_keras_entry(path, text)
-    elif ext == ".tflite":
-        with open(path, "rb") as f:
-            data = with_tflite_metadata(f.read(), CONTRACT_NAME, text.encode())
-        atomic_write_bytes(path, data)
-    elif ext == ".onnx":
-        _write_onnx_metadata(path, text)
-    else:
+    fmt = format_of(path)
+    if fmt is None:
+        ext = os.path.splitext(path)[1].lower()
         raise ConfigError(f"{path}: no place for a model contract in a '{ext}' file")
+    _WRITERS[fmt.name](path, text)
+
+
+def _write_saved_model_extra(path: str, text: str) -> None:
+    folder = os.path.join(path, SAVED_MODEL_EXTRA)
+    os.makedirs(folder, exist_ok=True)
+    atomic_write_text(os.path.join(folder, CONTRACT_FILE), text + "\n")
+
+
+def _write_tflite_entry(path: str, text: str) -> None:
+    with open(path, "rb") as f:
+        data = with_tflite_metadata(f.read(), CONTRACT_NAME, text.encode())
+    atomic_write_bytes(path, data)
 
 
 def add_keras_entry(path: str, text: str) -> None:
@@ -307,3 +308,9 @@ def _write_onnx_metadata(path: str, text: str) -> None:
     prop.key, prop.value = CONTRACT_NAME, text
     with atomic_path(path) as tmp:
         onnx.save(model, tmp)
+
+
+# Where each format of model.formats keeps its contract (MODEL_FORMATS' contract_place).
+_READERS = {"keras": _keras_entry, "tflite": _tflite_entry, "onnx": _onnx_metadata}
+_WRITERS = {"keras": _rewrite_keras_entry, "tflite": _write_tflite_entry,
+            "onnx": _write_onnx_metadata, "saved_model": _write_saved_model_extra}

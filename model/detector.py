@@ -29,13 +29,10 @@ from data.image import prepare_image
 from errors import CheckpointError, ImageError, first_line
 from files import atomic_path
 from model.contract import ModelContract, contract_beside, read_contract
+from model.formats import FORMATS_HELP, format_of
 from model.postprocess import Detections, detect_batch, detect_from_grid
 
-KERAS_EXT = ".keras"
-TFLITE_EXT = ".tflite"
-ONNX_EXT = ".onnx"
 SAVED_MODEL_FILE = "saved_model.pb"
-FORMATS_HELP = "a .keras checkpoint, a .tflite or .onnx file, or a SavedModel folder"
 
 
 def check_input_dtype(dtype, source: str) -> None:
@@ -213,18 +210,18 @@ class FaceDetector:
     @classmethod
     def _load_network(cls, path: str, letterbox: bool, num_threads: Optional[int]
                       ) -> "FaceDetector":
-        if os.path.isdir(path):
+        fmt = format_of(path)
+        if fmt is None:
+            ext = os.path.splitext(path)[1].lower()
+            raise CheckpointError(f"{path}: unknown model format '{ext}' (expected {FORMATS_HELP})")
+        if fmt.name == "saved_model":
             return cls._load_saved_model(path, letterbox)
-        ext = os.path.splitext(path)[1].lower()
-        if ext == KERAS_EXT:
+        if fmt.name == "keras":
             from model.checkpoints import load_checkpoint
 
             return cls.from_keras(load_checkpoint(path, compile=False), path, letterbox)
-        if ext == TFLITE_EXT:
-            return cls._load_tflite(path, letterbox, num_threads)
-        if ext == ONNX_EXT:
-            return cls._load_onnx(path, letterbox, num_threads)
-        raise CheckpointError(f"{path}: unknown model format '{ext}' (expected {FORMATS_HELP})")
+        load = {"tflite": cls._load_tflite, "onnx": cls._load_onnx}[fmt.name]
+        return load(path, letterbox, num_threads)
 
     @classmethod
     def from_keras(cls, model, source: str = "<keras model>", letterbox: bool = True,

@@ -29,8 +29,9 @@ import numpy as np
 from errors import ConfigError, ImageError
 from files import atomic_path, atomic_write_bytes
 from model.contract import CONTRACT_NAME, ModelContract, with_tflite_metadata, write_contract
+from model.formats import BY_NAME, EXPORT_FORMATS
 
-FORMATS = ("saved_model", "tflite", "onnx")
+FORMATS = EXPORT_FORMATS  # model/formats.py: the formats export.py writes
 
 
 def default_export_path(weights: str, fmt: str, float16: bool = False, int8: bool = False
@@ -41,11 +42,10 @@ def default_export_path(weights: str, fmt: str, float16: bool = False, int8: boo
     model-0.61_int8.tflite, model-0.61.onnx
     """
     stem = os.path.splitext(weights.rstrip("/\\"))[0]
-    if fmt == "saved_model":
+    if fmt == "saved_model":  # a folder: no suffix of its own
         return stem + "_saved_model"
-    if fmt == "onnx":
-        return stem + ".onnx"
-    return stem + ("_fp16" if float16 else "_int8" if int8 else "") + ".tflite"
+    variant = ("_fp16" if float16 else "_int8" if int8 else "") if fmt == "tflite" else ""
+    return stem + variant + BY_NAME[fmt].suffix
 
 
 def export_model(keras_model, fmt: str, path: str, float16: bool = False,
