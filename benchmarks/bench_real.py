@@ -241,6 +241,9 @@ def score(args) -> dict:
         print(f"shipped the float16 TFLite export ({os.path.getsize(args.ship) / 1e6:.1f} MB) "
               f"as {args.ship}, score threshold {contract.score_threshold} (best F1 on the "
               f"held-out split: {val_aps[size]})")
+    # Other model files scored in the same run (the model shipped today, to compare).
+    ours += [(f"also {os.path.basename(path)}", FaceDetector.load(path, num_threads=1))
+             for path in args.also]
     detectors = ours + [(YuNet.name, YuNet()), (UltraFace.name, UltraFace())]
 
     records = load_wider_split(SUBSET, "val").records
@@ -255,7 +258,7 @@ def score(args) -> dict:
         to_file = np.float32([file_w / photo.shape[1], file_h / photo.shape[0]] * 2)
         for name, det in detectors:
             start = time.perf_counter()
-            if name.startswith("ours"):
+            if name.startswith(("ours", "also")):
                 found = det.detect(photo, config.eval_score_threshold, config.nms_iou,
                                    SCORE_MAX_DETECTIONS)
             else:
@@ -356,6 +359,9 @@ def parse_args(argv=None):
                         help="also write the scored float16 TFLite export here "
                              "(models/face_detector.tflite: the model detect.py falls back to)")
     parser.add_argument("--tmp-dir", default="/tmp", help="where the exports are written")
+    parser.add_argument("--also", action="append", default=[], metavar="MODEL",
+                        help="score this model file too, in the same run (e.g. "
+                             "models/face_detector.tflite); repeatable")
     parser.add_argument("--calibration-images", type=int, default=200, metavar="N",
                         help="training photos that calibrate the int8 export (default 200)")
     add_config_arguments(parser)
@@ -411,6 +417,8 @@ def score_in_fresh_process(run_dir: str, args) -> None:
     command += ["--select-on", args.select_on]
     if args.curves:
         command += ["--curves", args.curves]
+    for path in args.also:
+        command += ["--also", path]
     subprocess.run(command, check=True)
 
 
