@@ -506,16 +506,21 @@ def test_a_full_disk_during_training_stops_with_one_line(
 
 # --- 5. a resume with another architecture ---------------------------------------------------
 
-@pytest.mark.parametrize("field, value", [
-    ("input_size", 128), ("grid_size", 8), ("alpha", 0.5), ("head_channels", 16),
-    ("neighbour_cells", True),
-])
-def test_resume_with_another_architecture_names_the_field(tmp_path, field, value):
+def committed_run(tmp_path):
+    """(config, checkpoint folder, its config.json text) of a run that committed epoch 1."""
     run = tiny_train_config("data/none", tmp_path, input_size=64, grid_size=4, head_channels=8)
     ckpt = tmp_path / "ckpt" / "run"
     save_config(run, str(ckpt / "config.json"))
     write_state(str(ckpt), {"epoch": 1, "last": "last-e001.keras"})
-    saved = (ckpt / "config.json").read_text()
+    return run, ckpt, (ckpt / "config.json").read_text()
+
+
+@pytest.mark.parametrize("field, value", [
+    ("input_size", 128), ("grid_size", 8), ("alpha", 0.5), ("head_channels", 16),
+    ("neighbour_cells", True), ("head_separable", True), ("centre_radius", 2.5),
+])
+def test_resume_with_another_architecture_names_the_field(tmp_path, field, value):
+    run, ckpt, saved = committed_run(tmp_path)
     with pytest.raises(ConfigError) as e:
         training.train(run.replace(**{field: value}), resume=True)
     message = str(e.value)
@@ -537,11 +542,7 @@ def test_resume_refuses_a_changed_rate_naming_the_flag_and_the_stored_value(tmp_
     before anything is written."""
     from cli import as_flag_message
 
-    run = tiny_train_config("data/none", tmp_path, input_size=64, grid_size=4, head_channels=8)
-    ckpt = tmp_path / "ckpt" / "run"
-    save_config(run, str(ckpt / "config.json"))
-    write_state(str(ckpt), {"epoch": 1, "last": "last-e001.keras"})
-    saved = (ckpt / "config.json").read_text()
+    run, ckpt, saved = committed_run(tmp_path)
     with pytest.raises(ConfigError) as e:
         training.train(run.replace(**{field: value}), resume=True)
     shown = as_flag_message(str(e.value))
