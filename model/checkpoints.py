@@ -311,16 +311,18 @@ class ScoreCheckpoint(keras.callbacks.Callback):
     callback raises TrainingDiverged.
 
     Every file it writes carries `contract` (how the network is fed); the score threshold
-    in it is the epoch's `val_f1_threshold` (best F1 on validation) when the validation
-    callback logs one, else the contract's own.
+    in it is the epoch's threshold metric of `operating_point` (model.validation's best-F1
+    cut) when the validation callback logs one, else the contract's own.
     """
-
-    THRESHOLD_METRIC = "val_f1_threshold"
 
     def __init__(self, checkpoint_dir: str, monitor: str = "val_ap", mode: str = "max",
                  keep_best: int = 3, stage: str = "", guard=None,
-                 contract: Optional[ModelContract] = None):
+                 contract: Optional[ModelContract] = None,
+                 operating_point: Optional[Tuple[str, str]] = None):
         super().__init__()
+        # (threshold metric, its F1 metric) of the validation callback, whose names it
+        # declares (model.validation.OPERATING_POINT); None keeps the contract's threshold.
+        self.operating_point = operating_point
         if mode not in ("max", "min"):
             raise ValueError(f"mode={mode!r}: must be 'max' or 'min'")
         self.checkpoint_dir = checkpoint_dir
@@ -363,10 +365,11 @@ class ScoreCheckpoint(keras.callbacks.Callback):
         os.makedirs(self.checkpoint_dir, exist_ok=True)
         score = float(score)
         self._epoch_contract = self.contract
-        threshold = logs.get(self.THRESHOLD_METRIC)
+        threshold_name, f1_name = self.operating_point or (None, None)
+        threshold = logs.get(threshold_name) if threshold_name else None
         # A model that matched no face yet (F1 0) has no operating point to keep.
         if self.contract is not None and threshold is not None and math.isfinite(threshold) \
-                and logs.get("val_f1", 0.0) > 0:
+                and logs.get(f1_name, 0.0) > 0:
             self._epoch_contract = self.contract.replace(score_threshold=float(threshold))
         best, written = self.best[: self.keep_best], None
         if math.isfinite(score):

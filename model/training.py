@@ -53,12 +53,12 @@ from model.distributed import (
     wants_multiworker,
 )
 
-# Metrics that are better when higher; everything else (losses, mse) is better lower.
-_HIGHER_IS_BETTER = ("val_ap", "val_iou", "val_recall", "val_f1")
-
-
 def monitor_mode(monitor: str) -> str:
-    return "max" if monitor in _HIGHER_IS_BETTER else "min"
+    """'max' for a metric the validation callback declares better higher, else 'min'
+    (losses and val_mse)."""
+    from model.validation import METRICS
+
+    return "max" if METRICS.get(monitor) == "max" else "min"
 
 
 @dataclass
@@ -333,7 +333,7 @@ def train(config: Config, resume: bool = False, weights: Optional[str] = None) -
 
     steps = config.steps_per_epoch or len(train_data)
     stage_end = 0
-    from model.validation import GridValidation, NonFiniteLossGuard
+    from model.validation import OPERATING_POINT, GridValidation, NonFiniteLossGuard
 
     for stage, epochs, lr, backbone_trainable in stages:
         stage_start, stage_end = stage_end, stage_end + epochs
@@ -379,7 +379,8 @@ def train(config: Config, resume: bool = False, weights: Optional[str] = None) -
             HistoryFile(os.path.join(writes.log_dir, "history.json"), history, start_time),
             ScoreCheckpoint(writes.checkpoint_dir, config.monitor, mode, config.keep_best,
                             stage=stage, guard=guard,
-                            contract=ModelContract.from_config(config)),
+                            contract=ModelContract.from_config(config),
+                            operating_point=OPERATING_POINT),
             keras.callbacks.TensorBoard(writes.log_dir, write_graph=False, update_freq="epoch",
                                         profile_batch=0),
         ]

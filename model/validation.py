@@ -21,6 +21,16 @@ from model.checkpoints import first_nonfinite_variable
 from model.metrics import average_precision, best_f1_threshold, pr_curve_counts
 from model.postprocess import detect_from_grid
 
+# What GridValidation logs at every epoch's end, each name with the direction in which it
+# is better: the one place those names and directions are stated (training ranks
+# checkpoints, stops early and lowers the rate by them; every other logged value is a loss,
+# better lower). The threshold is an operating point, neither better high nor low.
+METRICS = {"val_iou": "max", "val_mse": "min", "val_ap": "max", "val_recall": "max",
+           "val_f1": "max", "val_f1_threshold": None}
+# The operating point it logs (the score cut of the best F1) and the F1 reached there: a
+# checkpoint's contract stores the cut as detect.py's default threshold.
+OPERATING_POINT = ("val_f1_threshold", "val_f1")
+
 
 def cell_iou(targets: np.ndarray, predictions: np.ndarray) -> np.ndarray:
     """IoU between each face and the box predicted in its cell.
