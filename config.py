@@ -407,8 +407,14 @@ def small_config(base: Config) -> Config:
     UltraFace-class cost (164 M multiply-adds at 320 px against `real`'s 1,405 M,
     `python print_model.py --input-size 320 --grid-size 40 --alpha 0.35 --head-channels 64 --head-separable --neighbour-cells --backbone-weights none`): the 0.35 backbone
     (a fifth of alpha 1.0's weights) and 64-wide depthwise-separable 3x3 convolutions in
-    the stride-8 neck and head, which cost more than the backbone when full. The figures
-    of its levers are in docs/benchmarks.md, "Small faces and a fast model".
+    the stride-8 neck and head, which cost more than the backbone when full.
+
+    Measured (docs/benchmarks.md, "Small faces and a fast model"; 200 WIDER photos, official
+    protocol, the peers in the same run, one CPU thread): 1,800 steps (72 min on 2 CPU
+    cores) gave easy / medium / hard .456 / .323 / .131 at 18.8 ms (TFLite float32, 320 px)
+    against UltraFace's .706 / .569 / .375 at 12.1 ms and `real`'s shipped .494 / .280 /
+    .096 at 4x UltraFace's time. Weight EMA with quality scores scored lower on validation
+    in 500 steps (0.366 against 0.396) and is not part of it.
     """
     return real_config(base).replace(
         alpha=0.35,
