@@ -76,7 +76,7 @@ class WeightEMA(keras.callbacks.Callback):
         if self._trained is not None or self.average is None:
             return
         self._trained = self.model.get_weights()
-        self.model.set_weights([a.astype(t.dtype) for a, t in zip(self.average, self._trained)])
+        self._set_average()
 
     def swap_out(self) -> None:
         """Restore the trained weights (after the epoch's end saw the averaged ones)."""
@@ -89,8 +89,12 @@ class WeightEMA(keras.callbacks.Callback):
         # The model handed back after fit is the averaged one: what was validated and saved.
         self._trained = None
         if self.average is not None:
-            self.model.set_weights([a.astype(w.dtype) for a, w in
-                                    zip(self.average, self.model.get_weights())])
+            self._set_average()
+
+    def _set_average(self) -> None:
+        """Write the average into the model, each weight in its own dtype."""
+        self.model.set_weights([a.astype(w.dtype) for a, w in
+                                zip(self.average, self.model.get_weights())])
 
 
 class RestoreTrainedWeights(keras.callbacks.Callback):
