@@ -72,6 +72,7 @@ SEED_MAX = 2**32 - 1  # NumPy's legacy seeding (keras.utils.set_random_seed) tak
 _NUMERIC_RULES = {
     "input_size": ((lambda v: v > 0 and v % 32 == 0), "must be a positive multiple of 32"),
     "grid_size": _int_at_least(1),
+    "grid_levels": _int_at_least(1),
     "alpha": _finite_at_least(0, strict=True),
     "head_channels": _int_at_least(1),
     "centre_radius": ((lambda v: v == 0 or 0.5 <= v <= 8), "must be 0 (off) or in [0.5, 8]"),
@@ -143,6 +144,10 @@ class Config:
     # --- network geometry -------------------------------------------------------------
     input_size: int = 224  # side of the square network input, pixels
     grid_size: int = 7  # cells per side of the output grid (7, 14 or 28 at 224)
+    # Grid levels at once (YuNet, SCRFD): 1 is the one grid above; 3 with 8-px cells adds
+    # grids of 16- and 32-px cells, each face assigned to the level that fits its size
+    # (data/grid.py). grid_size is the finest level's; each next level has half as many.
+    grid_levels: int = 1
     alpha: float = 0.75  # MobileNetV2 width multiplier
     backbone_weights: str = "imagenet"  # 'imagenet', 'none', or a path to a weights file
     head_channels: int = 128  # width of the grid head's hidden convolutions
@@ -262,6 +267,12 @@ class Config:
             raise ConfigError(
                 f"grid_size={self.grid_size}: cell size {stride} px at input_size="
                 f"{self.input_size}; the backbone gives cells of 8, 16 or 32 px"
+            )
+        coarsest = stride * 2 ** (self.grid_levels - 1)
+        if coarsest > 32:
+            raise ConfigError(
+                f"grid_levels={self.grid_levels}: from {stride}-px cells the coarsest level "
+                f"would have {coarsest}-px cells; the backbone gives cells of 8, 16 or 32 px"
             )
         for low, high in _RANGES:
             if getattr(self, low) > getattr(self, high):

@@ -30,6 +30,7 @@ from typing import Optional, Sequence
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from cli import add_config_arguments, config_from_args, overwritten_input, run_main, start_runtime
+from data.grid import levels_text
 from model.formats import EXPORT_FORMATS
 from errors import ConfigError
 
@@ -113,8 +114,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     precision = " float16" if args.float16 else f" int8 ({len(calibration)} calibration " \
         "images)" if args.int8 else ""
     print(f"{output}: {args.format}{precision}, input "
-          f"{detector.input_size}x{detector.input_size}, grid {detector.grid_size}x"
-          f"{detector.grid_size}, {'letterbox' if detector.letterbox else 'stretch'}, "
+          f"{detector.input_size}x{detector.input_size}, grid {levels_text(detector.grid_sizes)}"
+          f", {'letterbox' if detector.letterbox else 'stretch'}, "
           f"score threshold {detector.score_threshold:g}")
     return 0
 

@@ -15,6 +15,7 @@ import os
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from cli import add_config_arguments, config_from_args, run_main  # noqa: E402
+from data.grid import level_grid_sizes, levels_of_cells  # noqa: E402
 
 
 def main():
@@ -46,14 +47,15 @@ def main():
 
     facts = model_summary_facts(model)
     s, _, c = facts["input_shape"]
-    g, _, k = facts["grid_shape"]
+    k = facts["grid_shape"][-1]
     rows = [
         ("model", source),
         ("input shape", f"{s} x {s} x {c} {facts['input_dtype']}"
                         + ("  (RGB pixels, scaled to [-1, 1] inside)"
                            if facts["input_dtype"] == "uint8" else "")),
-        ("grid output", f"{g} x {g} x {k}  (h, w, yc, xc, class)"),
-        ("cell size", f"{facts['cell_size']} px"),
+        ("grid output", " + ".join(f"{g} x {g}" for g in facts["grid_sizes"])
+                        + f" x {k}  (h, w, yc, xc, class)"),
+        ("cell size", " / ".join(f"{s // g} px" for g in facts["grid_sizes"])),
         ("trainable params", f"{facts['trainable_params']:,}"),
         ("frozen params", f"{facts['frozen_params']:,}  (non-trainable: frozen layers "
                           "and BatchNorm statistics)"),
@@ -106,7 +108,8 @@ def model_summary_facts(model) -> dict:
     """The facts printed under the summary, read from the model itself (config or checkpoint).
 
     Returns:
-        dict with input_shape (S, S, 3), input_dtype, grid_shape (G, G, 5), cell_size (px),
+        dict with input_shape (S, S, 3), input_dtype, grid_shape (G, G, 5) (several levels:
+        (N, 5)), grid_sizes (each level's G, finest first), cell_size (px, the finest),
         trainable_params, frozen_params (non-trainable weights: frozen layers and
         BatchNorm moving statistics), backbone_params, head_params (all outside the
         backbone), macs and flops (= 2 x MACs) per image.
@@ -120,6 +123,10 @@ def model_summary_facts(model) -> dict:
 
     input_shape = tuple(int(d) for d in model.input_shape[1:])
     grid_shape = tuple(int(d) for d in model.output_shape[1:])
+    if len(grid_shape) == 3:
+        grid_sizes = (grid_shape[0],)
+    else:
+        grid_sizes = level_grid_sizes(*levels_of_cells(input_shape[0], grid_shape[0]))
     backbone_params = size(model.get_layer(BACKBONE_NAME).weights) if any(
         layer.name == BACKBONE_NAME for layer in model.layers
     ) else 0
@@ -128,7 +135,8 @@ def model_summary_facts(model) -> dict:
         "input_shape": input_shape,
         "input_dtype": str(model.inputs[0].dtype),
         "grid_shape": grid_shape,
-        "cell_size": input_shape[0] // grid_shape[0],
+        "grid_sizes": grid_sizes,
+        "cell_size": input_shape[0] // grid_sizes[0],
         "trainable_params": size(model.trainable_weights),
         "frozen_params": size(model.non_trainable_weights),
         "backbone_params": backbone_params,

@@ -22,7 +22,7 @@ import numpy as np
 from config import Config
 from data.augment import load_training_sample, mosaic
 from data.draw import draw_boxes
-from data.grid import NUM_CHANNELS, encode_grid
+from data.grid import NUM_CHANNELS, encode_levels, level_grid_sizes
 from data.image import PAD_VALUE, to_network_input
 from data.records import ImageRecord
 from errors import DatasetError, ImageError
@@ -44,7 +44,8 @@ class FaceGridDataset(keras.utils.PyDataset):
     Batch `i` is `(images, targets)`:
         images: uint8 (B, S, S, 3) RGB (`data.image.to_network_input`; the network scales
             them to [-1, 1] itself).
-        targets: float32 (B, G, G, 5), `data.grid.encode_grid` of every face of each image.
+        targets: float32 (B, G, G, 5), `data.grid.encode_grid` of every face of each image
+            (with several grid levels (B, N, 5), `data.grid.encode_levels`).
     `load_batch(i)` gives the same batch plus its faces in input pixels (for metrics).
 
     Training (`training=True`) augments when `config.augment` (see `data.augment`),
@@ -151,7 +152,7 @@ class FaceGridDataset(keras.utils.PyDataset):
         """Batch `index` with the faces its targets were encoded from.
 
         Returns:
-            (images uint8 (B, S, S, 3) RGB, targets float32 (B, G, G, 5),
+            (images uint8 (B, S, S, 3) RGB, targets float32 (B, G, G, 5) or (B, N, 5),
             faces: B tuples (boxes (N, 4) float32 x1, y1, x2, y2 input pixels, ignore (N,)
             bool)),
             the faces before grid encoding (so also those a collision left out).
@@ -164,15 +165,17 @@ class FaceGridDataset(keras.utils.PyDataset):
         if self.shard_count > 1:  # this worker's slice of the global batch
             part = b // self.shard_count
             ids = ids[self.shard_index * part : (self.shard_index + 1) * part]
-        s, g = self.config.input_size, self.config.grid_size
+        s = self.config.input_size
+        sizes = level_grid_sizes(self.config.grid_size, self.config.grid_levels)
+        cells = (sizes[0],) * 2 if len(sizes) == 1 else (sum(g * g for g in sizes),)
         images = np.empty((len(ids), s, s, 3), dtype=np.uint8)
-        targets = np.empty((len(ids), g, g, NUM_CHANNELS), dtype=np.float32)
+        targets = np.empty((len(ids),) + cells + (NUM_CHANNELS,), dtype=np.float32)
         faces = []
         collisions = 0
         for j, record_index in enumerate(ids):
             image, boxes, ignore = self._sample(int(record_index), epoch)
-            encoded = encode_grid(boxes, ignore, s, g, self.config.neighbour_cells,
-                                  self.config.centre_radius)
+            encoded = encode_levels(boxes, ignore, s, sizes, self.config.neighbour_cells,
+                                    self.config.centre_radius)
             images[j], targets[j] = image, encoded.grid
             faces.append((boxes, ignore))
             collisions += encoded.collisions

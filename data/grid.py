@@ -25,9 +25,22 @@ face has other cells); centre cells keep the largest-face rule above. Offsets th
 The network predicts the same layout (class as a score in [0, 1]), so `decode_grid`
 serves targets and predictions alike, and `grid_box_corners` lets the loss and the
 validation metrics use the same geometry on tensors.
+
+Several levels (`Config.grid_levels`; YuNet's and SCRFD's strides 8, 16, 32): one grid
+per level, each next level with cells twice as large, finest first (`level_grid_sizes`).
+Each face, and each ignore region, goes to the one level on which it spans nearest
+FACE_CELLS cells (`assign_levels`) and is encoded there by `encode_grid`, with the same
+assignment rule on every level. The levels travel as one (N, 5) array of cells, each
+level's grid flattened row by row, finest first (`flatten_levels`, `split_levels`), so a
+network has one output and a loss one sum over every level's cells; `encode_levels`,
+`decode_levels` and `cell_box_corners` are the several-level forms of `encode_grid`,
+`decode_grid` and `grid_box_corners`, and with one level they ARE those functions, on the
+(G, G, 5) grid.
 """
 
 from __future__ import annotations
+
+import functools
 
 from typing import NamedTuple
 
@@ -211,3 +224,163 @@ def decode_grid(grid: np.ndarray, image_size: int, score_threshold: float = 0.5)
     scores = scores[keep]
     order = np.argsort(-scores, kind="stable")
     return boxes[order].astype(np.float32), scores[order].astype(np.float32)
+
+
+# --------------------------------------------------------------------------------------
+# Several grid levels
+# --------------------------------------------------------------------------------------
+# A face goes to the level on which its size sqrt(w h) is nearest this many cells, on a
+# log scale: with cells of 8, 16 and 32 px, faces under 45 px to the first level, 45 to
+# 91 px to the second, larger ones to the third (FCOS' P3-P5 ranges: 64 and 128 px). A
+# face is then a few cells wide on its level, so centre sampling has cells to give it and
+# the offsets stay within the cells' reach.
+FACE_CELLS = 4.0
+
+
+def level_grid_sizes(grid_size: int, levels: int = 1) -> tuple:
+    """Cells per side of each level, finest first: (G, G / 2, G / 4, ...)."""
+    sizes = tuple(int(grid_size) // 2**level for level in range(int(levels)))
+    if any(g * 2**level != grid_size or g < 1 for level, g in enumerate(sizes)):
+        raise ValueError(f"{levels} levels need a grid size divisible by {2 ** (levels - 1)}, "
+                         f"got {grid_size}")
+    return sizes
+
+
+def levels_of_cells(input_size: int, num_cells: int):
+    """(finest grid size G, levels L) of a several-level output of `num_cells` cells for an
+    S-px input, or None: the one choice of finest cell (8, 16 or 32 px, the backbone's) and
+    L >= 2 whose levels' cells add up to it. The counts of these few choices all differ
+    (N / S^2 = 1.25 / 64, 1.3125 / 64 and 1.25 / 256), so a network's output shape alone
+    says its levels."""
+    for cell in (8, 16, 32):
+        grid, levels = input_size // cell, 2
+        while cell * 2 ** (levels - 1) <= 32 and input_size % (cell * 2 ** (levels - 1)) == 0:
+            if sum(g * g for g in level_grid_sizes(grid, levels)) == num_cells:
+                return grid, levels
+            levels += 1
+    return None
+
+
+def levels_text(grid_sizes) -> str:
+    """'40x40', or '40x40 + 20x20 + 10x10' for several levels (what CLIs print)."""
+    return " + ".join(f"{g}x{g}" for g in grid_sizes)
+
+
+def assign_levels(boxes: np.ndarray, image_size: int, grid_sizes) -> np.ndarray:
+    """(N,) index of the level each face is encoded on: the one whose cells
+    (image_size / G px) make its size sqrt(w h) nearest FACE_CELLS cells, on a log scale;
+    faces smaller than the finest level's range take the finest, larger the coarsest."""
+    boxes = np.asarray(boxes, dtype=np.float32).reshape(-1, 4)
+    w = np.maximum(boxes[:, 2] - boxes[:, 0], 0.0)
+    h = np.maximum(boxes[:, 3] - boxes[:, 1], 0.0)
+    finest_cell = image_size / grid_sizes[0]
+    size = np.maximum(np.sqrt(w * h), 1e-6)  # a degenerate box is skipped by encode_grid
+    level = np.round(np.log2(size / (FACE_CELLS * finest_cell)))
+    return np.clip(level, 0, len(grid_sizes) - 1).astype(np.int64)
+
+
+def flatten_levels(grids) -> np.ndarray:
+    """[(..., G_l, G_l, 5) per level] -> (..., N, 5), each grid row by row, finest first."""
+    return np.concatenate([g.reshape(g.shape[:-3] + (-1, g.shape[-1])) for g in grids],
+                          axis=-2)
+
+
+def split_levels(cells: np.ndarray, grid_sizes) -> list:
+    """The inverse of `flatten_levels`: (..., N, 5) -> [(..., G_l, G_l, 5) per level].
+    With one level and a (..., G, G, 5) grid, [that grid]."""
+    cells = np.asarray(cells)
+    if len(grid_sizes) == 1 and cells.ndim >= 3:
+        return [cells]  # one level's grid as it is (decode_grid checks its shape)
+    expected = sum(g * g for g in grid_sizes)
+    if cells.ndim < 2 or cells.shape[-2:] != (expected, NUM_CHANNELS):
+        raise ValueError(f"levels {tuple(grid_sizes)} have (..., {expected}, {NUM_CHANNELS}) "
+                         f"cells, got {cells.shape}")
+    ends = np.cumsum([g * g for g in grid_sizes])[:-1]
+    return [part.reshape(cells.shape[:-2] + (g, g, NUM_CHANNELS))
+            for part, g in zip(np.split(cells, ends, axis=-2), grid_sizes)]
+
+
+def encode_levels(
+    boxes: np.ndarray,
+    ignore: np.ndarray,
+    image_size: int,
+    grid_sizes,
+    neighbours: bool = False,
+    centre_radius: float = 0.0,
+) -> GridTargets:
+    """Encode faces on several levels: each face and ignore region on the level of its
+    size (`assign_levels`), by `encode_grid` with the same assignment rule on every level.
+
+    Args:
+        boxes, ignore, image_size, neighbours, centre_radius: as `encode_grid`.
+        grid_sizes: cells per side of each level, finest first (`level_grid_sizes`).
+
+    Returns:
+        GridTargets(cells, collisions summed over the levels): with one level `encode_grid`'s
+        (G, G, 5) grid itself; with several, (N, 5) (`flatten_levels`), N = sum G_l^2.
+    """
+    if len(grid_sizes) == 1:
+        return encode_grid(boxes, ignore, image_size, grid_sizes[0], neighbours, centre_radius)
+    boxes = np.asarray(boxes, dtype=np.float32).reshape(-1, 4)
+    ignore = np.asarray(ignore, dtype=bool).reshape(-1)
+    level = assign_levels(boxes, image_size, grid_sizes)
+    grids, collisions = [], 0
+    for index, grid_size in enumerate(grid_sizes):
+        on = level == index
+        encoded = encode_grid(boxes[on], ignore[on], image_size, grid_size, neighbours,
+                              centre_radius)
+        grids.append(encoded.grid)
+        collisions += encoded.collisions
+    return GridTargets(flatten_levels(grids), collisions)
+
+
+def decode_levels(cells: np.ndarray, image_size: int, grid_sizes,
+                  score_threshold: float = 0.5):
+    """The inverse of `encode_levels`: every level's boxes (`decode_grid`), together.
+
+    Args:
+        cells: (N, 5) cells of `grid_sizes`' levels, or with one level the (G, G, 5) grid.
+        image_size, score_threshold: as `decode_grid`.
+
+    Returns:
+        (boxes (N, 4), scores (N,)) as `decode_grid`, over all levels, by descending score.
+    """
+    if len(grid_sizes) == 1:
+        grid = split_levels(cells, grid_sizes)[0]
+        return decode_grid(grid, image_size, score_threshold)
+    decoded = [decode_grid(grid, image_size, score_threshold)
+               for grid in split_levels(cells, grid_sizes)]
+    boxes = np.concatenate([b for b, _ in decoded])
+    scores = np.concatenate([s for _, s in decoded])
+    order = np.argsort(-scores, kind="stable")
+    return boxes[order], scores[order]
+
+
+@functools.lru_cache(maxsize=32)
+def _cell_positions(grid_sizes: tuple):
+    """(rows, cols, sides), each (N,) float32: the row, column and level side of every cell
+    of `flatten_levels`' layout."""
+    rows = [np.repeat(np.arange(g, dtype=np.float32), g) for g in grid_sizes]
+    cols = [np.tile(np.arange(g, dtype=np.float32), g) for g in grid_sizes]
+    sides = [np.full(g * g, g, dtype=np.float32) for g in grid_sizes]
+    return np.concatenate(rows), np.concatenate(cols), np.concatenate(sides)
+
+
+def cell_box_corners(cells, grid_sizes=None):
+    """`grid_box_corners` for several levels, on NumPy arrays and backend tensors alike.
+
+    Args:
+        cells: (..., N, 5) cells of `grid_sizes`' levels; with `grid_sizes` None or one
+            level, a (..., G, G, 5) grid (passed to `grid_box_corners`).
+
+    Returns:
+        (x1, y1, x2, y2), each (..., N) (or (..., G, G)), fractions of the input side.
+    """
+    if grid_sizes is None or len(grid_sizes) == 1:
+        return grid_box_corners(cells)
+    rows, cols, sides = _cell_positions(tuple(int(g) for g in grid_sizes))
+    cy = (cells[..., YC] + rows) / sides
+    cx = (cells[..., XC] + cols) / sides
+    half_h = cells[..., H] / 2
+    half_w = cells[..., W] / 2
+    return cx - half_w, cy - half_h, cx + half_w, cy + half_h

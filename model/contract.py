@@ -47,19 +47,29 @@ CHANNEL_ORDER = "RGB"
 INPUT_DTYPE = "uint8"
 
 
+def _grids_text(grid_size: int, levels: int) -> str:
+    """'40x40' (one grid), or '40x40 grid and 2 coarser levels' (for errors)."""
+    if levels == 1:
+        return f"{grid_size}x{grid_size}"
+    return f"{grid_size}x{grid_size} grid and {levels - 1} coarser levels"
+
+
 @dataclass(frozen=True)
 class ModelContract:
     """How to feed a trained detector and read its output.
 
     Attributes:
         input_size: S, side of the square (S, S, 3) network input, pixels.
-        grid_size: G, cells per side of the (G, G, 5) output grid.
+        grid_size: G, cells per side of the (G, G, 5) output grid (the finest level's).
         letterbox: images are resized keeping their aspect ratio and padded (True), or
             stretched to S x S (False), as in training (Config.letterbox).
         neighbour_cells: the grid was trained with neighbour cells (centre offsets in
             [-0.5, 1.5) cells) rather than only the centre cell ([0, 1)).
         score_threshold: the detection threshold chosen on validation (best F1), or the
             configured one; detect.py's default for this model. None: not known.
+        grid_levels: how many grid levels the output holds, finest first, each with half
+            the cells per side of the one before (`data.grid.level_grid_sizes`); with more
+            than one the output is the (N, 5) cells of them all (`data.grid.flatten_levels`).
         channel_order, input_dtype: 'RGB' and 'uint8' (the model scales pixels itself).
         version: the layout of this record.
     """
@@ -69,13 +79,15 @@ class ModelContract:
     letterbox: bool = True
     neighbour_cells: bool = False
     score_threshold: Optional[float] = None
+    grid_levels: int = 1
     channel_order: str = CHANNEL_ORDER
     input_dtype: str = INPUT_DTYPE
     version: int = CONTRACT_VERSION
 
     def __post_init__(self):
         geometry = dict(input_size=self.input_size, grid_size=self.grid_size,
-                        letterbox=self.letterbox, neighbour_cells=self.neighbour_cells)
+                        letterbox=self.letterbox, neighbour_cells=self.neighbour_cells,
+                        grid_levels=self.grid_levels)
         if self.score_threshold is not None:
             geometry["score_threshold"] = self.score_threshold
         Config().replace(**geometry)  # Config's own rules: one place for what is valid
@@ -91,7 +103,7 @@ class ModelContract:
         """The contract of a network built and trained with `config`."""
         threshold = config.score_threshold if score_threshold is None else score_threshold
         return cls(config.input_size, config.grid_size, config.letterbox,
-                   config.neighbour_cells, float(threshold))
+                   config.neighbour_cells, float(threshold), config.grid_levels)
 
     def replace(self, **changes) -> "ModelContract":
         return dataclasses.replace(self, **changes)
@@ -124,13 +136,15 @@ class ModelContract:
         except (TypeError, ConfigError) as e:
             raise CheckpointError(f"{source}: bad {CONTRACT_NAME} ({e})") from None
 
-    def check_geometry(self, input_size: int, grid_size: int, source: str) -> None:
+    def check_geometry(self, input_size: int, grid_size: int, source: str,
+                       grid_levels: int = 1) -> None:
         """CheckpointError unless the network's own shapes are those the contract names."""
-        if (input_size, grid_size) != (self.input_size, self.grid_size):
+        if (input_size, grid_size, grid_levels) != (self.input_size, self.grid_size,
+                                                    self.grid_levels):
             raise CheckpointError(
-                f"{source}: the network takes {input_size} px and gives a {grid_size}x"
-                f"{grid_size} grid, but its {CONTRACT_NAME} says {self.input_size} px, "
-                f"{self.grid_size}x{self.grid_size}"
+                f"{source}: the network takes {input_size} px and gives a "
+                f"{_grids_text(grid_size, grid_levels)}{' grid' if grid_levels == 1 else ''}, but its {CONTRACT_NAME} says "
+                f"{self.input_size} px, {_grids_text(self.grid_size, self.grid_levels)}"
             )
 
     def check_letterbox(self, letterbox: Optional[bool], source: str) -> None:

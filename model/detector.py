@@ -24,7 +24,7 @@ import numpy as np
 from config import Config
 from data.boxes import xyxy_to_xywh
 from data.draw import draw_boxes
-from data.grid import NUM_CHANNELS
+from data.grid import NUM_CHANNELS, level_grid_sizes, levels_of_cells
 from data.image import prepare_image
 from errors import CheckpointError, ImageError, first_line
 from files import atomic_path
@@ -47,11 +47,12 @@ def check_input_dtype(dtype, source: str) -> None:
 
 
 def grid_geometry(input_shape, output_shape, source: str) -> tuple:
-    """(input_size S, grid_size G) of a grid detector from its tensor shapes.
+    """(input_size S, grid_size G, grid_levels L) of a grid detector from its tensor shapes.
 
     Args:
         input_shape: the network input's shape, (batch, S, S, 3) (batch may be None/-1).
-        output_shape: the network output's shape, (batch, G, G, 5).
+        output_shape: the network output's shape, (batch, G, G, 5) for one grid (L = 1), or
+            (batch, N, 5) for the cells of several levels, finest G (`data.grid.levels_of_cells`).
         source: the file named in errors.
 
     Raises:
@@ -63,12 +64,20 @@ def grid_geometry(input_shape, output_shape, source: str) -> tuple:
         raise CheckpointError(
             f"{source}: input shape {_shape_text(input_shape)} is not (batch, S, S, 3)"
         )
+    if len(out_shape) == 3 and out_shape[-1] == NUM_CHANNELS and out_shape[1] is not None:
+        levels = levels_of_cells(in_shape[1], out_shape[1])
+        if levels is None:
+            raise CheckpointError(
+                f"{source}: output shape {_shape_text(output_shape)} is not the (batch, N, 5) "
+                f"cells of grid levels for a {in_shape[1]}-px input"
+            )
+        return (in_shape[1],) + levels
     if len(out_shape) != 4 or out_shape[-1] != NUM_CHANNELS or out_shape[1] != out_shape[2] \
             or out_shape[1] is None:
         raise CheckpointError(
             f"{source}: output shape {_shape_text(output_shape)} is not (batch, G, G, 5)"
         )
-    return in_shape[1], out_shape[1]
+    return in_shape[1], out_shape[1], 1
 
 
 def _onnx_dims(shape) -> tuple:
@@ -109,7 +118,8 @@ class FaceDetector:
 
     Attributes:
         input_size: S, side of the square network input in pixels.
-        grid_size: G, cells per side of the output grid.
+        grid_size: G, cells per side of the output grid (the finest level's).
+        grid_levels: how many grid levels it outputs; grid_sizes: each one's G.
         source: the file or folder it was loaded from (or a description).
         kind: 'keras', 'saved_model', 'tflite', 'onnx' or 'callable'.
         contract: how the network is fed (`model.contract.ModelContract`): read from the
@@ -134,8 +144,10 @@ class FaceDetector:
         model=None,
         contract: Optional[ModelContract] = None,
         contract_origin: str = "default",
+        grid_levels: int = 1,
     ):
-        """Wrap any callable mapping (B, S, S, 3) uint8 inputs to (B, G, G, 5) grids.
+        """Wrap any callable mapping (B, S, S, 3) uint8 inputs to (B, G, G, 5) grids (or
+        to the (B, N, 5) cells of `grid_levels` levels).
 
         `model` is the object behind `predict_fn` (Keras model, loaded SavedModel, TFLite
         interpreter), kept alive and reachable as `detector.model`. With a `contract`,
@@ -145,12 +157,15 @@ class FaceDetector:
         self.model = model
         self.input_size = int(input_size)
         self.grid_size = int(grid_size)
+        self.grid_levels = int(grid_levels)
+        self.grid_sizes = level_grid_sizes(self.grid_size, self.grid_levels)
         self.source = source
         self.kind = kind
         if contract is None:
-            contract = ModelContract(self.input_size, self.grid_size, bool(letterbox))
+            contract = ModelContract(self.input_size, self.grid_size, bool(letterbox),
+                                     grid_levels=self.grid_levels)
         else:
-            contract.check_geometry(self.input_size, self.grid_size, source)
+            contract.check_geometry(self.input_size, self.grid_size, source, self.grid_levels)
         self.contract = contract
         self.contract_origin = contract_origin
         self.letterbox = contract.letterbox
@@ -201,9 +216,11 @@ class FaceDetector:
             # config.json gives the training's letterbox and threshold; the shapes are the
             # file's own (an export may have been made at another input size).
             contract = contract.replace(input_size=detector.input_size,
-                                        grid_size=detector.grid_size)
+                                        grid_size=detector.grid_size,
+                                        grid_levels=detector.grid_levels)
         if contract is not None:
-            contract.check_geometry(detector.input_size, detector.grid_size, path)
+            contract.check_geometry(detector.input_size, detector.grid_size, path,
+                                    detector.grid_levels)
             detector.contract, detector.contract_origin = contract, origin
         return detector
 
@@ -237,7 +254,7 @@ class FaceDetector:
             raise CheckpointError(f"{source}: not a single-input, single-output model") from None
         if any(isinstance(d, (tuple, list)) for d in in_shape + out_shape):
             raise CheckpointError(f"{source}: not a single-input, single-output model")
-        size, grid = grid_geometry(in_shape, out_shape, source)
+        size, grid, levels = grid_geometry(in_shape, out_shape, source)
         check_input_dtype(model.inputs[0].dtype, source)
         # A tf.function over the call, batch dimension free so it is traced once: the
         # fastest single-image path (224 px, 2 cores: ~28 ms against ~34 ms for
@@ -247,7 +264,7 @@ class FaceDetector:
             input_signature=[tf.TensorSpec((None, size, size, 3), tf.uint8)],
         )
         return cls(lambda x: call(x).numpy(), size, grid, source, "keras", letterbox, model,
-                   contract, "default" if contract is None else "given")
+                   contract, "default" if contract is None else "given", levels)
 
     @classmethod
     def _load_saved_model(cls, path: str, letterbox: bool) -> "FaceDetector":
@@ -266,14 +283,16 @@ class FaceDetector:
             raise CheckpointError(f"{path}: not a single-input, single-output SavedModel")
         (in_name, in_spec), = inputs.items()
         (out_name, out_spec), = outputs.items()
-        size, grid = grid_geometry(in_spec.shape.as_list(), out_spec.shape.as_list(), path)
+        size, grid, levels = grid_geometry(in_spec.shape.as_list(), out_spec.shape.as_list(),
+                                           path)
         check_input_dtype(in_spec.dtype, path)
 
         def predict(x):
             return signature(**{in_name: tf.constant(x)})[out_name].numpy()
 
         # The signature needs its loaded object alive.
-        return cls(predict, size, grid, path, "saved_model", letterbox, loaded)
+        return cls(predict, size, grid, path, "saved_model", letterbox, loaded,
+                   grid_levels=levels)
 
     @classmethod
     def _load_tflite(cls, path: str, letterbox: bool, num_threads: Optional[int]
@@ -288,7 +307,7 @@ class FaceDetector:
         if len(inputs) != 1 or len(outputs) != 1:
             raise CheckpointError(f"{path}: not a single-input, single-output model")
         in_detail, out_detail = inputs[0], outputs[0]
-        size, grid = grid_geometry(
+        size, grid, levels = grid_geometry(
             in_detail["shape_signature"], out_detail["shape_signature"], path
         )
         check_input_dtype(in_detail["dtype"], path)
@@ -312,7 +331,8 @@ class FaceDetector:
             interpreter.invoke()
             return interpreter.get_tensor(out_detail["index"])  # a copy
 
-        return cls(predict, size, grid, path, "tflite", letterbox, interpreter)
+        return cls(predict, size, grid, path, "tflite", letterbox, interpreter,
+                   grid_levels=levels)
 
     @classmethod
     def _load_onnx(cls, path: str, letterbox: bool, num_threads: Optional[int]
@@ -332,15 +352,15 @@ class FaceDetector:
         inputs, outputs = session.get_inputs(), session.get_outputs()
         if len(inputs) != 1 or len(outputs) != 1:
             raise CheckpointError(f"{path}: not a single-input, single-output model")
-        size, grid = grid_geometry(_onnx_dims(inputs[0].shape), _onnx_dims(outputs[0].shape),
-                                   path)
+        size, grid, levels = grid_geometry(_onnx_dims(inputs[0].shape),
+                                           _onnx_dims(outputs[0].shape), path)
         check_input_dtype(inputs[0].type.replace("tensor(", "").rstrip(")"), path)
         in_name = inputs[0].name
 
         def predict(x):
             return session.run(None, {in_name: x})[0]
 
-        return cls(predict, size, grid, path, "onnx", letterbox, session)
+        return cls(predict, size, grid, path, "onnx", letterbox, session, grid_levels=levels)
 
     @classmethod
     def _load_onnx_opencv(cls, path: str, letterbox: bool) -> "FaceDetector":
@@ -362,7 +382,7 @@ class FaceDetector:
             return _onnx_dims(d.dim_value if d.HasField("dim_value") else None
                               for d in value.type.tensor_type.shape.dim)
 
-        size, grid = grid_geometry(dims(graph.input[0]), dims(graph.output[0]), path)
+        size, grid, levels = grid_geometry(dims(graph.input[0]), dims(graph.output[0]), path)
         elem_type = graph.input[0].type.tensor_type.elem_type
         check_input_dtype(onnx.helper.tensor_dtype_to_np_dtype(elem_type), path)
 
@@ -370,7 +390,7 @@ class FaceDetector:
             net.setInput(x)
             return net.forward()
 
-        return cls(predict, size, grid, path, "onnx", letterbox, net)
+        return cls(predict, size, grid, path, "onnx", letterbox, net, grid_levels=levels)
 
     # ---------------------------------------------------------------- running
     def predict_grids(self, batch: np.ndarray) -> np.ndarray:
@@ -380,7 +400,8 @@ class FaceDetector:
             batch: (B, S, S, 3) RGB uint8 network inputs (`data.image.prepare_image`).
 
         Returns:
-            (B, G, G, 5) float32 grids, channels (h, w, yc, xc, class).
+            (B, G, G, 5) float32 grids, channels (h, w, yc, xc, class); with several
+            levels (B, N, 5), their cells (`data.grid.flatten_levels`).
         """
         batch = np.asarray(batch)
         if batch.dtype != np.uint8:
@@ -393,10 +414,12 @@ class FaceDetector:
             raise ValueError(f"predict_grids expects (B, {s}, {s}, 3) inputs, got {batch.shape}")
         grids = np.asarray(self._predict_fn(batch), dtype=np.float32)
         g = self.grid_size
-        if grids.shape != (len(batch), g, g, NUM_CHANNELS):
+        cells = (g, g) if self.grid_levels == 1 else (sum(n * n for n in self.grid_sizes),)
+        expected = (len(batch),) + cells + (NUM_CHANNELS,)
+        if grids.shape != expected:
             raise CheckpointError(
                 f"{self.source}: the network returned shape {grids.shape} for {batch.shape} "
-                f"inputs; expected ({len(batch)}, {g}, {g}, {NUM_CHANNELS})"
+                f"inputs; expected {expected}"
             )
         return grids
 
@@ -420,7 +443,7 @@ class FaceDetector:
         x, letterbox = self.prepare(image_bgr)
         grid = self.predict_grids(x[None])[0]
         return detect_from_grid(grid, letterbox, self._threshold(score_threshold), nms_iou,
-                                max_detections)
+                                max_detections, self.grid_sizes)
 
     def detect_batch(
         self,
@@ -435,7 +458,8 @@ class FaceDetector:
         prepared = [self.prepare(image) for image in images]
         grids = self.predict_grids(np.stack([x for x, _ in prepared]))
         return detect_batch(grids, [lb for _, lb in prepared],
-                            self._threshold(score_threshold), nms_iou, max_detections)
+                            self._threshold(score_threshold), nms_iou, max_detections,
+                            self.grid_sizes)
 
     def _threshold(self, score_threshold: Optional[float]) -> float:
         return self.score_threshold if score_threshold is None else float(score_threshold)

@@ -2,6 +2,8 @@
 
     y_true (B, G, G, 5)  targets of `data.grid.encode_grid` (class 1 / 0 / -1 = ignore)
     y_pred (B, G, G, 5)  the network's sigmoid outputs, same channel order
+    (or (B, N, 5) the cells of several grid levels, `data.grid.encode_levels`: the same
+    terms, summed over every level's cells, divided by all levels' face cells)
 
     objectness = focal BCE summed over cells with class 0 or 1 (ignore cells excluded);
                  with `quality_scores` the face cells' target is the IoU of the predicted
@@ -26,7 +28,7 @@ from __future__ import annotations
 import keras
 from keras import ops
 
-from data.grid import CLASS, H, W, XC, YC, grid_box_corners
+from data.grid import CLASS, H, W, XC, YC, cell_box_corners, level_grid_sizes
 
 EPSILON = 1e-7  # probability clipping and sqrt offset
 # Area denominators: tiny next to a 1-px face at 224 ((1/224)^2 = 2e-5), so a perfect
@@ -37,7 +39,8 @@ PACKAGE = "face_detector"
 
 @keras.saving.register_keras_serializable(package=PACKAGE)
 class GridLoss(keras.losses.Loss):
-    """Focal objectness + scale-balanced box loss on (B, G, G, 5) grids.
+    """Focal objectness + scale-balanced box loss on (B, G, G, 5) grids, or on the
+    (B, N, 5) cells of several levels, whose sides (finest first) `grid_sizes` gives.
 
     Returns per-image values (B,) scaled so that the default mean over the batch equals
     (sum over the batch's cells) / max(face cells in the batch, 1): a crowded image and an
@@ -51,6 +54,7 @@ class GridLoss(keras.losses.Loss):
         box_weight: float = 5.0,
         objectness_weight: float = 1.0,
         quality_scores: bool = False,
+        grid_sizes=None,
         name: str = "grid_loss",
         **kwargs,
     ):
@@ -60,6 +64,8 @@ class GridLoss(keras.losses.Loss):
         self.box_weight = float(box_weight)
         self.objectness_weight = float(objectness_weight)
         self.quality_scores = bool(quality_scores)
+        # None: one level, (B, G, G, 5) grids whose shape says their geometry.
+        self.grid_sizes = None if grid_sizes is None else tuple(int(g) for g in grid_sizes)
 
     @classmethod
     def from_config_obj(cls, config) -> "GridLoss":
@@ -70,6 +76,7 @@ class GridLoss(keras.losses.Loss):
             box_weight=config.box_loss_weight,
             objectness_weight=config.objectness_loss_weight,
             quality_scores=config.quality_scores,
+            grid_sizes=loss_grid_sizes(config),
         )
 
     def get_config(self) -> dict:
@@ -80,6 +87,7 @@ class GridLoss(keras.losses.Loss):
             "box_weight": self.box_weight,
             "objectness_weight": self.objectness_weight,
             "quality_scores": self.quality_scores,
+            "grid_sizes": None if self.grid_sizes is None else list(self.grid_sizes),
         }
 
     def call(self, y_true, y_pred):
@@ -90,10 +98,11 @@ class GridLoss(keras.losses.Loss):
         """(weighted objectness (B,), weighted box (B,)), normalised as the loss is."""
         y_true = ops.cast(y_true, "float32")
         y_pred = ops.cast(y_pred, "float32")
-        face = ops.equal(y_true[..., CLASS], 1.0)  # (B, G, G)
-        per_face = _per_face_scale(face)
-        objectness = ops.sum(self._focal(y_true, y_pred, face), axis=(1, 2))
-        box = ops.sum(_box_error(y_true, y_pred, face), axis=(1, 2))
+        face = ops.equal(y_true[..., CLASS], 1.0)  # (B, G, G), or (B, N) over the levels
+        cells = tuple(range(1, len(face.shape)))
+        per_face = _per_face_scale(face, cells)
+        objectness = ops.sum(self._focal(y_true, y_pred, face), axis=cells)
+        box = ops.sum(_box_error(y_true, y_pred, face, self.grid_sizes), axis=cells)
         return (
             self.objectness_weight * objectness * per_face,
             self.box_weight * box * per_face,
@@ -113,8 +122,8 @@ class GridLoss(keras.losses.Loss):
         p = ops.where(labelled, y_pred[..., CLASS], 0.5)
         p = ops.clip(p, EPSILON, 1.0 - EPSILON)
         if self.quality_scores:
-            iou = ops.stop_gradient(ops.clip(_box_iou(*_face_boxes(y_true, y_pred, face)),
-                                             0.0, 1.0))
+            iou = _box_iou(*_face_boxes(y_true, y_pred, face), self.grid_sizes)
+            iou = ops.stop_gradient(ops.clip(iou, 0.0, 1.0))
             target = ops.where(face, iou, 0.0)
         else:
             target = ops.cast(face, "float32")
@@ -124,14 +133,23 @@ class GridLoss(keras.losses.Loss):
         return ops.where(labelled, loss, 0.0)
 
 
-def _per_face_scale(face):
+def loss_grid_sizes(config):
+    """The `grid_sizes` GridLoss needs for `config`: None for one level (the targets'
+    shape says it), else every level's side, finest first."""
+    if config.grid_levels == 1:
+        return None
+    return level_grid_sizes(config.grid_size, config.grid_levels)
+
+
+def _per_face_scale(face, cells=(1, 2)):
     """(B,) factor turning per-image sums into a batch mean divided by the face count."""
     batch = ops.cast(ops.shape(face)[0], "float32")
-    faces = ops.sum(ops.cast(face, "float32"))
-    return ops.ones_like(face[:, 0, 0], dtype="float32") * batch / ops.maximum(faces, 1.0)
+    face = ops.cast(face, "float32")
+    faces = ops.sum(face)
+    return ops.ones_like(ops.sum(face, axis=cells)) * batch / ops.maximum(faces, 1.0)
 
 
-def _box_error(y_true, y_pred, face):
+def _box_error(y_true, y_pred, face, grid_sizes=None):
     """Box error per cell (B, G, G): (1 - GIoU) + L1 on sqrt sizes and centre offsets.
 
     Non-face cells are replaced by a harmless unit box BEFORE any sqrt or division, so
@@ -139,7 +157,7 @@ def _box_error(y_true, y_pred, face):
     0 * inf = NaN gradients through).
     """
     pred, true = _face_boxes(y_true, y_pred, face)
-    giou = _giou(pred, true)
+    giou = _giou(pred, true, grid_sizes)
     sqrt_h = ops.abs(ops.sqrt(pred[..., H] + EPSILON) - ops.sqrt(true[..., H] + EPSILON))
     sqrt_w = ops.abs(ops.sqrt(pred[..., W] + EPSILON) - ops.sqrt(true[..., W] + EPSILON))
     centre = ops.abs(pred[..., YC] - true[..., YC]) + ops.abs(pred[..., XC] - true[..., XC])
@@ -155,10 +173,11 @@ def _face_boxes(y_true, y_pred, face):
     return ops.where(mask, y_pred, filler), ops.where(mask, y_true, filler)
 
 
-def _overlap(a, b):
-    """(intersection, union, enclosing box area) per cell of two (B, G, G, 5) grids."""
-    ax1, ay1, ax2, ay2 = grid_box_corners(a)
-    bx1, by1, bx2, by2 = grid_box_corners(b)
+def _overlap(a, b, grid_sizes=None):
+    """(intersection, union, enclosing box area) per cell of two (B, G, G, 5) grids (or
+    (B, N, 5) cells of the levels `grid_sizes`)."""
+    ax1, ay1, ax2, ay2 = cell_box_corners(a, grid_sizes)
+    bx1, by1, bx2, by2 = cell_box_corners(b, grid_sizes)
     inter_w = ops.maximum(ops.minimum(ax2, bx2) - ops.maximum(ax1, bx1), 0.0)
     inter_h = ops.maximum(ops.minimum(ay2, by2) - ops.maximum(ay1, by1), 0.0)
     inter = inter_w * inter_h
@@ -169,15 +188,15 @@ def _overlap(a, b):
     return inter, union, enclosing
 
 
-def _box_iou(a, b):
-    """IoU per cell of two (B, G, G, 5) grids, in [0, 1]."""
-    inter, union, _ = _overlap(a, b)
+def _box_iou(a, b, grid_sizes=None):
+    """IoU per cell of two (B, G, G, 5) grids (or levels' cells), in [0, 1]."""
+    inter, union, _ = _overlap(a, b, grid_sizes)
     return inter / (union + AREA_EPSILON)
 
 
-def _giou(a, b):
-    """Generalised IoU per cell of two (B, G, G, 5) grids, in [-1, 1]."""
-    inter, union, enclosing = _overlap(a, b)
+def _giou(a, b, grid_sizes=None):
+    """Generalised IoU per cell of two (B, G, G, 5) grids (or levels' cells), in [-1, 1]."""
+    inter, union, enclosing = _overlap(a, b, grid_sizes)
     iou = inter / (union + AREA_EPSILON)
     return iou - (enclosing - union) / (enclosing + AREA_EPSILON)
 
@@ -204,17 +223,18 @@ class ObjectnessLoss(_LossComponent):
     """Metric: the focal objectness term of GridLoss (weighted), logged as `obj_loss`."""
 
     def __init__(self, focal_gamma=2.0, focal_alpha=0.25, objectness_weight=1.0,
-                 quality_scores=False, name="obj_loss", dtype=None):
+                 quality_scores=False, grid_sizes=None, name="obj_loss", dtype=None):
         super().__init__(0, name, dtype, focal_gamma=focal_gamma, focal_alpha=focal_alpha,
-                         objectness_weight=objectness_weight, quality_scores=quality_scores)
+                         objectness_weight=objectness_weight, quality_scores=quality_scores,
+                         grid_sizes=grid_sizes)
 
 
 @keras.saving.register_keras_serializable(package=PACKAGE)
 class BoxLoss(_LossComponent):
     """Metric: the box term of GridLoss (weighted), logged as `box_loss`."""
 
-    def __init__(self, box_weight=5.0, name="box_loss", dtype=None):
-        super().__init__(1, name, dtype, box_weight=box_weight)
+    def __init__(self, box_weight=5.0, grid_sizes=None, name="box_loss", dtype=None):
+        super().__init__(1, name, dtype, box_weight=box_weight, grid_sizes=grid_sizes)
 
 
 def make_loss(config) -> GridLoss:
@@ -226,6 +246,6 @@ def make_loss_metrics(config) -> list:
     """[ObjectnessLoss, BoxLoss] configured like `make_loss(config)`, for model.compile."""
     return [
         ObjectnessLoss(config.focal_gamma, config.focal_alpha, config.objectness_loss_weight,
-                       config.quality_scores),
-        BoxLoss(config.box_loss_weight),
+                       config.quality_scores, loss_grid_sizes(config)),
+        BoxLoss(config.box_loss_weight, loss_grid_sizes(config)),
     ]

@@ -9,6 +9,13 @@
                (3x3 convolutions depthwise-separable with `head_separable`)
       -> sigmoid (float32)  -> grid (B, G, G, 5), channels (h, w, yc, xc, class)
 
+With several grid levels (`Config.grid_levels`) the neck gives a map at every level's
+stride (FPN: the 3x3 conv on each merged map), each level has a head of its own (its
+layers named `_s<stride>`), and the heads' (B, G_l, G_l, 5) outputs are flattened row by
+row and joined, finest first, into one output (B, N, 5) of `data.grid.flatten_levels`'
+layout: one tensor for every runtime and export, whose shape alone says its levels
+(`data.grid.levels_of_cells`).
+
 The output has the layout of `data.grid` targets, every channel in [0, 1], class = face
 score. Only standard Keras layers are used, so `keras.models.load_model(path)` restores a
 saved model without `custom_objects`. The backbone's starting weights (ImageNet, none or a
@@ -23,7 +30,8 @@ import keras
 import numpy as np
 
 from config import Config
-from data.grid import CLASS, H, NUM_CHANNELS, XC, YC, W, offset_range
+from data.grid import (CLASS, H, NUM_CHANNELS, XC, YC, W, level_grid_sizes, levels_of_cells,
+                       offset_range)
 from errors import CheckpointError
 from model.backbone_weights import backbone_weights_path, load_backbone_weights
 
@@ -51,14 +59,14 @@ def create_model(config: Config, backbone_weights: str | None = None) -> keras.M
     """Build the detector for `config`.
 
     Args:
-        config: uses input_size, grid_size, alpha, head_channels, head_separable,
-            neighbour_cells, centre_radius and backbone_weights.
+        config: uses input_size, grid_size, grid_levels, alpha, head_channels,
+            head_separable, neighbour_cells, centre_radius and backbone_weights.
         backbone_weights: overrides config.backbone_weights: 'imagenet', 'none', or a
             path to MobileNetV2 (include_top=False, same alpha) weights (.h5/.weights.h5).
 
     Returns:
         A Keras model, input (B, S, S, 3) RGB uint8 (scaled to [-1, 1] by its first
-        layer), output (B, G, G, 5) float32 in [0, 1]. All layers are trainable; see `set_backbone_trainable`.
+        layer), output (B, G, G, 5) float32 in [0, 1] (several levels: (B, N, 5)). All layers are trainable; see `set_backbone_trainable`.
 
     Raises:
         WeightsUnavailableError: ImageNet weights cannot be had offline, or the weights
@@ -83,17 +91,17 @@ def create_model(config: Config, backbone_weights: str | None = None) -> keras.M
     features = dict(zip(strides, _as_list(backbone(scaled))))
 
     conv3x3 = _separable_conv3x3 if config.head_separable else _conv3x3
-    x = _top_down(features, stride, config.head_channels, conv3x3)
-    for i in range(1, HEAD_CONVS + 1):
-        x = conv3x3(config.head_channels, use_bias=False, name=f"head_conv{i}")(x)
-        x = keras.layers.BatchNormalization(name=f"head_bn{i}")(x)
-        x = keras.layers.ReLU(name=f"head_relu{i}")(x)
-    out = keras.layers.Conv2D(
-        NUM_CHANNELS, 1, name="head_out",
-        kernel_initializer=keras.initializers.RandomNormal(stddev=0.01),
-    )
-    x = out(x)
-    out.bias.assign(_output_bias(config.grid_size))
+    grid_sizes = level_grid_sizes(config.grid_size, config.grid_levels)
+    level_strides = [size // g for g in grid_sizes]
+    maps = _top_down(features, level_strides, config.head_channels, conv3x3)
+    if len(grid_sizes) == 1:
+        x = _head(maps[stride], grid_sizes[0], config.head_channels, conv3x3)
+    else:
+        x = keras.layers.Concatenate(axis=1, name="levels")([
+            keras.layers.Reshape((g * g, NUM_CHANNELS), name=f"head_cells_s{s}")(
+                _head(maps[s], g, config.head_channels, conv3x3, suffix=f"_s{s}"))
+            for g, s in zip(grid_sizes, level_strides)
+        ])
     # float32 even under mixed precision: the loss takes sqrt and logs of these values.
     if not (config.neighbour_cells or config.centre_radius > 0):
         grid = keras.layers.Activation("sigmoid", dtype="float32", name=OUTPUT_NAME)(x)
@@ -108,6 +116,22 @@ def create_model(config: Config, backbone_weights: str | None = None) -> keras.M
         grid = keras.layers.Rescaling(scale.tolist(), offset.tolist(), dtype="float32",
                                       name=OUTPUT_NAME)(x)
     return keras.Model(inputs, grid, name="face_detector")
+
+
+def _head(x, grid_size: int, channels: int, conv3x3, suffix: str = ""):
+    """HEAD_CONVS x (3x3 conv, BatchNorm, ReLU), then the 1x1 conv to the 5 logits of
+    every cell, (B, G, G, 5); layer names end with `suffix` (a level's, when several)."""
+    for i in range(1, HEAD_CONVS + 1):
+        x = conv3x3(channels, use_bias=False, name=f"head_conv{i}{suffix}")(x)
+        x = keras.layers.BatchNormalization(name=f"head_bn{i}{suffix}")(x)
+        x = keras.layers.ReLU(name=f"head_relu{i}{suffix}")(x)
+    out = keras.layers.Conv2D(
+        NUM_CHANNELS, 1, name=f"head_out{suffix}",
+        kernel_initializer=keras.initializers.RandomNormal(stddev=0.01),
+    )
+    x = out(x)
+    out.bias.assign(_output_bias(grid_size))
+    return x
 
 
 def _as_list(x):
@@ -148,21 +172,24 @@ def _separable_conv3x3(channels: int, name: str, use_bias: bool = True) -> keras
                                         name=name)
 
 
-def _top_down(features: dict, stride: int, channels: int, conv3x3=_conv3x3):
-    """Merge coarser feature maps down to `stride` (FPN top-down path, one output level).
+def _top_down(features: dict, strides, channels: int, conv3x3=_conv3x3) -> dict:
+    """Merge coarser feature maps down to the finest of `strides` (FPN top-down path);
+    {stride: map} for each of `strides`, the grid levels.
 
     `conv3x3(channels, name)` makes the smoothing convolution (full or separable)."""
     x = keras.layers.Conv2D(channels, 1, name="neck_lateral32")(features[32])
+    maps = {32: x} if 32 in strides else {}  # the stride-32 level: the last stage alone
     s = 32
-    while s > stride:
+    while s > min(strides):
         s //= 2
         up = keras.layers.UpSampling2D(2, interpolation="nearest", name=f"neck_up{s}")(x)
         lateral = keras.layers.Conv2D(channels, 1, name=f"neck_lateral{s}")(features[s])
         x = keras.layers.Add(name=f"neck_add{s}")([up, lateral])
-    if stride < 32:
-        # Smooths the aliasing of nearest upsampling (FPN's 3x3 output conv).
-        x = conv3x3(channels, name=f"neck_smooth{stride}")(x)
-    return x
+        if s in strides:
+            # Smooths the aliasing of nearest upsampling (FPN's 3x3 output conv); the path
+            # goes on from the merged map, as FPN's does.
+            maps[s] = conv3x3(channels, name=f"neck_smooth{s}")(x)
+    return maps
 
 
 def set_backbone_trainable(
@@ -188,17 +215,21 @@ def set_backbone_trainable(
 
 
 def check_grid_model(model: keras.Model, source: str) -> None:
-    """Raise CheckpointError unless `model` maps (B, S, S, 3) images to (B, G, G, 5) grids."""
+    """Raise CheckpointError unless `model` maps (B, S, S, 3) images to (B, G, G, 5) grids
+    (or to the (B, N, 5) cells of several levels)."""
     inputs, outputs = model.input_shape, model.output_shape
-    ok = (
-        isinstance(inputs, tuple) and isinstance(outputs, tuple)
-        and len(inputs) == 4 and inputs[1] == inputs[2] and inputs[3] == 3
-        and len(outputs) == 4 and outputs[1] == outputs[2] and outputs[3] == NUM_CHANNELS
-    )
-    if not ok:
+    image = (isinstance(inputs, tuple) and len(inputs) == 4 and inputs[1] == inputs[2]
+             and inputs[3] == 3)
+    one_level = (isinstance(outputs, tuple) and len(outputs) == 4
+                 and outputs[1] == outputs[2] and outputs[3] == NUM_CHANNELS)
+    levels = (image and isinstance(outputs, tuple) and len(outputs) == 3
+              and outputs[2] == NUM_CHANNELS and isinstance(inputs[1], int)
+              and isinstance(outputs[1], int) and levels_of_cells(inputs[1], outputs[1]))
+    if not (image and (one_level or levels)):
         raise CheckpointError(
             f"{source}: not a face grid model (input {inputs}, output {outputs}; expected "
-            f"(batch, S, S, 3) -> (batch, G, G, {NUM_CHANNELS}))"
+            f"(batch, S, S, 3) -> (batch, G, G, {NUM_CHANNELS}) or the (batch, N, "
+            f"{NUM_CHANNELS}) cells of several levels)"
         )
 
 

@@ -3,12 +3,14 @@
 The one path from a prediction to detections, shared by `detect.py`, the validation
 callback and evaluation:
 
-    decode_grid (cells -> corner boxes in input pixels)  ->  Letterbox.to_original
+    decode_levels (cells of every grid level -> corner boxes in input pixels)
+    ->  Letterbox.to_original
     ->  clip to the image (its size as the Letterbox holds it)  ->  drop empty boxes
     ->  greedy NMS  ->  Detections (corners x1, y1, x2, y2 in original pixels)
 
 NMS runs after the mapping back so that overlaps are measured in the geometry the
-faces are evaluated in (a stretched, non-letterboxed input distorts IoU otherwise).
+faces are evaluated in (a stretched, non-letterboxed input distorts IoU otherwise), and
+once over the boxes of every level: a face two levels both see is kept once.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import numpy as np
 
 from config import Config
 from data.boxes import Letterbox, box_iou, box_sizes, clip_boxes
-from data.grid import decode_grid
+from data.grid import decode_levels
 
 
 # Boxes whose IoUs `nms` computes at once (a 64 x N matrix at most).
@@ -95,22 +97,29 @@ def detect_from_grid(
     score_threshold: float = Config.score_threshold,
     nms_iou: float = Config.nms_iou,
     max_detections: int = Config.max_detections,
+    grid_sizes=None,
 ) -> Detections:
     """Detections of one image from its predicted grid.
 
     Args:
-        grid: (G, G, 5) network output for the image (class channel = face score).
+        grid: (G, G, 5) network output for the image (class channel = face score), or
+            the (N, 5) cells of several levels.
         letterbox: how the original image was mapped onto the network input
             (from `data.image.prepare_image`).
         score_threshold: cells scoring below this are dropped.
         nms_iou: IoU above which a lower-scored overlapping box is suppressed.
         max_detections: cap on the number of detections (<= 0: no cap).
+        grid_sizes: each level's cells per side, finest first, for (N, 5) cells; None for
+            one (G, G, 5) grid.
 
     Returns:
         Detections with boxes (N, 4) x1, y1, x2, y2 in original-image pixels, clipped to
         the image, and scores (N,), by descending score.
     """
-    boxes, scores = decode_grid(grid, letterbox.input_size, score_threshold)
+    grid = np.asarray(grid, dtype=np.float32)
+    if grid_sizes is None:
+        grid_sizes = grid.shape[:1]  # one (G, G, 5) grid (decode_grid checks its shape)
+    boxes, scores = decode_levels(grid, letterbox.input_size, grid_sizes, score_threshold)
     if len(boxes) == 0:
         return Detections.empty()
     boxes = clip_boxes(letterbox.to_original(boxes), letterbox.width, letterbox.height)
@@ -127,15 +136,19 @@ def detect_batch(
     score_threshold: float = Config.score_threshold,
     nms_iou: float = Config.nms_iou,
     max_detections: int = Config.max_detections,
+    grid_sizes=None,
 ) -> List[Detections]:
-    """`detect_from_grid` for a batch: grids (B, G, G, 5) and B letterboxes -> B Detections."""
+    """`detect_from_grid` for a batch: grids (B, G, G, 5) (or the (B, N, 5) cells of the
+    levels `grid_sizes`) and B letterboxes -> B Detections."""
     grids = np.asarray(grids, dtype=np.float32)
-    if grids.ndim != 4 or len(grids) != len(letterboxes):
+    rank = 4 if grid_sizes is None or len(grid_sizes) == 1 else 3
+    if grids.ndim != rank or len(grids) != len(letterboxes):
+        expected = "(B, G, G, 5) grids" if rank == 4 else "(B, N, 5) cells"
         raise ValueError(
-            f"detect_batch: expected (B, G, G, 5) grids and B letterboxes, got grids of "
+            f"detect_batch: expected {expected} and B letterboxes, got grids of "
             f"shape {grids.shape} and {len(letterboxes)} letterboxes"
         )
     return [
-        detect_from_grid(g, lb, score_threshold, nms_iou, max_detections)
+        detect_from_grid(g, lb, score_threshold, nms_iou, max_detections, grid_sizes)
         for g, lb in zip(grids, letterboxes)
     ]

@@ -85,8 +85,8 @@ class TrainResult:
 
 # The fields that fix the network's shapes (and, for neighbour_cells, what its outputs
 # mean): a resume must use the run's values, or loading its weights fails on a shape.
-ARCHITECTURE_FIELDS = ("input_size", "grid_size", "alpha", "head_channels", "head_separable",
-                       "neighbour_cells", "centre_radius")
+ARCHITECTURE_FIELDS = ("input_size", "grid_size", "grid_levels", "alpha", "head_channels",
+                       "head_separable", "neighbour_cells", "centre_radius")
 
 
 # The fields a resume cannot change: the saved optimizer (AdamW) holds the run's rates and

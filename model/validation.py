@@ -16,7 +16,7 @@ import numpy as np
 
 from config import Config
 from data.boxes import Letterbox, box_iou
-from data.grid import CLASS, H, W, XC, YC, grid_box_corners
+from data.grid import CLASS, H, W, XC, YC, cell_box_corners, level_grid_sizes
 from model.checkpoints import first_nonfinite_variable
 from model.metrics import average_precision, best_f1_threshold, pr_curve_counts
 from model.postprocess import detect_from_grid
@@ -32,24 +32,27 @@ METRICS = {"val_iou": "max", "val_mse": "min", "val_ap": "max", "val_recall": "m
 OPERATING_POINT = ("val_f1_threshold", "val_f1")
 
 
-def cell_iou(targets: np.ndarray, predictions: np.ndarray) -> np.ndarray:
+def cell_iou(targets: np.ndarray, predictions: np.ndarray, grid_sizes=None) -> np.ndarray:
     """IoU between each face and the box predicted in its cell.
 
     Args:
-        targets: (B, G, G, 5) grid targets.
-        predictions: (B, G, G, 5) network outputs.
+        targets: (B, G, G, 5) grid targets, or the (B, N, 5) cells of several levels.
+        predictions: network outputs of the same shape.
+        grid_sizes: each level's cells per side for (B, N, 5) cells; None for grids.
 
     Returns:
         (F,) IoU for the F face cells of the batch.
     """
     faces = targets[..., CLASS] == 1.0
-    truth = np.stack([c[faces] for c in grid_box_corners(targets)], axis=-1)
-    predicted = np.stack([c[faces] for c in grid_box_corners(predictions)], axis=-1)
+    truth = np.stack([c[faces] for c in cell_box_corners(targets, grid_sizes)], axis=-1)
+    predicted = np.stack([c[faces] for c in cell_box_corners(predictions, grid_sizes)],
+                         axis=-1)
     return box_iou(truth, predicted)
 
 
 def box_squared_errors(targets: np.ndarray, predictions: np.ndarray) -> np.ndarray:
-    """(F, 4) squared errors of the box channels (h, w, yc, xc) on the F face cells."""
+    """(F, 4) squared errors of the box channels (h, w, yc, xc) on the F face cells (of
+    grids or of several levels' cells alike)."""
     faces = targets[..., CLASS] == 1.0
     channels = [H, W, YC, XC]
     return (targets[faces][:, channels] - predictions[faces][:, channels]) ** 2
@@ -102,15 +105,16 @@ class GridValidation(keras.callbacks.Callback):
         num_batches = len(self.dataset)
         if self.max_batches:
             num_batches = min(num_batches, self.max_batches)
+        grid_sizes = level_grid_sizes(self.config.grid_size, self.config.grid_levels)
         for i in range(num_batches):
             images, targets, faces = self.dataset.load_batch(i)
             predictions = np.asarray(self._predict(images), dtype=np.float32)
-            ious.append(cell_iou(targets, predictions))
+            ious.append(cell_iou(targets, predictions, grid_sizes))
             sq_errors.append(box_squared_errors(targets, predictions))
             for grid, (boxes, ignore) in zip(predictions, faces):
                 detections.append(detect_from_grid(
                     grid, identity, self.config.eval_score_threshold,
-                    self.config.nms_iou, self.config.max_detections,
+                    self.config.nms_iou, self.config.max_detections, grid_sizes,
                 ))
                 ground_truths.append((boxes, ignore))
             if logged_images is None:

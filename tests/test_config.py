@@ -162,6 +162,7 @@ NAN, INF = float("nan"), float("inf")
 BAD_NUMBERS = {
     "input_size": [0, -32, 100],
     "grid_size": [0, -7],
+    "grid_levels": [0, -1],
     "alpha": [-1.0, 0.0, NAN, INF],
     "head_channels": [0, -1],
     "min_face_size": [-1.0, NAN, INF],
@@ -333,3 +334,12 @@ def test_every_field_has_its_config_py_comment_as_help():
     shown = " ".join(shown.split())  # argparse wraps the help text
     assert "side of the square network input, pixels (default: 224)" in shown
     assert "constant or cosine (to 1% at stage end) (default: 'constant')" in shown
+
+
+def test_grid_levels_stop_at_the_backbones_coarsest_cells():
+    """Levels double the cell size from the grid's; the backbone's coarsest is 32 px."""
+    assert Config(input_size=320, grid_size=40, grid_levels=3).grid_levels == 3  # 8, 16, 32
+    with pytest.raises(ConfigError, match=r"grid_levels=3: from 16-px cells .* 64-px cells"):
+        Config(input_size=320, grid_size=20, grid_levels=3)
+    with pytest.raises(ConfigError, match=r"grid_levels=0: must be >= 1"):
+        Config(grid_levels=0)

@@ -212,3 +212,49 @@ def test_quality_scores_reach_the_loss_and_its_metric_from_the_config():
     assert make_loss_metrics(config)[0]._loss.quality_scores
     restored = GridLoss.from_config(make_loss(config).get_config())
     assert restored.quality_scores
+
+
+# ---------------------------------------------------------------- several grid levels
+LEVELS = (28, 14, 7)  # 224 px: cells of 8, 16 and 32 px
+
+
+def test_several_levels_loss_is_each_levels_sum_over_all_their_faces():
+    """One loss over every level's cells, divided by the face cells of all levels: on
+    levels holding 1 and 2 face cells it is (1 * loss_1 + 2 * loss_2) / 3, loss_l being
+    the one-grid loss of level l alone, for the objectness and box terms alike."""
+    from data.grid import encode_levels, split_levels
+
+    boxes = np.array([[20, 20, 40, 40], [100, 100, 170, 170], [30, 120, 110, 200]],
+                     np.float32)  # 20 px on the finest level, two of 70-80 px on the 14x14
+    cells, _ = encode_levels(boxes, np.zeros(3, bool), S, LEVELS)
+    rng = np.random.default_rng(1)
+    y_true = cells[None]
+    y_pred = np.clip(perfect(y_true) + rng.normal(0, 0.05, y_true.shape), 0.01, 0.99
+                     ).astype(np.float32)
+    for quality in (False, True):
+        several = GridLoss(grid_sizes=LEVELS, quality_scores=quality)
+        one = GridLoss(quality_scores=quality)
+        levels_true, levels_pred = split_levels(y_true, LEVELS), split_levels(y_pred, LEVELS)
+        faces = [int((t[..., CLASS] == 1).sum()) for t in levels_true]
+        assert faces == [1, 2, 0]
+        for term in (0, 1):
+            got = float(several.components(tf.constant(y_true), tf.constant(y_pred))[term][0])
+            per_level = [float(one.components(tf.constant(t), tf.constant(p))[term][0])
+                         for t, p in zip(levels_true, levels_pred)]
+            # an empty level's loss is its background sum over max(0, 1) = 1 face
+            expected = (per_level[0] * 1 + per_level[1] * 2 + per_level[2]) / 3
+            assert got == pytest.approx(expected, rel=1e-5)
+
+
+def test_several_levels_loss_from_the_config_and_round_trip():
+    config = Config(input_size=224, grid_size=28, grid_levels=3)
+    loss = make_loss(config)
+    assert loss.grid_sizes == LEVELS
+    assert GridLoss.from_config(loss.get_config()).grid_sizes == LEVELS
+    assert make_loss(Config()).grid_sizes is None  # one level: the targets' shape says it
+    obj, box = make_loss_metrics(config)
+    assert obj._loss.grid_sizes == LEVELS and box._loss.grid_sizes == LEVELS
+    from data.grid import encode_levels
+
+    cells, _ = encode_levels(np.array([[20, 20, 60, 60]], np.float32), [False], S, LEVELS)
+    assert value(loss, cells[None], perfect(cells[None])) < 1e-3

@@ -106,3 +106,16 @@ def test_mac_count_matches_published_mobilenetv2():
         input_shape=(224, 224, 3), alpha=0.35, include_top=True, weights=None
     )
     assert count_macs(model) / 1e6 == pytest.approx(59, abs=1)
+
+
+def test_prints_every_grid_level_and_its_cells():
+    from print_model import model_summary_facts
+
+    from config import Config
+    from model.network import create_model
+
+    model = create_model(Config(input_size=64, grid_size=8, grid_levels=3, alpha=0.35,
+                                backbone_weights="none", head_channels=16))
+    facts = model_summary_facts(model)
+    assert facts["grid_shape"] == (84, 5) and facts["grid_sizes"] == (8, 4, 2)
+    assert facts["cell_size"] == 8
