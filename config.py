@@ -24,6 +24,8 @@ DEMO_ROOT = os.path.join("data", "demo")
 LR_SCHEDULES = ("constant", "cosine")
 # Config.distribute (model/distributed.py picks the strategy).
 DISTRIBUTE_MODES = ("auto", "mirrored", "multiworker", "none")
+# Config.box_iou_loss: the overlap term of the box loss (model/loss.py).
+BOX_IOU_LOSSES = ("giou", "diou", "eiou")
 
 
 def _check_type(name: str, kind: str, value) -> None:
@@ -229,6 +231,9 @@ class Config:
     focal_gamma: float = 2.0  # focal loss focusing exponent (0: plain cross-entropy)
     focal_alpha: float = 0.25  # weight of the positive (face) class in the focal term
     box_loss_weight: float = 5.0  # weight of the box term (GIoU + sqrt size) in the loss
+    # The box term's overlap part: giou (1 - GIoU), diou (1 - IoU + centre distance^2 /
+    # enclosing diagonal^2) or eiou (DIoU's + width and height gaps^2 / enclosing sides^2).
+    box_iou_loss: str = "giou"
     objectness_loss_weight: float = 1.0  # weight of the focal objectness term
     # Face cells' score target is the IoU of their predicted box (quality focal loss).
     quality_scores: bool = False
@@ -283,6 +288,9 @@ class Config:
         if self.distribute not in DISTRIBUTE_MODES:
             raise ConfigError(f"distribute={self.distribute!r}: must be one of "
                               f"{', '.join(DISTRIBUTE_MODES)}")
+        if self.box_iou_loss not in BOX_IOU_LOSSES:
+            raise ConfigError(f"box_iou_loss={self.box_iou_loss!r}: must be one of "
+                              f"{', '.join(BOX_IOU_LOSSES)}")
 
     @property
     def cell_size(self) -> int:

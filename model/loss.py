@@ -11,6 +11,11 @@
                  so a cell's score ranks how well its box fits, not only that a face is there
     box        = sum over face cells of
                  (1 - GIoU) + |sqrt h - sqrt h*| + |sqrt w - sqrt w*| + |yc - yc*| + |xc - xc*|
+                 (with `iou_loss` "diou" or "eiou" the first term is the DIoU loss
+                 1 - IoU + d^2 / c^2, d the centres' distance and c the enclosing box's
+                 diagonal, or the EIoU loss, which adds (w - w*)^2 / cw^2 + (h - h*)^2 / ch^2,
+                 cw, ch the enclosing box's sides: they pull centres and sides together
+                 even where GIoU's enclosing-area term is flat)
     loss       = objectness_weight * objectness + box_weight * box,
                  both divided by the number of face cells in the batch (at least 1)
 
@@ -28,6 +33,7 @@ from __future__ import annotations
 import keras
 from keras import ops
 
+from config import BOX_IOU_LOSSES
 from data.grid import CLASS, H, W, XC, YC, cell_box_corners, level_grid_sizes
 
 EPSILON = 1e-7  # probability clipping and sqrt offset
@@ -55,6 +61,7 @@ class GridLoss(keras.losses.Loss):
         objectness_weight: float = 1.0,
         quality_scores: bool = False,
         grid_sizes=None,
+        iou_loss: str = "giou",
         name: str = "grid_loss",
         **kwargs,
     ):
@@ -66,6 +73,10 @@ class GridLoss(keras.losses.Loss):
         self.quality_scores = bool(quality_scores)
         # None: one level, (B, G, G, 5) grids whose shape says their geometry.
         self.grid_sizes = None if grid_sizes is None else tuple(int(g) for g in grid_sizes)
+        if iou_loss not in BOX_IOU_LOSSES:
+            raise ValueError(f"iou_loss={iou_loss!r}: must be one of "
+                             f"{', '.join(BOX_IOU_LOSSES)}")
+        self.iou_loss = iou_loss
 
     @classmethod
     def from_config_obj(cls, config) -> "GridLoss":
@@ -77,6 +88,7 @@ class GridLoss(keras.losses.Loss):
             objectness_weight=config.objectness_loss_weight,
             quality_scores=config.quality_scores,
             grid_sizes=loss_grid_sizes(config),
+            iou_loss=config.box_iou_loss,
         )
 
     def get_config(self) -> dict:
@@ -88,6 +100,7 @@ class GridLoss(keras.losses.Loss):
             "objectness_weight": self.objectness_weight,
             "quality_scores": self.quality_scores,
             "grid_sizes": None if self.grid_sizes is None else list(self.grid_sizes),
+            "iou_loss": self.iou_loss,
         }
 
     def call(self, y_true, y_pred):
@@ -102,7 +115,8 @@ class GridLoss(keras.losses.Loss):
         cells = tuple(range(1, len(face.shape)))
         per_face = _per_face_scale(face, cells)
         objectness = ops.sum(self._focal(y_true, y_pred, face), axis=cells)
-        box = ops.sum(_box_error(y_true, y_pred, face, self.grid_sizes), axis=cells)
+        box = ops.sum(_box_error(y_true, y_pred, face, self.grid_sizes, self.iou_loss),
+                      axis=cells)
         return (
             self.objectness_weight * objectness * per_face,
             self.box_weight * box * per_face,
@@ -149,19 +163,20 @@ def _per_face_scale(face, cells=(1, 2)):
     return ops.ones_like(ops.sum(face, axis=cells)) * batch / ops.maximum(faces, 1.0)
 
 
-def _box_error(y_true, y_pred, face, grid_sizes=None):
-    """Box error per cell (B, G, G): (1 - GIoU) + L1 on sqrt sizes and centre offsets.
+def _box_error(y_true, y_pred, face, grid_sizes=None, iou_loss="giou"):
+    """Box error per cell (B, G, G): (1 - GIoU), or the DIoU / EIoU loss, + L1 on sqrt
+    sizes and centre offsets.
 
     Non-face cells are replaced by a harmless unit box BEFORE any sqrt or division, so
     they give exactly zero loss and zero gradient (a mask after the op would still let
     0 * inf = NaN gradients through).
     """
     pred, true = _face_boxes(y_true, y_pred, face)
-    giou = _giou(pred, true, grid_sizes)
+    overlap = _iou_loss(pred, true, iou_loss, grid_sizes)
     sqrt_h = ops.abs(ops.sqrt(pred[..., H] + EPSILON) - ops.sqrt(true[..., H] + EPSILON))
     sqrt_w = ops.abs(ops.sqrt(pred[..., W] + EPSILON) - ops.sqrt(true[..., W] + EPSILON))
     centre = ops.abs(pred[..., YC] - true[..., YC]) + ops.abs(pred[..., XC] - true[..., XC])
-    error = (1.0 - giou) + sqrt_h + sqrt_w + centre
+    error = overlap + sqrt_h + sqrt_w + centre
     return ops.where(face, error, 0.0)
 
 
@@ -192,6 +207,25 @@ def _box_iou(a, b, grid_sizes=None):
     """IoU per cell of two (B, G, G, 5) grids (or levels' cells), in [0, 1]."""
     inter, union, _ = _overlap(a, b, grid_sizes)
     return inter / (union + AREA_EPSILON)
+
+
+def _iou_loss(a, b, kind="giou", grid_sizes=None):
+    """The overlap term per cell of two (B, G, G, 5) grids (or levels' cells): 1 - GIoU,
+    the DIoU loss or the EIoU loss (module doc); 0 for identical boxes."""
+    if kind == "giou":
+        return 1.0 - _giou(a, b, grid_sizes)
+    inter, union, _ = _overlap(a, b, grid_sizes)
+    ax1, ay1, ax2, ay2 = cell_box_corners(a, grid_sizes)
+    bx1, by1, bx2, by2 = cell_box_corners(b, grid_sizes)
+    enclosing_w = ops.maximum(ax2, bx2) - ops.minimum(ax1, bx1)
+    enclosing_h = ops.maximum(ay2, by2) - ops.minimum(ay1, by1)
+    centre_distance = ((ax1 + ax2 - bx1 - bx2) ** 2 + (ay1 + ay2 - by1 - by2) ** 2) / 4.0
+    loss = 1.0 - inter / (union + AREA_EPSILON) + centre_distance / (
+        enclosing_w ** 2 + enclosing_h ** 2 + AREA_EPSILON)
+    if kind == "eiou":
+        loss = loss + ((ax2 - ax1) - (bx2 - bx1)) ** 2 / (enclosing_w ** 2 + AREA_EPSILON) \
+            + ((ay2 - ay1) - (by2 - by1)) ** 2 / (enclosing_h ** 2 + AREA_EPSILON)
+    return loss
 
 
 def _giou(a, b, grid_sizes=None):
@@ -233,8 +267,10 @@ class ObjectnessLoss(_LossComponent):
 class BoxLoss(_LossComponent):
     """Metric: the box term of GridLoss (weighted), logged as `box_loss`."""
 
-    def __init__(self, box_weight=5.0, grid_sizes=None, name="box_loss", dtype=None):
-        super().__init__(1, name, dtype, box_weight=box_weight, grid_sizes=grid_sizes)
+    def __init__(self, box_weight=5.0, grid_sizes=None, iou_loss="giou", name="box_loss",
+                 dtype=None):
+        super().__init__(1, name, dtype, box_weight=box_weight, grid_sizes=grid_sizes,
+                         iou_loss=iou_loss)
 
 
 def make_loss(config) -> GridLoss:
@@ -247,5 +283,5 @@ def make_loss_metrics(config) -> list:
     return [
         ObjectnessLoss(config.focal_gamma, config.focal_alpha, config.objectness_loss_weight,
                        config.quality_scores, loss_grid_sizes(config)),
-        BoxLoss(config.box_loss_weight, loss_grid_sizes(config)),
+        BoxLoss(config.box_loss_weight, loss_grid_sizes(config), config.box_iou_loss),
     ]

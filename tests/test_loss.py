@@ -258,3 +258,48 @@ def test_several_levels_loss_from_the_config_and_round_trip():
 
     cells, _ = encode_levels(np.array([[20, 20, 60, 60]], np.float32), [False], S, LEVELS)
     assert value(loss, cells[None], perfect(cells[None])) < 1e-3
+
+
+# ---------------------------------------------------------------- DIoU / EIoU box terms
+def _one_cell(h, w, yc, xc):
+    return np.array([[[[h, w, yc, xc, 1.0]]]], np.float32)  # a 1x1 grid: offsets = position
+
+
+@pytest.mark.parametrize("kind, shifted, wider", [
+    # a 0.2 box against one shifted by 0.1: IoU 1/3, enclosing 0.3 x 0.2, d^2 = 0.01
+    ("giou", 1 - (1 / 3 - (0.06 - 0.06) / 0.06), 0.5),
+    ("diou", 1 - 1 / 3 + 0.01 / 0.13, 0.5),
+    # and against one twice as wide, same centre: IoU 0.5, enclosing 0.4 x 0.2
+    ("eiou", 1 - 1 / 3 + 0.01 / 0.13, 0.5 + 0.2 ** 2 / 0.4 ** 2),
+])
+def test_box_overlap_terms_on_known_boxes(kind, shifted, wider):
+    from model.loss import _iou_loss
+
+    box = _one_cell(0.2, 0.2, 0.5, 0.5)
+    for other, expected in ((_one_cell(0.2, 0.2, 0.5, 0.6), shifted),
+                            (_one_cell(0.2, 0.4, 0.5, 0.5), wider)):
+        got = float(_iou_loss(tf.constant(box), tf.constant(other), kind)[0, 0, 0])
+        assert got == pytest.approx(expected, rel=1e-5)
+    assert float(_iou_loss(tf.constant(box), tf.constant(box), kind)[0, 0, 0]) == \
+        pytest.approx(0.0, abs=1e-6)
+
+
+def test_box_iou_loss_reaches_the_loss_and_its_metric_from_the_config(scene):
+    from errors import ConfigError
+
+    y_true = scene
+    y_pred = perfect(y_true)
+    y_pred[..., XC] = np.where(y_true[..., CLASS] == 1, y_pred[..., XC] + 0.2, y_pred[..., XC])
+    values = {}
+    for kind in ("giou", "diou", "eiou"):
+        config = Config(box_iou_loss=kind)
+        loss = make_loss(config)
+        assert loss.iou_loss == kind and GridLoss.from_config(loss.get_config()).iou_loss == kind
+        box_metric = make_loss_metrics(config)[1]
+        box_metric.update_state(tf.constant(y_true), tf.constant(y_pred))
+        values[kind] = float(box_metric.result())
+        assert values[kind] == pytest.approx(
+            float(loss.components(tf.constant(y_true), tf.constant(y_pred))[1][0]), rel=1e-5)
+    assert len(set(round(v, 6) for v in values.values())) >= 2  # the term changed the value
+    with pytest.raises(ConfigError, match="box_iou_loss='ciou': must be one of giou, diou, eiou"):
+        Config(box_iou_loss="ciou")
