@@ -16,7 +16,7 @@
                  diagonal, or the EIoU loss, which adds (w - w*)^2 / cw^2 + (h - h*)^2 / ch^2,
                  cw, ch the enclosing box's sides: they pull centres and sides together
                  even where GIoU's enclosing-area term is flat)
-    loss       = objectness_weight * objectness + box_weight * box,
+    loss       = objectness_loss_weight * objectness + box_loss_weight * box,
                  both divided by the number of face cells in the batch (at least 1)
 
 Scale balance: 1 - GIoU depends only on the boxes' relative overlap, so a 5-px face
@@ -33,7 +33,7 @@ from __future__ import annotations
 import keras
 from keras import ops
 
-from config import BOX_IOU_LOSSES
+from config import BOX_IOU_LOSSES, Config
 from data.grid import CLASS, H, W, XC, YC, cell_box_corners, level_grid_sizes
 
 EPSILON = 1e-7  # probability clipping and sqrt offset
@@ -55,21 +55,21 @@ class GridLoss(keras.losses.Loss):
 
     def __init__(
         self,
-        focal_gamma: float = 2.0,
-        focal_alpha: float = 0.25,
-        box_weight: float = 5.0,
-        objectness_weight: float = 1.0,
-        quality_scores: bool = False,
+        focal_gamma: float = Config.focal_gamma,
+        focal_alpha: float = Config.focal_alpha,
+        box_loss_weight: float = Config.box_loss_weight,
+        objectness_loss_weight: float = Config.objectness_loss_weight,
+        quality_scores: bool = Config.quality_scores,
         grid_sizes=None,
-        iou_loss: str = "giou",
+        iou_loss: str = Config.box_iou_loss,
         name: str = "grid_loss",
         **kwargs,
     ):
         super().__init__(name=name, **kwargs)
         self.focal_gamma = float(focal_gamma)
         self.focal_alpha = float(focal_alpha)
-        self.box_weight = float(box_weight)
-        self.objectness_weight = float(objectness_weight)
+        self.box_loss_weight = float(box_loss_weight)
+        self.objectness_loss_weight = float(objectness_loss_weight)
         self.quality_scores = bool(quality_scores)
         # None: one level, (B, G, G, 5) grids whose shape says their geometry.
         self.grid_sizes = None if grid_sizes is None else tuple(int(g) for g in grid_sizes)
@@ -84,20 +84,24 @@ class GridLoss(keras.losses.Loss):
         return cls(
             focal_gamma=config.focal_gamma,
             focal_alpha=config.focal_alpha,
-            box_weight=config.box_loss_weight,
-            objectness_weight=config.objectness_loss_weight,
+            box_loss_weight=config.box_loss_weight,
+            objectness_loss_weight=config.objectness_loss_weight,
             quality_scores=config.quality_scores,
             grid_sizes=loss_grid_sizes(config),
             iou_loss=config.box_iou_loss,
         )
+
+    @classmethod
+    def from_config(cls, config: dict) -> "GridLoss":
+        return cls(**_current_names(config))
 
     def get_config(self) -> dict:
         return {
             **super().get_config(),
             "focal_gamma": self.focal_gamma,
             "focal_alpha": self.focal_alpha,
-            "box_weight": self.box_weight,
-            "objectness_weight": self.objectness_weight,
+            "box_loss_weight": self.box_loss_weight,
+            "objectness_loss_weight": self.objectness_loss_weight,
             "quality_scores": self.quality_scores,
             "grid_sizes": None if self.grid_sizes is None else list(self.grid_sizes),
             "iou_loss": self.iou_loss,
@@ -118,8 +122,8 @@ class GridLoss(keras.losses.Loss):
         box = ops.sum(_box_error(y_true, y_pred, face, self.grid_sizes, self.iou_loss),
                       axis=cells)
         return (
-            self.objectness_weight * objectness * per_face,
-            self.box_weight * box * per_face,
+            self.objectness_loss_weight * objectness * per_face,
+            self.box_loss_weight * box * per_face,
         )
 
     def _focal(self, y_true, y_pred, face):
@@ -145,6 +149,17 @@ class GridLoss(keras.losses.Loss):
         bce = -(target * ops.log(p) + (1.0 - target) * ops.log(1.0 - p))
         loss = alpha_t * ops.power(ops.abs(target - p), self.focal_gamma) * bce
         return ops.where(labelled, loss, 0.0)
+
+
+def _current_names(config: dict) -> dict:
+    """A saved loss or metric config with the weights' earlier names (box_weight,
+    objectness_weight: checkpoints saved before they took Config's names) renamed."""
+    config = dict(config)
+    for old, new in (("box_weight", "box_loss_weight"),
+                     ("objectness_weight", "objectness_loss_weight")):
+        if old in config:
+            config[new] = config.pop(old)
+    return config
 
 
 def loss_grid_sizes(config):
@@ -251,26 +266,32 @@ class _LossComponent(keras.metrics.Mean):
     def get_config(self) -> dict:
         return {"name": self.name, "dtype": self.dtype, **self._loss_kwargs}
 
+    @classmethod
+    def from_config(cls, config: dict):
+        return cls(**_current_names(config))
+
 
 @keras.saving.register_keras_serializable(package=PACKAGE)
 class ObjectnessLoss(_LossComponent):
     """Metric: the focal objectness term of GridLoss (weighted), logged as `obj_loss`."""
 
-    def __init__(self, focal_gamma=2.0, focal_alpha=0.25, objectness_weight=1.0,
-                 quality_scores=False, grid_sizes=None, name="obj_loss", dtype=None):
+    def __init__(self, focal_gamma=Config.focal_gamma, focal_alpha=Config.focal_alpha,
+                 objectness_loss_weight=Config.objectness_loss_weight,
+                 quality_scores=Config.quality_scores, grid_sizes=None, name="obj_loss",
+                 dtype=None):
         super().__init__(0, name, dtype, focal_gamma=focal_gamma, focal_alpha=focal_alpha,
-                         objectness_weight=objectness_weight, quality_scores=quality_scores,
-                         grid_sizes=grid_sizes)
+                         objectness_loss_weight=objectness_loss_weight,
+                         quality_scores=quality_scores, grid_sizes=grid_sizes)
 
 
 @keras.saving.register_keras_serializable(package=PACKAGE)
 class BoxLoss(_LossComponent):
     """Metric: the box term of GridLoss (weighted), logged as `box_loss`."""
 
-    def __init__(self, box_weight=5.0, grid_sizes=None, iou_loss="giou", name="box_loss",
-                 dtype=None):
-        super().__init__(1, name, dtype, box_weight=box_weight, grid_sizes=grid_sizes,
-                         iou_loss=iou_loss)
+    def __init__(self, box_loss_weight=Config.box_loss_weight, grid_sizes=None,
+                 iou_loss=Config.box_iou_loss, name="box_loss", dtype=None):
+        super().__init__(1, name, dtype, box_loss_weight=box_loss_weight,
+                         grid_sizes=grid_sizes, iou_loss=iou_loss)
 
 
 def make_loss(config) -> GridLoss:

@@ -96,7 +96,7 @@ def test_loss_decreases_as_a_prediction_moves_to_its_target(scene):
 def test_small_face_error_weighs_like_a_large_face_relative_error():
     """1 - GIoU is scale free: a 20% size error costs a 5-px face about what it costs a
     110-px face, although the large face's error is 22x more pixels (plain L1: 22x more)."""
-    loss = GridLoss(objectness_weight=0.0)
+    loss = GridLoss(objectness_loss_weight=0.0)
     costs = {}
     for side in (5.0, 110.0):
         y_true = targets([(112 - side / 2, 112 - side / 2, 112 + side / 2, 112 + side / 2)])
@@ -144,14 +144,15 @@ def test_components_sum_to_the_loss_and_metrics_report_them(scene):
 def test_config_fields_reach_the_loss():
     loss = make_loss(Config(focal_gamma=1.0, focal_alpha=0.5, box_loss_weight=2.0,
                             objectness_loss_weight=3.0))
-    assert (loss.focal_gamma, loss.focal_alpha, loss.box_weight, loss.objectness_weight) == (
-        1.0, 0.5, 2.0, 3.0)
+    assert (loss.focal_gamma, loss.focal_alpha, loss.box_loss_weight,
+            loss.objectness_loss_weight) == (1.0, 0.5, 2.0, 3.0)
 
 
 def test_serialization_round_trip(scene):
     """Registered with get_config: a saved, compiled model can rebuild loss and metrics."""
     y_pred = np.random.default_rng(3).uniform(0.05, 0.95, scene.shape).astype(np.float32)
-    loss = GridLoss(focal_gamma=1.0, focal_alpha=0.3, box_weight=2.0, objectness_weight=0.5)
+    loss = GridLoss(focal_gamma=1.0, focal_alpha=0.3, box_loss_weight=2.0,
+                    objectness_loss_weight=0.5)
     restored = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(loss))
     assert isinstance(restored, GridLoss)
     assert restored.get_config() == loss.get_config()
@@ -184,10 +185,10 @@ def one_face_prediction(scale: float, score: float):
 
 def test_quality_target_is_the_iou_so_a_score_equal_to_it_costs_nothing():
     y_true, y_pred = one_face_prediction(scale=np.sqrt(0.5), score=0.5)  # IoU 0.5
-    loss = GridLoss(box_weight=0.0, quality_scores=True)
+    loss = GridLoss(box_loss_weight=0.0, quality_scores=True)
     assert value(loss, y_true, y_pred) < 1e-6  # |t - p|^gamma = 0 on the face cell
     # The plain focal loss wants score 1 there whatever the box.
-    assert value(GridLoss(box_weight=0.0), y_true, y_pred) > 0.01
+    assert value(GridLoss(box_loss_weight=0.0), y_true, y_pred) > 0.01
 
 
 def test_quality_loss_value_on_a_known_cell():
@@ -195,13 +196,13 @@ def test_quality_loss_value_on_a_known_cell():
     y_true, y_pred = one_face_prediction(scale=0.5, score=0.8)
     t, p, alpha = 0.25, 0.8, 0.25
     expected = alpha * (p - t) ** 2 * -(t * np.log(p) + (1 - t) * np.log(1 - p))
-    got = value(GridLoss(box_weight=0.0, quality_scores=True), y_true, y_pred)
+    got = value(GridLoss(box_loss_weight=0.0, quality_scores=True), y_true, y_pred)
     assert got == pytest.approx(expected, rel=1e-4)  # one face: divided by 1
 
 
 def test_quality_target_passes_no_gradient_to_the_box():
     y_true, y_pred = one_face_prediction(scale=0.5, score=0.8)
-    _, grad = gradient(GridLoss(box_weight=0.0, quality_scores=True), y_true, y_pred)
+    _, grad = gradient(GridLoss(box_loss_weight=0.0, quality_scores=True), y_true, y_pred)
     assert np.all(grad[..., :CLASS] == 0)  # the IoU is a label, not something to raise
     assert np.any(grad[..., CLASS] != 0)
 
@@ -303,3 +304,17 @@ def test_box_iou_loss_reaches_the_loss_and_its_metric_from_the_config(scene):
     assert len(set(round(v, 6) for v in values.values())) >= 2  # the term changed the value
     with pytest.raises(ConfigError, match="box_iou_loss='ciou': must be one of giou, diou, eiou"):
         Config(box_iou_loss="ciou")
+
+
+def test_losses_saved_under_the_weights_earlier_names_still_load():
+    """Checkpoints saved before GridLoss took Config's names (box_weight,
+    objectness_weight) deserialise with their values."""
+    loss = GridLoss.from_config({"name": "grid_loss", "reduction": "sum_over_batch_size",
+                                 "box_weight": 2.0, "objectness_weight": 0.5})
+    assert (loss.box_loss_weight, loss.objectness_loss_weight) == (2.0, 0.5)
+    assert BoxLoss.from_config({"name": "box_loss", "box_weight": 3.0})._loss.box_loss_weight == 3.0
+    obj = ObjectnessLoss.from_config({"name": "obj_loss", "objectness_weight": 0.25})
+    assert obj._loss.objectness_loss_weight == 0.25
+    # The defaults are Config's, the one place they are stated.
+    assert (GridLoss().box_loss_weight, GridLoss().focal_gamma) == (Config.box_loss_weight,
+                                                                    Config.focal_gamma)
