@@ -121,36 +121,41 @@ def encode_grid(
         kept, r, c = _centre_sampling(kept, r, c, boxes, cx, cy, area, cell, grid_size,
                                       float(centre_radius))
     elif neighbours:
-        # Each kept face's neighbour cells on the sides nearer its centre, (face, row, col).
-        fy, fx = cy[kept] / cell - r, cx[kept] / cell - c
-        dr = np.where(fy < 0.5, -1, 1)
-        dc = np.where(fx < 0.5, -1, 1)
-        n_face = np.concatenate([kept, kept, kept])
-        n_row = np.concatenate([r + dr, r, r + dr])
-        n_col = np.concatenate([c, c + dc, c + dc])
-        inside = (n_row >= 0) & (n_row < grid_size) & (n_col >= 0) & (n_col < grid_size)
-        n_face, n_row, n_col = n_face[inside], n_row[inside], n_col[inside]
-        # The neighbour cell's centre must lie inside the face: a tiny face keeps one cell.
-        x1, y1, x2, y2 = (boxes[n_face, k] for k in range(4))
-        ccx, ccy = (n_col + 0.5) * cell, (n_row + 0.5) * cell
-        covered = (ccx > x1) & (ccx < x2) & (ccy > y1) & (ccy < y2)
-        taken = np.zeros((grid_size, grid_size), dtype=bool)
-        taken[r, c] = True
-        free = covered & ~taken[n_row, n_col]
-        n_face, n_row, n_col = n_face[free], n_row[free], n_col[free]
-        # `kept` is in descending size order, so the first claim of a cell is the largest.
-        order = np.argsort(-area[n_face], kind="stable")
-        _, first = np.unique((n_row * grid_size + n_col)[order], return_index=True)
-        pick = order[first]
-        kept = np.concatenate([kept, n_face[pick]])
-        r = np.concatenate([r, n_row[pick]])
-        c = np.concatenate([c, n_col[pick]])
+        kept, r, c = _neighbour_cells(kept, r, c, boxes, cx, cy, area, cell, grid_size)
     grid[r, c, H] = h[kept] / image_size
     grid[r, c, W] = w[kept] / image_size
     grid[r, c, YC] = cy[kept] / cell - r
     grid[r, c, XC] = cx[kept] / cell - c
     grid[r, c, CLASS] = 1.0
     return GridTargets(grid, collisions)
+
+
+def _neighbour_cells(kept, r, c, boxes, cx, cy, area, cell, grid_size):
+    """(faces, rows, cols) of the centre cells plus up to 3 neighbour cells per face: those
+    beside and diagonal to its centre cell on the sides nearer the centre, when free and
+    their own centre lies inside the face; contested cells go to the larger face."""
+    fy, fx = cy[kept] / cell - r, cx[kept] / cell - c
+    dr = np.where(fy < 0.5, -1, 1)
+    dc = np.where(fx < 0.5, -1, 1)
+    n_face = np.concatenate([kept, kept, kept])
+    n_row = np.concatenate([r + dr, r, r + dr])
+    n_col = np.concatenate([c, c + dc, c + dc])
+    inside = (n_row >= 0) & (n_row < grid_size) & (n_col >= 0) & (n_col < grid_size)
+    n_face, n_row, n_col = n_face[inside], n_row[inside], n_col[inside]
+    # The neighbour cell's centre must lie inside the face: a tiny face keeps one cell.
+    x1, y1, x2, y2 = (boxes[n_face, k] for k in range(4))
+    ccx, ccy = (n_col + 0.5) * cell, (n_row + 0.5) * cell
+    covered = (ccx > x1) & (ccx < x2) & (ccy > y1) & (ccy < y2)
+    taken = np.zeros((grid_size, grid_size), dtype=bool)
+    taken[r, c] = True
+    free = covered & ~taken[n_row, n_col]
+    n_face, n_row, n_col = n_face[free], n_row[free], n_col[free]
+    # `kept` is in descending size order, so the first claim of a cell is the largest.
+    order = np.argsort(-area[n_face], kind="stable")
+    _, first = np.unique((n_row * grid_size + n_col)[order], return_index=True)
+    pick = order[first]
+    return (np.concatenate([kept, n_face[pick]]), np.concatenate([r, n_row[pick]]),
+            np.concatenate([c, n_col[pick]]))
 
 
 def _centre_sampling(kept, r, c, boxes, cx, cy, area, cell, grid_size, radius):
