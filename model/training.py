@@ -271,21 +271,8 @@ def train(config: Config, resume: bool = False, weights: Optional[str] = None) -
     if resume and weights:
         raise ConfigError(f"resume=True: cannot also start from weights={weights!r} (a resume "
                           "continues a run; weights start a new one from a checkpoint)")
-    check_folders(("log_dir", config.log_dir), ("checkpoint_dir", config.checkpoint_dir))
-    if resume:
-        name = config.run_name or latest_run(config.checkpoint_dir)
-    else:
-        name = config.run_name or time.strftime("%Y%m%d-%H%M%S")
-    paths = RunPaths.for_config(config, name)
-    config = config.replace(run_name=name)
-    check_folders(("log_dir", paths.log_dir), ("checkpoint_dir", paths.checkpoint_dir))
-
-    state = read_state(paths.checkpoint_dir) if resume else None
-    if resume and state is None:
-        raise CheckpointError(f"{paths.checkpoint_dir}: no state.json to resume from")
-    if resume:
-        check_resume_architecture(config, paths.checkpoint_dir)
-        resume_path = resume_file(paths.checkpoint_dir, state)
+    config, paths, state, resume_path = _open_run(config, resume)
+    name = config.run_name
     # Several workers: the chief writes into `paths`; every other one reads the chief's
     # files but writes into a temporary folder of its own (model/distributed.py).
     cluster = training_cluster(config)
@@ -333,8 +320,6 @@ def train(config: Config, resume: bool = False, weights: Optional[str] = None) -
 
     steps = config.steps_per_epoch or len(train_data)
     stage_end = 0
-    from model.validation import OPERATING_POINT, GridValidation, NonFiniteLossGuard
-
     for stage, epochs, lr, backbone_trainable in stages:
         stage_start, stage_end = stage_end, stage_end + epochs
         begin = max(start_epoch, stage_start)  # later than stage_start when resuming
@@ -348,44 +333,12 @@ def train(config: Config, resume: bool = False, weights: Optional[str] = None) -
                                        train_batchnorm=config.backbone_weights == "none")
                 _compile(model, config, lr)
             compiled_stage = stage
-        guard = NonFiniteLossGuard()
-        # With EMA, the averaged weights are swapped in before every other epoch-end
-        # callback (validation, finiteness, checkpoints, logs) and out after all of them.
-        ema = WeightEMA(config.ema_decay) if config.ema_decay > 0 else None
-        callbacks = [ema] if ema else []
-        callbacks += [
-            LearningRateSchedule(
-                lr, config.warmup_epochs * steps, config.lr_schedule,
-                total_steps=epochs * steps, start_step=(begin - stage_start) * steps),
-            guard,
-            GridValidation(val_data, config, max_batches=config.validation_steps, guard=guard,
-                           image_log_dir=os.path.join(writes.log_dir, "images")),
-        ]
-        if cluster is not None:  # the decisions below read the chief's numbers
-            callbacks.append(AgreeOnLogs(strategy))
-        mode = monitor_mode(config.monitor)
-        if config.reduce_lr_patience > 0 and config.lr_schedule == "constant":
-            callbacks.append(keras.callbacks.ReduceLROnPlateau(
-                monitor=config.monitor, mode=mode, factor=config.reduce_lr_factor,
-                patience=config.reduce_lr_patience, min_lr=lr * 1e-3))
-        early = None
-        if config.early_stopping_patience > 0:
-            early = keras.callbacks.EarlyStopping(
-                monitor=config.monitor, mode=mode, patience=config.early_stopping_patience)
-            callbacks.append(early)
-        callbacks += [
-            # History before the commit: a kill between the two leaves a row past the
-            # committed epoch, which the resume drops; the other order would lose a row.
-            HistoryFile(os.path.join(writes.log_dir, "history.json"), history, start_time),
-            ScoreCheckpoint(writes.checkpoint_dir, config.monitor, mode, config.keep_best,
-                            stage=stage, guard=guard,
-                            contract=ModelContract.from_config(config),
-                            operating_point=OPERATING_POINT),
-            keras.callbacks.TensorBoard(writes.log_dir, write_graph=False, update_freq="epoch",
-                                        profile_batch=0),
-        ]
-        if ema:
-            callbacks.append(RestoreTrainedWeights(ema))
+        schedule = LearningRateSchedule(
+            lr, config.warmup_epochs * steps, config.lr_schedule,
+            total_steps=epochs * steps, start_step=(begin - stage_start) * steps)
+        callbacks, guard, early = epoch_end_callbacks(
+            config, stage, schedule, val_data, writes, history, start_time,
+            strategy if cluster is not None else None)
         fit_args = dict(
             initial_epoch=begin,
             epochs=stage_end,
@@ -413,6 +366,82 @@ def train(config: Config, resume: bool = False, weights: Optional[str] = None) -
     if scratch is not None:
         scratch.cleanup()
     return result
+
+
+def _open_run(config: Config, resume: bool):
+    """(config with its run name, RunPaths, state.json or None, the checkpoint to resume
+    from or None): the run's name and folders, checked; a resume's state and architecture."""
+    check_folders(("log_dir", config.log_dir), ("checkpoint_dir", config.checkpoint_dir))
+    if resume:
+        name = config.run_name or latest_run(config.checkpoint_dir)
+    else:
+        name = config.run_name or time.strftime("%Y%m%d-%H%M%S")
+    paths = RunPaths.for_config(config, name)
+    config = config.replace(run_name=name)
+    check_folders(("log_dir", paths.log_dir), ("checkpoint_dir", paths.checkpoint_dir))
+    if not resume:
+        return config, paths, None, None
+    state = read_state(paths.checkpoint_dir)
+    if state is None:
+        raise CheckpointError(f"{paths.checkpoint_dir}: no state.json to resume from")
+    check_resume_architecture(config, paths.checkpoint_dir)
+    return config, paths, state, resume_file(paths.checkpoint_dir, state)
+
+
+def epoch_end_callbacks(config: Config, stage: str, schedule, val_data, writes: RunPaths,
+                        history: dict, start_time: float, strategy=None):
+    """The callbacks of one stage, in the one order that makes each epoch's end correct;
+    (callbacks, the non-finite guard, the early-stopping callback or None).
+
+    Keras runs callbacks in list order, so this list is where the order is decided:
+      1. WeightEMA (with `ema_decay`): swaps the averaged weights in, so that everything
+         below validates, checks, saves and logs the weights that ship;
+      2. the learning-rate schedule (per step; its epoch end only logs the rate);
+      3. the non-finite guard, then validation: it skips the epoch the guard stopped, and
+         puts val_* (model.validation.METRICS) into the logs everything below reads;
+      4. with several workers (`strategy`), AgreeOnLogs: every worker's decisions below
+         read the chief's numbers;
+      5. the decisions: ReduceLROnPlateau, EarlyStopping;
+      6. HistoryFile before ScoreCheckpoint: a kill between the two leaves a history row
+         past the committed epoch, which a resume drops; the other order would lose one;
+      7. TensorBoard; and RestoreTrainedWeights last, which swaps the trained weights back.
+    The single-machine (`Model.fit`) and multi-worker (`fit_multiworker`) loops both run
+    this list as it is.
+    """
+    from model.validation import OPERATING_POINT, GridValidation, NonFiniteLossGuard
+
+    guard = NonFiniteLossGuard()
+    ema = WeightEMA(config.ema_decay) if config.ema_decay > 0 else None
+    callbacks = [ema] if ema else []
+    callbacks += [
+        schedule,
+        guard,
+        GridValidation(val_data, config, max_batches=config.validation_steps, guard=guard,
+                       image_log_dir=os.path.join(writes.log_dir, "images")),
+    ]
+    if strategy is not None:
+        callbacks.append(AgreeOnLogs(strategy))
+    mode = monitor_mode(config.monitor)
+    if config.reduce_lr_patience > 0 and config.lr_schedule == "constant":
+        callbacks.append(keras.callbacks.ReduceLROnPlateau(
+            monitor=config.monitor, mode=mode, factor=config.reduce_lr_factor,
+            patience=config.reduce_lr_patience, min_lr=schedule.target * 1e-3))
+    early = None
+    if config.early_stopping_patience > 0:
+        early = keras.callbacks.EarlyStopping(
+            monitor=config.monitor, mode=mode, patience=config.early_stopping_patience)
+        callbacks.append(early)
+    callbacks += [
+        HistoryFile(os.path.join(writes.log_dir, "history.json"), history, start_time),
+        ScoreCheckpoint(writes.checkpoint_dir, config.monitor, mode, config.keep_best,
+                        stage=stage, guard=guard, contract=ModelContract.from_config(config),
+                        operating_point=OPERATING_POINT),
+        keras.callbacks.TensorBoard(writes.log_dir, write_graph=False, update_freq="epoch",
+                                    profile_batch=0),
+    ]
+    if ema:
+        callbacks.append(RestoreTrainedWeights(ema))
+    return callbacks, guard, early
 
 
 def _save_config(config: Config, path: str) -> None:
