@@ -26,6 +26,11 @@ from config import Config
 from data.boxes import Letterbox
 from errors import ImageError
 
+# The network's input form, which `to_network_input` makes: the one statement of it (the
+# network's Input, every model's contract and the runtimes' checks read these).
+INPUT_DTYPE = "uint8"
+CHANNEL_ORDER = "RGB"
+
 # Padding value: mid-grey, which the network's input scaling maps to ~0 in [-1, 1].
 PAD_VALUE = 127
 # File extensions read as images (lower case), by folder scans and annotation readers.

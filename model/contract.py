@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from typing import Optional
 
 from config import Config
+from data.image import CHANNEL_ORDER, INPUT_DTYPE
 from errors import CheckpointError, ConfigError
 from files import atomic_path, atomic_write_bytes, atomic_write_text
 from model.formats import format_of
@@ -42,9 +43,8 @@ CONTRACT_NAME = "face_detector_contract"  # TFLite metadata / ONNX metadata_prop
 CONTRACT_FILE = CONTRACT_NAME + ".json"  # .keras zip entry / SavedModel assets.extra file
 SAVED_MODEL_EXTRA = "assets.extra"
 CONTRACT_VERSION = 1
-# What this project's networks take; stored so another runtime need not guess.
-CHANNEL_ORDER = "RGB"
-INPUT_DTYPE = "uint8"
+# What this project's networks take, CHANNEL_ORDER and INPUT_DTYPE (data.image, the one
+# place it is stated), is stored in every contract so another runtime need not guess.
 
 
 def _grids_text(grid_size: int, levels: int) -> str:

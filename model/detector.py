@@ -25,7 +25,7 @@ from config import Config
 from data.boxes import xyxy_to_xywh
 from data.draw import draw_boxes
 from data.grid import NUM_CHANNELS, level_grid_sizes, levels_of_cells
-from data.image import prepare_image
+from data.image import INPUT_DTYPE, prepare_image
 from errors import CheckpointError, ImageError, first_line
 from files import atomic_path
 from model.contract import ModelContract, contract_beside, read_contract
@@ -38,7 +38,7 @@ SAVED_MODEL_FILE = "saved_model.pb"
 def check_input_dtype(dtype, source: str) -> None:
     """Raise CheckpointError unless a network takes uint8 pixels, as this project's do."""
     name = np.dtype(getattr(dtype, "as_numpy_dtype", dtype)).name
-    if name != "uint8":
+    if name != INPUT_DTYPE:
         raise CheckpointError(
             f"{source}: the network takes {name} inputs, not uint8 pixels: it was saved by "
             "an older version that scaled images outside the model; retrain, or start from "

@@ -30,6 +30,7 @@ import keras
 import numpy as np
 
 from config import Config
+from data import image
 from data.grid import (CLASS, H, NUM_CHANNELS, XC, YC, W, level_grid_sizes, levels_of_cells,
                        offset_range)
 from errors import CheckpointError
@@ -37,7 +38,7 @@ from model.backbone_weights import backbone_weights_path, load_backbone_weights
 
 BACKBONE_NAME = "backbone"
 INPUT_NAME = "image"
-INPUT_DTYPE = "uint8"
+INPUT_DTYPE = image.INPUT_DTYPE  # what data.image.to_network_input makes
 INPUT_SCALING = "input_scaling"  # the layer that maps uint8 pixels to [-1, 1]
 OUTPUT_NAME = "grid"
 HEAD_CONVS = 2
