@@ -13,6 +13,7 @@ import numbers
 import os
 from dataclasses import dataclass
 
+from data.grid import CELL_SIZES
 from errors import ConfigError
 from files import atomic_write_text
 
@@ -268,16 +269,17 @@ class Config:
                 f"grid_size={self.grid_size}: must divide input_size={self.input_size}"
             )
         stride = self.input_size // self.grid_size
-        if stride not in (8, 16, 32):
+        cells = ", ".join(map(str, CELL_SIZES[:-1])) + f" or {CELL_SIZES[-1]}"
+        if stride not in CELL_SIZES:
             raise ConfigError(
                 f"grid_size={self.grid_size}: cell size {stride} px at input_size="
-                f"{self.input_size}; the backbone gives cells of 8, 16 or 32 px"
+                f"{self.input_size}; the backbone gives cells of {cells} px"
             )
         coarsest = stride * 2 ** (self.grid_levels - 1)
-        if coarsest > 32:
+        if coarsest not in CELL_SIZES:
             raise ConfigError(
                 f"grid_levels={self.grid_levels}: from {stride}-px cells the coarsest level "
-                f"would have {coarsest}-px cells; the backbone gives cells of 8, 16 or 32 px"
+                f"would have {coarsest}-px cells; the backbone gives cells of {cells} px"
             )
         for low, high in _RANGES:
             if getattr(self, low) > getattr(self, high):

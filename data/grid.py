@@ -47,6 +47,9 @@ from typing import NamedTuple
 import numpy as np
 
 H, W, YC, XC, CLASS = range(5)
+# The cell sizes a grid level can have, in input pixels: the strides of the backbone's
+# feature maps (model.network.FEATURE_LAYERS); Config checks grids against them.
+CELL_SIZES = (8, 16, 32)
 NUM_CHANNELS = 5
 IGNORE = -1.0
 
@@ -257,9 +260,10 @@ def levels_of_cells(input_size: int, num_cells: int):
     L >= 2 whose levels' cells add up to it. The counts of these few choices all differ
     (N / S^2 = 1.25 / 64, 1.3125 / 64 and 1.25 / 256), so a network's output shape alone
     says its levels."""
-    for cell in (8, 16, 32):
+    for cell in CELL_SIZES:
         grid, levels = input_size // cell, 2
-        while cell * 2 ** (levels - 1) <= 32 and input_size % (cell * 2 ** (levels - 1)) == 0:
+        while (cell * 2 ** (levels - 1) in CELL_SIZES
+               and input_size % (cell * 2 ** (levels - 1)) == 0):
             if sum(g * g for g in level_grid_sizes(grid, levels)) == num_cells:
                 return grid, levels
             levels += 1

@@ -46,7 +46,8 @@ HEAD_CONVS = 2
 # in hundreds, a 0.5 start would flood the focal loss with background in the first steps.
 CLASS_PRIOR = 0.01
 
-# MobileNetV2 layers whose outputs are the feature maps at each stride.
+# MobileNetV2 layers whose outputs are the feature maps at each stride: the cell sizes
+# data.grid.CELL_SIZES states for Config (tests/test_network.py checks they agree).
 FEATURE_LAYERS = {
     8: "block_6_expand_relu",
     16: "block_13_expand_relu",

@@ -283,3 +283,9 @@ def test_centre_sampling_network_reaches_its_offset_range():
     out = model.get_layer("grid")
     np.testing.assert_allclose(out.scale[2:4], [5.0, 5.0])
     np.testing.assert_allclose(out.offset[2:4], [-2.0, -2.0])
+
+
+def test_the_backbone_gives_the_cell_sizes_the_config_allows():
+    from data.grid import CELL_SIZES
+
+    assert tuple(network.FEATURE_LAYERS) == CELL_SIZES
