@@ -355,7 +355,7 @@ def annotate_video(
     source: Union[int, str],
     output: Optional[str] = None,
     show: bool = False,
-    score_threshold: float = Config.score_threshold,
+    score_threshold: Optional[float] = None,
     nms_iou: float = Config.nms_iou,
     max_detections: int = Config.max_detections,
     progress: bool = True,
@@ -368,6 +368,7 @@ def annotate_video(
         output: write the annotated video here (.mp4 or .avi), atomically: the file
             appears complete when the stream ends, q/Esc is pressed or Ctrl-C stops it.
         show: show the annotated frames in a window (needs a display); q or Esc stops.
+        score_threshold: None: the model's own (`FaceDetector.score_threshold`).
         progress: a tqdm bar over the frames.
 
     Returns:
@@ -384,12 +385,7 @@ def annotate_video(
     from files import atomic_path
     from model.detector import annotate
 
-    if output is not None:
-        ext = os.path.splitext(output)[1].lower()
-        if ext not in VIDEO_CODECS:
-            raise ConfigError(
-                f"--output {output}: video output must end in {' or '.join(VIDEO_CODECS)}"
-            )
+    _check_video_output(output)
     capture = open_capture(source)
     total = int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) if isinstance(source, str) else 0
     fps_in = capture.get(cv2.CAP_PROP_FPS)
@@ -400,8 +396,8 @@ def annotate_video(
     writer = None
     try:
         with (atomic_path(output) if output else contextlib.nullcontext()) as tmp:
-            started = last = time.perf_counter()
-            shown_fps = 0.0
+            started = time.perf_counter()
+            frame_rate = _FrameRate(started)
             while True:
                 try:
                     ok, frame = capture.read()
@@ -409,13 +405,8 @@ def annotate_video(
                         stopped = "end of video" if isinstance(source, str) else "read failed"
                         break
                     det = detector.detect(frame, score_threshold, nms_iou, max_detections)
-                    now = time.perf_counter()
-                    rate = 1.0 / max(now - last, 1e-9)
-                    shown_fps = rate if frames == 0 else (
-                        _FPS_SMOOTHING * rate + (1 - _FPS_SMOOTHING) * shown_fps)
-                    last = now
                     drawn = annotate(frame, det)
-                    _draw_fps(drawn, shown_fps)
+                    _draw_fps(drawn, frame_rate.tick(time.perf_counter()))
                     if tmp is not None:
                         if writer is None:
                             writer = _open_writer(tmp, output, fps_in, drawn.shape)
@@ -449,6 +440,31 @@ def annotate_video(
         if show:
             _destroy_windows()
     return VideoSummary(frames, seconds, faces, output, stopped)
+
+
+def _check_video_output(output: Optional[str]) -> None:
+    """ConfigError naming --output unless it is None or ends in a known video suffix."""
+    if output is None:
+        return
+    if os.path.splitext(output)[1].lower() not in VIDEO_CODECS:
+        raise ConfigError(
+            f"--output {output}: video output must end in {' or '.join(VIDEO_CODECS)}"
+        )
+
+
+class _FrameRate:
+    """The frame rate drawn on a video: frames per second from one frame to the next,
+    smoothed (exponential average, `_FPS_SMOOTHING`) so the number can be read."""
+
+    def __init__(self, start: float):
+        self.last, self.value, self.frames = start, 0.0, 0
+
+    def tick(self, now: float) -> float:
+        rate = 1.0 / max(now - self.last, 1e-9)
+        self.value = rate if self.frames == 0 else (
+            _FPS_SMOOTHING * rate + (1 - _FPS_SMOOTHING) * self.value)
+        self.last, self.frames = now, self.frames + 1
+        return self.value
 
 
 def _open_writer(tmp: str, output: str, fps: float, shape):

@@ -367,3 +367,10 @@ def test_annotate_video_draws_every_frame_and_writes_the_stream(tmp_path):
         detect.annotate_video(detector, source, "x.mkv", progress=False)
     with pytest.raises(ImageError, match="missing.mp4: video file not found"):
         detect.annotate_video(detector, str(tmp_path / "missing.mp4"), None, progress=False)
+
+
+def test_the_drawn_frame_rate_starts_at_the_first_frames_and_is_smoothed():
+    rate = detect._FrameRate(start=10.0)
+    assert rate.tick(10.1) == pytest.approx(10.0)  # the first frame: its own rate
+    # then 10% of each new frame's rate: 0.1 * 20 + 0.9 * 10
+    assert rate.tick(10.15) == pytest.approx(11.0)
