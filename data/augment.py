@@ -299,6 +299,12 @@ def load_training_sample(
     full and planned on their pixels. Augmentation runs when `training` and
     `config.augment`; otherwise the result is deterministic.
 
+    Detection (`data.image.prepare_image`) decodes in full instead, on purpose: on the 200
+    test photos at their original sizes the shipped model scored .507 / .291 / .100 from
+    full decodes and .500 / .285 / .098 from these reduced ones (mostly 1/2;
+    benchmarks/bench_input_paths.py, docs/benchmarks.md), so detection keeps the better
+    path and training keeps the 2-3x cheaper decode, whose cost is under .01 AP.
+
     Args:
         record: the image and its faces (x1, y1, x2, y2 pixels of the file).
         config: input_size, letterbox, min_face_size, augment, max_image_pixels and the

@@ -186,7 +186,10 @@ def to_network_input(image_bgr: np.ndarray) -> np.ndarray:
 
 
 def prepare_image(image_bgr: np.ndarray, input_size: int, letterbox: bool = True):
-    """Original BGR image -> (network input (S, S, 3) RGB uint8, Letterbox to map boxes back)."""
+    """Original BGR image -> (network input (S, S, 3) RGB uint8, Letterbox to map boxes back).
+
+    Detection's path, from the image decoded in full; training decodes JPEGs at reduced
+    size first (`data.augment.load_training_sample` says why the two differ, with their figures)."""
     h, w = image_bgr.shape[:2]
     mapping = Letterbox.fit(w, h, input_size, letterbox)
     return to_network_input(letterbox_image(image_bgr, mapping)), mapping
