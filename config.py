@@ -423,24 +423,28 @@ def real_config(base: Config) -> Config:
 
 
 def small_config(base: Config) -> Config:
-    """Small faces, a fast network: `real` on the ImageNet MobileNetV2 0.35 with a separable head.
+    """Small faces, a fast network: `real` on the ImageNet MobileNetV2 0.35, a separable head
+    and three grid levels (cells of 8, 16 and 32 px at 320).
 
-    UltraFace-class cost (164 M multiply-adds at 320 px against `real`'s 1,405 M,
-    `python print_model.py --input-size 320 --grid-size 40 --alpha 0.35 --head-channels 64 --head-separable --neighbour-cells --backbone-weights none`): the 0.35 backbone
+    UltraFace-class cost (171 M multiply-adds at 320 px against `real`'s 1,405 M,
+    `python print_model.py --input-size 320 --grid-size 40 --grid-levels 3 --alpha 0.35 --head-channels 64 --head-separable --neighbour-cells --backbone-weights none`): the 0.35 backbone
     (a fifth of alpha 1.0's weights) and 64-wide depthwise-separable 3x3 convolutions in
     the stride-8 neck and head, which cost more than the backbone when full.
 
     Measured (docs/benchmarks.md, "Small faces and a fast model"; 200 WIDER photos, official
-    protocol, the peers in the same run, one CPU thread): 1,800 steps (72 min on 2 CPU
-    cores) gave easy / medium / hard .456 / .323 / .131 at 18.8 ms (TFLite float32, 320 px)
-    against UltraFace's .706 / .569 / .375 at 12.1 ms and `real`'s shipped .494 / .280 /
-    .096 at 4x UltraFace's time. Weight EMA with quality scores scored lower on validation
-    in 500 steps (0.366 against 0.396) and is not part of it.
+    protocol, the peers in the same run, one CPU thread): 1,800 steps (65 min on 2 CPU
+    cores, run L2) gave easy / medium / hard .448 / .335 / .138 at 12.4 ms (TFLite float16,
+    320 px) against UltraFace's .706 / .569 / .375 at 8.8 ms and `real`'s shipped .494 /
+    .280 / .096 at 4x UltraFace's time. Three levels beat one on validation (AP 0.547
+    against 0.527 in the same 1,800 steps, run L1: .456 / .323 / .131 on the test photos).
+    Weight EMA with quality scores scored lower on validation in 500 steps (0.366 against
+    0.396) and is not part of it.
     """
     return real_config(base).replace(
         alpha=0.35,
         head_channels=64,
         head_separable=True,
+        grid_levels=3,  # val AP 0.527 -> 0.547 in 1,800 steps (runs L1, L2)
     )
 
 
