@@ -139,6 +139,9 @@ def test_presets_are_valid_and_train_py_starts_from_them(monkeypatch):
     assert PRESETS["demo"] is demo_config and PRESETS["real"] is real_config
     real = real_config(Config())
     assert (real.input_size, real.grid_size, real.alpha, real.neighbour_cells) == (320, 40, 1.0, True)
+    small = PRESETS["small"](Config())
+    assert (small.alpha, small.head_separable, small.grid_levels, small.cell_size) == (
+        0.35, True, 3, 8)  # cells of 8, 16 and 32 px
     seen = []
 
     class Stop(Exception):
