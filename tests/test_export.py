@@ -135,7 +135,9 @@ def test_tflite_float16_cli_export_is_half_the_size_and_close(exported, reuse_sa
     assert 0 < error.mean() < 0.01 and error.max() < 0.1, (error.mean(), error.max())
 
 
-def test_export_arguments_are_checked(exported, tmp_path):
+def test_export_arguments_are_checked(exported, reuse_saved_model, tmp_path):
+    # reuse_saved_model: the int8 calibration inputs are checked by the converter, after
+    # the SavedModel export (a copy of the fixture's here).
     model, checkpoint, _ = exported
     with pytest.raises(ConfigError, match="format='pt': must be one of saved_model, tflite, onnx"):
         export_model(model, "pt", str(tmp_path / "m.pt"))

@@ -21,17 +21,28 @@ def run(*args):
     )
 
 
+def run_here(monkeypatch, capsys, *args):
+    """print_model.py's main in this process (its TensorFlow already imported): exit code,
+    stdout. The command line's own process and its one-line errors are tested by `run`."""
+    import print_model
+    from cli import run_main
+
+    monkeypatch.setattr(sys, "argv", ["print_model.py", *args])
+    with pytest.raises(SystemExit) as done:
+        run_main(print_model.main)
+    return done.value.code, capsys.readouterr().out
+
+
 def fact(stdout, name):
     match = re.search(rf"^{name}\s+(.+)$", stdout, re.MULTILINE)
     assert match, f"no '{name}' line in:\n{stdout}"
     return match.group(1)
 
 
-def test_prints_grid_cell_size_params_and_flops():
-    result = run("--input-size", "96", "--grid-size", "6", "--alpha", "0.35",
-                 "--head-channels", "32")
-    assert result.returncode == 0, result.stderr
-    out = result.stdout
+def test_prints_grid_cell_size_params_and_flops(monkeypatch, capsys):
+    code, out = run_here(monkeypatch, capsys, "--input-size", "96", "--grid-size", "6",
+                         "--alpha", "0.35", "--head-channels", "32")
+    assert code == 0
     assert 'Model: "face_detector"' in out and "Total params" in out  # Keras' summary
     assert fact(out, "input shape").startswith("96 x 96 x 3 uint8")  # scaled inside
     assert fact(out, "grid output").startswith("6 x 6 x 5")
@@ -52,7 +63,7 @@ def test_missing_checkpoint_is_a_one_line_error(tmp_path):
     assert result.stdout == ""
 
 
-def test_describes_a_saved_checkpoint(tmp_path):
+def test_describes_a_saved_checkpoint(tmp_path, monkeypatch, capsys):
     """--weights reads the facts from the checkpoint itself, not from the config flags."""
     from config import Config
     from model.network import create_model
@@ -60,11 +71,11 @@ def test_describes_a_saved_checkpoint(tmp_path):
     path = str(tmp_path / "small.keras")
     create_model(Config(input_size=96, grid_size=12, alpha=0.35, backbone_weights="none",
                         head_channels=16)).save(path)
-    result = run("--weights", path)
-    assert result.returncode == 0, result.stderr
-    assert fact(result.stdout, "model") == path
-    assert fact(result.stdout, "grid output").startswith("12 x 12 x 5")
-    assert fact(result.stdout, "cell size") == "8 px"
+    code, out = run_here(monkeypatch, capsys, "--weights", path)
+    assert code == 0
+    assert fact(out, "model") == path
+    assert fact(out, "grid output").startswith("12 x 12 x 5")
+    assert fact(out, "cell size") == "8 px"
 
 
 def test_bad_numbers_are_one_line_errors():

@@ -5,6 +5,11 @@ trains for a few epochs; the tests then check what a user relies on: the loss fa
 validation metrics reach the history and TensorBoard, checkpoints are named by their score
 and epoch and reload, `--resume` continues at the saved epoch, and a NaN loss stops training
 cleanly. The fault cases (kills, full disks, weights gone NaN) are in test_training_faults.py.
+
+Only the `trained` run (and the seeded initial weights) use MobileNetV2: the NaN stop, the
+mixed sources and the MirroredStrategy run test the training loop and the data pipeline,
+so they train `helpers.tiny_grid_model` in its place (tracing MobileNetV2's training step
+takes tens of seconds on a CPU, the tiny network's a fraction of one).
 """
 
 import glob
@@ -17,7 +22,7 @@ import sys
 import numpy as np
 import pytest
 
-from helpers import tiny_train_config
+from helpers import optimizer_built_at_compile, tiny_grid_model, tiny_train_config
 from config import Config
 from conftest import make_demo_root
 from errors import CheckpointError, ConfigError, TrainingDiverged
@@ -47,7 +52,9 @@ def trained(demo_root, tmp_path_factory):
     from model.training import train
 
     tmp_path = tmp_path_factory.mktemp("run")
-    first = train(tiny_train_config(demo_root, tmp_path, finetune_epochs=2, letterbox=False))
+    with optimizer_built_at_compile():  # one trace of the first step instead of two
+        first = train(tiny_train_config(demo_root, tmp_path, finetune_epochs=2,
+                                        letterbox=False))
     resumed = train(tiny_train_config(demo_root, tmp_path, finetune_epochs=3, letterbox=False),
                     resume=True)
     return tmp_path, first, resumed
@@ -180,6 +187,7 @@ def test_nan_loss_stops_naming_epoch_and_batch_and_saves_nothing(demo_root, tmp_
             return keras.ops.mean(y_pred) * np.nan
 
     monkeypatch.setattr(loss_module, "make_loss", lambda config: NanLoss())
+    monkeypatch.setattr("model.network.create_model", tiny_grid_model)
     # Nothing was saved before the NaN, and the message says so (it once claimed a kept
     # "last good checkpoint" that did not exist).
     with pytest.raises(TrainingDiverged, match=r"epoch 1, batch 1; stopped, no epoch was "
@@ -214,8 +222,9 @@ def test_missing_dataset_names_download_and_demo(tmp_path):
     assert "--demo" in last
 
 
-def test_mixed_sources_with_negatives_train(demo_root, tmp_path):
+def test_mixed_sources_with_negatives_train(demo_root, tmp_path, monkeypatch):
     """A WIDER root mixed with a labelme folder (weight 2) plus face-free negatives trains."""
+    monkeypatch.setattr("model.network.create_model", tiny_grid_model)
     from helpers import make_flat_labelme, write_image
 
     from data.datasets import training_records
@@ -242,6 +251,9 @@ import tensorflow as tf
 cpu = tf.config.list_physical_devices("CPU")[0]
 tf.config.set_logical_device_configuration(
     cpu, [tf.config.LogicalDeviceConfiguration(), tf.config.LogicalDeviceConfiguration()])
+import model.network
+from helpers import tiny_grid_model  # tests/ is on the path (PYTHONPATH)
+model.network.create_model = tiny_grid_model
 from config import Config
 from model.training import make_strategy, train
 config = Config(**json.loads(sys.argv[1]))
@@ -253,12 +265,14 @@ print("REPLICAS", strategy.num_replicas_in_sync, "EPOCHS", result.epochs_done,
 
 
 def test_mirrored_strategy_on_two_logical_cpus(demo_root, tmp_path):
-    """The multi-GPU path (MirroredStrategy, global batch scaled) runs on two CPU devices."""
+    """The multi-GPU path (MirroredStrategy, global batch scaled) runs on two CPU devices
+    (the tiny stand-in network: the strategy, not MobileNetV2, is what is tested)."""
     values = tiny_train_config(demo_root, tmp_path, distribute="mirrored", batch_size=4,
                      finetune_epochs=1, steps_per_epoch=2, validation_steps=1).to_dict()
     r = subprocess.run([sys.executable, "-c", MIRRORED_SCRIPT, json.dumps(values)],
                        capture_output=True, text=True, cwd=REPO,
-                       env={**os.environ, "PYTHONPATH": REPO})
+                       env={**os.environ, "PYTHONPATH": os.pathsep.join(
+                           [REPO, os.path.join(REPO, "tests")])})
     assert r.returncode == 0, r.stderr[-3000:]
     words = r.stdout.split("REPLICAS", 1)[1].split()
     assert words[0] == "2" and words[2] == "1"

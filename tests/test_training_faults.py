@@ -9,7 +9,7 @@ Each fault is injected deterministically, never by timing a real kill:
 - a copied run folder whose state.json holds absolute paths into the original;
 - a resume with another architecture, and folders that are files.
 
-The training runs here use a tiny grid network (`_tiny_grid_model`, patched in for
+The training runs here use a tiny grid network (`helpers.tiny_grid_model`, patched in for
 `model.network.create_model`): the faults live in the training loop and the checkpoint
 folder, not in MobileNetV2, and the tiny network trains an epoch in a fraction of a second
 instead of compiling MobileNetV2 for tens of seconds (test_train.py trains the real one).
@@ -45,7 +45,7 @@ from model.checkpoints import (
     write_state,
 )
 from model.validation import NonFiniteLossGuard
-from helpers import tiny_train_config
+from helpers import tiny_grid_model, tiny_train_config
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 STEPS = 2  # batches per epoch in the training runs
@@ -91,24 +91,9 @@ def _temporaries(folder):
     return [n for n in os.listdir(folder) if files.is_temporary(n)]
 
 
-def _tiny_grid_model(config, backbone_weights=None):
-    """(B, S, S, 3) uint8 -> (B, G, G, 5) in [0, 1], with a sub-model named like the real
-    backbone so `set_backbone_trainable` works on it."""
-    size, grid = config.input_size, config.grid_size
-    inputs = keras.Input((size, size, 3), dtype="uint8", name="image")
-    x = keras.layers.Rescaling(1 / 127.5, offset=-1.0)(inputs)
-    backbone = keras.Sequential([
-        keras.Input((size, size, 3)),
-        keras.layers.Conv2D(4, 3, strides=size // grid, padding="same"),
-        keras.layers.BatchNormalization(),
-    ], name="backbone")
-    out = keras.layers.Conv2D(5, 1, activation="sigmoid", name="grid")(backbone(x))
-    return keras.Model(inputs, out, name="tiny_detector")
-
-
 @pytest.fixture(autouse=True)
 def tiny_network(monkeypatch):
-    monkeypatch.setattr("model.network.create_model", _tiny_grid_model)
+    monkeypatch.setattr("model.network.create_model", tiny_grid_model)
 
 
 @pytest.fixture(scope="module")
@@ -128,7 +113,7 @@ def base_run(small_demo, tmp_path_factory):
     """A run of two committed epochs (tiny network); tests resume copies of it."""
     folder = tmp_path_factory.mktemp("base")
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr("model.network.create_model", _tiny_grid_model)
+        mp.setattr("model.network.create_model", tiny_grid_model)
         training.train(_run_config(small_demo, folder))
     return folder
 
@@ -231,7 +216,7 @@ def test_weights_blown_up_by_an_epochs_last_step_stop_training_keeping_the_good_
         assert _all_finite(path), path
 
     monkeypatch.undo()
-    monkeypatch.setattr("model.network.create_model", _tiny_grid_model)
+    monkeypatch.setattr("model.network.create_model", tiny_grid_model)
     result = training.train(config, resume=True)
     assert result.history["epoch"] == [1, 2, 3, 4]
     assert read_state(ckpt)["epoch"] == 4
