@@ -22,7 +22,7 @@ import numpy as np
 from config import Config
 from data.augment import load_training_sample, mosaic
 from data.draw import draw_boxes
-from data.grid import NUM_CHANNELS, encode_levels, level_grid_sizes
+from data.grid import cells_shape, encode_levels, level_grid_sizes
 from data.image import PAD_VALUE, to_network_input
 from data.records import ImageRecord
 from errors import DatasetError, ImageError
@@ -167,9 +167,8 @@ class FaceGridDataset(keras.utils.PyDataset):
             ids = ids[self.shard_index * part : (self.shard_index + 1) * part]
         s = self.config.input_size
         sizes = level_grid_sizes(self.config.grid_size, self.config.grid_levels)
-        cells = (sizes[0],) * 2 if len(sizes) == 1 else (sum(g * g for g in sizes),)
         images = np.empty((len(ids), s, s, 3), dtype=np.uint8)
-        targets = np.empty((len(ids),) + cells + (NUM_CHANNELS,), dtype=np.float32)
+        targets = np.empty((len(ids),) + cells_shape(sizes), dtype=np.float32)
         faces = []
         collisions = 0
         for j, record_index in enumerate(ids):

@@ -254,6 +254,14 @@ def level_grid_sizes(grid_size: int, levels: int = 1) -> tuple:
     return sizes
 
 
+def cells_shape(grid_sizes) -> tuple:
+    """The shape of one image's targets or outputs for these levels: (G, G, 5) for one
+    grid, (N, 5) with N = sum G_l^2 for several (`flatten_levels`)."""
+    if len(grid_sizes) == 1:
+        return (grid_sizes[0], grid_sizes[0], NUM_CHANNELS)
+    return (sum(g * g for g in grid_sizes), NUM_CHANNELS)
+
+
 def levels_of_cells(input_size: int, num_cells: int):
     """(finest grid size G, levels L) of a several-level output of `num_cells` cells for an
     S-px input, or None: the one choice of finest cell (8, 16 or 32 px, the backbone's) and
@@ -264,7 +272,7 @@ def levels_of_cells(input_size: int, num_cells: int):
         grid, levels = input_size // cell, 2
         while (cell * 2 ** (levels - 1) in CELL_SIZES
                and input_size % (cell * 2 ** (levels - 1)) == 0):
-            if sum(g * g for g in level_grid_sizes(grid, levels)) == num_cells:
+            if cells_shape(level_grid_sizes(grid, levels))[0] == num_cells:
                 return grid, levels
             levels += 1
     return None
@@ -300,10 +308,10 @@ def split_levels(cells: np.ndarray, grid_sizes) -> list:
     cells = np.asarray(cells)
     if len(grid_sizes) == 1 and cells.ndim >= 3:
         return [cells]  # one level's grid as it is (decode_grid checks its shape)
-    expected = sum(g * g for g in grid_sizes)
-    if cells.ndim < 2 or cells.shape[-2:] != (expected, NUM_CHANNELS):
-        raise ValueError(f"levels {tuple(grid_sizes)} have (..., {expected}, {NUM_CHANNELS}) "
-                         f"cells, got {cells.shape}")
+    expected = cells_shape(grid_sizes)
+    if cells.ndim < 2 or cells.shape[-2:] != expected:
+        raise ValueError(f"levels {tuple(grid_sizes)} have (..., {expected[0]}, "
+                         f"{NUM_CHANNELS}) cells, got {cells.shape}")
     ends = np.cumsum([g * g for g in grid_sizes])[:-1]
     return [part.reshape(cells.shape[:-2] + (g, g, NUM_CHANNELS))
             for part, g in zip(np.split(cells, ends, axis=-2), grid_sizes)]

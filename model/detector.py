@@ -24,7 +24,7 @@ import numpy as np
 from config import Config
 from data.boxes import xyxy_to_xywh
 from data.draw import draw_boxes
-from data.grid import NUM_CHANNELS, level_grid_sizes, levels_of_cells
+from data.grid import NUM_CHANNELS, cells_shape, level_grid_sizes, levels_of_cells
 from data.image import INPUT_DTYPE, prepare_image
 from errors import CheckpointError, ImageError, first_line
 from files import atomic_path
@@ -413,9 +413,7 @@ class FaceDetector:
         if batch.ndim != 4 or batch.shape[1:] != (s, s, 3):
             raise ValueError(f"predict_grids expects (B, {s}, {s}, 3) inputs, got {batch.shape}")
         grids = np.asarray(self._predict_fn(batch), dtype=np.float32)
-        g = self.grid_size
-        cells = (g, g) if self.grid_levels == 1 else (sum(n * n for n in self.grid_sizes),)
-        expected = (len(batch),) + cells + (NUM_CHANNELS,)
+        expected = (len(batch),) + cells_shape(self.grid_sizes)
         if grids.shape != expected:
             raise CheckpointError(
                 f"{self.source}: the network returned shape {grids.shape} for {batch.shape} "
