@@ -3,6 +3,7 @@
     python benchmarks/bench_real.py [--preset real] [--minutes 60] [any train.py flag]
     python benchmarks/bench_real.py --epochs 5 --steps-per-epoch 100   # a fixed length
     python benchmarks/bench_real.py --resume checkpoints/RUN/      # finish an interrupted run
+    python benchmarks/bench_real.py --weights RUN/last-e009.keras --epochs 12   # another cycle
     python benchmarks/bench_real.py --score checkpoints/RUN/          # score a trained run
     python benchmarks/bench_real.py --score checkpoints/RUN/ --detect-sizes 320,416,512
 
@@ -120,7 +121,7 @@ def train_preset(args, config) -> str:
                                 finetune_epochs=args.epochs - head)
     else:
         config = budgeted_config(config, args.minutes)
-    result = train(config)
+    result = train(config, weights=args.weights)
     budget = f"{args.epochs} epochs asked" if args.epochs else f"budget {args.minutes:g} min"
     print(f"trained {result.epochs_done} epochs in {result.minutes:.1f} min "
           f"({budget}); best {config.monitor} {result.best_score:.4f}: "
@@ -344,6 +345,9 @@ def parse_args(argv=None):
                         help="train this many epochs instead of a measured budget")
     parser.add_argument("--resume", metavar="RUN",
                         help="continue an interrupted run folder (its config.json), then score")
+    parser.add_argument("--weights", metavar="CKPT",
+                        help="start from this checkpoint's weights (a new run, a fresh "
+                             "optimizer and learning-rate schedule), as train.py --weights")
     parser.add_argument("--score", metavar="RUN", help="only score this run folder or checkpoint")
     parser.add_argument("--detect-sizes", default="",
                         help="comma-separated input sizes to choose from on validation "
