@@ -1,6 +1,6 @@
 """The one configuration of the project: a typed dataclass with the user's defaults.
 
-Every CLI starts from `Config()`, overrides fields with its flags (see `cli.py`), and
+Every CLI starts from `Config()`, overrides fields with its flags (see `common/cli.py`), and
 writes the resolved configuration beside the run's logs with `save_config`.
 """
 
@@ -14,12 +14,12 @@ import os
 from dataclasses import dataclass
 
 from data.grid import CELL_SIZES
-from errors import ConfigError
-from files import atomic_write_text
+from common.errors import ConfigError
+from common.files import atomic_write_text
 
-# The official WIDER FACE layout, unpacked under data/ by `python download.py`.
+# The official WIDER FACE layout, unpacked under data/ by `python tools/download.py`.
 WIDER_ROOT = os.path.join("data", "WIDER")
-# The bundled demo set written by `python make_demo.py` (the README's main command).
+# The bundled demo set written by `python tools/make_demo.py` (the README's main command).
 DEMO_ROOT = os.path.join("data", "demo")
 # Learning rate after warm-up (model.training.LearningRateSchedule).
 LR_SCHEDULES = ("constant", "cosine")

@@ -59,10 +59,10 @@ from typing import List, NamedTuple, Optional, Sequence, Tuple, Union
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from cli import (START_UP_NOISE, add_config_arguments, config_from_args, native_stderr_filtered,
+from common.cli import (START_UP_NOISE, add_config_arguments, config_from_args, native_stderr_filtered,
                  overwritten_input, run_main, start_runtime)
 from config import Config
-from errors import ConfigError, ImageError, first_line
+from common.errors import ConfigError, ImageError, first_line
 
 PROG = "detect.py"
 # The model that ships with the repository, used when the user has none of their own.
@@ -225,7 +225,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             raise ConfigError(f"--output {args.output}: is the input video {clash[1]}; "
                               "not writing over it")
     start_runtime(config, verbose=args.verbose)  # before the first decode and TF import
-    from errors import CheckpointError
+    from common.errors import CheckpointError
     from model.detector import FaceDetector, resolve_weights
 
     shipped = False
@@ -382,7 +382,7 @@ def annotate_video(
     from tqdm import tqdm
 
     from data.capture import open_capture
-    from files import atomic_path
+    from common.files import atomic_path
     from model.detector import annotate
 
     _check_video_output(output)

@@ -18,9 +18,9 @@ import time
 import warnings
 from typing import Optional, Sequence
 
-from cli import add_config_arguments, config_from_args, path_argument, run_main, start_runtime
-from errors import ConfigError, DatasetError
-from files import atomic_write_text
+from common.cli import add_config_arguments, config_from_args, path_argument, run_main, start_runtime
+from common.errors import ConfigError, DatasetError
+from common.files import atomic_write_text
 from model.metrics import IOU_THRESHOLD, average_precision
 from model.predictions import detections_for, prediction_key, read_predictions
 from model.wider_protocol import GT_FILE, SETTINGS, find_gt_dir, load_wider_gt, wider_ap

@@ -29,10 +29,10 @@ from typing import Optional, Sequence
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from cli import add_config_arguments, config_from_args, overwritten_input, run_main, start_runtime
+from common.cli import add_config_arguments, config_from_args, overwritten_input, run_main, start_runtime
 from data.grid import levels_text
 from model.formats import EXPORT_FORMATS
-from errors import ConfigError
+from common.errors import ConfigError
 
 
 def check_output_folder(output: str) -> None:
@@ -89,7 +89,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     config = config_from_args(args)
     start_runtime(config, verbose=args.verbose)
-    from errors import CheckpointError
+    from common.errors import CheckpointError
     from model.detector import FaceDetector, resolve_weights
     from model.export import default_export_path, export_model
 

@@ -14,7 +14,7 @@ import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from cli import add_config_arguments, config_from_args, run_main  # noqa: E402
+from common.cli import add_config_arguments, config_from_args, run_main  # noqa: E402
 from data.grid import level_grid_sizes, levels_of_cells  # noqa: E402
 
 

@@ -17,8 +17,8 @@ import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from cli import add_config_arguments, config_from_args, run_main, start_runtime
-from errors import ConfigError
+from common.cli import add_config_arguments, config_from_args, run_main, start_runtime
+from common.errors import ConfigError
 from config import DEMO_ROOT, PRESETS, Config, load_config
 
 

@@ -37,7 +37,6 @@ the faults this guards against); the inspection reads both the new and the old l
 from __future__ import annotations
 
 import argparse
-import glob
 import json
 import os
 import random
@@ -94,7 +93,7 @@ def inspect_run(checkpoint_dir: str, log_dir: str, steps_per_epoch: int) -> dict
     """
     import keras
 
-    from files import is_temporary
+    from common.files import is_temporary
     from model.checkpoints import LEGACY_LAST_FILE, load_checkpoint
 
     report = {"corrupt": [], "temporaries": [], "committed_epoch": 0,
@@ -298,7 +297,7 @@ def main(argv=None):
           f"{summary['final_optimizer_epochs']} epochs of steps, exit {code}; "
           f"{summary['minutes']} min")
     if args.out:
-        from files import atomic_write_text
+        from common.files import atomic_write_text
 
         atomic_write_text(args.out, json.dumps({"summary": summary, "kills": rows,
                                                 "final": final}, indent=1) + "\n")

@@ -227,7 +227,7 @@ def main(argv=None) -> int:
     rows = run(args)
     print(table(rows))
     if args.out:
-        from files import atomic_write_text
+        from common.files import atomic_write_text
 
         atomic_write_text(args.out, json.dumps(rows, indent=1) + "\n")
     return 0

@@ -232,7 +232,7 @@ def score(args) -> dict:
         exports.append(path)
         ours.append((label, FaceDetector.load(path, num_threads=1)))
     if args.ship:
-        from files import atomic_write_bytes
+        from common.files import atomic_write_bytes
 
         os.makedirs(os.path.dirname(os.path.abspath(args.ship)), exist_ok=True)
         with open(exports[1], "rb") as f:
@@ -289,7 +289,7 @@ def score(args) -> dict:
         print(f"| {label} | {r['easy']:.3f} | {r['medium']:.3f} | {r['hard']:.3f} | "
               f"{r['ms']:.1f} |")
     if args.out:
-        from files import atomic_write_text
+        from common.files import atomic_write_text
 
         atomic_write_text(args.out, json.dumps(result, indent=2) + "\n")
     return result
@@ -309,7 +309,7 @@ def draw_pr_curves(curves: dict, rows: dict, path: str) -> None:
     matplotlib.use("Agg")  # no display: benchmarks run headless
     import matplotlib.pyplot as plt
 
-    from files import atomic_path
+    from common.files import atomic_path
 
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.8), sharey=True)
     for ax, setting in zip(axes, ("easy", "medium", "hard")):
@@ -334,7 +334,7 @@ def draw_pr_curves(curves: dict, rows: dict, path: str) -> None:
 
 # --------------------------------------------------------------------------------- main
 def parse_args(argv=None):
-    from cli import add_config_arguments
+    from common.cli import add_config_arguments
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -379,7 +379,7 @@ def main(argv=None):
     if args.score:
         score(args)
         return
-    from cli import config_from_args
+    from common.cli import config_from_args
     from config import PRESETS, Config, load_config
 
     if args.resume:

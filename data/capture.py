@@ -1,6 +1,6 @@
 """Collect photos for your own face set from a camera, or a video file standing in for one.
 
-`capture_frames` (what `python capture.py` runs) saves one frame every `interval` seconds
+`capture_frames` (what `python tools/capture.py` runs) saves one frame every `interval` seconds
 (camera: wall-clock time; video file: the frames' timestamps, frame index / fps, so a
 file is sampled the same however fast it decodes) up to `count` frames, as
 `img_0001.jpg`, `img_0002.jpg`, ... Numbering continues after the highest existing
@@ -25,7 +25,7 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from errors import ConfigError, ImageError
+from common.errors import ConfigError, ImageError
 
 DEFAULT_PREFIX = "img"
 JPEG_QUALITY = 95

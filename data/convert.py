@@ -1,6 +1,6 @@
 """Write any supported dataset out in the official WIDER FACE layout.
 
-`convert_to_wider(records, OUT, split)` (what `python convert.py` runs) writes
+`convert_to_wider(records, OUT, split)` (what `python tools/convert.py` runs) writes
 
     OUT/WIDER_{split}/images/<event>/<file>       hard links to the input images (copies
                                                   with `copy`, or across file systems)
@@ -34,8 +34,8 @@ from tqdm import tqdm
 from data.formats import lies_inside  # noqa: F401 - convert.py imports it from here
 from data.records import ImageRecord
 from data.wider import wider_split_paths, write_wider_annotations
-from errors import DatasetError
-from files import atomic_path
+from common.errors import DatasetError
+from common.files import atomic_path
 
 DEFAULT_EVENT = "custom"
 _WIDER_NAME = re.compile(r"^\d+--[^/]+/[^/]+$")

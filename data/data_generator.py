@@ -25,8 +25,8 @@ from data.draw import draw_boxes
 from data.grid import cells_shape, encode_levels, level_grid_sizes
 from data.image import PAD_VALUE, to_network_input
 from data.records import ImageRecord
-from errors import DatasetError, ImageError
-from files import atomic_path
+from common.errors import DatasetError, ImageError
+from common.files import atomic_path
 
 # Attempts at other (random) images before an unreadable one becomes a blank sample.
 MAX_REPLACEMENTS = 3

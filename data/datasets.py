@@ -3,7 +3,7 @@
 A *source* is a folder (or a COCO .json) in one of the formats:
 
     wider     the official WIDER FACE layout (WIDER_train/, WIDER_val/, wider_face_split/),
-              also the layout of the demo set and of `python convert.py` output
+              also the layout of the demo set and of `python tools/convert.py` output
     labelme   one labelme .json per image          (data/formats/labelme.py)
     yolo      images/ + labels/ `class cx cy w h`  (data/formats/yolo.py)
     coco      one COCO .json                       (data/formats/coco.py)
@@ -56,7 +56,7 @@ from data.formats.yolo import CLASSES_FILE, read_yolo
 from data.image import IMAGE_EXTENSIONS, image_files
 from data.records import ImageRecord
 from data.wider import SPLITS, load_wider_split, wider_split_paths
-from errors import ConfigError, DatasetError, FaceDetectorError
+from common.errors import ConfigError, DatasetError, FaceDetectorError
 
 FORMATS = ("wider", "labelme", "yolo", "coco", "voc")
 # Folder (or COCO file name) spellings of each split.
@@ -373,11 +373,11 @@ def _check_exists(path: str) -> None:
         return
     if os.path.abspath(path) == os.path.abspath(WIDER_ROOT):
         raise DatasetError(
-            f"{path}: WIDER FACE not found; run `python download.py` to fetch it, "
+            f"{path}: WIDER FACE not found; run `python tools/download.py` to fetch it, "
             f"or train on the demo data with `python train.py --demo`"
         )
     raise DatasetError(
-        f"{path}: dataset not found; pass a WIDER FACE root (`python download.py` fetches "
+        f"{path}: dataset not found; pass a WIDER FACE root (`python tools/download.py` fetches "
         "one), a labelme/YOLO/COCO/VOC folder, or train on the demo data with "
         "`python train.py --demo`"
     )
@@ -523,7 +523,7 @@ def _check_wider_split(root: str, split: str) -> None:
     if split == "val":
         raise DatasetError(
             f"{root}: no val split ({annotation_path} not found); convert one with "
-            f"`python convert.py --split val --out {root} ...`, or set val_dataset"
+            f"`python tools/convert.py --split val --out {root} ...`, or set val_dataset"
         )
     raise DatasetError(f"{root}: no {split} split ({annotation_path} not found)")
 

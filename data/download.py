@@ -1,6 +1,6 @@
 """Fetch the official WIDER FACE archives and unpack them into the layout `train.py` reads.
 
-`download_wider` (what `python download.py` runs) leaves under the root (default
+`download_wider` (what `python tools/download.py` runs) leaves under the root (default
 `config.WIDER_ROOT`):
 
     WIDER_train/images/<event>/*.jpg     WIDER_val/images/...     WIDER_test/images/...
@@ -36,7 +36,7 @@ from typing import Dict, Iterable, List, Optional, Sequence
 from tqdm import tqdm
 
 from config import WIDER_ROOT
-from errors import ConfigError, DownloadError
+from common.errors import ConfigError, DownloadError
 
 OFFICIAL_PAGE = "http://shuoyang1213.me/WIDERFACE/"
 USER_AGENT = "face-detector-download/1.0 (python urllib)"

@@ -24,7 +24,7 @@ import numpy as np
 
 from config import Config
 from data.boxes import Letterbox
-from errors import ImageError
+from common.errors import ImageError
 
 # The network's input form, which `to_network_input` makes: the one statement of it (the
 # network's Input, every model's contract and the runtimes' checks read these).

@@ -1,6 +1,6 @@
 """What a dataset looks like to the network: counts, face sizes in grid cells, collisions.
 
-`python stats.py --dataset my_faces` prints `format_stats(dataset_stats(...))`.
+`python tools/stats.py --dataset my_faces` prints `format_stats(dataset_stats(...))`.
 
 Faces are measured as training sees them without augmentation (the validation path of
 data/augment.py): clipped to the image, letterboxed to the configured input, a face
@@ -27,7 +27,7 @@ from data.datasets import parse_sources, read_source
 from data.grid import encode_grid
 from data.image import read_image_size
 from data.records import ImageRecord
-from errors import ImageError
+from common.errors import ImageError
 
 # Bin edges of the face-size histogram, in grid cells.
 SIZE_EDGES = (0.25, 0.5, 1.0, 2.0, 4.0)

@@ -7,7 +7,7 @@
 
 so every WIDER reader reads it unchanged. Each image is drawn with OpenCV from its own random
 stream `(seed, split, index)`: the same seed gives byte-identical files, and val is a fresh
-draw, not a resample of train. `python make_demo.py` writes it (`make_demo_dataset`);
+draw, not a resample of train. `python tools/make_demo.py` writes it (`make_demo_dataset`);
 `python train.py --demo` makes it on first use (`ensure_demo_dataset`).
 
 What an image holds (the facts the tests check):
@@ -49,8 +49,8 @@ from config import DEMO_ROOT, SEED_MAX, Config
 from data.boxes import Letterbox
 from data.records import ImageRecord
 from data.wider import wider_split_paths, write_wider_annotations
-from errors import ConfigError, DatasetError, ImageError
-from files import atomic_write_text
+from common.errors import ConfigError, DatasetError, ImageError
+from common.files import atomic_write_text
 
 # Bump when the drawing changes, so `ensure_demo_dataset` regenerates an old set.
 GENERATOR_VERSION = 1

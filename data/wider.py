@@ -59,8 +59,8 @@ from data.formats import (
 )
 from data.image import IMAGE_EXTENSIONS, read_image_size
 from data.records import ImageRecord
-from errors import AnnotationError, ConfigError, DatasetError, ImageError
-from files import atomic_write_text
+from common.errors import AnnotationError, ConfigError, DatasetError, ImageError
+from common.files import atomic_write_text
 
 SPLITS = ("train", "val", "test")
 # Columns of a face line after x y w h; `invalid` is the one that makes a face ignored.
@@ -504,7 +504,7 @@ def load_wider_split(root: str, split: str, skip_missing: bool = False) -> Wider
         if not os.path.exists(needed):
             raise DatasetError(
                 f"{needed}: not found, the WIDER FACE {split} split is not under {root}; "
-                f"run `python download.py --root {root}` to fetch it, "
+                f"run `python tools/download.py --root {root}` to fetch it, "
                 f"or train on the demo data with `python train.py --demo`"
             )
     if split == "test":

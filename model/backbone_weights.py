@@ -15,7 +15,7 @@ from typing import Optional
 
 import keras
 
-from errors import WeightsUnavailableError, first_line
+from common.errors import WeightsUnavailableError, first_line
 
 # Keras publishes ImageNet weights for these only; other sizes load the 224 weights
 # (convolution weights do not depend on the input size; Keras does the same).

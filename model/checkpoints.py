@@ -46,8 +46,8 @@ from typing import List, Optional, Tuple
 import keras
 import numpy as np
 
-from errors import CheckpointError, TrainingDiverged, first_line
-from files import atomic_path, atomic_write_text, os_error_reason, remove_temporaries
+from common.errors import CheckpointError, TrainingDiverged, first_line
+from common.files import atomic_path, atomic_write_text, os_error_reason, remove_temporaries
 from model.contract import ModelContract, add_keras_entry
 
 # model-0.81-e007.keras, and the plain model-0.81.keras of older runs.

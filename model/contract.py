@@ -35,8 +35,8 @@ from typing import Optional
 
 from config import Config
 from data.image import CHANNEL_ORDER, INPUT_DTYPE
-from errors import CheckpointError, ConfigError
-from files import atomic_path, atomic_write_bytes, atomic_write_text
+from common.errors import CheckpointError, ConfigError
+from common.files import atomic_path, atomic_write_bytes, atomic_write_text
 from model.formats import format_of
 
 CONTRACT_NAME = "face_detector_contract"  # TFLite metadata / ONNX metadata_props key

@@ -26,8 +26,8 @@ from data.boxes import xyxy_to_xywh
 from data.draw import draw_boxes
 from data.grid import NUM_CHANNELS, cells_shape, level_grid_sizes, levels_of_cells
 from data.image import INPUT_DTYPE, prepare_image
-from errors import CheckpointError, ImageError, first_line
-from files import atomic_path
+from common.errors import CheckpointError, ImageError, first_line
+from common.files import atomic_path
 from model.contract import ModelContract, contract_beside, read_contract
 from model.formats import FORMATS_HELP, format_of
 from model.postprocess import Detections, detect_batch, detect_from_grid

@@ -55,7 +55,7 @@ from typing import Iterable, Mapping, Optional
 import keras
 import numpy as np
 
-from errors import ConfigError
+from common.errors import ConfigError
 
 # The names of GridLoss's two terms in the logs (model/loss.py's ObjectnessLoss, BoxLoss).
 LOSS_TERMS = ("obj_loss", "box_loss")

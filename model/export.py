@@ -26,8 +26,8 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from errors import ConfigError, ImageError
-from files import atomic_path, atomic_write_bytes
+from common.errors import ConfigError, ImageError
+from common.files import atomic_path, atomic_write_bytes
 from model.contract import CONTRACT_NAME, ModelContract, with_tflite_metadata, write_contract
 from model.formats import BY_NAME, EXPORT_FORMATS
 

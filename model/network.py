@@ -33,7 +33,7 @@ from config import Config
 from data import image
 from data.grid import (CLASS, H, NUM_CHANNELS, XC, YC, W, level_grid_sizes, levels_of_cells,
                        offset_range)
-from errors import CheckpointError
+from common.errors import CheckpointError
 from model.backbone_weights import backbone_weights_path, load_backbone_weights
 
 BACKBONE_NAME = "backbone"

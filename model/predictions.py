@@ -20,8 +20,8 @@ import numpy as np
 from tqdm import tqdm
 
 from data.boxes import xywh_to_xyxy, xyxy_to_xywh
-from errors import AnnotationError, DatasetError
-from files import atomic_write_text
+from common.errors import AnnotationError, DatasetError
+from common.files import atomic_write_text
 from model.postprocess import Detections
 
 Predictions = Dict[str, Detections]  # prediction_key(image name) -> Detections

@@ -13,14 +13,15 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Dict, List, Mapping, Optional, Sequence, Union
+from typing import Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 from tqdm import tqdm
 
 from data.boxes import xywh_to_xyxy
-from errors import DatasetError
+from common.errors import DatasetError
 from model.metrics import IOU_THRESHOLD, voc_ap
+from model.postprocess import Detections
 from model.predictions import detections_for, read_predictions
 
 THRESH_NUM = 1000  # points of the official PR curve
@@ -184,8 +185,21 @@ def wider_ap(
     if isinstance(predictions, (str, os.PathLike)):
         predictions = read_predictions(str(predictions), progress=progress, names=gt.names)
     dets = detections_for(gt.names, predictions, allow_missing, str(source))
+    boxes, scores = _sorted_normalised(dets)
 
-    # read_pred.m sorts each image's boxes by descending score; image_pr_info.m relies on it.
+    # Thresholds 0.999, 0.998, ..., 0 as `1 - t / thresh_num` for t = 1..1000.
+    thresholds = 1.0 - np.arange(1, THRESH_NUM + 1, dtype=np.float64) / THRESH_NUM
+    counts_of = {s: np.zeros((THRESH_NUM, 2)) for s in SETTINGS}  # (proposals, recalled)
+    iterator = tqdm(range(len(gt.names)), desc="wider_ap", unit="image", disable=not progress)
+    for i in iterator:
+        if len(gt.boxes[i]) and len(boxes[i]):
+            _add_image_counts(counts_of, gt, i, boxes[i], scores[i], thresholds, iou_threshold)
+    return _settings_ap(counts_of, gt, curves)
+
+
+def _sorted_normalised(dets: Sequence[Detections]) -> Tuple[List[np.ndarray], List[np.ndarray]]:
+    """Each image's (n, 4) boxes and (n,) scores sorted by descending score (read_pred.m;
+    image_pr_info.m relies on it), the scores min-max normalised over the whole set."""
     orders = [np.argsort(-d.scores, kind="stable") for d in dets]
     boxes = [d.boxes[o].astype(np.float64) for d, o in zip(dets, orders)]
     scores = [d.scores[o].astype(np.float64) for d, o in zip(dets, orders)]
@@ -195,35 +209,41 @@ def wider_ap(
         high = max(float(s.max()) for s in nonempty)
         span = high - low
         scores = [(s - low) / span if span > 0 else np.ones_like(s) for s in scores]
+    return boxes, scores
 
-    # Thresholds 0.999, 0.998, ..., 0 as `1 - t / thresh_num` for t = 1..1000.
-    thresholds = 1.0 - np.arange(1, THRESH_NUM + 1, dtype=np.float64) / THRESH_NUM
-    counts_of = {s: np.zeros((THRESH_NUM, 2)) for s in SETTINGS}  # (proposals, recalled)
-    iterator = tqdm(range(len(gt.names)), desc="wider_ap", unit="image", disable=not progress)
-    for i in iterator:
-        gt_boxes, pred_boxes, pred_scores = gt.boxes[i], boxes[i], scores[i]
-        if len(gt_boxes) == 0 or len(pred_boxes) == 0:
-            continue
-        overlaps = _official_overlaps(pred_boxes, gt_boxes)
-        best = overlaps.argmax(axis=1)  # first maximum, as MATLAB's max
-        hit = overlaps[np.arange(len(best)), best] >= iou_threshold
-        # Detections above each threshold: with scores sorted descending, a prefix.
-        counts = np.searchsorted(-pred_scores, -thresholds, side="right")
-        above = counts > 0
-        last = counts[above] - 1
-        for setting in SETTINGS:
-            kept = np.zeros(len(gt_boxes), dtype=bool)
-            kept[gt.keep[setting][i]] = True
-            # image_evaluation.m, vectorised: the state it carries reduces to "which kept
-            # faces were found so far" and "which detections hit a face not kept".
-            proposal = ~(hit & ~kept[best])
-            found = np.flatnonzero(hit & kept[best])
-            first = np.zeros(len(best), dtype=bool)
-            first[found[np.unique(best[found], return_index=True)[1]]] = True
-            pred_recall = np.cumsum(first)
-            counts_of[setting][above, 0] += np.cumsum(proposal)[last]
-            counts_of[setting][above, 1] += pred_recall[last]
 
+def _add_image_counts(counts_of: Dict[str, np.ndarray], gt: WiderGroundTruth, i: int,
+                      pred_boxes: np.ndarray, pred_scores: np.ndarray,
+                      thresholds: np.ndarray, iou_threshold: float) -> None:
+    """Add image i's proposals and recalled faces at every threshold to each setting's
+    (THRESH_NUM, 2) counts (image_evaluation.m and image_pr_info.m). pred_boxes (n, 4)
+    and pred_scores (n,) as `_sorted_normalised` gives them."""
+    gt_boxes = gt.boxes[i]
+    overlaps = _official_overlaps(pred_boxes, gt_boxes)
+    best = overlaps.argmax(axis=1)  # first maximum, as MATLAB's max
+    hit = overlaps[np.arange(len(best)), best] >= iou_threshold
+    # Detections above each threshold: with scores sorted descending, a prefix.
+    counts = np.searchsorted(-pred_scores, -thresholds, side="right")
+    above = counts > 0
+    last = counts[above] - 1
+    for setting in SETTINGS:
+        kept = np.zeros(len(gt_boxes), dtype=bool)
+        kept[gt.keep[setting][i]] = True
+        # image_evaluation.m, vectorised: the state it carries reduces to "which kept
+        # faces were found so far" and "which detections hit a face not kept".
+        proposal = ~(hit & ~kept[best])
+        found = np.flatnonzero(hit & kept[best])
+        first = np.zeros(len(best), dtype=bool)
+        first[found[np.unique(best[found], return_index=True)[1]]] = True
+        pred_recall = np.cumsum(first)
+        counts_of[setting][above, 0] += np.cumsum(proposal)[last]
+        counts_of[setting][above, 1] += pred_recall[last]
+
+
+def _settings_ap(counts_of: Dict[str, np.ndarray], gt: WiderGroundTruth,
+                 curves: Optional[dict]) -> Dict[str, float]:
+    """{'easy': AP, ...} from each setting's (THRESH_NUM, 2) counts (wider_pr_cal.m then
+    VOC_ap), filling `curves` with (recall, precision) if given."""
     result = {}
     for setting in SETTINGS:
         count_face = gt.num_faces(setting)

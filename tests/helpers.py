@@ -2,7 +2,6 @@
 tiny configurations). Test modules import from here or from conftest.py, never from
 each other."""
 
-import contextlib
 import json
 import os
 import struct
@@ -207,26 +206,3 @@ def tiny_grid_model(config, backbone_weights=None):
     return keras.Model(inputs, out, name="tiny_detector")
 
 
-@contextlib.contextmanager
-def optimizer_built_at_compile():
-    """Within it, model.training's `_compile` also builds the optimizer's variables.
-
-    Without a distribution strategy Keras builds an unbuilt optimizer inside the first
-    traced training step, so TensorFlow traces that step twice (variables were made while
-    tracing): about 20 s more for MobileNetV2 on a 2-core CPU. Built at compile time, as
-    Keras itself does under a strategy and as a resumed run's loaded optimizer is, the step
-    is traced once; the weights and the training are the same. The tiny-network training
-    tests keep the lazy path."""
-    import model.training as training
-
-    compile_only = training._compile
-
-    def compile_and_build(model, config, learning_rate):
-        compile_only(model, config, learning_rate)
-        model.optimizer.build(model.trainable_variables)
-
-    training._compile = compile_and_build
-    try:
-        yield
-    finally:
-        training._compile = compile_only

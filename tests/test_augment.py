@@ -24,7 +24,7 @@ from data.boxes import Letterbox, box_sizes
 from data.draw import IGNORE_COLOR, draw_boxes
 from data.image import PAD_VALUE, read_image
 from data.records import ImageRecord
-from errors import ConfigError, ImageError
+from common.errors import ConfigError, ImageError
 
 GREY = 90  # not PAD_VALUE, so padding and background differ
 FACE_COLORS = [(0, 0, 255), (0, 255, 0), (255, 0, 0), (0, 255, 255), (255, 0, 255)]

@@ -7,9 +7,9 @@ import cv2
 import numpy as np
 import pytest
 
-from capture import main
+from tools.capture import main
 from data.capture import capture_frames, next_index, write_new_jpeg
-from errors import ConfigError, ImageError
+from common.errors import ConfigError, ImageError
 
 FPS = 10.0
 FRAMES = 30  # 3 seconds
@@ -115,7 +115,7 @@ def test_cli_errors_are_one_line(video, tmp_path):
         (["--out", str(tmp_path / "o"), "--interval", "nan"],
          "--interval nan: must be a finite number of seconds >= 0"),
     ):
-        done = subprocess.run([sys.executable, "capture.py", "--video", video, *flags],
+        done = subprocess.run([sys.executable, "tools/capture.py", "--video", video, *flags],
                               cwd=repo, capture_output=True, text=True, timeout=60)
         assert done.returncode == 2
         assert done.stderr.strip().splitlines() == [f"capture.py: error: {message}"]

@@ -9,7 +9,7 @@ import keras
 import numpy as np
 import pytest
 
-from errors import CheckpointError
+from common.errors import CheckpointError
 from model.checkpoints import (
     ScoreCheckpoint,
     best_name,

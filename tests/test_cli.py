@@ -5,8 +5,8 @@ import sys
 
 import pytest
 
-from cli import as_flag_message, run_main
-from errors import ConfigError
+from common.cli import as_flag_message, run_main
+from common.errors import ConfigError
 
 
 @pytest.mark.parametrize("message, flags, shown", [
@@ -40,7 +40,7 @@ def test_run_main_prints_the_flag_form_in_one_line_and_exits_2(capsys):
 def test_a_script_names_itself_by_file_name(tmp_path):
     script = tmp_path / "tool.py"
     script.write_text("import sys; sys.path.insert(0, sys.argv[1])\n"
-                      "from cli import run_main\nfrom errors import ConfigError\n"
+                      "from common.cli import run_main\nfrom common.errors import ConfigError\n"
                       "def main():\n    raise ConfigError('seed=-1: must be >= 0')\n"
                       "run_main(main)\n")
     import os

@@ -1,4 +1,4 @@
-"""Config (config.py), its CLI flags (cli.py) and atomic writes (files.py)."""
+"""Config (config.py), its CLI flags (common/cli.py) and atomic writes (common/files.py)."""
 
 import argparse
 import json
@@ -9,11 +9,11 @@ import sys
 
 import pytest
 
-import cli
-from cli import add_config_arguments, config_from_args
+from common import cli
+from common.cli import add_config_arguments, config_from_args
 from config import DEMO_ROOT, Config, demo_config, load_config, save_config
-from errors import ConfigError
-from files import atomic_path, atomic_write_text
+from common.errors import ConfigError
+from common.files import atomic_path, atomic_write_text
 
 
 def test_defaults_are_the_original_design():
@@ -120,10 +120,10 @@ def test_run_main_turns_project_errors_into_one_line(tmp_path):
     script = tmp_path / "prog.py"
     script.write_text(
         "import sys; sys.path.insert(0, %r)\n"
-        "from cli import run_main\n"
-        "from errors import DatasetError\n"
+        "from common.cli import run_main\n"
+        "from common.errors import DatasetError\n"
         "def main():\n    raise DatasetError('data/x.txt:3: expected a count')\n"
-        "run_main(main)\n" % os.path.dirname(os.path.abspath(cli.__file__))
+        "run_main(main)\n" % os.path.dirname(os.path.dirname(os.path.abspath(cli.__file__)))
     )
     r = subprocess.run([sys.executable, str(script)], capture_output=True, text=True)
     assert r.returncode == 2
@@ -296,7 +296,7 @@ def test_bad_flags_are_refused_through_validate():
 def test_clis_exit_2_with_one_line_for_bad_numbers(script, flags, message):
     """As a user runs them: no traceback, exit 2 (train.py -3 epochs used to exit 0), and
     the value named by the flag the user typed (cli.as_flag_message)."""
-    repo = os.path.dirname(os.path.abspath(cli.__file__))
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(cli.__file__)))
     done = subprocess.run([sys.executable, script, *flags], cwd=repo, capture_output=True,
                           text=True, timeout=120, env=dict(os.environ, PYTHONPATH=repo))
     assert done.returncode == 2, done.stderr
@@ -306,7 +306,7 @@ def test_clis_exit_2_with_one_line_for_bad_numbers(script, flags, message):
 
 
 def test_overwritten_input_finds_the_same_file_by_any_name(tmp_path):
-    from cli import overwritten_input
+    from common.cli import overwritten_input
 
     photo = tmp_path / "a.jpg"
     photo.write_bytes(b"photo")

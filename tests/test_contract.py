@@ -9,9 +9,9 @@ import keras
 import numpy as np
 import pytest
 
-from cli import as_flag_message
+from common.cli import as_flag_message
 from config import Config
-from errors import CheckpointError, ConfigError
+from common.errors import CheckpointError, ConfigError
 from model.checkpoints import save_model_atomically
 from model.contract import (
     CONTRACT_FILE, CONTRACT_NAME, ModelContract, read_contract, tflite_metadata, write_contract,

@@ -7,7 +7,7 @@ import os
 import numpy as np
 import pytest
 
-from convert import main
+from tools.convert import main
 from data.convert import convert_to_wider, wider_names
 from data.datasets import load_records
 from data.formats import AnnotationWarning
@@ -15,7 +15,7 @@ from data.formats.coco import read_coco
 from data.formats.labelme import read_labelme
 from data.formats.yolo import read_yolo
 from data.wider import load_wider_split, read_wider_annotations, wider_split_paths
-from errors import DatasetError
+from common.errors import DatasetError
 from helpers import make_coco, make_labelme, make_yolo, write_image
 
 

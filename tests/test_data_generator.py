@@ -16,7 +16,7 @@ from data.data_generator import FaceGridDataset
 from data.grid import CLASS, encode_grid
 from data.image import PAD_VALUE, to_network_input
 from data.records import ImageRecord
-from errors import DatasetError
+from common.errors import DatasetError
 
 CONFIG = Config(input_size=64, grid_size=4, batch_size=4, seed=5)
 

@@ -25,7 +25,7 @@ from data.formats import AnnotationWarning
 from data.grid import CLASS
 from data.records import ImageRecord
 from data.wider import write_wider_annotations
-from errors import ConfigError, DatasetError
+from common.errors import ConfigError, DatasetError
 from helpers import make_flat_labelme
 from helpers import make_coco, make_labelme, make_yolo, write_image
 
@@ -106,9 +106,9 @@ def test_detect_format_passes_over_unusable_json_without_a_traceback(tmp_path):
 
 def test_missing_sources_say_what_to_do(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # no data/WIDER here
-    with pytest.raises(DatasetError, match=r"python download\.py.*python train\.py --demo"):
+    with pytest.raises(DatasetError, match=r"python tools/download\.py.*python train\.py --demo"):
         load_records(os.path.join("data", "WIDER"))
-    with pytest.raises(DatasetError, match=r"^nope: dataset not found; .*python download\.py.*--demo"):
+    with pytest.raises(DatasetError, match=r"^nope: dataset not found; .*python tools/download\.py.*--demo"):
         load_records("nope")
     with pytest.raises(DatasetError, match=r"^dataset='data/WIDER'|WIDER FACE not found"):
         training_records(Config())
@@ -125,7 +125,7 @@ def test_wider_root_without_val_split_is_held_out_like_a_pool(tmp_path):
     assert val == [r.name for r in load_records(root, "val")]  # the same split every run
     # Read whole (no hold-out: a --val-dataset, a conversion) it is still the train split.
     assert len(load_records(root, "train", holdout=False)) == 20
-    with pytest.raises(DatasetError, match=r"no val split .*python convert\.py --split val.*set val_dataset"):
+    with pytest.raises(DatasetError, match=r"no val split .*python tools/convert\.py --split val.*set val_dataset"):
         load_records(root, "val", holdout=False)
 
 

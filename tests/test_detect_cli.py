@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 import detect
-from errors import CheckpointError, ConfigError, ImageError
+from common.errors import CheckpointError, ConfigError, ImageError
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # The fixed network below finds these four faces in any 128x128 image.

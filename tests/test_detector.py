@@ -10,7 +10,7 @@ import pytest
 
 from data.boxes import Letterbox
 from data.grid import CLASS, encode_grid
-from errors import CheckpointError, ImageError
+from common.errors import CheckpointError, ImageError
 from model.detector import (
     FaceDetector, face_rows, grid_geometry, resolve_weights,
 )

@@ -19,8 +19,8 @@ from data.download import (
     read_checksum_manifest,
 )
 from data.wider import load_wider_split
-from download import main
-from errors import ConfigError, DownloadError
+from tools.download import main
+from common.errors import ConfigError, DownloadError
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 GT = "0--Parade/0_Parade_a.jpg\n1\n10 20 30 40 0 0 0 0 0 0 \n0--Parade/0_Parade_b.jpg\n0\n0 0 0 0 0 0 0 0 0 0 \n"
@@ -237,7 +237,7 @@ def test_unreachable_mirror_gives_one_line_with_file_mirrors_and_advice(tmp_path
 
 def test_cli_prints_one_error_line_and_exits_2(tmp_path, closed_port_url):
     process = subprocess.run(
-        [sys.executable, "download.py", "--root", str(tmp_path), "--parts", "annotations",
+        [sys.executable, "tools/download.py", "--root", str(tmp_path), "--parts", "annotations",
          "--mirror", closed_port_url, "--no-progress", "--timeout", "5"],
         cwd=REPO, capture_output=True, text=True, timeout=60,
     )
@@ -250,7 +250,7 @@ def test_cli_prints_one_error_line_and_exits_2(tmp_path, closed_port_url):
 def test_cli_names_the_flag_of_a_bad_value(tmp_path):
     """The library names the value (sha256='val=xyz'); download.py shows it as the flag."""
     process = subprocess.run(
-        [sys.executable, "download.py", "--root", str(tmp_path), "--sha256", "val=xyz"],
+        [sys.executable, "tools/download.py", "--root", str(tmp_path), "--sha256", "val=xyz"],
         cwd=REPO, capture_output=True, text=True, timeout=60,
     )
     assert process.returncode == 2

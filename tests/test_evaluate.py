@@ -13,7 +13,7 @@ import scipy.io as sio
 from config import Config
 from data.boxes import xywh_to_xyxy, xyxy_to_xywh
 from data.records import ImageRecord
-from errors import AnnotationError, DatasetError
+from common.errors import AnnotationError, DatasetError
 from evaluate import main
 from model.detector import FaceDetector
 from model.evaluate import evaluate_model
@@ -589,7 +589,7 @@ def tiny_checkpoint(path, output_grid=True):
 def test_evaluate_model_loads_a_model_path_with_its_contract(tmp_path):
     """A path is loaded by FaceDetector.load: images are prepared as the file says, and a
     letterbox that contradicts it is refused, naming both values."""
-    from errors import ConfigError
+    from common.errors import ConfigError
     from model.contract import ModelContract, write_contract
 
     path = str(tmp_path / "images" / "ev" / "wide.png")
@@ -608,7 +608,7 @@ def test_evaluate_model_loads_a_model_path_with_its_contract(tmp_path):
 def test_cli_runs_a_checkpoint_over_a_wider_layout_split(tmp_path, capsys):
     """--weights: reads the split, runs the model, writes every image's file, scores it
     with the .mat files found under --dataset (eval_tools/ground_truth)."""
-    from errors import CheckpointError
+    from common.errors import CheckpointError
 
     root = tmp_path / "WIDER"
     split = root / "wider_face_split"

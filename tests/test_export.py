@@ -14,7 +14,7 @@ import pytest
 import detect
 import export
 from config import Config
-from errors import CheckpointError, ConfigError
+from common.errors import CheckpointError, ConfigError
 from model import export as export_lib
 from model.detector import FaceDetector
 from model.export import default_export_path, export_model

@@ -18,7 +18,7 @@ from data.formats.coco import read_coco
 from data.formats.labelme import read_labelme
 from data.formats.yolo import label_path_candidates, read_yolo
 from data.image import read_image, read_image_size
-from errors import AnnotationError, DatasetError
+from common.errors import AnnotationError, DatasetError
 from helpers import (assert_same_faces, labelme_shape, make_coco, make_labelme, make_yolo,
                      wider_twin, write_image)
 

@@ -31,7 +31,7 @@ from data.formats.labelme import read_labelme
 from data.formats.voc import read_voc
 from data.formats.yolo import read_yolo
 from data.wider import ATTRIBUTE_MAX, DUMMY_LINE, read_wider_annotations
-from errors import FaceDetectorError
+from common.errors import FaceDetectorError
 from helpers import labelme_shape, write_image
 
 SEED = 1234
@@ -801,7 +801,7 @@ def test_fuzz_image_paths_outside_the_dataset_are_refused_never_read(tmp_path, i
     a symlink inside the folder pointing out) are refused naming the file and entry, and
     convert.py neither reads, links nor copies the outside file (the audit hook sees every
     open and link)."""
-    from convert import main as convert_main
+    from tools.convert import main as convert_main
     from data.wider import load_wider_split
 
     outside, seen = outside_reads

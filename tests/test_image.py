@@ -16,7 +16,7 @@ from data.image import (
     MAX_IMAGE_PIXELS, PAD_VALUE, TruncatedImageWarning, letterbox_image, prepare_image,
     read_image, to_network_input,
 )
-from errors import ImageError
+from common.errors import ImageError
 
 
 def test_read_errors_name_the_file(tmp_path):

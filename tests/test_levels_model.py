@@ -98,7 +98,7 @@ def exports(model, tmp_path_factory):
     """The model in every format, its contract inside. The TFLite files convert the one
     SavedModel export (as export_model does from a fresh one; tests/test_export.py runs
     that path): the export is the slow step."""
-    from files import atomic_write_bytes
+    from common.files import atomic_write_bytes
     from model.contract import CONTRACT_NAME, with_tflite_metadata
     from model.export import tflite_from_saved_model
 
@@ -139,7 +139,7 @@ def test_every_export_carries_the_levels_and_computes_the_keras_cells(model, exp
 def test_a_contract_naming_other_levels_is_refused(exports, tmp_path):
     import shutil
 
-    from errors import CheckpointError
+    from common.errors import CheckpointError
     from model.contract import write_contract
 
     path = shutil.copy(exports["tflite"], tmp_path / "m.tflite")

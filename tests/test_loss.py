@@ -286,7 +286,7 @@ def test_box_overlap_terms_on_known_boxes(kind, shifted, wider):
 
 
 def test_box_iou_loss_reaches_the_loss_and_its_metric_from_the_config(scene):
-    from errors import ConfigError
+    from common.errors import ConfigError
 
     y_true = scene
     y_pred = perfect(y_true)

@@ -21,7 +21,7 @@ import pytest
 
 from config import Config
 from conftest import make_demo_root
-from errors import ConfigError, DatasetError
+from common.errors import ConfigError, DatasetError
 from model.distributed import Cluster, parse_tf_config, training_cluster
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -98,12 +98,10 @@ def _tiny_network_weights(config, sync_batchnorm=True):
 def _worker(values_json, mode):
     values = json.loads(values_json)
     written = _record_writes([values["log_dir"], values["checkpoint_dir"]])
-    from helpers import optimizer_built_at_compile  # tests/, this script's folder
     from model.training import train
 
     config = Config(**values)
-    with optimizer_built_at_compile():  # the single process's first step traced once
-        result = train(config, resume=mode == "resume")
+    result = train(config, resume=mode == "resume")
     report = {"epochs": result.epochs_done, "loss": result.history["loss"],
               "written": sorted(written), "tiny": _tiny_network_weights(config)}
     if training_cluster(config) is not None:

@@ -7,7 +7,7 @@ import pytest
 
 from config import Config
 from data.grid import CLASS
-from errors import CheckpointError, WeightsUnavailableError
+from common.errors import CheckpointError, WeightsUnavailableError
 from model import backbone_weights, network
 from model.backbone_weights import imagenet_weights_file
 from model.loss import make_loss, make_loss_metrics
@@ -153,7 +153,7 @@ def test_offline_imagenet_names_the_three_ways_out(tmp_path, monkeypatch):
     assert "\n" not in message
     assert "~/.keras/models" in message
     assert "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_0.35_96_no_top.h5" in message
-    # The value at fault, then the two other values of backbone_weights (cli.py turns a
+    # The value at fault, then the two other values of backbone_weights (common/cli.py turns a
     # leading `backbone_weights='imagenet':` into `--backbone-weights imagenet:`).
     assert message.startswith("backbone_weights='imagenet': ")
     assert "set backbone_weights to a weights file path" in message and "'none'" in message

@@ -25,7 +25,7 @@ def run_here(monkeypatch, capsys, *args):
     """print_model.py's main in this process (its TensorFlow already imported): exit code,
     stdout. The command line's own process and its one-line errors are tested by `run`."""
     import print_model
-    from cli import run_main
+    from common.cli import run_main
 
     monkeypatch.setattr(sys, "argv", ["print_model.py", *args])
     with pytest.raises(SystemExit) as done:

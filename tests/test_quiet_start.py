@@ -4,7 +4,7 @@ import os
 import subprocess
 import sys
 
-from cli import START_UP_NOISE, native_stderr_filtered
+from common.cli import START_UP_NOISE, native_stderr_filtered
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -32,7 +32,7 @@ def test_native_lines_written_to_fd_2_are_filtered_and_the_rest_written_back(cap
 
 
 def test_starting_tensorflow_through_the_cli_prints_no_start_up_line():
-    code = ("import cli, config; cli.start_runtime(config.Config()); "
+    code = ("import config; from common import cli; cli.start_runtime(config.Config()); "
             "import tensorflow as tf; print(float(tf.constant(2.0) + 1))")
     env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
     done = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env,

@@ -12,7 +12,7 @@ from data.boxes import xywh_to_xyxy, xyxy_to_xywh
 from data.formats import AnnotationWarning
 from data.records import ImageRecord
 from data.stats import SIZE_EDGES, dataset_stats, format_stats, size_bin_labels
-from stats import main
+from tools.stats import main
 from helpers import labelme_shape, write_image
 
 # At input 224, grid 7, a cell is 32 px; a 224x224 image maps onto the input 1:1. Boxes x y w h

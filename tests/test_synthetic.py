@@ -19,8 +19,8 @@ from data.synthetic import (
     ensure_demo_dataset, make_demo_dataset, synthesize_image,
 )
 from data.wider import DUMMY_LINE, read_wider_annotations, wider_split_paths
-from errors import ConfigError, DatasetError
-from make_demo import main as make_demo_main
+from common.errors import ConfigError, DatasetError
+from tools.make_demo import main as make_demo_main
 
 def images_dir(root, split):
     return wider_split_paths(root, split)[0]
@@ -218,7 +218,7 @@ def test_cli_prints_counts_and_reports_bad_arguments_in_one_line(tmp_path, capsy
     assert make_demo_main(["--root", root, "--train", "3", "--val", "2", "--quiet"]) == 0
     out = capsys.readouterr().out
     assert "train: 3 images" in out and "val: 2 images" in out
-    done = subprocess.run([sys.executable, "make_demo.py", "--root", root, "--train", "-1"],
+    done = subprocess.run([sys.executable, "tools/make_demo.py", "--root", root, "--train", "-1"],
                           cwd=REPO, capture_output=True, text=True, timeout=60)
     assert done.returncode == 2
     assert done.stderr.strip().count("\n") == 0 and "num_train=-1" in done.stderr
@@ -239,7 +239,7 @@ def test_a_folder_that_is_not_a_demo_set_is_refused_unless_overwrite(tmp_path):
     assert message.startswith(f"{root}: not empty and not a demo set (it holds ")
     assert "make_demo.py --overwrite" in message and "\n" not in message
     assert photo.read_bytes() == b"my holiday photo"
-    done = subprocess.run([sys.executable, "make_demo.py", "--root", str(root), "--quiet"],
+    done = subprocess.run([sys.executable, "tools/make_demo.py", "--root", str(root), "--quiet"],
                           cwd=REPO, capture_output=True, text=True, timeout=120)
     assert done.returncode == 2 and done.stderr.startswith("make_demo.py: error: ")
     assert done.stderr.strip().count("\n") == 0 and photo.read_bytes() == b"my holiday photo"
@@ -260,7 +260,7 @@ def test_a_folder_that_is_not_a_demo_set_is_refused_unless_overwrite(tmp_path):
 def test_cli_refuses_what_train_py_refuses_and_empty_roots(tmp_path, args, expected):
     """make_demo.py --seed takes train.py's range (Config.seed), and --root '' would write
     into the current folder."""
-    done = subprocess.run([sys.executable, "make_demo.py", "--quiet", "--train", "1", "--val", "1",
+    done = subprocess.run([sys.executable, "tools/make_demo.py", "--quiet", "--train", "1", "--val", "1",
                            "--root", str(tmp_path / "d")] + args,
                           cwd=REPO, capture_output=True, text=True, timeout=120)
     assert done.returncode == 2, done.stderr

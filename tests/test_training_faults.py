@@ -1,4 +1,4 @@
-"""Faults that must lose nothing (model/training.py, model/checkpoints.py, files.py).
+"""Faults that must lose nothing (model/training.py, model/checkpoints.py, common/files.py).
 
 Each fault is injected deterministically, never by timing a real kill:
 - weights that go NaN on an epoch's last step (a callback sets them), whose loss is finite;
@@ -29,12 +29,12 @@ import keras
 import numpy as np
 import pytest
 
-import files
+from common import files
 import model.checkpoints as checkpoints
 import model.training as training
 from config import save_config
 from conftest import make_demo_root
-from errors import CheckpointError, ConfigError, TrainingDiverged
+from common.errors import CheckpointError, ConfigError, TrainingDiverged
 from model.checkpoints import (
     ScoreCheckpoint,
     check_resumed_model,
@@ -432,7 +432,7 @@ def test_a_full_disk_for_the_history_is_one_line(tmp_path, monkeypatch):
 FILE_SIZE_LIMIT_SCRIPT = r"""
 import json, os, resource, signal, sys
 import keras, numpy as np
-from cli import run_main
+from common.cli import run_main
 from model.checkpoints import ScoreCheckpoint
 
 folder = sys.argv[1]
@@ -526,7 +526,7 @@ def test_resume_refuses_a_changed_rate_naming_the_flag_and_the_stored_value(tmp_
     """`--resume --finetune-learning-rate X` recorded X but trained at the stored rate (the
     saved optimizer holds it): refused in one line naming the flag and the run's value,
     before anything is written."""
-    from cli import as_flag_message
+    from common.cli import as_flag_message
 
     run, ckpt, saved = committed_run(tmp_path)
     with pytest.raises(ConfigError) as e:

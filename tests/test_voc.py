@@ -15,7 +15,7 @@ from data.formats import AnnotationWarning
 from data.formats.voc import read_voc
 from data.image import read_image, read_image_size
 from data.wider import read_wider_annotations, wider_split_paths
-from errors import DatasetError
+from common.errors import DatasetError
 from helpers import (
     FACES,
     assert_same_faces,

@@ -21,7 +21,7 @@ from data.wider import (
     wider_split_paths,
     write_wider_annotations,
 )
-from errors import AnnotationError, ConfigError, DatasetError
+from common.errors import AnnotationError, ConfigError, DatasetError
 
 SAMPLE = (
     "0--Parade/0_Parade_marchingband_1_465.jpg\n"
@@ -364,7 +364,7 @@ def test_load_split_missing_layout_says_how_to_get_it(tmp_path):
         load_wider_split(str(tmp_path), "train")
     message = str(info.value)
     assert "wider_face_train_bbx_gt.txt" in message
-    assert "python download.py" in message and "python train.py --demo" in message
+    assert "python tools/download.py" in message and "python train.py --demo" in message
     assert "\n" not in message
 
 

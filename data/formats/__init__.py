@@ -40,7 +40,7 @@ from dataclasses import dataclass, field
 from typing import List, NamedTuple, Optional, Tuple
 
 from data.records import ImageRecord
-from errors import AnnotationError
+from common.errors import AnnotationError
 
 # Messages a report keeps verbatim; the rest are only counted.
 MAX_MESSAGES = 10

@@ -53,7 +53,7 @@ from data.formats import (
 )
 from data.image import read_image_size
 from data.records import ImageRecord
-from errors import AnnotationError, DatasetError, FaceDetectorError, ImageError
+from common.errors import AnnotationError, DatasetError, FaceDetectorError, ImageError
 
 DEFAULT_CATEGORY = "face"
 
@@ -104,8 +104,27 @@ def read_coco(
     accepted = _category_ids(data["categories"], categories, json_path)
     folders = image_folders(json_path, images_dir)
 
+    images = _read_images(data["images"], json_path, folders, report)
+    boxes, ignore = _read_annotations(data, images, accepted, shown, report)
+
+    records = [
+        ImageRecord(
+            path=path, name=name,
+            boxes=xywh_to_xyxy(np.asarray(boxes[image_id], np.float64)),
+            ignore=np.asarray(ignore[image_id], bool),
+        )
+        for image_id, (path, name, _) in images.items()
+    ]
+    report.count(records)
+    return LoadResult(records, report)
+
+
+def _read_images(entries: list, json_path: str, folders: list, report: LoadReport) -> dict:
+    """The file's `images`, found on disk: {id: (path, name, (width, height))}; each bad
+    or missing entry is a problem of the report."""
+    shown = os.path.basename(json_path)
     images = {}  # id -> (path, name, (width, height))
-    for i, entry in enumerate(data["images"]):
+    for i, entry in enumerate(entries):
         where = f"{shown}: images[{i}]"
         if not isinstance(entry, dict) or not _is_id(entry.get("id")):
             report.problem(f"{where}.id: expected an object with an integer or string id")
@@ -134,7 +153,14 @@ def read_coco(
                 report.problem(f"{where}.file_name: {shown_text(name)}: {_reason(e)}")
                 continue
         images[entry["id"]] = (path, name, size)
+    return images
 
+
+def _read_annotations(data: dict, images: dict, accepted: Optional[set], shown: str,
+                      report: LoadReport) -> tuple:
+    """Each found image's face boxes (xywh, as the file has them) and ignore flags:
+    ({id: [box, ...]}, {id: [bool, ...]}); annotations of other categories are counted
+    as filtered, bad ones are problems of the report."""
     boxes = {image_id: [] for image_id in images}
     ignore = {image_id: [] for image_id in images}
     known_images = {e["id"] for e in data["images"] if isinstance(e, dict) and _is_id(e.get("id"))}
@@ -168,17 +194,7 @@ def read_coco(
             continue
         boxes[image_id].append(box)
         ignore[image_id].append(crowd or ignored)
-
-    records = [
-        ImageRecord(
-            path=path, name=name,
-            boxes=xywh_to_xyxy(np.asarray(boxes[image_id], np.float64)),
-            ignore=np.asarray(ignore[image_id], bool),
-        )
-        for image_id, (path, name, _) in images.items()
-    ]
-    report.count(records)
-    return LoadResult(records, report)
+    return boxes, ignore
 
 
 def _is_id(value) -> bool:

@@ -48,7 +48,7 @@ from data.formats import (
 )
 from data.image import IMAGE_EXTENSIONS, image_files, read_image_size
 from data.records import ImageRecord
-from errors import AnnotationError, ImageError
+from common.errors import AnnotationError, ImageError
 
 
 def labelme_files(folder: str) -> list:

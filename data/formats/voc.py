@@ -69,7 +69,7 @@ from data.formats import (
 )
 from data.image import IMAGE_EXTENSIONS, read_image_size
 from data.records import ImageRecord
-from errors import DatasetError, ImageError
+from common.errors import DatasetError, ImageError
 
 # (annotation folder, images folder) pairs, in the order they are looked for.
 LAYOUTS = (("annotations", "images"), ("Annotations", "JPEGImages"))

@@ -41,7 +41,7 @@ from data.formats import (
 )
 from data.image import IMAGE_EXTENSIONS, MAX_IMAGE_PIXELS, check_pixels, image_files, read_image_size
 from data.records import ImageRecord
-from errors import AnnotationError, DatasetError, ImageError
+from common.errors import AnnotationError, DatasetError, ImageError
 
 CLASSES_FILE = "classes.txt"
 # Exports round 1.0 to values like 1.0000001; this much outside [0, 1] is still accepted.

@@ -18,7 +18,7 @@ import tempfile
 from typing import Callable, Iterable, Optional, Sequence, Tuple
 
 from config import Config, field_docs, load_config
-from errors import FaceDetectorError
+from common.errors import FaceDetectorError
 
 
 # What TensorFlow's C++ start-up writes to a CPU user before any output of ours: none of

@@ -1,7 +1,7 @@
 """Write the demo face dataset (drawn faces) in the official WIDER FACE layout.
 
-    python make_demo.py                                  # the bundled set into data/demo
-    python make_demo.py --root /tmp/demo800 --train 800 --val 200 --seed 0 [--quiet]
+    python tools/make_demo.py                                  # the bundled set into data/demo
+    python tools/make_demo.py --root /tmp/demo800 --train 800 --val 200 --seed 0 [--quiet]
 
 The same seed gives byte-identical files; `python train.py --demo` makes the default set
 on first use. A non-empty folder that is not a demo set is refused unless --overwrite (the
@@ -13,9 +13,13 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 from typing import Optional, Sequence
 
-from cli import path_argument, run_main
+# A script in tools/: the repository root is where its packages are.
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from common.cli import path_argument, run_main
 from config import DEMO_ROOT
 from data.synthetic import DEMO_TRAIN_IMAGES, DEMO_VAL_IMAGES, SPLITS, make_demo_dataset
 from data.wider import wider_split_paths

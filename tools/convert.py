@@ -1,7 +1,7 @@
 """Write any supported dataset out in the official WIDER FACE layout.
 
-    python convert.py --input my_faces --out data/my_wider [--format auto] [--split train]
-    python convert.py --input my_val_faces --out data/my_wider --split val
+    python tools/convert.py --input my_faces --out data/my_wider [--format auto] [--split train]
+    python tools/convert.py --input my_val_faces --out data/my_wider --split val
 
 writes OUT/WIDER_{split}/images/<event>/<file> (hard links to the input images; copies
 with --copy, or across file systems) and OUT/wider_face_split/wider_face_{split}_bbx_gt.txt,
@@ -14,12 +14,16 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 from typing import Optional, Sequence
 
-from cli import path_argument, run_main
+# A script in tools/: the repository root is where its packages are.
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from common.cli import path_argument, run_main
 from data.convert import convert_to_wider, lies_inside
 from data.datasets import FORMATS, load_records
-from errors import DatasetError
+from common.errors import DatasetError
 
 
 def build_parser() -> argparse.ArgumentParser:

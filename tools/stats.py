@@ -1,6 +1,6 @@
 """Count a dataset's images, faces, face sizes in grid cells and grid collisions.
 
-    python stats.py --dataset my_faces [--format auto] [--split train]
+    python tools/stats.py --dataset my_faces [--format auto] [--split train]
                     [--input-size 224 --grid-size 7 --min-face-size 4 ...]
 
 Faces are measured as training sees them without augmentation, at the configured input
@@ -10,9 +10,14 @@ and grid size; see data/stats.py.
 from __future__ import annotations
 
 import argparse
+import os
+import sys
 from typing import Optional, Sequence
 
-from cli import add_config_arguments, config_from_args, run_main
+# A script in tools/: the repository root is where its packages are.
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from common.cli import add_config_arguments, config_from_args, run_main
 from data.datasets import FORMATS
 from data.stats import dataset_stats, format_stats, split_records
 

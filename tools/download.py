@@ -1,8 +1,8 @@
 """Download WIDER FACE (the official archives) into the layout train.py reads.
 
-    python download.py                                  # train + val + annotations
-    python download.py --parts val annotations --root data/WIDER
-    python download.py --mirror https://my.mirror/wider/ --sha256 WIDER_val.zip=<hex>
+    python tools/download.py                                  # train + val + annotations
+    python tools/download.py --parts val annotations --root data/WIDER
+    python tools/download.py --mirror https://my.mirror/wider/ --sha256 WIDER_val.zip=<hex>
 
 Each archive is fetched from the mirrors in order (--mirror replaces the default ones;
 `file://` folders work too), resumed when run again, verified when its SHA-256 is known
@@ -13,9 +13,14 @@ Each archive is fetched from the mirrors in order (--mirror replaces the default
 from __future__ import annotations
 
 import argparse
+import os
+import sys
 from typing import Optional, Sequence
 
-from cli import path_argument, run_main
+# A script in tools/: the repository root is where its packages are.
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from common.cli import path_argument, run_main
 from config import WIDER_ROOT
 from data.download import (DEFAULT_PARTS, OFFICIAL_PAGE, PARTS, download_wider,
                            parse_checksum_overrides, read_checksum_manifest)

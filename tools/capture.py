@@ -1,7 +1,7 @@
 """Collect photos for your own face set from a camera, or a video file standing in for one.
 
-    python capture.py --camera 0 --out my_faces/ --interval 1.0 --count 50
-    python capture.py --video clip.mp4 --out my_faces/ --interval 0.5
+    python tools/capture.py --camera 0 --out my_faces/ --interval 1.0 --count 50
+    python tools/capture.py --video clip.mp4 --out my_faces/ --interval 0.5
 
 Saves one frame every --interval seconds up to --count frames as img_0001.jpg, ... in
 --out, numbered after the files already there and never writing over one. Ctrl-C stops a
@@ -14,9 +14,13 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 from typing import Optional, Sequence
 
-from cli import path_argument, run_main
+# A script in tools/: the repository root is where its packages are.
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from common.cli import path_argument, run_main
 from data.capture import DEFAULT_PREFIX, capture_frames
 
 
