@@ -9,11 +9,12 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import numbers
 import os
 from dataclasses import dataclass
 
-from data.grid import CELL_SIZES
+from data.grid import GridSpec
+from data.image import MAX_IMAGE_PIXELS
+from common.checks import check_type
 from common.errors import ConfigError
 from common.files import atomic_write_text
 
@@ -27,27 +28,6 @@ LR_SCHEDULES = ("constant", "cosine")
 DISTRIBUTE_MODES = ("auto", "mirrored", "multiworker", "none")
 # Config.box_iou_loss: the overlap term of the box loss (model/loss.py).
 BOX_IOU_LOSSES = ("giou", "diou", "eiou")
-
-
-def _check_type(name: str, kind: str, value) -> None:
-    """Raise ConfigError unless `value` has the type the field `name` declares.
-
-    bool is an int in Python, so True is refused where a number belongs, and 0 / 1 where
-    a boolean does; an int is accepted for a float field (JSON writes 1.0 as 1 at times).
-    """
-    is_bool = isinstance(value, bool)
-    if kind == "bool":
-        ok, text = is_bool, "must be true or false"
-    elif kind == "int":
-        ok, text = isinstance(value, numbers.Integral) and not is_bool, "must be an integer"
-    elif kind == "float":
-        ok, text = isinstance(value, numbers.Real) and not is_bool, "must be a number"
-    elif kind == "str":
-        ok, text = isinstance(value, str), "must be a string"
-    else:  # a field of another type: nothing generic to check
-        return
-    if not ok:
-        raise ConfigError(f"{name}={value!r}: {text}")
 
 
 def _finite_at_least(low: float, strict: bool = False):
@@ -71,14 +51,12 @@ def _int_at_least(low: int, note: str = ""):
 SEED_MAX = 2**32 - 1  # NumPy's legacy seeding (keras.utils.set_random_seed) takes 0..2**32-1
 
 # One rule per numeric field of Config: (test, what the message says it must be). Types
-# are checked before (see _check_type), so the tests compare numbers only.
+# are checked before (see common.checks.check_type), so the tests compare numbers only.
+# The grid's fields (input_size, grid_size, grid_levels, centre_radius) check
+# themselves in data.grid.GridSpec.
 _NUMERIC_RULES = {
-    "input_size": ((lambda v: v > 0 and v % 32 == 0), "must be a positive multiple of 32"),
-    "grid_size": _int_at_least(1),
-    "grid_levels": _int_at_least(1),
     "alpha": _finite_at_least(0, strict=True),
     "head_channels": _int_at_least(1),
-    "centre_radius": ((lambda v: v == 0 or 0.5 <= v <= 8), "must be 0 (off) or in [0.5, 8]"),
     "min_face_size": _finite_at_least(0),
     "crop_prob": _fraction(),
     "crop_min_scale": _finite_at_least(0, strict=True),
@@ -196,7 +174,7 @@ class Config:
     # a 30000x30000 JPEG takes ~6 GB and 90 s to decode, and 65000x65000 crashes OpenCV.
     # 100 megapixels (300 MB decoded) passes the photos of nearly every camera; the 108
     # and 200 MP modes of some phones, and large panoramas, need a higher limit.
-    max_image_pixels: int = 100_000_000
+    max_image_pixels: int = MAX_IMAGE_PIXELS
     workers: int = 1  # PyDataset workers (0 or 1: batches made in the training thread)
     use_multiprocessing: bool = False  # PyDataset processes instead of threads
     seed: int = 1234  # 0 .. 2**32 - 1 (NumPy's seed range)
@@ -259,28 +237,12 @@ class Config:
         fields together.
         """
         for f in dataclasses.fields(self):
-            _check_type(f.name, str(f.type), getattr(self, f.name))
+            check_type(f.name, str(f.type), getattr(self, f.name))
         for name, (rule, text) in _NUMERIC_RULES.items():
             value = getattr(self, name)
             if not rule(value):
                 raise ConfigError(f"{name}={value!r}: {text}")
-        if self.input_size % self.grid_size:
-            raise ConfigError(
-                f"grid_size={self.grid_size}: must divide input_size={self.input_size}"
-            )
-        stride = self.input_size // self.grid_size
-        cells = ", ".join(map(str, CELL_SIZES[:-1])) + f" or {CELL_SIZES[-1]}"
-        if stride not in CELL_SIZES:
-            raise ConfigError(
-                f"grid_size={self.grid_size}: cell size {stride} px at input_size="
-                f"{self.input_size}; the backbone gives cells of {cells} px"
-            )
-        coarsest = stride * 2 ** (self.grid_levels - 1)
-        if coarsest not in CELL_SIZES:
-            raise ConfigError(
-                f"grid_levels={self.grid_levels}: from {stride}-px cells the coarsest level "
-                f"would have {coarsest}-px cells; the backbone gives cells of {cells} px"
-            )
+        self.grid_spec()  # the grid's own rules (data.grid.GridSpec)
         for low, high in _RANGES:
             if getattr(self, low) > getattr(self, high):
                 raise ConfigError(
@@ -298,6 +260,10 @@ class Config:
     def cell_size(self) -> int:
         """Side of one grid cell in input pixels."""
         return self.input_size // self.grid_size
+
+    def grid_spec(self) -> GridSpec:
+        """The grid codec's, the network's and the contract's part of the configuration."""
+        return GridSpec.from_config(self)
 
     def replace(self, **changes) -> "Config":
         """A copy with some fields changed (validated)."""

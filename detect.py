@@ -61,8 +61,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from common.cli import (START_UP_NOISE, add_config_arguments, config_from_args, native_stderr_filtered,
                  overwritten_input, run_main, start_runtime)
-from config import Config
 from common.errors import ConfigError, ImageError, first_line
+from model.postprocess import DetectSpec
 
 PROG = "detect.py"
 # The model that ships with the repository, used when the user has none of their own.
@@ -246,14 +246,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(f"{PROG}: no checkpoint under {config.checkpoint_dir}/: using the shipped model "
               f"{os.path.relpath(SHIPPED_MODEL)}, score threshold {config.score_threshold:g} "
               "(pass --weights to use your own)", file=sys.stderr)
-    thresholds = (config.score_threshold, config.nms_iou, config.max_detections)
+    spec = DetectSpec.from_config(config)
     if args.video:
-        return _run_video(args, detector, thresholds)
-    return _run_images(args, detector, thresholds, paths, several, outputs,
+        return _run_video(args, detector, spec)
+    return _run_images(args, detector, spec, paths, several, outputs,
                        config.max_image_pixels, run_folder)
 
 
-def _run_images(args, detector, thresholds, paths, several, outputs, max_pixels,
+def _run_images(args, detector, spec, paths, several, outputs, max_pixels,
                 run_folder=None) -> int:
     """Each image in turn; one that cannot be read or written is named on one warning
     line and the run goes on to the next (a single image raises instead). `run_folder`:
@@ -274,7 +274,7 @@ def _run_images(args, detector, thresholds, paths, several, outputs, max_pixels,
                 image = read_image(path, max_pixels=max_pixels)
             for warning in caught:
                 bar.write(f"{PROG}: warning: {warning.message}", file=sys.stderr)
-            detections = detector.detect(image, *thresholds)
+            detections = detector.detect(image, spec)
             if out is not None:
                 try:
                     write_image(out, annotate(image, detections))
@@ -307,7 +307,7 @@ def _run_images(args, detector, thresholds, paths, several, outputs, max_pixels,
     return 1 if failures else 0
 
 
-def _run_video(args, detector, thresholds) -> int:
+def _run_video(args, detector, spec) -> int:
     source = video_source(args.video)
     output = args.output
     if output is None and not args.no_save and isinstance(source, str):
@@ -317,7 +317,7 @@ def _run_video(args, detector, thresholds) -> int:
     elif output is None and not args.show:
         raise ConfigError(f"--video {args.video}: a camera needs --output FILE or --show "
                           "(or --no-save to measure the frame rate only)")
-    summary = annotate_video(detector, source, output, args.show, *thresholds)
+    summary = annotate_video(detector, source, output, args.show, spec)
     if args.json:
         print(json.dumps({
             "video": args.video, "frames": summary.frames, "seconds": round(summary.seconds, 3),
@@ -355,9 +355,7 @@ def annotate_video(
     source: Union[int, str],
     output: Optional[str] = None,
     show: bool = False,
-    score_threshold: Optional[float] = None,
-    nms_iou: float = Config.nms_iou,
-    max_detections: int = Config.max_detections,
+    spec: Optional[DetectSpec] = None,
     progress: bool = True,
 ) -> VideoSummary:
     """Detect faces in every frame of a video file or camera, drawing boxes and the fps.
@@ -368,7 +366,8 @@ def annotate_video(
         output: write the annotated video here (.mp4 or .avi), atomically: the file
             appears complete when the stream ends, q/Esc is pressed or Ctrl-C stops it.
         show: show the annotated frames in a window (needs a display); q or Esc stops.
-        score_threshold: None: the model's own (`FaceDetector.score_threshold`).
+        spec: threshold, NMS IoU and cap (`model.postprocess.DetectSpec`); None: the
+            model's own (`FaceDetector.detect_spec`).
         progress: a tqdm bar over the frames.
 
     Returns:
@@ -404,7 +403,7 @@ def annotate_video(
                     if not ok or frame is None:
                         stopped = "end of video" if isinstance(source, str) else "read failed"
                         break
-                    det = detector.detect(frame, score_threshold, nms_iou, max_detections)
+                    det = detector.detect(frame, spec)
                     drawn = annotate(frame, det)
                     _draw_fps(drawn, frame_rate.tick(time.perf_counter()))
                     if tmp is not None:

@@ -37,15 +37,14 @@ from data.draw import draw_boxes  # noqa: E402
 from data.grid import CLASS, encode_grid  # noqa: E402
 from data.image import prepare_image, read_image  # noqa: E402
 from model.detector import FaceDetector  # noqa: E402
-from model.postprocess import detect_from_grid  # noqa: E402
+from model.postprocess import DetectSpec, detect_from_grid  # noqa: E402
 
 SUBSET = os.path.join(os.path.dirname(REPO), "shared", "wider_val_subset200")
 
 
 def post_process(image, grid, letterbox, config):
     """The detection tail of `FaceDetector.detect` plus drawing; returns the face count."""
-    det = detect_from_grid(grid, letterbox, config.score_threshold, config.nms_iou,
-                           config.max_detections)
+    det = detect_from_grid(grid, letterbox, DetectSpec.from_config(config))
     draw_boxes(image, det.boxes, det.scores)
     return len(det.scores)
 

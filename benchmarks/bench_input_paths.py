@@ -33,9 +33,14 @@ from config import Config  # noqa: E402
 from data.augment import choose_reduction  # noqa: E402
 from data.boxes import clip_boxes  # noqa: E402
 from data.image import read_image, read_image_size  # noqa: E402
-from model.postprocess import detect_from_grid  # noqa: E402
+from model.postprocess import DetectSpec, detect_from_grid  # noqa: E402
 
 MAX_DETECTIONS = 1000  # as bench_real.py scores crowds
+
+
+def evaluation_spec(config: Config) -> DetectSpec:
+    """The protocol's low threshold and bench_real.py's cap, for both paths alike."""
+    return DetectSpec(config.eval_score_threshold, config.nms_iou, MAX_DETECTIONS)
 
 
 def detect_reduced(detector, path: str, config: Config):
@@ -48,8 +53,7 @@ def detect_reduced(detector, path: str, config: Config):
     image = read_image(path, reduce)
     x, mapping = detector.prepare(image)
     found = detect_from_grid(detector.predict_grids(x[None])[0], mapping,
-                             config.eval_score_threshold, config.nms_iou, MAX_DETECTIONS,
-                             detector.grid_sizes)
+                             evaluation_spec(config), detector.grid_sizes)
     # libjpeg's scaled pixel i covers the file's pixels [k i, k i + k).
     boxes = clip_boxes(found.boxes * np.float32(reduce), width, height)
     return Detections(boxes, found.scores), reduce
@@ -80,8 +84,7 @@ def main(argv=None) -> int:
             # The ground truth is in the subset files' pixels, these JPEGs at original size.
             ow, oh, fw, fh = sizes[record.name]
             to_file = np.float32([fw / ow, fh / oh] * 2)
-            full = detector.detect(read_image(record.path), config.eval_score_threshold,
-                                   config.nms_iou, MAX_DETECTIONS)
+            full = detector.detect(read_image(record.path), evaluation_spec(config))
             reduced, k = detect_reduced(detector, record.path, config)
             reductions[k] += 1
             predictions["full decode (detection)"][key] = (full.boxes * to_file, full.scores)

@@ -66,6 +66,14 @@ SCORE_MAX_DETECTIONS = 1000
 CALIBRATION_STEPS = 6
 
 
+def scoring_spec(config):
+    """Our detectors' post-processing when scored: the protocol's low threshold (AP needs
+    the whole curve) and the crowd-sized cap."""
+    from model.postprocess import DetectSpec
+
+    return DetectSpec(config.eval_score_threshold, config.nms_iou, SCORE_MAX_DETECTIONS)
+
+
 # ----------------------------------------------------------------------------- training
 def budgeted_config(config, minutes: float):
     """`config` with as many epochs as fit in `minutes` on this machine (measured)."""
@@ -161,8 +169,7 @@ def validation_ap(detector, records, config) -> dict:
 
     detections, truths = [], []
     for record in records:
-        detections.append(detector.detect(read_image(record.path), config.eval_score_threshold,
-                                          config.nms_iou, SCORE_MAX_DETECTIONS))
+        detections.append(detector.detect(read_image(record.path), scoring_spec(config)))
         truths.append((record.boxes, record.ignore))
     return {"ap": float(average_precision(detections, truths, iou_threshold=0.5)),
             **best_f1_threshold(detections, truths, iou_threshold=0.5)}
@@ -260,8 +267,7 @@ def score(args) -> dict:
         for name, det in detectors:
             start = time.perf_counter()
             if name.startswith(("ours", "also")):
-                found = det.detect(photo, config.eval_score_threshold, config.nms_iou,
-                                   SCORE_MAX_DETECTIONS)
+                found = det.detect(photo, scoring_spec(config))
             else:
                 found = det.detect(photo)
             times[name].append(time.perf_counter() - start)

@@ -22,7 +22,7 @@ import numpy as np
 from config import Config
 from data.augment import load_training_sample, mosaic
 from data.draw import draw_boxes
-from data.grid import cells_shape, encode_levels, level_grid_sizes
+from data.grid import encode_levels
 from data.image import PAD_VALUE, to_network_input
 from data.records import ImageRecord
 from common.errors import DatasetError, ImageError
@@ -109,6 +109,7 @@ class FaceGridDataset(keras.utils.PyDataset):
         if not self.records:
             raise DatasetError("FaceGridDataset: no image records to read")
         self.config = config
+        self.grid = config.grid_spec()  # what the targets are encoded for
         self.training = bool(training)
         self.shuffle = self.training if shuffle is None else bool(shuffle)
         self.debug_dir = debug_dir
@@ -165,16 +166,15 @@ class FaceGridDataset(keras.utils.PyDataset):
         if self.shard_count > 1:  # this worker's slice of the global batch
             part = b // self.shard_count
             ids = ids[self.shard_index * part : (self.shard_index + 1) * part]
-        s = self.config.input_size
-        sizes = level_grid_sizes(self.config.grid_size, self.config.grid_levels)
+        grid = self.grid
+        s = grid.input_size
         images = np.empty((len(ids), s, s, 3), dtype=np.uint8)
-        targets = np.empty((len(ids),) + cells_shape(sizes), dtype=np.float32)
+        targets = np.empty((len(ids),) + grid.cells_shape, dtype=np.float32)
         faces = []
         collisions = 0
         for j, record_index in enumerate(ids):
             image, boxes, ignore = self._sample(int(record_index), epoch)
-            encoded = encode_levels(boxes, ignore, s, sizes, self.config.neighbour_cells,
-                                    self.config.centre_radius)
+            encoded = encode_levels(boxes, ignore, grid)
             images[j], targets[j] = image, encoded.grid
             faces.append((boxes, ignore))
             collisions += encoded.collisions

@@ -40,11 +40,16 @@ network has one output and a loss one sum over every level's cells; `encode_leve
 
 from __future__ import annotations
 
+import dataclasses
 import functools
-
-from typing import NamedTuple
+from dataclasses import dataclass
+from typing import NamedTuple, Tuple
 
 import numpy as np
+
+from common.checks import check_type
+from common.errors import ConfigError
+from data.image import CHANNEL_ORDER, INPUT_DTYPE
 
 H, W, YC, XC, CLASS = range(5)
 # The cell sizes a grid level can have, in input pixels: the strides of the backbone's
@@ -60,6 +65,117 @@ def offset_range(neighbours: bool = False, centre_radius: float = 0.0):
     cells: r = 1). The network's output maps its sigmoid onto this range."""
     radius = float(centre_radius) if centre_radius > 0 else (1.0 if neighbours else 0.5)
     return 0.5 - radius, 0.5 + radius
+
+
+@dataclass(frozen=True)
+class GridSpec:
+    """What a grid detector's input and output are: the one record the grid codec, the
+    network, the post-processing, the model's contract and every runtime read.
+
+    Built from the configuration (`Config.grid_spec()`, the same field names), or from a
+    model's contract; it checks its own values (ConfigError naming the field), so no
+    other module restates what a valid grid is.
+
+    Attributes:
+        input_size: S, side of the square (S, S, 3) network input, pixels (a multiple of 32).
+        grid_size: G, cells per side of the finest level's grid; its cells (S / G px) must
+            be one of CELL_SIZES.
+        grid_levels: L levels, finest first, each with half the cells per side of the one
+            before (`level_grid_sizes`); the coarsest's cells must be in CELL_SIZES too.
+        letterbox: images are resized keeping their aspect ratio and padded (True) or
+            stretched to S x S (False) (`data.boxes.Letterbox`).
+        neighbour_cells, centre_radius: the assignment rule (module doc); they also set
+            the range of the offsets the network predicts (`offset_range`).
+        channel_order, input_dtype: the input's form (`data.image`): RGB uint8 pixels.
+    """
+
+    input_size: int
+    grid_size: int
+    grid_levels: int = 1
+    letterbox: bool = True
+    neighbour_cells: bool = False
+    centre_radius: float = 0.0
+    channel_order: str = CHANNEL_ORDER
+    input_dtype: str = INPUT_DTYPE
+
+    def __post_init__(self) -> None:
+        for f in dataclasses.fields(self):
+            check_type(f.name, str(f.type), getattr(self, f.name))
+        if not (self.input_size > 0 and self.input_size % 32 == 0):
+            raise ConfigError(f"input_size={self.input_size!r}: must be a positive multiple of 32")
+        for name in ("grid_size", "grid_levels"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name}={getattr(self, name)!r}: must be >= 1")
+        if not (self.centre_radius == 0 or 0.5 <= self.centre_radius <= 8):
+            raise ConfigError(f"centre_radius={self.centre_radius!r}: must be 0 (off) or in "
+                              "[0.5, 8]")
+        if self.input_size % self.grid_size:
+            raise ConfigError(
+                f"grid_size={self.grid_size}: must divide input_size={self.input_size}")
+        cells = ", ".join(map(str, CELL_SIZES[:-1])) + f" or {CELL_SIZES[-1]}"
+        if self.cell_size not in CELL_SIZES:
+            raise ConfigError(
+                f"grid_size={self.grid_size}: cell size {self.cell_size} px at input_size="
+                f"{self.input_size}; the backbone gives cells of {cells} px")
+        coarsest = self.cell_size * 2 ** (self.grid_levels - 1)
+        if coarsest not in CELL_SIZES:
+            raise ConfigError(
+                f"grid_levels={self.grid_levels}: from {self.cell_size}-px cells the coarsest "
+                f"level would have {coarsest}-px cells; the backbone gives cells of {cells} px")
+        if self.channel_order != CHANNEL_ORDER or self.input_dtype != INPUT_DTYPE:
+            raise ConfigError(
+                f"channel_order={self.channel_order!r}, input_dtype={self.input_dtype!r}: "
+                f"this project's networks take {CHANNEL_ORDER} {INPUT_DTYPE} pixels")
+
+    @classmethod
+    def config_fields(cls) -> Tuple[str, ...]:
+        """The fields that are also Config fields (all but the input's fixed form)."""
+        return tuple(f.name for f in dataclasses.fields(cls)
+                     if f.name not in ("channel_order", "input_dtype"))
+
+    @classmethod
+    def from_config(cls, config) -> "GridSpec":
+        """The grid of a network built with `config` (a Config, or any object with its
+        fields)."""
+        return cls(**{name: getattr(config, name) for name in cls.config_fields()})
+
+    def replace(self, **changes) -> "GridSpec":
+        return dataclasses.replace(self, **changes)
+
+    def at_input_size(self, input_size: int) -> "GridSpec":
+        """The same cells (and levels) for another input size: input_size / cell_size
+        cells per side (a network run at another size, `model.network.at_input_size`)."""
+        return self.replace(input_size=int(input_size),
+                            grid_size=int(input_size) // self.cell_size)
+
+    @property
+    def cell_size(self) -> int:
+        """Side of one cell of the finest level, input pixels."""
+        return self.input_size // self.grid_size
+
+    @property
+    def grid_sizes(self) -> Tuple[int, ...]:
+        """Cells per side of each level, finest first."""
+        return level_grid_sizes(self.grid_size, self.grid_levels)
+
+    @property
+    def strides(self) -> Tuple[int, ...]:
+        """Cell side of each level in input pixels, finest first (8, 16, 32)."""
+        return tuple(self.cell_size * 2**level for level in range(self.grid_levels))
+
+    @property
+    def offsets(self) -> Tuple[float, float]:
+        """(low, high) of the centre offsets a cell holds (`offset_range`)."""
+        return offset_range(self.neighbour_cells, self.centre_radius)
+
+    @property
+    def cells_shape(self) -> tuple:
+        """One image's target or output shape: (G, G, 5), or (N, 5) for several levels."""
+        return cells_shape(self.grid_sizes)
+
+    def describe(self) -> str:
+        """'40x40' or '40x40 + 20x20 + 10x10' (what CLIs print)."""
+        return levels_text(self.grid_sizes)
 
 
 class GridTargets(NamedTuple):
@@ -317,35 +433,31 @@ def split_levels(cells: np.ndarray, grid_sizes) -> list:
             for part, g in zip(np.split(cells, ends, axis=-2), grid_sizes)]
 
 
-def encode_levels(
-    boxes: np.ndarray,
-    ignore: np.ndarray,
-    image_size: int,
-    grid_sizes,
-    neighbours: bool = False,
-    centre_radius: float = 0.0,
-) -> GridTargets:
-    """Encode faces on several levels: each face and ignore region on the level of its
-    size (`assign_levels`), by `encode_grid` with the same assignment rule on every level.
+def encode_levels(boxes: np.ndarray, ignore: np.ndarray, spec: GridSpec) -> GridTargets:
+    """Encode faces on the levels of `spec`: each face and ignore region on the level of
+    its size (`assign_levels`), by `encode_grid` with the spec's assignment rule on every
+    level.
 
     Args:
-        boxes, ignore, image_size, neighbours, centre_radius: as `encode_grid`.
-        grid_sizes: cells per side of each level, finest first (`level_grid_sizes`).
+        boxes: (N, 4) face boxes x1, y1, x2, y2 in network-input pixels.
+        ignore: (N,) bool, True for faces to mark as ignore rather than as faces.
+        spec: the input size, levels and assignment rule (`GridSpec`).
 
     Returns:
         GridTargets(cells, collisions summed over the levels): with one level `encode_grid`'s
         (G, G, 5) grid itself; with several, (N, 5) (`flatten_levels`), N = sum G_l^2.
     """
+    rule = dict(neighbours=spec.neighbour_cells, centre_radius=spec.centre_radius)
+    grid_sizes = spec.grid_sizes
     if len(grid_sizes) == 1:
-        return encode_grid(boxes, ignore, image_size, grid_sizes[0], neighbours, centre_radius)
+        return encode_grid(boxes, ignore, spec.input_size, grid_sizes[0], **rule)
     boxes = np.asarray(boxes, dtype=np.float32).reshape(-1, 4)
     ignore = np.asarray(ignore, dtype=bool).reshape(-1)
-    level = assign_levels(boxes, image_size, grid_sizes)
+    level = assign_levels(boxes, spec.input_size, grid_sizes)
     grids, collisions = [], 0
     for index, grid_size in enumerate(grid_sizes):
         on = level == index
-        encoded = encode_grid(boxes[on], ignore[on], image_size, grid_size, neighbours,
-                              centre_radius)
+        encoded = encode_grid(boxes[on], ignore[on], spec.input_size, grid_size, **rule)
         grids.append(encoded.grid)
         collisions += encoded.collisions
     return GridTargets(flatten_levels(grids), collisions)

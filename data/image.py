@@ -22,7 +22,6 @@ from typing import Optional, Tuple
 import cv2
 import numpy as np
 
-from config import Config
 from data.boxes import Letterbox
 from common.errors import ImageError
 
@@ -35,8 +34,9 @@ CHANNEL_ORDER = "RGB"
 PAD_VALUE = 127
 # File extensions read as images (lower case), by folder scans and annotation readers.
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
-# Default pixel limit of read_image / decode_image (the Config default).
-MAX_IMAGE_PIXELS = Config.max_image_pixels
+# Default pixel limit of read_image / decode_image, and Config.max_image_pixels' default
+# (config.py says why this many).
+MAX_IMAGE_PIXELS = 100_000_000
 # libjpeg's value for the pixels of blocks it has no data for (zero coefficients).
 _JPEG_FILL = 128
 _PNG_IEND = b"IEND\xaeB`\x82"  # the IEND chunk's type and CRC, its last 8 bytes

@@ -34,7 +34,8 @@ from dataclasses import dataclass
 from typing import Optional
 
 from config import Config
-from data.image import CHANNEL_ORDER, INPUT_DTYPE
+from common.checks import check_type
+from data.grid import GridSpec
 from common.errors import CheckpointError, ConfigError
 from common.files import atomic_path, atomic_write_bytes, atomic_write_text
 from model.formats import format_of
@@ -43,8 +44,9 @@ CONTRACT_NAME = "face_detector_contract"  # TFLite metadata / ONNX metadata_prop
 CONTRACT_FILE = CONTRACT_NAME + ".json"  # .keras zip entry / SavedModel assets.extra file
 SAVED_MODEL_EXTRA = "assets.extra"
 CONTRACT_VERSION = 1
-# What this project's networks take, CHANNEL_ORDER and INPUT_DTYPE (data.image, the one
-# place it is stated), is stored in every contract so another runtime need not guess.
+# What this project's networks take (GridSpec's channel_order and input_dtype, from
+# data.image, the one place it is stated) is stored in every contract so another runtime
+# need not guess.
 
 
 def _grids_text(grid_size: int, levels: int) -> str:
@@ -54,62 +56,55 @@ def _grids_text(grid_size: int, levels: int) -> str:
     return f"{grid_size}x{grid_size} grid and {levels - 1} coarser levels"
 
 
+_GRID_FIELDS = tuple(f.name for f in dataclasses.fields(GridSpec))
+
+
 @dataclass(frozen=True)
 class ModelContract:
-    """How to feed a trained detector and read its output.
+    """How to feed a trained detector and read its output: its grid, the threshold chosen
+    for it on validation, and the layout version of this record.
 
     Attributes:
-        input_size: S, side of the square (S, S, 3) network input, pixels.
-        grid_size: G, cells per side of the (G, G, 5) output grid (the finest level's).
-        letterbox: images are resized keeping their aspect ratio and padded (True), or
-            stretched to S x S (False), as in training (Config.letterbox).
-        neighbour_cells: the grid was trained with neighbour cells (centre offsets in
-            [-0.5, 1.5) cells) rather than only the centre cell ([0, 1)).
+        grid: the input and output geometry the network was trained with
+            (`data.grid.GridSpec`: input size, levels, letterbox or stretch, assignment
+            rule, RGB uint8 input).
         score_threshold: the detection threshold chosen on validation (best F1), or the
-            configured one; detect.py's default for this model. None: not known.
-        grid_levels: how many grid levels the output holds, finest first, each with half
-            the cells per side of the one before (`data.grid.level_grid_sizes`); with more
-            than one the output is the (N, 5) cells of them all (`data.grid.flatten_levels`).
-        channel_order, input_dtype: 'RGB' and 'uint8' (the model scales pixels itself).
+            configured one; the default of `FaceDetector.detect` and detect.py for this
+            model. None: not known.
         version: the layout of this record.
+
+    `to_json` writes one flat JSON object, the grid's fields beside score_threshold and
+    version: the keys of the files written before the grid was a record of its own
+    (theirs lack centre_radius, which is then 0).
     """
 
-    input_size: int
-    grid_size: int
-    letterbox: bool = True
-    neighbour_cells: bool = False
+    grid: GridSpec
     score_threshold: Optional[float] = None
-    grid_levels: int = 1
-    channel_order: str = CHANNEL_ORDER
-    input_dtype: str = INPUT_DTYPE
     version: int = CONTRACT_VERSION
 
     def __post_init__(self):
-        geometry = dict(input_size=self.input_size, grid_size=self.grid_size,
-                        letterbox=self.letterbox, neighbour_cells=self.neighbour_cells,
-                        grid_levels=self.grid_levels)
-        if self.score_threshold is not None:
-            geometry["score_threshold"] = self.score_threshold
-        Config().replace(**geometry)  # Config's own rules: one place for what is valid
-        if self.channel_order != CHANNEL_ORDER or self.input_dtype != INPUT_DTYPE:
-            raise ConfigError(
-                f"channel_order={self.channel_order!r}, input_dtype={self.input_dtype!r}: "
-                f"this project's networks take {CHANNEL_ORDER} {INPUT_DTYPE} pixels"
-            )
+        if not isinstance(self.grid, GridSpec):
+            raise ConfigError(f"grid={self.grid!r}: must be a data.grid.GridSpec")
+        threshold = self.score_threshold
+        if threshold is not None:
+            check_type("score_threshold", "float", threshold)
+            if not 0.0 <= threshold <= 1.0:
+                raise ConfigError(f"score_threshold={threshold!r}: must be in [0, 1]")
 
     @classmethod
     def from_config(cls, config: Config, score_threshold: Optional[float] = None
                     ) -> "ModelContract":
         """The contract of a network built and trained with `config`."""
         threshold = config.score_threshold if score_threshold is None else score_threshold
-        return cls(config.input_size, config.grid_size, config.letterbox,
-                   config.neighbour_cells, float(threshold), config.grid_levels)
+        return cls(config.grid_spec(), float(threshold))
 
     def replace(self, **changes) -> "ModelContract":
         return dataclasses.replace(self, **changes)
 
     def to_json(self) -> str:
-        return json.dumps(dataclasses.asdict(self), sort_keys=True)
+        values = dataclasses.asdict(self.grid)
+        values.update(score_threshold=self.score_threshold, version=self.version)
+        return json.dumps(values, sort_keys=True)
 
     @classmethod
     def from_json(cls, text, source: str) -> "ModelContract":
@@ -126,34 +121,34 @@ class ModelContract:
                 f"{source}: {CONTRACT_NAME} version {values.get('version')!r}; this version "
                 f"of the project reads version {CONTRACT_VERSION}"
             )
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - known)
+        unknown = sorted(set(values) - set(_GRID_FIELDS) - {"score_threshold", "version"})
         if unknown:
             raise CheckpointError(f"{source}: unknown {CONTRACT_NAME} field(s) "
                                   f"{', '.join(unknown)}")
         try:
-            return cls(**values)
+            grid = GridSpec(**{k: v for k, v in values.items() if k in _GRID_FIELDS})
+            return cls(grid, values.get("score_threshold"), values["version"])
         except (TypeError, ConfigError) as e:
             raise CheckpointError(f"{source}: bad {CONTRACT_NAME} ({e})") from None
 
     def check_geometry(self, input_size: int, grid_size: int, source: str,
                        grid_levels: int = 1) -> None:
         """CheckpointError unless the network's own shapes are those the contract names."""
-        if (input_size, grid_size, grid_levels) != (self.input_size, self.grid_size,
-                                                    self.grid_levels):
+        if (input_size, grid_size, grid_levels) != (self.grid.input_size, self.grid.grid_size,
+                                                    self.grid.grid_levels):
             raise CheckpointError(
                 f"{source}: the network takes {input_size} px and gives a "
                 f"{_grids_text(grid_size, grid_levels)}{' grid' if grid_levels == 1 else ''}, but its {CONTRACT_NAME} says "
-                f"{self.input_size} px, {_grids_text(self.grid_size, self.grid_levels)}"
+                f"{self.grid.input_size} px, {_grids_text(self.grid.grid_size, self.grid.grid_levels)}"
             )
 
     def check_letterbox(self, letterbox: Optional[bool], source: str) -> None:
         """ConfigError naming both values when an explicit `letterbox` contradicts this."""
-        if letterbox is not None and bool(letterbox) != self.letterbox:
-            trained = "letterboxed (padded)" if self.letterbox else "stretched"
+        if letterbox is not None and bool(letterbox) != self.grid.letterbox:
+            trained = "letterboxed (padded)" if self.grid.letterbox else "stretched"
             raise ConfigError(
                 f"letterbox={bool(letterbox)}: {source} was trained on {trained} images "
-                f"(letterbox={self.letterbox}, stored in the model); leave the setting out"
+                f"(letterbox={self.grid.letterbox}, stored in the model); leave the setting out"
             )
 
 

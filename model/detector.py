@@ -24,13 +24,13 @@ import numpy as np
 from config import Config
 from data.boxes import xyxy_to_xywh
 from data.draw import draw_boxes
-from data.grid import NUM_CHANNELS, cells_shape, level_grid_sizes, levels_of_cells
+from data.grid import NUM_CHANNELS, GridSpec, cells_shape, level_grid_sizes, levels_of_cells
 from data.image import INPUT_DTYPE, prepare_image
 from common.errors import CheckpointError, ImageError, first_line
 from common.files import atomic_path
 from model.contract import ModelContract, contract_beside, read_contract
 from model.formats import FORMATS_HELP, format_of
-from model.postprocess import Detections, detect_batch, detect_from_grid
+from model.postprocess import DetectSpec, Detections, detect_batch, detect_from_grid
 
 SAVED_MODEL_FILE = "saved_model.pb"
 
@@ -127,10 +127,12 @@ class FaceDetector:
             defaults (letterbox on, no validated threshold).
         contract_origin: where `contract` came from: 'model' (the file), 'config.json'
             (beside it), 'given' (to `from_keras`) or 'default'.
-        letterbox: letterbox (True) or stretch (False) images into the input, as the
-            network was trained (`contract.letterbox`).
+        grid: the input and output geometry (`contract.grid`, a `data.grid.GridSpec`);
+            letterbox: letterbox (True) or stretch (False) images into the input, as the
+            network was trained (`grid.letterbox`).
         score_threshold: the threshold chosen for this model on validation, else
-            Config.score_threshold: the default of `detect` for this model.
+            Config.score_threshold; detect_spec: it with Config's NMS IoU and cap, the
+            default of `detect` for this model (`model.postprocess.DetectSpec`).
     """
 
     def __init__(
@@ -162,18 +164,32 @@ class FaceDetector:
         self.source = source
         self.kind = kind
         if contract is None:
-            contract = ModelContract(self.input_size, self.grid_size, bool(letterbox),
-                                     grid_levels=self.grid_levels)
+            contract = ModelContract(GridSpec(self.input_size, self.grid_size, self.grid_levels,
+                                              bool(letterbox)))
         else:
             contract.check_geometry(self.input_size, self.grid_size, source, self.grid_levels)
         self.contract = contract
         self.contract_origin = contract_origin
-        self.letterbox = contract.letterbox
 
     @property
     def score_threshold(self) -> float:
         threshold = self.contract.score_threshold
         return Config.score_threshold if threshold is None else threshold
+
+    @property
+    def grid(self) -> GridSpec:
+        """The network's input and output geometry (its contract's)."""
+        return self.contract.grid
+
+    @property
+    def letterbox(self) -> bool:
+        return self.contract.grid.letterbox
+
+    @property
+    def detect_spec(self) -> DetectSpec:
+        """The model's own post-processing: its validated threshold (`score_threshold`),
+        Config's NMS IoU and detection cap. `detect`'s default."""
+        return DetectSpec(score_threshold=self.score_threshold)
 
     # ---------------------------------------------------------------- loading
     @classmethod
@@ -207,7 +223,7 @@ class FaceDetector:
             contract, origin = contract_beside(path), "config.json"
         if contract is not None:
             contract.check_letterbox(letterbox, path)
-            letterbox = contract.letterbox
+            letterbox = contract.grid.letterbox
         else:
             origin = "default"
         letterbox = True if letterbox is None else bool(letterbox)
@@ -215,9 +231,9 @@ class FaceDetector:
         if contract is not None and origin == "config.json":
             # config.json gives the training's letterbox and threshold; the shapes are the
             # file's own (an export may have been made at another input size).
-            contract = contract.replace(input_size=detector.input_size,
-                                        grid_size=detector.grid_size,
-                                        grid_levels=detector.grid_levels)
+            contract = contract.replace(grid=contract.grid.replace(
+                input_size=detector.input_size, grid_size=detector.grid_size,
+                grid_levels=detector.grid_levels))
         if contract is not None:
             contract.check_geometry(detector.input_size, detector.grid_size, path,
                                     detector.grid_levels)
@@ -430,25 +446,25 @@ class FaceDetector:
     def detect(
         self,
         image_bgr: np.ndarray,
+        spec: Optional[DetectSpec] = None,
         score_threshold: Optional[float] = None,
-        nms_iou: float = Config.nms_iou,
-        max_detections: int = Config.max_detections,
     ) -> Detections:
         """Faces in one (H, W, 3) BGR uint8 image; boxes x1, y1, x2, y2 in its pixels.
 
-        `score_threshold` None: the model's own, chosen on validation (`score_threshold`).
+        Args:
+            spec: threshold, NMS IoU and cap; None: `detect_spec`, the model's own.
+            score_threshold: if given, replaces the spec's threshold.
         """
         x, letterbox = self.prepare(image_bgr)
         grid = self.predict_grids(x[None])[0]
-        return detect_from_grid(grid, letterbox, self._threshold(score_threshold), nms_iou,
-                                max_detections, self.grid_sizes)
+        return detect_from_grid(grid, letterbox, self._spec(spec, score_threshold),
+                                self.grid_sizes)
 
     def detect_batch(
         self,
         images: Sequence[np.ndarray],
+        spec: Optional[DetectSpec] = None,
         score_threshold: Optional[float] = None,
-        nms_iou: float = Config.nms_iou,
-        max_detections: int = Config.max_detections,
     ) -> List[Detections]:
         """`detect` for several images (any sizes) in one network call."""
         if len(images) == 0:
@@ -456,11 +472,17 @@ class FaceDetector:
         prepared = [self.prepare(image) for image in images]
         grids = self.predict_grids(np.stack([x for x, _ in prepared]))
         return detect_batch(grids, [lb for _, lb in prepared],
-                            self._threshold(score_threshold), nms_iou, max_detections,
-                            self.grid_sizes)
+                            self._spec(spec, score_threshold), self.grid_sizes)
 
-    def _threshold(self, score_threshold: Optional[float]) -> float:
-        return self.score_threshold if score_threshold is None else float(score_threshold)
+    def _spec(self, spec: Optional[DetectSpec], score_threshold: Optional[float]
+              ) -> DetectSpec:
+        if spec is not None and not isinstance(spec, DetectSpec):
+            raise TypeError(f"spec={spec!r}: must be a model.postprocess.DetectSpec "
+                            "(a threshold alone goes as score_threshold=)")
+        spec = self.detect_spec if spec is None else spec
+        if score_threshold is not None:
+            spec = spec.replace(score_threshold=float(score_threshold))
+        return spec
 
 
 def tflite_interpreter_class():

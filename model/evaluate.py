@@ -19,6 +19,7 @@ from tqdm import tqdm
 from config import Config
 from data.image import read_image
 from model.detector import FaceDetector
+from model.postprocess import DetectSpec
 from model.predictions import Predictions, prediction_key, write_predictions
 
 
@@ -59,6 +60,7 @@ def evaluate_model(
         )
     if score_threshold is None:
         score_threshold = config.eval_score_threshold
+    spec = DetectSpec.from_config(config, score_threshold)
 
     def load(record):
         return read_image(record.path, max_pixels=config.max_image_pixels)
@@ -76,9 +78,7 @@ def evaluate_model(
             images = [f.result() for f in pending]
             if b + 1 < len(batches):
                 pending = [pool.submit(load, r) for r in batches[b + 1]]
-            found = detector.detect_batch(
-                images, score_threshold, config.nms_iou, config.max_detections
-            )
+            found = detector.detect_batch(images, spec)
             for record, det in zip(batch, found):
                 predictions[prediction_key(record.name)] = det
                 if out_dir is not None:

@@ -34,7 +34,7 @@ import keras
 from keras import ops
 
 from config import BOX_IOU_LOSSES, Config
-from data.grid import CLASS, H, W, XC, YC, cell_box_corners, level_grid_sizes
+from data.grid import CLASS, H, W, XC, YC, cell_box_corners
 
 EPSILON = 1e-7  # probability clipping and sqrt offset
 # Area denominators: tiny next to a 1-px face at 224 ((1/224)^2 = 2e-5), so a perfect
@@ -165,9 +165,8 @@ def _current_names(config: dict) -> dict:
 def loss_grid_sizes(config):
     """The `grid_sizes` GridLoss needs for `config`: None for one level (the targets'
     shape says it), else every level's side, finest first."""
-    if config.grid_levels == 1:
-        return None
-    return level_grid_sizes(config.grid_size, config.grid_levels)
+    grid_sizes = config.grid_spec().grid_sizes
+    return None if len(grid_sizes) == 1 else grid_sizes
 
 
 def _per_face_scale(face, cells=(1, 2)):

@@ -31,8 +31,7 @@ import numpy as np
 
 from config import Config
 from data import image
-from data.grid import (CLASS, H, NUM_CHANNELS, XC, YC, W, level_grid_sizes, levels_of_cells,
-                       offset_range)
+from data.grid import CLASS, H, NUM_CHANNELS, XC, YC, W, GridSpec, levels_of_cells
 from common.errors import CheckpointError
 from model.backbone_weights import backbone_weights_path, load_backbone_weights
 
@@ -58,32 +57,49 @@ SCRATCH_BN_MOMENTUM = 0.9
 
 
 def create_model(config: Config, backbone_weights: str | None = None) -> keras.Model:
-    """Build the detector for `config`.
+    """Build the detector for `config`: `build_network` for its grid
+    (`config.grid_spec()`), alpha, head_channels, head_separable and backbone_weights.
 
     Args:
-        config: uses input_size, grid_size, grid_levels, alpha, head_channels,
-            head_separable, neighbour_cells, centre_radius and backbone_weights.
         backbone_weights: overrides config.backbone_weights: 'imagenet', 'none', or a
             path to MobileNetV2 (include_top=False, same alpha) weights (.h5/.weights.h5).
+    """
+    weights = config.backbone_weights if backbone_weights is None else backbone_weights
+    return build_network(config.grid_spec(), config.alpha, config.head_channels,
+                         config.head_separable, weights)
+
+
+def build_network(grid: GridSpec, alpha: float, head_channels: int, head_separable: bool,
+                  backbone_weights: str) -> keras.Model:
+    """The MobileNetV2 backbone, the top-down neck and a head per grid level.
+
+    Args:
+        grid: the input size, the levels, and the assignment rule, whose offset range
+            (`GridSpec.offsets`) the output maps its sigmoids onto.
+        alpha: MobileNetV2 width multiplier.
+        head_channels: width of the neck's and head's hidden convolutions.
+        head_separable: depthwise-separable 3x3 convolutions in the neck and head.
+        backbone_weights: 'imagenet', 'none', or a path to MobileNetV2 (include_top=False,
+            same alpha) weights (.h5/.weights.h5).
 
     Returns:
         A Keras model, input (B, S, S, 3) RGB uint8 (scaled to [-1, 1] by its first
-        layer), output (B, G, G, 5) float32 in [0, 1] (several levels: (B, N, 5)). All layers are trainable; see `set_backbone_trainable`.
+        layer), output (B, G, G, 5) float32 in [0, 1] (several levels: (B, N, 5),
+        `grid.cells_shape`). All layers are trainable; see `set_backbone_trainable`.
 
     Raises:
         WeightsUnavailableError: ImageNet weights cannot be had offline, or the weights
             file is missing or does not fit the backbone.
     """
-    weights = config.backbone_weights if backbone_weights is None else backbone_weights
-    size, stride = config.input_size, config.cell_size
-    inputs = keras.Input((size, size, 3), dtype=INPUT_DTYPE, name=INPUT_NAME)
+    size, stride = grid.input_size, grid.cell_size
+    inputs = keras.Input((size, size, 3), dtype=grid.input_dtype, name=INPUT_NAME)
     # Scaling in the model: whatever feeds it (generator, detect.py, an exported TFLite
     # file on a phone) gives plain pixels, and MobileNetV2 always sees its [-1, 1].
     scaled = keras.layers.Rescaling(1.0 / 127.5, offset=-1.0, name=INPUT_SCALING)(inputs)
 
     strides = sorted(s for s in FEATURE_LAYERS if s >= stride)  # the grid's and coarser
-    backbone = _backbone(config.alpha, size, weights, strides)
-    if weights.strip().lower() == "none":
+    backbone = _backbone(alpha, size, backbone_weights, strides)
+    if backbone_weights.strip().lower() == "none":
         # Keras' MobileNetV2 keeps BatchNorm averages with momentum 0.999, made for
         # pretrained statistics: from scratch they would lag the weights for thousands of
         # steps and inference would see stale statistics (AP ~0 after hundreds of steps).
@@ -92,32 +108,31 @@ def create_model(config: Config, backbone_weights: str | None = None) -> keras.M
                 layer.momentum = SCRATCH_BN_MOMENTUM
     features = dict(zip(strides, _as_list(backbone(scaled))))
 
-    conv3x3 = _separable_conv3x3 if config.head_separable else _conv3x3
-    grid_sizes = level_grid_sizes(config.grid_size, config.grid_levels)
-    level_strides = [size // g for g in grid_sizes]
-    maps = _top_down(features, level_strides, config.head_channels, conv3x3)
+    conv3x3 = _separable_conv3x3 if head_separable else _conv3x3
+    grid_sizes, level_strides = grid.grid_sizes, grid.strides
+    maps = _top_down(features, level_strides, head_channels, conv3x3)
     if len(grid_sizes) == 1:
-        x = _head(maps[stride], grid_sizes[0], config.head_channels, conv3x3)
+        x = _head(maps[stride], grid_sizes[0], head_channels, conv3x3)
     else:
         x = keras.layers.Concatenate(axis=1, name="levels")([
             keras.layers.Reshape((g * g, NUM_CHANNELS), name=f"head_cells_s{s}")(
-                _head(maps[s], g, config.head_channels, conv3x3, suffix=f"_s{s}"))
+                _head(maps[s], g, head_channels, conv3x3, suffix=f"_s{s}"))
             for g, s in zip(grid_sizes, level_strides)
         ])
     # float32 even under mixed precision: the loss takes sqrt and logs of these values.
-    if not (config.neighbour_cells or config.centre_radius > 0):
-        grid = keras.layers.Activation("sigmoid", dtype="float32", name=OUTPUT_NAME)(x)
+    low, high = grid.offsets
+    if (low, high) == (0.0, 1.0):  # the centre cell alone: offsets are the sigmoid's
+        cells = keras.layers.Activation("sigmoid", dtype="float32", name=OUTPUT_NAME)(x)
     else:
         x = keras.layers.Activation("sigmoid", dtype="float32", name="grid_sigmoid")(x)
         # Cells beside the centre cell see the face centre beyond their border: yc, xc =
         # (high - low) sigmoid + low over data.grid.offset_range (neighbour cells: 2 sigmoid
         # - 0.5 in [-0.5, 1.5], YOLOv5); h, w and the score stay sigmoid.
-        low, high = offset_range(config.neighbour_cells, config.centre_radius)
         scale, offset = np.ones(NUM_CHANNELS), np.zeros(NUM_CHANNELS)
         scale[[YC, XC]], offset[[YC, XC]] = high - low, low
-        grid = keras.layers.Rescaling(scale.tolist(), offset.tolist(), dtype="float32",
-                                      name=OUTPUT_NAME)(x)
-    return keras.Model(inputs, grid, name="face_detector")
+        cells = keras.layers.Rescaling(scale.tolist(), offset.tolist(), dtype="float32",
+                                       name=OUTPUT_NAME)(x)
+    return keras.Model(inputs, cells, name="face_detector")
 
 
 def _head(x, grid_size: int, channels: int, conv3x3, suffix: str = ""):

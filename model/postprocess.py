@@ -15,7 +15,9 @@ once over the boxes of every level: a face two levels both see is kept once.
 
 from __future__ import annotations
 
-from typing import List, NamedTuple, Sequence
+import dataclasses
+from dataclasses import dataclass
+from typing import List, NamedTuple, Optional, Sequence
 
 import numpy as np
 
@@ -26,6 +28,34 @@ from data.grid import decode_levels
 
 # Boxes whose IoUs `nms` computes at once (a 64 x N matrix at most).
 _NMS_BLOCK = 64
+
+
+@dataclass(frozen=True)
+class DetectSpec:
+    """How cells become detections: the post-processing's part of the configuration.
+
+    Attributes:
+        score_threshold: cells scoring below this are dropped.
+        nms_iou: IoU above which a lower-scored overlapping box is suppressed.
+        max_detections: cap on the detections of one image (<= 0: no cap).
+
+    A model's own threshold, chosen on validation, is `FaceDetector.detect_spec`'s; the
+    defaults here are Config's.
+    """
+
+    score_threshold: float = Config.score_threshold
+    nms_iou: float = Config.nms_iou
+    max_detections: int = Config.max_detections
+
+    @classmethod
+    def from_config(cls, config: Config, score_threshold: Optional[float] = None
+                    ) -> "DetectSpec":
+        """`config`'s nms_iou and max_detections with its score_threshold, or this one."""
+        threshold = config.score_threshold if score_threshold is None else score_threshold
+        return cls(float(threshold), config.nms_iou, config.max_detections)
+
+    def replace(self, **changes) -> "DetectSpec":
+        return dataclasses.replace(self, **changes)
 
 
 class Detections(NamedTuple):
@@ -94,9 +124,7 @@ def nms(
 def detect_from_grid(
     grid: np.ndarray,
     letterbox: Letterbox,
-    score_threshold: float = Config.score_threshold,
-    nms_iou: float = Config.nms_iou,
-    max_detections: int = Config.max_detections,
+    spec: DetectSpec = DetectSpec(),
     grid_sizes=None,
 ) -> Detections:
     """Detections of one image from its predicted grid.
@@ -106,11 +134,9 @@ def detect_from_grid(
             the (N, 5) cells of several levels.
         letterbox: how the original image was mapped onto the network input
             (from `data.image.prepare_image`).
-        score_threshold: cells scoring below this are dropped.
-        nms_iou: IoU above which a lower-scored overlapping box is suppressed.
-        max_detections: cap on the number of detections (<= 0: no cap).
-        grid_sizes: each level's cells per side, finest first, for (N, 5) cells; None for
-            one (G, G, 5) grid.
+        spec: the score threshold, NMS IoU and detection cap (`DetectSpec`).
+        grid_sizes: each level's cells per side, finest first, for (N, 5) cells
+            (`GridSpec.grid_sizes`); None for one (G, G, 5) grid.
 
     Returns:
         Detections with boxes (N, 4) x1, y1, x2, y2 in original-image pixels, clipped to
@@ -119,23 +145,21 @@ def detect_from_grid(
     grid = np.asarray(grid, dtype=np.float32)
     if grid_sizes is None:
         grid_sizes = grid.shape[:1]  # one (G, G, 5) grid (decode_grid checks its shape)
-    boxes, scores = decode_levels(grid, letterbox.input_size, grid_sizes, score_threshold)
+    boxes, scores = decode_levels(grid, letterbox.input_size, grid_sizes, spec.score_threshold)
     if len(boxes) == 0:
         return Detections.empty()
     boxes = clip_boxes(letterbox.to_original(boxes), letterbox.width, letterbox.height)
     # A box predicted entirely inside the letterbox padding clips to nothing.
     visible = (box_sizes(boxes) > 0).all(axis=1)
     boxes, scores = boxes[visible], scores[visible]
-    keep = nms(boxes, scores, nms_iou, max_detections)
+    keep = nms(boxes, scores, spec.nms_iou, spec.max_detections)
     return Detections(boxes[keep].astype(np.float32), scores[keep].astype(np.float32))
 
 
 def detect_batch(
     grids: np.ndarray,
     letterboxes: Sequence[Letterbox],
-    score_threshold: float = Config.score_threshold,
-    nms_iou: float = Config.nms_iou,
-    max_detections: int = Config.max_detections,
+    spec: DetectSpec = DetectSpec(),
     grid_sizes=None,
 ) -> List[Detections]:
     """`detect_from_grid` for a batch: grids (B, G, G, 5) (or the (B, N, 5) cells of the
@@ -148,7 +172,4 @@ def detect_batch(
             f"detect_batch: expected {expected} and B letterboxes, got grids of "
             f"shape {grids.shape} and {len(letterboxes)} letterboxes"
         )
-    return [
-        detect_from_grid(g, lb, score_threshold, nms_iou, max_detections, grid_sizes)
-        for g, lb in zip(grids, letterboxes)
-    ]
+    return [detect_from_grid(g, lb, spec, grid_sizes) for g, lb in zip(grids, letterboxes)]

@@ -29,6 +29,7 @@ import keras
 import numpy as np
 
 from config import Config, check_lr_schedule, load_config, save_config
+from data.grid import GridSpec
 from common.errors import CheckpointError, ConfigError, TrainingDiverged
 from common.files import atomic_write_text, os_error_reason
 from model.checkpoints import (
@@ -83,10 +84,10 @@ class TrainResult:
     minutes: float = 0.0
 
 
-# The fields that fix the network's shapes (and, for neighbour_cells, what its outputs
-# mean): a resume must use the run's values, or loading its weights fails on a shape.
-ARCHITECTURE_FIELDS = ("input_size", "grid_size", "grid_levels", "alpha", "head_channels",
-                       "head_separable", "neighbour_cells", "centre_radius")
+# The fields that fix the network's shapes and what its outputs mean: its grid (the
+# GridSpec its contract carries) and the backbone's and head's widths. A resume must use
+# the run's values, or loading its weights fails on a shape (or the targets change).
+ARCHITECTURE_FIELDS = GridSpec.config_fields() + ("alpha", "head_channels", "head_separable")
 
 
 # The fields a resume cannot change: the saved optimizer (AdamW) holds the run's rates and

@@ -16,10 +16,10 @@ import numpy as np
 
 from config import Config
 from data.boxes import Letterbox, box_iou
-from data.grid import CLASS, H, W, XC, YC, cell_box_corners, level_grid_sizes
+from data.grid import CLASS, H, W, XC, YC, cell_box_corners
 from model.checkpoints import first_nonfinite_variable
 from model.metrics import average_precision, best_f1_threshold, pr_curve_counts
-from model.postprocess import detect_from_grid
+from model.postprocess import DetectSpec, detect_from_grid
 
 # What GridValidation logs at every epoch's end, each name with the direction in which it
 # is better: the one place those names and directions are stated (training ranks
@@ -105,17 +105,16 @@ class GridValidation(keras.callbacks.Callback):
         num_batches = len(self.dataset)
         if self.max_batches:
             num_batches = min(num_batches, self.max_batches)
-        grid_sizes = level_grid_sizes(self.config.grid_size, self.config.grid_levels)
+        grid_sizes = self.config.grid_spec().grid_sizes
+        # AP needs the low scores too: the evaluation threshold, not the detection one.
+        spec = DetectSpec.from_config(self.config, self.config.eval_score_threshold)
         for i in range(num_batches):
             images, targets, faces = self.dataset.load_batch(i)
             predictions = np.asarray(self._predict(images), dtype=np.float32)
             ious.append(cell_iou(targets, predictions, grid_sizes))
             sq_errors.append(box_squared_errors(targets, predictions))
             for grid, (boxes, ignore) in zip(predictions, faces):
-                detections.append(detect_from_grid(
-                    grid, identity, self.config.eval_score_threshold,
-                    self.config.nms_iou, self.config.max_detections, grid_sizes,
-                ))
+                detections.append(detect_from_grid(grid, identity, spec, grid_sizes))
                 ground_truths.append((boxes, ignore))
             if logged_images is None:
                 logged_images = (images[: self.num_images], detections[: self.num_images],

@@ -13,13 +13,14 @@ from common.cli import as_flag_message
 from config import Config
 from common.errors import CheckpointError, ConfigError
 from model.checkpoints import save_model_atomically
+from data.grid import GridSpec
 from model.contract import (
     CONTRACT_FILE, CONTRACT_NAME, ModelContract, read_contract, tflite_metadata, write_contract,
 )
 from model.detector import FaceDetector
 from model.export import export_model
 
-STRETCHED = ModelContract(64, 2, letterbox=False, neighbour_cells=True, score_threshold=0.42)
+STRETCHED = ModelContract(GridSpec(64, 2, letterbox=False, neighbour_cells=True), 0.42)
 
 
 def tiny_model():
@@ -48,8 +49,8 @@ def saved(tmp_path_factory):
 def test_contract_round_trips_and_refuses_what_cannot_work():
     config = Config(input_size=96, grid_size=6, letterbox=False, neighbour_cells=True)
     contract = ModelContract.from_config(config)
-    assert (contract.input_size, contract.grid_size) == (96, 6)
-    assert contract.letterbox is False and contract.score_threshold == config.score_threshold
+    assert (contract.grid.input_size, contract.grid.grid_size) == (96, 6)
+    assert contract.grid.letterbox is False and contract.score_threshold == config.score_threshold
     assert ModelContract.from_json(contract.to_json(), "x") == contract
     assert ModelContract.from_config(config, score_threshold=0.3).score_threshold == 0.3
     values = json.loads(contract.to_json())
@@ -133,15 +134,15 @@ def test_write_contract_replaces_an_earlier_one_and_checks_the_shapes(saved, tmp
         else:
             with open(paths[fmt], "rb") as f, open(copy, "wb") as g:
                 g.write(f.read())
-        write_contract(copy, STRETCHED.replace(letterbox=True, score_threshold=0.6))
-        assert read_contract(copy) == STRETCHED.replace(letterbox=True, score_threshold=0.6)
+        write_contract(copy, STRETCHED.replace(grid=STRETCHED.grid.replace(letterbox=True), score_threshold=0.6))
+        assert read_contract(copy) == STRETCHED.replace(grid=STRETCHED.grid.replace(letterbox=True), score_threshold=0.6)
         assert FaceDetector.load(copy).letterbox is True
     with open(str(tmp_path / "model.tflite"), "rb") as f:
         data = f.read()
     assert tflite_metadata(data, "min_runtime_version") is not None  # the converter's own
     assert json.loads(tflite_metadata(data, CONTRACT_NAME))["score_threshold"] == 0.6
     wrong = str(tmp_path / "model.keras")
-    write_contract(wrong, ModelContract(96, 3))
+    write_contract(wrong, ModelContract(GridSpec(96, 3)))
     with pytest.raises(CheckpointError, match="takes 64 px and gives a 2x2 grid, but its "
                                               "face_detector_contract says 96 px, 3x3"):
         FaceDetector.load(wrong)
@@ -151,5 +152,25 @@ def test_the_shipped_model_carries_its_validated_contract():
     shipped = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                            "models", "face_detector.tflite")
     contract = read_contract(shipped)
-    assert contract == ModelContract(320, 40, letterbox=True, neighbour_cells=True,
+    assert contract == ModelContract(GridSpec(320, 40, letterbox=True, neighbour_cells=True),
                                      score_threshold=0.306)
+
+
+def test_a_contract_is_the_grid_spec_plus_a_threshold_and_its_json_stays_flat():
+    """The JSON keeps the flat keys older files carry (theirs lack centre_radius, read as
+    0), so the model shipped before the GridSpec still loads; a new one round-trips."""
+    import json
+
+    from data.grid import GridSpec
+
+    contract = ModelContract(GridSpec(320, 40, 3, centre_radius=2.5), 0.4)
+    values = json.loads(contract.to_json())
+    assert values["grid_levels"] == 3 and values["centre_radius"] == 2.5
+    assert values["score_threshold"] == 0.4 and "grid" not in values
+    assert ModelContract.from_json(contract.to_json(), "x") == contract
+    old = {k: v for k, v in values.items() if k != "centre_radius"}
+    assert ModelContract.from_json(json.dumps(old), "x").grid.centre_radius == 0.0
+    with pytest.raises(CheckpointError, match="x: bad face_detector_contract .*grid_size=5"):
+        ModelContract.from_json(json.dumps(dict(values, grid_size=5)), "x")
+    with pytest.raises(ConfigError, match=r"score_threshold=1.5: must be in \[0, 1\]"):
+        ModelContract(GridSpec(64, 2), 1.5)

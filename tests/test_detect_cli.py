@@ -167,12 +167,13 @@ def test_the_shipped_model_uses_its_validated_threshold_unless_told(checkpoint, 
                                                                      capsys):
     """The contract stored in the shipped model sets the default threshold (here above the
     stand-in's 0.9 scores: no face); --threshold overrides it; a bad contract is named."""
+    from data.grid import GridSpec
     from model.contract import CONTRACT_FILE, ModelContract, write_contract
 
     shipped = tmp_path / "models" / "face_detector.keras"
     shipped.parent.mkdir()
     shipped.write_bytes(open(checkpoint, "rb").read())
-    write_contract(str(shipped), ModelContract(64, 2, score_threshold=0.95))
+    write_contract(str(shipped), ModelContract(GridSpec(64, 2), 0.95))
     monkeypatch.setattr(detect, "SHIPPED_MODEL", str(shipped))
     image = str(photos / "sub" / "good.jpg")
     args = ["--image", image, "--no-save", "--checkpoint-dir", str(tmp_path / "none")]
@@ -181,7 +182,7 @@ def test_the_shipped_model_uses_its_validated_threshold_unless_told(checkpoint, 
     assert captured.out == "" and "score threshold 0.95" in captured.err
     assert detect.main(args + ["--threshold", "0.5"]) == 0
     assert capsys.readouterr().out.splitlines() == FACES_128
-    bad = json.loads(ModelContract(64, 2).to_json())
+    bad = json.loads(ModelContract(GridSpec(64, 2)).to_json())
     bad["score_threshold"] = "high"
     import zipfile
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from data.boxes import Letterbox
-from data.grid import CLASS, encode_grid
+from data.grid import CLASS, GridSpec, encode_grid
 from common.errors import CheckpointError, ImageError
 from model.detector import (
     FaceDetector, face_rows, grid_geometry, resolve_weights,
@@ -83,6 +83,7 @@ def test_detect_defaults_to_the_models_own_threshold():
     """No score_threshold: the contract's validated one (0.8 here), not Config's 0.5."""
     from config import Config
     from model.contract import ModelContract
+    from model.postprocess import DetectSpec
 
     letterbox = Letterbox.fit(128, 128, S)
     network = encoded_face_network([letterbox] * 9, [(10, 10, 40, 40)] * 9, score=0.75)
@@ -90,10 +91,14 @@ def test_detect_defaults_to_the_models_own_threshold():
     plain = FaceDetector(network, S, G)
     assert plain.score_threshold == Config.score_threshold
     assert len(plain.detect(image).scores) == 1
-    strict = FaceDetector(network, S, G, contract=ModelContract(S, G, score_threshold=0.8))
+    strict = FaceDetector(network, S, G, contract=ModelContract(GridSpec(S, G), 0.8))
     assert len(strict.detect(image).scores) == 0
     assert len(strict.detect_batch([image])[0].scores) == 0
     assert len(strict.detect(image, score_threshold=0.7).scores) == 1  # an explicit one wins
+    assert strict.detect_spec == DetectSpec(0.8, Config.nms_iou, Config.max_detections)
+    assert len(strict.detect(image, DetectSpec(0.7, 0.4, 5)).scores) == 1
+    with pytest.raises(TypeError, match="spec=0.7: must be a model.postprocess.DetectSpec"):
+        strict.detect(image, 0.7)  # a threshold alone goes by name
 
 
 def tiny_keras_model(size=64, grid=2, flat=False, height=None, dtype="uint8"):

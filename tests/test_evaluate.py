@@ -590,6 +590,7 @@ def test_evaluate_model_loads_a_model_path_with_its_contract(tmp_path):
     """A path is loaded by FaceDetector.load: images are prepared as the file says, and a
     letterbox that contradicts it is refused, naming both values."""
     from common.errors import ConfigError
+    from data.grid import GridSpec
     from model.contract import ModelContract, write_contract
 
     path = str(tmp_path / "images" / "ev" / "wide.png")
@@ -597,7 +598,7 @@ def test_evaluate_model_loads_a_model_path_with_its_contract(tmp_path):
     write_scene(path, 320, 200, (50, 50, 150, 125))
     records = [ImageRecord(path, "ev/wide.png", [[50, 50, 150, 125]], [False])]
     ckpt = tiny_checkpoint(str(tmp_path / "model-0.10.keras"))
-    write_contract(ckpt, ModelContract(64, 2, letterbox=False))
+    write_contract(ckpt, ModelContract(GridSpec(64, 2, letterbox=False)))
     preds = evaluate_model(ckpt, records, Config(batch_size=2), progress=False)
     assert sorted(preds) == ["ev/wide"]
     with pytest.raises(ConfigError, match=r"letterbox=True: .*model-0.10.keras was trained on "

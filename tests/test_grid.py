@@ -1,5 +1,7 @@
 """The grid encoding (data/grid.py): cells by centre, collisions, ignore, exact inverse."""
 
+import re
+
 import numpy as np
 import pytest
 
@@ -204,3 +206,55 @@ def test_offset_ranges_of_the_three_assignments():
     assert offset_range() == (0.0, 1.0)
     assert offset_range(neighbours=True) == (-0.5, 1.5)
     assert offset_range(centre_radius=2.5) == (-2.0, 3.0)
+
+
+# --------------------------------------------------------------------------- GridSpec
+def test_grid_spec_states_the_levels_strides_offsets_and_shape_of_its_grid():
+    """One record answers every geometric question the codec, network and runtimes ask."""
+    from data.grid import GridSpec
+
+    spec = GridSpec(320, 40, grid_levels=3, centre_radius=2.5)
+    assert spec.cell_size == 8 and spec.grid_sizes == (40, 20, 10)
+    assert spec.strides == (8, 16, 32) and spec.cells_shape == (2100, 5)
+    assert spec.offsets == (-2.0, 3.0) and GridSpec(224, 7).offsets == (0.0, 1.0)
+    assert GridSpec(224, 7, neighbour_cells=True).offsets == (-0.5, 1.5)
+    assert spec.at_input_size(640).grid_sizes == (80, 40, 20)
+    assert spec.describe() == "40x40 + 20x20 + 10x10"
+    assert GridSpec(224, 7).cells_shape == (7, 7, 5)
+
+
+@pytest.mark.parametrize("fields, message", [
+    ({"input_size": 100}, "input_size=100: must be a positive multiple of 32"),
+    ({"grid_size": 5}, "grid_size=5: must divide input_size=224"),
+    ({"grid_size": 56}, "grid_size=56: cell size 4 px at input_size=224"),
+    ({"grid_size": 28, "grid_levels": 4}, "grid_levels=4: from 8-px cells the coarsest level"),
+    ({"centre_radius": 0.2}, "centre_radius=0.2: must be 0 (off) or in [0.5, 8]"),
+    ({"letterbox": 1}, "letterbox=1: must be true or false"),
+    ({"grid_size": 7.0}, "grid_size=7.0: must be an integer"),
+    ({"channel_order": "BGR"}, "channel_order='BGR', input_dtype='uint8'"),
+])
+def test_grid_spec_refuses_a_grid_the_backbone_cannot_give_naming_the_field(fields, message):
+    from common.errors import ConfigError
+    from data.grid import GridSpec
+
+    values = {"input_size": 224, "grid_size": 7, **fields}
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        GridSpec(**values)
+
+
+def test_config_checks_its_grid_through_the_spec_and_derives_it_field_by_field():
+    """Config's grid fields and GridSpec's are the same names and rules: one place."""
+    import dataclasses
+
+    from common.errors import ConfigError
+    from config import Config
+    from data.grid import GridSpec
+
+    config = Config(input_size=320, grid_size=40, grid_levels=3, letterbox=False,
+                    centre_radius=2.5, neighbour_cells=True)
+    spec = config.grid_spec()
+    assert spec == GridSpec(320, 40, 3, False, True, 2.5)
+    config_fields = {f.name for f in dataclasses.fields(Config)}
+    assert set(GridSpec.config_fields()) <= config_fields
+    with pytest.raises(ConfigError, match="grid_size=5: must divide input_size=224"):
+        Config(grid_size=5)

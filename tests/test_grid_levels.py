@@ -5,12 +5,13 @@ import numpy as np
 import pytest
 
 from data.boxes import box_iou
-from data.grid import (CLASS, IGNORE, FACE_CELLS, assign_levels, cell_box_corners,
+from data.grid import (CLASS, IGNORE, FACE_CELLS, GridSpec, assign_levels, cell_box_corners,
                        decode_grid, decode_levels, encode_grid, encode_levels, flatten_levels,
                        grid_box_corners, level_grid_sizes, levels_of_cells, levels_text,
                        split_levels)
 
 LEVELS = (40, 20, 10)  # 320 px: cells of 8, 16 and 32 px
+SPEC = GridSpec(320, 40, 3)  # those levels
 
 
 def _square(cx, cy, side):
@@ -55,7 +56,7 @@ def test_faces_go_to_the_level_where_they_span_about_four_cells():
     assert assign_levels(boxes, 320, LEVELS[:2]).tolist() == [0, 0, 0, 0, 1, 1, 1, 1, 1, 1]
 
 
-@pytest.mark.parametrize("rule", [{}, {"neighbours": True}, {"centre_radius": 2.5}])
+@pytest.mark.parametrize("rule", [{}, {"neighbour_cells": True}, {"centre_radius": 2.5}])
 def test_encode_and_decode_of_several_levels_are_exact_inverses(rule):
     """Every face comes back from the cells of its level, exactly, whatever the rule."""
     rng = np.random.default_rng(3)
@@ -65,7 +66,7 @@ def test_encode_and_decode_of_several_levels_are_exact_inverses(rule):
         centres = rng.uniform(20, 300, (n, 2))
         boxes = np.array([_square(x, y, s) for (x, y), s in zip(centres, sides)],
                          np.float32).reshape(-1, 4)
-        cells, collisions = encode_levels(boxes, np.zeros(n, bool), 320, LEVELS, **rule)
+        cells, collisions = encode_levels(boxes, np.zeros(n, bool), GridSpec(320, 40, 3, **rule))
         assert cells.shape == (2100, 5)
         decoded, scores = decode_levels(cells, 320, LEVELS)
         assert np.all(scores == 1.0)
@@ -89,7 +90,7 @@ def test_encode_and_decode_of_several_levels_are_exact_inverses(rule):
 def test_one_level_is_encode_grid_itself():
     boxes = np.array([_square(50, 60, 30), _square(200, 100, 120)], np.float32)
     ignore = np.array([False, True])
-    one = encode_levels(boxes, ignore, 320, (40,), centre_radius=2.5)
+    one = encode_levels(boxes, ignore, GridSpec(320, 40, centre_radius=2.5))
     same = encode_grid(boxes, ignore, 320, 40, centre_radius=2.5)
     assert one.grid.shape == (40, 40, 5) and np.array_equal(one.grid, same.grid)
     for a, b in zip(decode_levels(one.grid, 320, (40,)), decode_grid(same.grid, 320)):
@@ -100,7 +101,7 @@ def test_one_level_is_encode_grid_itself():
 def test_ignore_regions_are_marked_on_their_level_only():
     small, large = _square(100, 100, 12), _square(220, 220, 150)  # levels 0 and 2
     cells, _ = encode_levels(np.array([small, large], np.float32), np.array([True, True]),
-                             320, LEVELS)
+                             SPEC)
     fine, middle, coarse = split_levels(cells, LEVELS)
     assert fine[12, 12, CLASS] == IGNORE and (fine[..., CLASS] == IGNORE).sum() == 1
     assert (middle[..., CLASS] == 0).all()
@@ -108,7 +109,7 @@ def test_ignore_regions_are_marked_on_their_level_only():
     # A face of the same level in the ignored cell wins it; another level's does not care.
     face = _square(100, 100, 10)
     cells, _ = encode_levels(np.array([small, face, large], np.float32),
-                             np.array([True, False, True]), 320, LEVELS)
+                             np.array([True, False, True]), SPEC)
     fine, _, coarse = split_levels(cells, LEVELS)
     assert fine[12, 12, CLASS] == 1.0 and coarse[6, 6, CLASS] == IGNORE
 
@@ -134,7 +135,7 @@ def test_flat_layout_round_trips_and_its_corners_are_each_levels():
 def test_decode_levels_sorts_every_levels_boxes_by_score():
     boxes = np.array([_square(50, 50, 10), _square(200, 200, 150), _square(150, 60, 60)],
                      np.float32)
-    cells, _ = encode_levels(boxes, np.zeros(3, bool), 320, LEVELS)
+    cells, _ = encode_levels(boxes, np.zeros(3, bool), SPEC)
     faces = cells[:, CLASS] == 1
     cells[faces, CLASS] = [0.6, 0.9, 0.7]  # levels 0, 1, 2 (encoding order is by level)
     decoded, scores = decode_levels(cells, 320, LEVELS, score_threshold=0.5)

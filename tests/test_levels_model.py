@@ -63,8 +63,7 @@ def test_generator_targets_are_the_levels_cells_of_each_image(tmp_path):
     dataset = FaceGridDataset(records, CONFIG, training=False)
     images, targets, faces = dataset.load_batch(0)
     assert images.shape == (2, SIZE, SIZE, 3) and targets.shape == (2, CELLS, 5)
-    expected, _ = encode_levels(boxes, np.zeros(2, bool), SIZE, LEVELS,
-                                centre_radius=CONFIG.centre_radius)
+    expected, _ = encode_levels(boxes, np.zeros(2, bool), CONFIG.grid_spec())
     np.testing.assert_array_equal(targets[0], expected)
     fine, middle, coarse = split_levels(targets[0], LEVELS)
     assert (fine[..., CLASS] == 1).sum() == 1 and (middle[..., CLASS] == 1).sum() > 1
@@ -104,7 +103,7 @@ def exports(model, tmp_path_factory):
 
     folder = tmp_path_factory.mktemp("levels")
     contract = ModelContract.from_config(CONFIG, score_threshold=0.3)
-    assert contract.grid_levels == 3
+    assert contract.grid.grid_levels == 3
     paths = {"saved_model": export_model(model, "saved_model", str(folder / "m_saved_model"),
                                          contract=contract),
              "onnx": export_model(model, "onnx", str(folder / "m.onnx"), contract=contract)}
@@ -121,7 +120,7 @@ def exports(model, tmp_path_factory):
 def test_every_export_carries_the_levels_and_computes_the_keras_cells(model, exports, name,
                                                                       atol):
     path = exports[name]
-    assert read_contract(path).grid_levels == 3
+    assert read_contract(path).grid.grid_levels == 3
     detector = FaceDetector.load(path)
     assert (detector.input_size, detector.grid_size, detector.grid_levels,
             detector.grid_sizes) == (SIZE, 8, 3, LEVELS)

@@ -223,11 +223,11 @@ def test_several_levels_loss_is_each_levels_sum_over_all_their_faces():
     """One loss over every level's cells, divided by the face cells of all levels: on
     levels holding 1 and 2 face cells it is (1 * loss_1 + 2 * loss_2) / 3, loss_l being
     the one-grid loss of level l alone, for the objectness and box terms alike."""
-    from data.grid import encode_levels, split_levels
+    from data.grid import GridSpec, encode_levels, split_levels
 
     boxes = np.array([[20, 20, 40, 40], [100, 100, 170, 170], [30, 120, 110, 200]],
                      np.float32)  # 20 px on the finest level, two of 70-80 px on the 14x14
-    cells, _ = encode_levels(boxes, np.zeros(3, bool), S, LEVELS)
+    cells, _ = encode_levels(boxes, np.zeros(3, bool), GridSpec(S, LEVELS[0], len(LEVELS)))
     rng = np.random.default_rng(1)
     y_true = cells[None]
     y_pred = np.clip(perfect(y_true) + rng.normal(0, 0.05, y_true.shape), 0.01, 0.99
@@ -255,9 +255,10 @@ def test_several_levels_loss_from_the_config_and_round_trip():
     assert make_loss(Config()).grid_sizes is None  # one level: the targets' shape says it
     obj, box = make_loss_metrics(config)
     assert obj._loss.grid_sizes == LEVELS and box._loss.grid_sizes == LEVELS
-    from data.grid import encode_levels
+    from data.grid import GridSpec, encode_levels
 
-    cells, _ = encode_levels(np.array([[20, 20, 60, 60]], np.float32), [False], S, LEVELS)
+    cells, _ = encode_levels(np.array([[20, 20, 60, 60]], np.float32), [False],
+                             GridSpec(S, LEVELS[0], len(LEVELS)))
     assert value(loss, cells[None], perfect(cells[None])) < 1e-3
 
 

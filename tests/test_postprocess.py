@@ -5,7 +5,7 @@ import pytest
 
 from data.boxes import Letterbox
 from data.grid import CLASS, encode_grid
-from model.postprocess import Detections, detect_batch, detect_from_grid, nms
+from model.postprocess import DetectSpec, Detections, detect_batch, detect_from_grid, nms
 
 S, G = 224, 7
 CELL = S // G
@@ -56,7 +56,7 @@ def test_two_overlapping_predictions_become_one_detection():
     b = [x + 4, y, x + 64, y + 60]  # centre just right of it: the next cell
     grid = face_grid([a, b], [0.9, 0.8])
     assert (grid[..., CLASS] > 0).sum() == 2
-    det = detect_from_grid(grid, IDENTITY, score_threshold=0.5, nms_iou=0.4, max_detections=10)
+    det = detect_from_grid(grid, IDENTITY, DetectSpec(0.5, 0.4, 10))
     assert isinstance(det, Detections)
     np.testing.assert_allclose(det.scores, [0.9])
     np.testing.assert_allclose(det.boxes[0], a, atol=1e-3)
@@ -65,12 +65,12 @@ def test_two_overlapping_predictions_become_one_detection():
 def test_separate_faces_are_both_kept_and_threshold_drops_low_scores():
     faces = [[10, 10, 50, 50], [150, 120, 200, 180], [100, 20, 120, 40]]
     grid = face_grid(faces, [0.95, 0.6, 0.3])
-    det = detect_from_grid(grid, IDENTITY, score_threshold=0.5, nms_iou=0.4, max_detections=10)
+    det = detect_from_grid(grid, IDENTITY, DetectSpec(0.5, 0.4, 10))
     np.testing.assert_allclose(det.scores, [0.95, 0.6])
     np.testing.assert_allclose(det.boxes, faces[:2], atol=1e-3)
-    low = detect_from_grid(grid, IDENTITY, score_threshold=0.2, nms_iou=0.4, max_detections=10)
+    low = detect_from_grid(grid, IDENTITY, DetectSpec(0.2, 0.4, 10))
     assert len(low.scores) == 3
-    none = detect_from_grid(grid, IDENTITY, score_threshold=0.99, nms_iou=0.4, max_detections=10)
+    none = detect_from_grid(grid, IDENTITY, DetectSpec(0.99, 0.4, 10))
     assert none.boxes.shape == (0, 4) and none.scores.shape == (0,)
 
 
@@ -80,7 +80,7 @@ def test_max_detections_caps_the_highest_scores():
     grid[..., 0:2] = 0.05  # small boxes, no overlap between cells
     grid[..., 2:4] = 0.5
     grid[..., CLASS] = rng.uniform(0.5, 1.0, (G, G))
-    det = detect_from_grid(grid, IDENTITY, score_threshold=0.5, nms_iou=0.4, max_detections=7)
+    det = detect_from_grid(grid, IDENTITY, DetectSpec(0.5, 0.4, 7))
     assert len(det.scores) == 7
     np.testing.assert_allclose(det.scores, np.sort(grid[..., CLASS].ravel())[::-1][:7])
 
@@ -98,7 +98,7 @@ def test_letterboxed_face_maps_back_to_original_pixels(width, height, pad):
     letterbox = Letterbox.fit(width, height, S, pad)
     assert (letterbox.width, letterbox.height) == (width, height)
     target = encode_grid(letterbox.to_input(faces), [False, False], S, G).grid
-    det = detect_from_grid(target, letterbox, score_threshold=0.5, nms_iou=0.4, max_detections=10)
+    det = detect_from_grid(target, letterbox, DetectSpec(0.5, 0.4, 10))
     order = np.argsort(det.boxes[:, 0])
     np.testing.assert_allclose(det.boxes[order], faces, atol=0.5)
 
@@ -111,7 +111,7 @@ def test_boxes_are_clipped_to_the_original_image_and_padding_boxes_dropped():
     grid[2, 0] = [40 / S, 40 / S, 0.1, 0.2, 0.9]
     # ...and one predicted entirely inside the top padding band.
     grid[0, 4] = [20 / S, 20 / S, 0.5, 0.5, 0.8]
-    det = detect_from_grid(grid, letterbox, score_threshold=0.5, nms_iou=0.4, max_detections=10)
+    det = detect_from_grid(grid, letterbox, DetectSpec(0.5, 0.4, 10))
     assert len(det.scores) == 1
     x1, y1, x2, y2 = det.boxes[0]
     assert x1 == 0 and y1 == 0 and x2 <= width and y2 <= height
@@ -129,7 +129,7 @@ def test_boxes_are_clipped_to_the_size_the_letterbox_holds(width, height):
     cy = letterbox.pad_y + letterbox.content_height - 1
     row, col = int(cy // CELL), int(cx // CELL)
     grid[row, col] = [0.5, 0.5, cy / CELL - row, cx / CELL - col, 0.9]
-    det = detect_from_grid(grid, letterbox, score_threshold=0.5, nms_iou=0.4, max_detections=10)
+    det = detect_from_grid(grid, letterbox, DetectSpec(0.5, 0.4, 10))
     assert len(det.scores) == 1
     assert det.boxes[0, 2] == width and det.boxes[0, 3] == height
 
@@ -140,10 +140,32 @@ def test_detect_batch_matches_per_image_calls_and_checks_shapes():
         face_grid([[100, 100, 150, 150]], [0.7]),
     ])
     letterboxes = [Letterbox.fit(640, 480, S), Letterbox.fit(300, 600, S)]
-    batch = detect_batch(grids, letterboxes, score_threshold=0.5, nms_iou=0.4, max_detections=5)
+    batch = detect_batch(grids, letterboxes, DetectSpec(0.5, 0.4, 5))
     for det, grid, lb in zip(batch, grids, letterboxes):
-        single = detect_from_grid(grid, lb, 0.5, 0.4, 5)
+        single = detect_from_grid(grid, lb, DetectSpec(0.5, 0.4, 5))
         np.testing.assert_array_equal(det.boxes, single.boxes)
         np.testing.assert_array_equal(det.scores, single.scores)
     with pytest.raises(ValueError, match="letterboxes"):
         detect_batch(grids, letterboxes[:1])
+
+
+def test_detect_spec_from_config_takes_its_nms_and_cap_and_the_threshold_given():
+    """The post-processing's part of the configuration, with an explicit threshold (the
+    evaluation's low one) where one is given."""
+    from config import Config
+
+    config = Config(score_threshold=0.6, nms_iou=0.3, max_detections=50)
+    assert DetectSpec.from_config(config) == DetectSpec(0.6, 0.3, 50)
+    assert DetectSpec.from_config(config, 0.02) == DetectSpec(0.02, 0.3, 50)
+    assert DetectSpec() == DetectSpec(Config.score_threshold, Config.nms_iou,
+                                      Config.max_detections)
+
+
+def test_the_spec_decides_which_cells_become_detections():
+    """Threshold, NMS IoU and cap all come from the one spec argument."""
+    grid = np.zeros((4, 4, 5), np.float32)
+    for row, score in ((0, 0.9), (1, 0.6), (2, 0.3)):
+        grid[row, 0] = (0.25, 0.25, 0.5, 0.5, score)  # three separate faces
+    assert len(detect_from_grid(grid, IDENTITY, DetectSpec(0.5, 0.4, 10)).scores) == 2
+    assert len(detect_from_grid(grid, IDENTITY, DetectSpec(0.2, 0.4, 10)).scores) == 3
+    assert len(detect_from_grid(grid, IDENTITY, DetectSpec(0.2, 0.4, 1)).scores) == 1

@@ -139,8 +139,8 @@ def test_a_stretch_trained_model_detects_as_trained_with_no_flag(trained, demo_r
         faces = json.loads(capsys.readouterr().out)[0]["faces"]
         explicit = stretched if weights == checkpoint else FaceDetector.load(
             weights, letterbox=False)
-        assert faces == face_rows(explicit.detect(image, 0.0)) and faces, weights
-        assert face_rows(padded.detect(image, 0.0)) != faces
+        assert faces == face_rows(explicit.detect(image, score_threshold=0.0)) and faces, weights
+        assert face_rows(padded.detect(image, score_threshold=0.0)) != faces
         with pytest.raises(ConfigError, match=r"letterbox=True: .* stretched images "
                                               r"\(letterbox=False, stored in the model\)"):
             detect.main(["--image", image_path, "--weights", weights, "--letterbox"])

@@ -503,7 +503,7 @@ def committed_run(tmp_path):
 @pytest.mark.parametrize("field, value", [
     ("input_size", 128), ("grid_size", 8), ("alpha", 0.5), ("head_channels", 16),
     ("neighbour_cells", True), ("head_separable", True), ("centre_radius", 2.5),
-    ("grid_levels", 2),
+    ("grid_levels", 2), ("letterbox", False),
 ])
 def test_resume_with_another_architecture_names_the_field(tmp_path, field, value):
     run, ckpt, saved = committed_run(tmp_path)
@@ -538,6 +538,16 @@ def test_resume_refuses_a_changed_rate_naming_the_flag_and_the_stored_value(tmp_
     assert "\n" not in shown
     assert (ckpt / "config.json").read_text() == saved
     assert not (tmp_path / "logs").exists()
+
+
+def test_the_fields_a_resume_keeps_are_the_grid_specs_and_the_widths():
+    """Derived from GridSpec, not listed twice: a new grid field is kept on resume too."""
+    from data.grid import GridSpec
+
+    assert training.ARCHITECTURE_FIELDS == GridSpec.config_fields() + (
+        "alpha", "head_channels", "head_separable")
+    assert {"input_size", "grid_levels", "letterbox", "centre_radius"} <= set(
+        training.ARCHITECTURE_FIELDS)
 
 
 # --- 6. folders that are files ---------------------------------------------------------------
