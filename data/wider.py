@@ -559,9 +559,7 @@ def drop_boxes_outside_images(annotations: WiderAnnotations) -> None:
                 x1, y1, x2, y2 = boxes[k]
                 bad_lines.append(lines[k])
                 messages.append(f"line {lines[k]}: {box_problem(x1, y1, x2 - x1, y2 - y1, size)}")
-            record.boxes, record.ignore = record.boxes[keep], record.ignore[keep]
-            if record.attributes is not None:
-                record.attributes = record.attributes[keep]
+            record.select(keep)
     if not bad_lines:
         return
     annotations.dropped_boxes += len(bad_lines)
