@@ -141,3 +141,17 @@ class Letterbox:
         inverse of `to_input`)."""
         scale, pad = self._scale_pad()
         return (np.asarray(boxes, dtype=np.float32).reshape(-1, 4) - pad) / scale
+
+    def points_to_input(self, points: np.ndarray) -> np.ndarray:
+        """(..., 2) x, y points in original pixels -> input pixels (a new float32 array),
+        by the boxes' arithmetic; NaN (absent) points stay NaN."""
+        scale = np.array([self.scale_x, self.scale_y], dtype=np.float32)
+        pad = np.array([self.pad_x, self.pad_y], dtype=np.float32)
+        return np.asarray(points, dtype=np.float32) * scale + pad
+
+    def points_to_original(self, points: np.ndarray) -> np.ndarray:
+        """(..., 2) x, y points in input pixels -> original pixels (the inverse of
+        `points_to_input`)."""
+        scale = np.array([self.scale_x, self.scale_y], dtype=np.float32)
+        pad = np.array([self.pad_x, self.pad_y], dtype=np.float32)
+        return (np.asarray(points, dtype=np.float32) - pad) / scale
