@@ -65,13 +65,13 @@ def test_reads_the_boxes_of_its_wider_twin_and_the_points(tmp_path, sizes):
 
 def test_ignore_regions_are_unscored_lines_without_points(tmp_path):
     """All points -1 and score -1 (the SCUT set's ignore regions): ignore. Without points but
-    scored, or with 19 values (no score): a face without points. Some points -1: those
-    points absent, the others kept."""
+    scored, or a box-only line: a face without points. Some points -1: those points
+    absent, the others kept."""
     partial = "20 30 0.0 -1 -1 -1.0 28 40 0.0 -1 -1 -1 34 50 0.0"
     path = _write(str(tmp_path), "# a.jpg 100 80\n"
                   f"10 10 20 20 {NO_POINTS} -1.0\n"
                   f"40 10 20 20 {NO_POINTS} 0.5\n"
-                  f"10 40 20 20 {NO_POINTS}\n"
+                  "10 40 20 20\n"
                   f"40 40 20 20 {partial} -1\n")
     (record,), report = read_retinaface(path)
     np.testing.assert_array_equal(record.ignore, [True, False, False, False])
@@ -85,7 +85,7 @@ def test_bad_lines_are_reported_with_file_and_line_and_the_rest_loads(tmp_path):
     path = _write(str(tmp_path), "\n".join([
         "1 1 5 5",                                   # 1: before any header
         "# a.jpg 100 80",                            # 2
-        "10 10 20 20 1 2",                           # 3: 6 values
+        f"10 10 20 20 {POINTS}",                     # 3: 19 values (the score lost)
         "10 10 2_0 20",                              # 4: '2_0' is no plain number
         "10 10 nan 20",                              # 5: not finite
         "10 10 0 20",                                # 6: zero width
@@ -107,8 +107,8 @@ def test_bad_lines_are_reported_with_file_and_line_and_the_rest_loads(tmp_path):
     np.testing.assert_array_equal(records[0].boxes, [[30, 30, 50, 50]])
     text = str(caught[0].message)
     for expected in ("label.txt:1: 1 face line(s) before the first '# relpath' header",
-                     "label.txt:3: expected 4, 19 or 20 numbers", "got 6 values",
-                     "label.txt:4: expected 4, 19 or 20 numbers", "label.txt:5:",
+                     "label.txt:3: expected 4 or 20 numbers", "got 19 values",
+                     "label.txt:4: expected 4 or 20 numbers", "label.txt:5:",
                      "label.txt:6: w=0 px", "label.txt:7: box x=200",
                      "label.txt:8: point 1 lx=1e+09 is beyond",
                      "label.txt:10: expected '# relpath W H'"):

@@ -14,7 +14,8 @@ The form in which WIDER FACE's landmark annotations are published (RetinaFace's
 - A face line is `x y w h` (top-left corner, width, height in pixels; turned into the
   project's corners x1, y1, x2, y2 here, once, `data.boxes.xywh_to_xyxy`), optionally
   followed by five points `lx ly v` in the order of `data.landmarks.LANDMARK_NAMES`
-  and a last value (a score, or WIDER's blur): 4, 19 or 20 numbers. `v` (0 visible, 1
+  and a last value (a score, or WIDER's blur): 4 or 20 numbers, nothing between (a line
+  of 19 would be one that lost a value, its points shifted). `v` (0 visible, 1
   occluded in WIDER's file) is not used. A point `-1 -1` is absent (NaN in the record).
 - Ignore regions. A line whose five points are all absent AND whose last value is -1 is
   an ignore region (`ignore=True`: neither learned nor penalised), not a face. That is what
@@ -23,8 +24,8 @@ The form in which WIDER FACE's landmark annotations are published (RetinaFace's
   (WIDER FACE's own label.txt writes its tiny faces so) it is the safe reading: a face
   made ignore is only not learned, an ignore region made a face would be learned wrong.
   Read such a set through its WIDER layout, where `invalid` says which boxes are ignored,
-  and the label file beside it attaches the points (data/wider.py); a 4-number line or a
-  19-number line without points is a face without points.
+  and the label file beside it attaches the points (data/wider.py); a 4-number line, or
+  one whose points are absent but that has a score, is a face without points.
 - Values are plain ASCII numbers; boxes must be sane (`data.formats.box_problem`); a point
   must be finite and within MAX_COORDINATE px. A bad line is reported with its file and
   line and left out; so is a bad header with its face lines.
@@ -62,8 +63,8 @@ from data.landmarks import NUM_LANDMARKS
 from data.records import ImageRecord
 from common.errors import AnnotationError, DatasetError, ImageError
 
-FACE_LINE = "4, 19 or 20 numbers 'x y w h [5 x (lx ly v) [score]]'"
-_BOX_ONLY, _WITH_POINTS, _WITH_SCORE = 4, 4 + 3 * NUM_LANDMARKS, 5 + 3 * NUM_LANDMARKS
+FACE_LINE = "4 or 20 numbers 'x y w h [5 x (lx ly v) score]'"
+_BOX_ONLY, _WITH_POINTS = 4, 5 + 3 * NUM_LANDMARKS
 ABSENT = -1.0  # the format's value of an absent point's x and y, and of an ignore region's score
 # Bytes read to tell a RetinaFace label file by its first header (format detection).
 _SNIFF_BYTES = 4096
@@ -231,7 +232,7 @@ def _plain(text: str) -> bool:
 def _face_values(line: str):
     """A face line's numbers (a list of floats) or why it is no face line (a str)."""
     fields = line.split()
-    if len(fields) not in (_BOX_ONLY, _WITH_POINTS, _WITH_SCORE):
+    if len(fields) not in (_BOX_ONLY, _WITH_POINTS):
         return f"expected {FACE_LINE}, got {len(fields)} values"
     if not all(_plain(v) for v in fields):
         return f"expected {FACE_LINE}, got {shown_text(repr(line), 80)}"
@@ -268,7 +269,7 @@ def _record(path: str, block: _Block, size, shown: str, report: LoadReport) -> I
             xy = np.asarray(values[4:4 + 3 * NUM_LANDMARKS], np.float64).reshape(NUM_LANDMARKS, 3)[:, :2]
             present = ~(xy == ABSENT).all(axis=1)
             points[present] = xy[present]
-        unscored = len(values) == _WITH_SCORE and values[-1] == ABSENT
+        unscored = len(values) == _WITH_POINTS and values[-1] == ABSENT
         boxes.append(values[:4])
         ignore.append(bool(np.isnan(points).all() and unscored))
         landmarks.append(points)
