@@ -36,7 +36,7 @@ def parse_args(argv=None):
     parser.add_argument("--verbose", action="store_true",
                         help="show TensorFlow's start-up lines (CUDA, absl), hidden otherwise")
     parser.add_argument("--format", dest="dataset_format", default=None,
-                        help="alias of --dataset-format: auto, wider, labelme, yolo, coco, voc")
+                        help="alias of --dataset-format: auto, wider, labelme, yolo, coco, voc, retinaface")
     add_config_arguments(parser)
     return parser.parse_args(argv)
 

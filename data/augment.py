@@ -19,6 +19,16 @@ Face rules, the same in every mode:
 Validation (and training with `config.augment` off) is deterministic: the whole image,
 no flip, no jitter; only the clipping, the letterbox and the min-size rule.
 
+Landmarks. Asked for (`with_points`, `points=`), each face's points (N, 6, 2): its five
+landmarks and mouth centre (`data.landmarks.face_points`, POINT_NAMES; NaN where absent)
+go through every geometric step with their box, by the boxes' arithmetic: the crop's
+offset, the reduced decode's scale, the flip (which also swaps right and left points,
+`data.landmarks.flip_points`), the letterbox or stretch resize, the mosaic's tile scale
+and offset. Points are never clipped: a point outside the crop or input keeps its
+coordinates (the face's box alone decides whether the face is kept), and the points of a
+dropped face are dropped with it. Without the request the functions return what they
+always did, (image, boxes, ignore).
+
 The augmentation strengths (crop, flip and jitter chances, jitter ranges) are Config
 fields in config.py's data section, so every one is a flag of train.py.
 """
@@ -35,6 +45,7 @@ import numpy as np
 from config import Config
 from data.boxes import Letterbox, box_sizes, clip_boxes, content_size
 from data.image import letterbox_image, read_image, read_image_size
+from data.landmarks import face_points, flip_points
 from data.records import ImageRecord
 
 REDUCTIONS = (8, 4, 2)  # JPEG DCT-domain reductions OpenCV offers
@@ -67,14 +78,18 @@ class AugmentPlan:
         return cls(0.0, 0.0, float(width), float(height))
 
 
-def faces_in_image(record: ImageRecord, width: int, height: int):
+def faces_in_image(record: ImageRecord, width: int, height: int, with_points: bool = False):
     """The record's faces clipped to a (width, height) image, zero-size ones dropped.
 
     Returns:
-        (boxes (N, 4) float32 x1, y1, x2, y2 image pixels, ignore (N,) bool).
+        (boxes (N, 4) float32 x1, y1, x2, y2 image pixels, ignore (N,) bool), and with
+        `with_points` a third element, points (N, 6, 2) float32 image pixels (module doc;
+        not clipped).
     """
     boxes = clip_boxes(record.boxes, width, height)
     keep = (box_sizes(boxes) > 0).all(axis=1)
+    if with_points:
+        return boxes[keep], record.ignore[keep], face_points(record)[keep]
     return boxes[keep], record.ignore[keep]
 
 
@@ -196,6 +211,7 @@ def augment_image(
     plan: AugmentPlan,
     config: Config,
     scale: float = 1.0,
+    points: Optional[np.ndarray] = None,
 ):
     """Apply a plan to a decoded image: crop, flip, letterbox resize, jitter, min-size rule.
 
@@ -207,10 +223,13 @@ def augment_image(
         config: input_size, letterbox (keep aspect), min_face_size and
             min_visible_fraction are used.
         scale: pixels of `image` per pixel of the file (1 / JPEG reduction).
+        points: optional (N, K, 2) x, y points of each face in the pixels of the image
+            file, K = 5 (landmarks) or 6 (with the mouth centre), NaN where absent.
 
     Returns:
         (image_input (S, S, 3) uint8 BGR, boxes_input (M, 4) float32 x1, y1, x2, y2
-        input pixels, ignore (M,) bool), M <= N.
+        input pixels, ignore (M,) bool), M <= N; with `points` a fourth element, the kept
+        faces' points (M, K, 2) float32 in input pixels (flipped ones re-ordered).
     """
     img_h, img_w = image.shape[:2]
     # The crop in decoded pixels; boxes follow the same integer window, so they stay exact.
@@ -223,6 +242,12 @@ def augment_image(
 
     b = np.asarray(boxes, dtype=np.float32).reshape(-1, 4) * np.float32(scale)
     b -= np.array([x0, y0, x0, y0], dtype=np.float32)
+    p = None
+    if points is not None:
+        p = np.asarray(points, dtype=np.float32)
+        if p.ndim != 3 or len(p) != len(b):
+            raise ValueError(f"points must be (N, K, 2) for the {len(b)} boxes, got shape {p.shape}")
+        p = p * np.float32(scale) - np.array([x0, y0], dtype=np.float32)
     ign = np.asarray(ignore, dtype=bool).reshape(-1).copy()
     cx = (b[:, 0] + b[:, 2]) / 2
     cy = (b[:, 1] + b[:, 3]) / 2
@@ -234,10 +259,14 @@ def augment_image(
     ign |= kept_fraction < config.min_visible_fraction
     keep = inside & (visible_sizes > 0).all(axis=1)
     b, ign = visible[keep], ign[keep]
+    if p is not None:
+        p = p[keep]
 
     if plan.flip:
         crop = cv2.flip(crop, 1)
         b[:, [0, 2]] = crop_w - b[:, [2, 0]]
+        if p is not None:
+            p = flip_points(p, crop_w)  # the subject's right is now on the other side
 
     letterbox = _crop_letterbox(plan, scale, x0, y0, crop_w, crop_h, config)
     out = letterbox_image(crop, letterbox)
@@ -248,8 +277,11 @@ def augment_image(
     if jittered is not content:
         content[...] = jittered
 
-    b, ign = faces_to_input(b, ign, letterbox, config)
-    return np.ascontiguousarray(out), b, ign
+    if p is None:
+        b, ign = faces_to_input(b, ign, letterbox, config)
+        return np.ascontiguousarray(out), b, ign
+    b, ign, p = faces_to_input(b, ign, letterbox, config, points=p)
+    return np.ascontiguousarray(out), b, ign, p
 
 
 def _crop_letterbox(plan: AugmentPlan, scale: float, x0: int, y0: int, crop_w: int,
@@ -270,19 +302,25 @@ def _crop_letterbox(plan: AugmentPlan, scale: float, x0: int, y0: int, crop_w: i
                      content_w, content_h, crop_w, crop_h)
 
 
-def faces_to_input(boxes: np.ndarray, ignore: np.ndarray, letterbox: Letterbox, config: Config):
+def faces_to_input(boxes: np.ndarray, ignore: np.ndarray, letterbox: Letterbox, config: Config,
+                   points: Optional[np.ndarray] = None):
     """Faces (N, 4) x1, y1, x2, y2 in the resized region's pixels -> network-input pixels.
 
     Clips to the input and applies the one minimum-size rule: a face whose smaller side is
     under `config.min_face_size` input pixels becomes ignore (not background).
 
     Returns:
-        (boxes (N, 4) float32 x1, y1, x2, y2 input pixels, ignore (N,) bool).
+        (boxes (N, 4) float32 x1, y1, x2, y2 input pixels, ignore (N,) bool), and with
+        `points` ((N, K, 2) in the region's pixels) a third element, the points in input
+        pixels (not clipped).
     """
     s = config.input_size
     boxes = clip_boxes(letterbox.to_input(boxes), s, s)
     too_small = box_sizes(boxes).min(axis=1) < config.min_face_size
-    return boxes.astype(np.float32), np.asarray(ignore, dtype=bool) | too_small
+    faces = boxes.astype(np.float32), np.asarray(ignore, dtype=bool) | too_small
+    if points is None:
+        return faces
+    return faces + (letterbox.points_to_input(points),)
 
 
 def load_training_sample(
@@ -290,6 +328,7 @@ def load_training_sample(
     config: Config,
     rng: Optional[np.random.Generator],
     training: bool,
+    with_points: bool = False,
 ):
     """Read one record's image and turn it into a network input and its faces.
 
@@ -311,10 +350,12 @@ def load_training_sample(
             augmentation strengths (`plan_augmentation`).
         rng: the sample's random generator (may be None when not augmenting).
         training: True for the training pipeline.
+        with_points: also return the faces' points (module doc).
 
     Returns:
         (image_input (S, S, 3) uint8 BGR, boxes_input (N, 4) float32 x1, y1, x2, y2
-        input pixels, ignore (N,) bool).
+        input pixels, ignore (N,) bool), and with `with_points` a fourth element, points
+        (N, 6, 2) float32 input pixels (`data.landmarks.POINT_NAMES`, NaN where absent).
 
     Raises:
         ImageError: the image is missing or cannot be decoded (the message names it).
@@ -323,22 +364,30 @@ def load_training_sample(
     if record.path.lower().endswith(JPEG_EXTENSIONS):
         # The size as the decoder will produce it (EXIF orientation applied), from the header.
         width, height = read_image_size(record.path)
-        boxes, ignore = faces_in_image(record, width, height)
+        boxes, ignore, points = _faces(record, width, height, with_points)
         plan = plan_augmentation(width, height, boxes, ignore, rng, augment, config)
         reduce = choose_reduction(plan.width, plan.height, config.input_size, config.letterbox)
         image = read_image(record.path, reduce, max_pixels=config.max_image_pixels)
         # libjpeg's scaled output is ceil(size / k), pixel i covering file pixels [k i, k i + k).
         if image.shape[:2] == (-(-height // reduce), -(-width // reduce)):
-            return augment_image(image, boxes, ignore, plan, config, scale=1.0 / reduce)
+            return augment_image(image, boxes, ignore, plan, config, scale=1.0 / reduce,
+                                 points=points)
         # Not what the header promised (not really a JPEG?): plan again on the real pixels.
         if reduce != 1:
             image = read_image(record.path, max_pixels=config.max_image_pixels)
     else:
         image = read_image(record.path, max_pixels=config.max_image_pixels)
     height, width = image.shape[:2]
-    boxes, ignore = faces_in_image(record, width, height)
+    boxes, ignore, points = _faces(record, width, height, with_points)
     plan = plan_augmentation(width, height, boxes, ignore, rng, augment, config)
-    return augment_image(image, boxes, ignore, plan, config)
+    return augment_image(image, boxes, ignore, plan, config, points=points)
+
+
+def _faces(record: ImageRecord, width: int, height: int, with_points: bool):
+    """`faces_in_image` as (boxes, ignore, points or None)."""
+    if with_points:
+        return faces_in_image(record, width, height, with_points=True)
+    return faces_in_image(record, width, height) + (None,)
 
 
 def mosaic(tiles, input_size: int, min_face_size: float):
@@ -351,8 +400,9 @@ def mosaic(tiles, input_size: int, min_face_size: float):
 
     Args:
         tiles: n * n samples in row-major order, each (image (S, S, 3) uint8, boxes (N, 4)
-            float32 x1, y1, x2, y2 input pixels, ignore (N,) bool), as
-            `load_training_sample` returns them.
+            float32 x1, y1, x2, y2 input pixels, ignore (N,) bool[, points (N, K, 2)
+            input pixels]), as `load_training_sample` returns them; all with points or
+            none.
         input_size: S.
         min_face_size: the one minimum-size rule, applied again after the shrink (a face
             under it in the mosaic is ignored, not background).
@@ -360,16 +410,21 @@ def mosaic(tiles, input_size: int, min_face_size: float):
     Returns:
         (image (S, S, 3) uint8, boxes (M, 4) float32 input pixels, ignore (M,) bool): every
         tile's faces, in tile order, mapped by the tile's scale and offset; ignore regions
-        stay ignore regions.
+        stay ignore regions. With points, a fourth element: (M, K, 2) float32 input
+        pixels, mapped likewise.
     """
     n = math.isqrt(len(tiles))
     if n < 2 or n * n != len(tiles):
         raise ValueError(f"mosaic: expected n * n tiles with n >= 2, got {len(tiles)}")
+    with_points = len(tiles[0]) == 4
+    if any(len(tile) != len(tiles[0]) for tile in tiles):
+        raise ValueError("mosaic: tiles must all carry points or none")
     s = int(input_size)
     edges = [round(k * s / n) for k in range(n + 1)]
     canvas = np.empty((s, s, 3), dtype=np.uint8)
-    all_boxes, all_ignore = [], []
-    for index, (image, boxes, ignore) in enumerate(tiles):
+    all_boxes, all_ignore, all_points = [], [], []
+    for index, tile in enumerate(tiles):
+        image, boxes, ignore = tile[:3]
         i, j = divmod(index, n)
         y0, y1, x0, x1 = edges[i], edges[i + 1], edges[j], edges[j + 1]
         canvas[y0:y1, x0:x1] = cv2.resize(image, (x1 - x0, y1 - y0),
@@ -378,7 +433,11 @@ def mosaic(tiles, input_size: int, min_face_size: float):
         offset = np.float32([x0, y0] * 2)
         all_boxes.append(np.asarray(boxes, np.float32).reshape(-1, 4) * scale + offset)
         all_ignore.append(np.asarray(ignore, bool).reshape(-1))
+        if with_points:
+            all_points.append(np.asarray(tile[3], np.float32) * scale[:2] + offset[:2])
     boxes = np.concatenate(all_boxes).astype(np.float32)
     ignore = np.concatenate(all_ignore)
     ignore = ignore | (box_sizes(boxes).min(axis=1) < min_face_size)
+    if with_points:
+        return canvas, boxes, ignore, np.concatenate(all_points).astype(np.float32)
     return canvas, boxes, ignore

@@ -10,7 +10,8 @@ xywh (top-left x, y, width, height in pixels) exists only where a file format ho
 it, converted once at that edge with `xywh_to_xyxy` / `xyxy_to_xywh`: the WIDER FACE
 annotation files (data/wider.py), the official evaluation ground truth (.mat) and
 submission files `x y w h score` (model/wider_protocol.py, model/predictions.py), COCO's
-`bbox` (data/formats/coco.py) and detect.py's `x y w h score` output and its JSON
+`bbox` (data/formats/coco.py), the RetinaFace label files (data/formats/retinaface.py,
+data/landmark_files.py) and detect.py's `x y w h score` output and its JSON
 (`model.detector.face_rows`). YOLO's normalised centre boxes and VOC's and labelme's
 corners are turned into pixel corners by their readers. The grid's target channels
 (h, w, yc, xc) are the network's own layout (data/grid.py), not a box format.
@@ -141,3 +142,17 @@ class Letterbox:
         inverse of `to_input`)."""
         scale, pad = self._scale_pad()
         return (np.asarray(boxes, dtype=np.float32).reshape(-1, 4) - pad) / scale
+
+    def points_to_input(self, points: np.ndarray) -> np.ndarray:
+        """(..., 2) x, y points in original pixels -> input pixels (a new float32 array),
+        by the boxes' arithmetic; NaN (absent) points stay NaN."""
+        scale = np.array([self.scale_x, self.scale_y], dtype=np.float32)
+        pad = np.array([self.pad_x, self.pad_y], dtype=np.float32)
+        return np.asarray(points, dtype=np.float32) * scale + pad
+
+    def points_to_original(self, points: np.ndarray) -> np.ndarray:
+        """(..., 2) x, y points in input pixels -> original pixels (the inverse of
+        `points_to_input`)."""
+        scale = np.array([self.scale_x, self.scale_y], dtype=np.float32)
+        pad = np.array([self.pad_x, self.pad_y], dtype=np.float32)
+        return (np.asarray(points, dtype=np.float32) - pad) / scale

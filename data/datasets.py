@@ -8,10 +8,14 @@ A *source* is a folder (or a COCO .json) in one of the formats:
     yolo      images/ + labels/ `class cx cy w h`  (data/formats/yolo.py)
     coco      one COCO .json                       (data/formats/coco.py)
     voc       one Pascal VOC .xml per image        (data/formats/voc.py)
+    retinaface  one RetinaFace / SCRFD label.txt, `# relpath` + box and five points a face
+              (data/formats/retinaface.py); the source is the file or a folder holding one
 
 `--dataset-format auto` detects the format; a WIDER root is always recognised by its layout.
 A folder with `annotations/*.xml` or `Annotations/*.xml` is VOC, and so, failing every other
-format, is one with .xml files beside images of the same name.
+format, is one with .xml files beside images of the same name. A .txt whose first line is a
+`# relpath` header naming an image is a RetinaFace label file. A WIDER root with a known
+landmark file beside its wider_face_split/ (data/wider.py) is WIDER, with those points.
 
 Several sources mix with weights. The syntax of `--dataset`, `--val-dataset` and
 `--negatives` is a comma-separated list of
@@ -26,7 +30,7 @@ each used once (weights only choose sources: 0 leaves one out).
 
 Splits. WIDER roots have train / val splits. A custom source has splits when it holds both
 a train and a val part: sub-folders `train/` and `val/` (or `valid/`, `validation/`), YOLO's
-`images/train` + `images/val`, or COCO files named like `instances_train.json` +
+`images/train` + `images/val` (RetinaFace: `train/label.txt` + `val/label.txt`), or COCO files named like `instances_train.json` +
 `instances_val.json`. A custom source without both is one pool, split deterministically:
 an image is in validation when a hash of (seed, its name) falls below VAL_FRACTION (10 %),
 at least one image when the pool has two or more. The hash keeps the split stable when you
@@ -51,6 +55,7 @@ from config import WIDER_ROOT, Config
 from data.formats import LoadReport, load_json, record_name
 from data.formats.coco import is_coco_file, read_coco
 from data.formats.labelme import labelme_files, read_labelme
+from data.formats.retinaface import is_retinaface_file, read_retinaface, retinaface_files
 from data.formats.voc import LAYOUTS as VOC_LAYOUTS, read_voc, xml_files
 from data.formats.yolo import CLASSES_FILE, read_yolo
 from data.image import IMAGE_EXTENSIONS, image_files
@@ -58,7 +63,7 @@ from data.records import ImageRecord
 from data.wider import SPLITS, load_wider_split, wider_split_paths
 from common.errors import ConfigError, DatasetError, FaceDetectorError
 
-FORMATS = ("wider", "labelme", "yolo", "coco", "voc")
+FORMATS = ("wider", "labelme", "yolo", "coco", "voc", "retinaface")
 # Folder (or COCO file name) spellings of each split.
 SPLIT_NAMES = {"train": ("train", "training"), "val": ("val", "valid", "validation"),
                "test": ("test",)}
@@ -121,9 +126,11 @@ def is_wider_root(path: str) -> bool:
 def detect_format(path: str) -> str:
     """The format of a source: one of FORMATS (DatasetError if unknown).
 
-    In order: WIDER layout, labelme / COCO .json, VOC annotation folder, YOLO labels, .xml
-    beside images (VOC). VOC's folders come before YOLO because darknet's voc_label.py
-    writes YOLO labels/ into VOC folders whose images YOLO's rule cannot pair with them.
+    In order: WIDER layout, labelme / COCO .json, VOC annotation folder, RetinaFace label
+    file (in the folder or its train/ / val/), YOLO labels, .xml beside images (VOC). VOC's
+    folders come before YOLO because darknet's voc_label.py writes YOLO labels/ into VOC
+    folders whose images YOLO's rule cannot pair with them; a RetinaFace label.txt comes
+    before YOLO because a YOLO folder may hold a stray .txt, never one of `# relpath` headers.
     """
     _check_exists(path)
     if os.path.isfile(path):
@@ -131,7 +138,9 @@ def detect_format(path: str) -> str:
             load_json(path)  # AnnotationError naming the file if it cannot be parsed
             if is_coco_file(path):
                 return "coco"
-        raise DatasetError(f"{path}: not a dataset folder or COCO .json file")
+        if is_retinaface_file(path):
+            return "retinaface"
+        raise DatasetError(f"{path}: not a dataset folder, COCO .json or RetinaFace label file")
     if is_wider_root(path):
         return "wider"
     shallow = [
@@ -145,6 +154,8 @@ def detect_format(path: str) -> str:
             return kind
     if _has_voc_folder(path):
         return "voc"
+    if any(retinaface_files(where) for where in _voc_candidates(path)):
+        return "retinaface"
     if _has_yolo_labels(path):
         return "yolo"
     if _has_xml_beside_images(path):
@@ -152,7 +163,8 @@ def detect_format(path: str) -> str:
     broken = _unreadable_json(path)
     raise DatasetError(
         f"{path}: cannot tell the dataset format (no wider_face_split/, no labelme or COCO "
-        f".json, no VOC annotations/*.xml, no YOLO labels/*.txt); name it with dataset_format"
+        f".json, no VOC annotations/*.xml, no RetinaFace label .txt, no YOLO labels/*.txt); "
+        f"name it with dataset_format"
         + (f"; a .json was refused: {broken}" if broken else "")
     )
 
@@ -378,7 +390,7 @@ def _check_exists(path: str) -> None:
         )
     raise DatasetError(
         f"{path}: dataset not found; pass a WIDER FACE root (`python tools/download.py` fetches "
-        "one), a labelme/YOLO/COCO/VOC folder, or train on the demo data with "
+        "one), a labelme/YOLO/COCO/VOC folder, a RetinaFace label file, or train on the demo data with "
         "`python train.py --demo`"
     )
 
@@ -489,7 +501,8 @@ def _find_split(root: str, fmt: str, split: str) -> Optional[str]:
 
 
 def _read_custom(path: str, fmt: str, labels, max_pixels: Optional[int] = None) -> LoadedSource:
-    """Read a labelme / YOLO / COCO / VOC source, emit its report, fail if nothing is usable."""
+    """Read a labelme / YOLO / COCO / VOC / RetinaFace source, emit its report, fail if
+    nothing is usable."""
     if fmt == "labelme":
         result = read_labelme(path, labels)
     elif fmt == "yolo":
@@ -498,6 +511,8 @@ def _read_custom(path: str, fmt: str, labels, max_pixels: Optional[int] = None) 
         result = read_coco(_coco_file(path), categories=labels)
     elif fmt == "voc":
         result = read_voc(path, labels)
+    elif fmt == "retinaface":
+        result = read_retinaface(_retinaface_file(path))
     else:
         raise ConfigError(f"dataset_format={fmt!r}: must be auto or one of {', '.join(FORMATS)}")
     result.report.emit()
@@ -526,6 +541,20 @@ def _check_wider_split(root: str, split: str) -> None:
             f"`python tools/convert.py --split val --out {root} ...`, or set val_dataset"
         )
     raise DatasetError(f"{root}: no {split} split ({annotation_path} not found)")
+
+
+def _retinaface_file(path: str) -> str:
+    """The RetinaFace label file of a source: the file itself, or the one in the folder."""
+    if os.path.isfile(path):
+        return path
+    files = retinaface_files(path)
+    if len(files) != 1:
+        found = ", ".join(os.path.basename(f) for f in files) or "none"
+        raise DatasetError(
+            f"{path}: expected one RetinaFace label .txt ('# relpath' headers) in the folder, "
+            f"found {found}; give the file as the source"
+        )
+    return files[0]
 
 
 def _coco_file(path: str) -> str:

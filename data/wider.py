@@ -58,6 +58,7 @@ from data.formats import (
     lies_inside,
 )
 from data.image import IMAGE_EXTENSIONS, read_image_size
+from data.landmark_files import attach_landmark_files
 from data.records import ImageRecord
 from common.errors import AnnotationError, ConfigError, DatasetError, ImageError
 from common.files import atomic_write_text
@@ -91,6 +92,8 @@ class WiderAnnotations:
         source: the annotation file read.
         skipped_images: listed images left out because they are missing on disk.
         dropped_lines: the 1-based lines of the dropped boxes, in file order.
+        landmark_matches: one `data.landmark_files.LandmarkMatch` per landmark file found
+            beside the split (what its points were attached to); empty when none.
     """
 
     records: list = field(default_factory=list)
@@ -98,6 +101,7 @@ class WiderAnnotations:
     source: str = ""
     skipped_images: int = 0
     dropped_lines: list = field(default_factory=list)
+    landmark_matches: list = field(default_factory=list)
 
     @property
     def num_images(self) -> int:
@@ -496,6 +500,11 @@ def check_images(records: Sequence[ImageRecord], skip_missing: bool, source: str
 def load_wider_split(root: str, split: str, skip_missing: bool = False) -> WiderAnnotations:
     """Read a split of the official layout under `root` and check its images exist.
 
+    Points of a known landmark file in `root` (data/landmark_files.py: the SCUT set's
+    retinaface_labels.txt, Caltech's WebFaces_GroundThruth.txt) are attached to the
+    records' boxes (`ImageRecord.landmarks`, `mouth_centres`), counted in
+    `landmark_matches`.
+
     Raises DatasetError when the layout is missing (saying how to get it) or when listed
     images are missing and `skip_missing` is False.
     """
@@ -512,6 +521,8 @@ def load_wider_split(root: str, split: str, skip_missing: bool = False) -> Wider
                                        source=annotation_path)
     else:
         annotations = read_wider_annotations(annotation_path, images_dir)
+        # Before any box is dropped: a landmark file lists the boxes as the WIDER file does.
+        annotations.landmark_matches = attach_landmark_files(annotations.records, root)
     refuse_outside_images(annotations.records, images_dir, annotation_path)
     listed = len(annotations.records)
     annotations.records = check_images(annotations.records, skip_missing, annotation_path)
@@ -559,9 +570,7 @@ def drop_boxes_outside_images(annotations: WiderAnnotations) -> None:
                 x1, y1, x2, y2 = boxes[k]
                 bad_lines.append(lines[k])
                 messages.append(f"line {lines[k]}: {box_problem(x1, y1, x2 - x1, y2 - y1, size)}")
-            record.boxes, record.ignore = record.boxes[keep], record.ignore[keep]
-            if record.attributes is not None:
-                record.attributes = record.attributes[keep]
+            record.select(keep)
     if not bad_lines:
         return
     annotations.dropped_boxes += len(bad_lines)

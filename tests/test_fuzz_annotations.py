@@ -1,4 +1,4 @@
-"""Fuzzing the annotation readers: WIDER text, labelme, COCO, YOLO and VOC, each mutated
+"""Fuzzing the annotation readers: WIDER text, labelme, COCO, YOLO, VOC and RetinaFace, each mutated
 well over 100 ways (seeded, so a failure replays exactly).
 
 For every mutant: no traceback (the reader returns, or raises a FaceDetectorError), every
@@ -1007,3 +1007,137 @@ def test_coco_json_nested_50000_deep_is_named_not_found_none(tmp_path, fmt, as_f
     message = str(info.value)
     assert "\n" not in message and f"{path}: not usable JSON (nested deeper than" in message
     assert "found none" not in message
+
+
+# --- RetinaFace ------------------------------------------------------------------------------
+
+# The base boxes (xywh) of the RetinaFace fuzz, its own: other fuzz tests change BOXES' lists.
+RETINAFACE_BOXES = {"a.jpg": [[4, 5, 20, 16], [30.5, 10, 12, 18]], "b.jpg": [[8, 8, 10, 12]],
+                    "c.png": []}
+
+
+def retinaface_text(boxes=RETINAFACE_BOXES):
+    """A RetinaFace label file of the base boxes (xywh), each with five points inside it."""
+    lines = []
+    for name, faces in boxes.items():
+        lines.append(f"# {name} {SIZES[name][0]} {SIZES[name][1]}")
+        for x, y, w, h in faces:
+            points = [(x + w * fx, y + h * fy) for fx, fy in
+                      ((.3, .4), (.7, .4), (.5, .6), (.35, .8), (.65, .8))]
+            lines.append(" ".join(map(str, [x, y, w, h] + [v for p in points for v in (*p, 0.0)]
+                                      + [0.9])))
+    return "\n".join(lines) + "\n"
+
+
+def landmark_failures(records):
+    """Why records' points are not sane: each finite within MAX_COORDINATE, or NaN in both."""
+    bad = []
+    for r in records:
+        p = np.asarray(r.landmarks, np.float64)
+        if p.shape != (len(r.boxes), 5, 2):
+            bad.append(f"{r.name}: landmarks of shape {p.shape}")
+            continue
+        finite = np.isfinite(p)
+        if (finite.any(axis=2) != finite.all(axis=2)).any() or np.isinf(p).any():
+            bad.append(f"{r.name}: half-absent or infinite point")
+        elif (np.abs(p[finite]) > MAX_COORDINATE).any():
+            bad.append(f"{r.name}: absurd point")
+    return bad
+
+
+def test_fuzz_retinaface(tmp_path, image_dir):
+    """Every value of a face line replaced by hostile text, lines deleted and duplicated,
+    bits flipped, truncations: no traceback, one-line messages naming the file and line,
+    sane boxes and points; a bad value costs exactly its line."""
+    from data.formats.retinaface import read_retinaface
+
+    rng = random.Random(SEED + 21)
+
+    def build(folder, data):
+        place_images(image_dir, os.path.join(folder, "images"))
+        path = os.path.join(folder, "label.txt")
+        with open(path, "wb") as f:
+            f.write(data)
+        return path
+
+    text = retinaface_text()
+    _, base = read_retinaface(build(str(tmp_path / "base"), text.encode()))
+    assert base.problems == 0 and base.faces == 3
+    lines = text.splitlines()
+    face_rows = [k for k, line in enumerate(lines) if not line.startswith("#")]
+    mutants = []  # (label, data, must: 'line' | None)
+    values = HUGE_INTS + ABSURD + NOT_FINITE_TEXT + SPELLINGS + ["", "0", "-5"]
+    for value in values:
+        for column in rng.sample(range(20), 4):
+            row = rng.choice(face_rows)
+            tokens = lines[row].split()
+            tokens[column] = value
+            changed = list(lines)
+            changed[row] = " ".join(tokens)
+            plain = (value.isascii() and "_" not in value and value.strip() != ""
+                     and _finite_float(value))
+            # Valid after all: a visibility flag or score that is a plain finite number; an
+            # x or y of 0 (still overlapping); a point coordinate of 0 or -5 (any place).
+            flag = column >= 4 and (column - 4) % 3 == 2 or column == 19
+            point = 4 <= column < 19 and not flag
+            valid = (plain and flag) or (value == "0" and column in (0, 1)) or (
+                point and value in ("0", "-5"))
+            mutants.append((f"line {row + 1} column {column + 1} = {value[:12]!r}",
+                            ("\n".join(changed) + "\n").encode(), None if valid else "line"))
+    for k in face_rows:
+        mutants.append((f"line {k + 1} deleted", ("\n".join(lines[:k] + lines[k + 1:]) + "\n").encode(), None))
+        mutants.append((f"line {k + 1} duplicated", ("\n".join(lines[:k + 1] + lines[k:]) + "\n").encode(), None))
+    for label, data in text_mutants(text.encode(), rng, n_flips=40, n_cuts=10):
+        mutants.append((label, data, None))
+    mutants.append(("empty", b"", None))
+    assert len(mutants) >= 100
+
+    failures = []
+    for number, (label, data, must) in enumerate(mutants):
+        path = build(str(tmp_path / f"m{number:03d}"), data)
+        result, error, _ = call(label, lambda: read_retinaface(path))
+        if error is not None:
+            check_message(label, str(error), [path])
+            if must is not None:
+                failures.append(f"{label}: raised {error}")
+            continue
+        records, report = result
+        report_failures(label, report, ["label.txt:"])
+        failures += [f"{label}: {b}" for b in box_failures(records, SIZES) + landmark_failures(records)]
+        if must == "line" and (report.problems != 1 or report.faces != base.faces - 1):
+            failures.append(f"{label}: {report.problems} problems, {report.faces} faces "
+                            f"(expected the bad line counted and left out)")
+    assert not failures, f"{len(failures)} of {len(mutants)} mutants:\n" + "\n".join(failures[:20])
+
+
+def _finite_float(text):
+    try:
+        return math.isfinite(float(text))
+    except ValueError:
+        return False
+
+
+def test_retinaface_paths_outside_the_dataset_are_refused_never_read(tmp_path, image_dir, outside_reads):
+    """A `# relpath` leading out (absolute, '..', a symlink inside pointing out) is
+    reported with its line and its image never opened."""
+    from data.formats.retinaface import read_retinaface
+
+    outside, seen = outside_reads
+    failures = []
+    for k, name in enumerate(_hostile_names(random.Random(SEED + 23), outside)):
+        root = tmp_path / f"rf{k}"
+        place_images(image_dir, str(root / "images"))
+        (root / "label.txt").write_text(f"# a.jpg\n4 5 20 16\n# {name}\n1 1 5 5\n")
+        result, error, _ = call(f"retinaface {name}", lambda: read_retinaface(str(root / "label.txt")))
+        if error is not None or result.report.problems != 1 or len(result.records) != 1:
+            failures.append(f"retinaface {name}: {error or result.report.summary()}")
+        else:
+            check_message(name, result.report.messages[0], ["label.txt:3: "])
+    root = tmp_path / "rf_link"
+    place_images(image_dir, str(root / "images"))
+    os.symlink(outside / "outside.jpg", root / "images" / "link.jpg")
+    (root / "label.txt").write_text("# link.jpg\n1 1 5 5\n# a.jpg\n")
+    records, report = read_retinaface(str(root / "label.txt"))
+    assert [r.name for r in records] == ["a.jpg"] and report.problems == 1
+    assert not failures, "\n".join(failures)
+    assert not seen, f"files outside the dataset were touched: {seen[:5]}"

@@ -29,7 +29,7 @@ from common.errors import DatasetError
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="convert.py",
-        description="Write a labelme / YOLO / COCO / VOC (or WIDER) dataset in the official WIDER "
+        description="Write a labelme / YOLO / COCO / VOC / RetinaFace (or WIDER) dataset in the official WIDER "
                     "FACE layout.",
     )
     parser.add_argument("--input", type=path_argument, required=True,

@@ -8,6 +8,7 @@ generator, statistics, conversion, evaluation) has one pipeline:
     data/formats/yolo.py      one `class cx cy w h` .txt per image (normalised)
     data/formats/coco.py      one COCO .json (images, annotations, categories)
     data/formats/voc.py       one Pascal VOC .xml per image (annotations/ + images/)
+    data/formats/retinaface.py  one RetinaFace / SCRFD label.txt (`# relpath`, box + 5 points)
 
 Readers are forgiving in one precise way: a bad entry (malformed file, out-of-range
 value, box of non-positive size, image missing on disk) is reported with its file and
@@ -68,7 +69,7 @@ class LoadReport:
 
     Attributes:
         source: the folder or file read.
-        fmt: the format name ('labelme', 'yolo', 'coco', 'voc').
+        fmt: the format name ('labelme', 'yolo', 'coco', 'voc', 'retinaface').
         images: records produced.
         faces: boxes kept (ignored ones included).
         ignored: boxes kept with ignore=True (COCO crowd, labelme `ignore` flag, VOC
