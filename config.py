@@ -144,7 +144,7 @@ class Config:
     # --- data ---------------------------------------------------------------------------
     dataset: str = WIDER_ROOT  # WIDER root (WIDER_train/, WIDER_val/, wider_face_split/)
     val_dataset: str = ""  # validation source; empty means the val split of `dataset`
-    dataset_format: str = "auto"  # auto, wider, labelme, yolo, coco, voc
+    dataset_format: str = "auto"  # auto, wider, labelme, yolo, coco, voc, retinaface
     face_labels: str = ""  # labels / classes read as faces in custom sets ("" = all; COCO: face)
     negatives: str = ""  # folder of face-free images added as all-background samples
     min_face_size: float = 4.0  # faces smaller than this (input pixels) are ignored, not background

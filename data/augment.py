@@ -11,12 +11,12 @@ Face rules, the same in every mode:
 - boxes are clipped to the image (WIDER boxes may reach outside it); zero-size boxes are
   dropped.
 - a crop keeps the faces whose centre lies inside it; a face cut by the crop is clipped
-  to it, and marked ignore when it keeps less than `config.min_visible_fraction` of its
+  to it, and marked ignore when it keeps less than `spec.min_visible_fraction` of its
   area (a half face is neither a face to learn nor background to penalise).
-- a face whose SMALLER side is under `config.min_face_size` input pixels is marked
+- a face whose SMALLER side is under `spec.min_face_size` input pixels is marked
   ignore: both sides must reach the minimum for a face to be learned, because a face a
   few pixels wide carries no signal whatever its height.
-Validation (and training with `config.augment` off) is deterministic: the whole image,
+Validation (and training with `spec.augment` off) is deterministic: the whole image,
 no flip, no jitter; only the clipping, the letterbox and the min-size rule.
 
 Landmarks. Asked for (`with_points`, `points=`), each face's points (N, 6, 2): its five
@@ -29,12 +29,15 @@ coordinates (the face's box alone decides whether the face is kept), and the poi
 dropped face are dropped with it. Without the request the functions return what they
 always did, (image, boxes, ignore).
 
-The augmentation strengths (crop, flip and jitter chances, jitter ranges) are Config
-fields in config.py's data section, so every one is a flag of train.py.
+The augmentation strengths (crop, flip and jitter chances, jitter ranges) and the face
+rules are `AugmentSpec`, derived from Config's fields of the same names in config.py's
+data section, so every one is a flag of train.py; the input size and letterbox or
+stretch are the grid's (`data.grid.GridSpec`).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 from typing import Optional
@@ -44,7 +47,8 @@ import numpy as np
 
 from config import Config
 from data.boxes import Letterbox, box_sizes, clip_boxes, content_size
-from data.image import letterbox_image, read_image, read_image_size
+from data.grid import GridSpec
+from data.image import MAX_IMAGE_PIXELS, letterbox_image, read_image, read_image_size
 from data.landmarks import face_points, flip_points
 from data.records import ImageRecord
 
@@ -76,6 +80,50 @@ class AugmentPlan:
     def whole(cls, width: float, height: float) -> "AugmentPlan":
         """The identity plan: the whole image, no flip, no jitter (validation)."""
         return cls(0.0, 0.0, float(width), float(height))
+
+
+@dataclass(frozen=True)
+class AugmentSpec:
+    """The augmentation's part of the configuration: how a training sample is varied and
+    which faces it learns. The same names and defaults as Config's fields (config.py's
+    data section, where each is a flag of train.py and has its rule); derive it from a
+    checked Config with `from_config`.
+
+    Attributes:
+        augment: vary training samples at all (crop, flip, jitter, mosaic).
+        crop_prob, crop_min_scale, crop_max_scale, face_centred_prob: the square crop
+            (`plan_augmentation`).
+        min_visible_fraction: a face cut by the crop keeping less of its area is ignored.
+        min_face_size: a face whose smaller side is under this many input pixels is ignored.
+        mosaic_prob, mosaic_tiles: the n x n mosaic (`mosaic`).
+        flip_prob, jitter_prob, brightness_delta, contrast_min, contrast_max,
+            saturation_min, saturation_max, hue_delta: flip and colour jitter.
+    """
+
+    augment: bool = Config.augment
+    crop_prob: float = Config.crop_prob
+    crop_min_scale: float = Config.crop_min_scale
+    crop_max_scale: float = Config.crop_max_scale
+    face_centred_prob: float = Config.face_centred_prob
+    min_visible_fraction: float = Config.min_visible_fraction
+    min_face_size: float = Config.min_face_size
+    mosaic_prob: float = Config.mosaic_prob
+    mosaic_tiles: int = Config.mosaic_tiles
+    flip_prob: float = Config.flip_prob
+    jitter_prob: float = Config.jitter_prob
+    brightness_delta: float = Config.brightness_delta
+    contrast_min: float = Config.contrast_min
+    contrast_max: float = Config.contrast_max
+    saturation_min: float = Config.saturation_min
+    saturation_max: float = Config.saturation_max
+    hue_delta: int = Config.hue_delta
+
+    @classmethod
+    def from_config(cls, config: Config) -> "AugmentSpec":
+        return cls(**{f.name: getattr(config, f.name) for f in dataclasses.fields(cls)})
+
+    def replace(self, **changes) -> "AugmentSpec":
+        return dataclasses.replace(self, **changes)
 
 
 def faces_in_image(record: ImageRecord, width: int, height: int, with_points: bool = False):
@@ -111,7 +159,7 @@ def plan_augmentation(
     ignore: np.ndarray,
     rng: Optional[np.random.Generator],
     augment: bool,
-    config: Config,
+    spec: AugmentSpec,
 ) -> AugmentPlan:
     """Choose the crop window, flip and jitter for an image of (width, height) pixels.
 
@@ -122,7 +170,7 @@ def plan_augmentation(
         ignore: (N,) bool.
         rng: the sample's random generator (unused when `augment` is False).
         augment: False gives `AugmentPlan.whole` (validation).
-        config: the augmentation strengths. crop_prob: chance of a random crop, otherwise
+        spec: the augmentation strengths. crop_prob: chance of a random crop, otherwise
             the whole image (still flipped and jittered). crop_min_scale, crop_max_scale:
             range of the square crop's side, as a fraction of the image's shorter side;
             above 1 the window reaches past the image, which then shrinks inside grey
@@ -132,18 +180,18 @@ def plan_augmentation(
     """
     if not augment:
         return AugmentPlan.whole(width, height)
-    flip = bool(rng.random() < config.flip_prob)
-    if rng.random() >= config.crop_prob:
+    flip = bool(rng.random() < spec.flip_prob)
+    if rng.random() >= spec.crop_prob:
         x, y, w, h = 0.0, 0.0, float(width), float(height)
     else:
         short = float(min(width, height))
-        side = float(rng.uniform(config.crop_min_scale, config.crop_max_scale)) * short
+        side = float(rng.uniform(spec.crop_min_scale, spec.crop_max_scale)) * short
         faces = np.flatnonzero(~np.asarray(ignore, dtype=bool))
         if side > short:
             # Zoom out: the image lies somewhere inside the larger window.
             x = float(rng.uniform(min(0.0, width - side), max(0.0, width - side)))
             y = float(rng.uniform(min(0.0, height - side), max(0.0, height - side)))
-        elif faces.size and rng.random() < config.face_centred_prob:
+        elif faces.size and rng.random() < spec.face_centred_prob:
             face = boxes[rng.choice(faces)]
             fx, fy = face[:2].tolist()
             fw, fh = box_sizes(face)[0].tolist()
@@ -157,12 +205,12 @@ def plan_augmentation(
         w = h = side
 
     def maybe(draw):
-        return draw() if rng.random() < config.jitter_prob else None
+        return draw() if rng.random() < spec.jitter_prob else None
 
-    brightness = maybe(lambda: rng.uniform(-config.brightness_delta, config.brightness_delta))
-    contrast = maybe(lambda: rng.uniform(config.contrast_min, config.contrast_max))
-    saturation = maybe(lambda: rng.uniform(config.saturation_min, config.saturation_max))
-    hue = maybe(lambda: rng.integers(-config.hue_delta, config.hue_delta + 1))
+    brightness = maybe(lambda: rng.uniform(-spec.brightness_delta, spec.brightness_delta))
+    contrast = maybe(lambda: rng.uniform(spec.contrast_min, spec.contrast_max))
+    saturation = maybe(lambda: rng.uniform(spec.saturation_min, spec.saturation_max))
+    hue = maybe(lambda: rng.integers(-spec.hue_delta, spec.hue_delta + 1))
     return AugmentPlan(
         x, y, w, h, flip,
         brightness=float(brightness) if brightness is not None else 0.0,
@@ -209,7 +257,8 @@ def augment_image(
     boxes: np.ndarray,
     ignore: np.ndarray,
     plan: AugmentPlan,
-    config: Config,
+    grid: GridSpec,
+    spec: AugmentSpec,
     scale: float = 1.0,
     points: Optional[np.ndarray] = None,
 ):
@@ -220,8 +269,8 @@ def augment_image(
         boxes: (N, 4) x1, y1, x2, y2 faces in the pixels of the image FILE, clipped to it.
         ignore: (N,) bool.
         plan: from `plan_augmentation`, in the pixels of the image file.
-        config: input_size, letterbox (keep aspect), min_face_size and
-            min_visible_fraction are used.
+        grid: the input size and letterbox or stretch (`data.grid.GridSpec`).
+        spec: min_face_size and min_visible_fraction are used.
         scale: pixels of `image` per pixel of the file (1 / JPEG reduction).
         points: optional (N, K, 2) x, y points of each face in the pixels of the image
             file, K = 5 (landmarks) or 6 (with the mouth centre), NaN where absent.
@@ -256,7 +305,7 @@ def augment_image(
     area = box_sizes(b).prod(axis=1)
     visible_sizes = box_sizes(visible)
     kept_fraction = np.where(area > 0, visible_sizes.prod(axis=1) / np.maximum(area, 1e-12), 0)
-    ign |= kept_fraction < config.min_visible_fraction
+    ign |= kept_fraction < spec.min_visible_fraction
     keep = inside & (visible_sizes > 0).all(axis=1)
     b, ign = visible[keep], ign[keep]
     if p is not None:
@@ -268,7 +317,7 @@ def augment_image(
         if p is not None:
             p = flip_points(p, crop_w)  # the subject's right is now on the other side
 
-    letterbox = _crop_letterbox(plan, scale, x0, y0, crop_w, crop_h, config)
+    letterbox = _crop_letterbox(plan, scale, x0, y0, crop_w, crop_h, grid)
     out = letterbox_image(crop, letterbox)
     # Jitter the picture only: the letterbox padding keeps its fixed grey.
     px, py = int(letterbox.pad_x), int(letterbox.pad_y)
@@ -278,21 +327,21 @@ def augment_image(
         content[...] = jittered
 
     if p is None:
-        b, ign = faces_to_input(b, ign, letterbox, config)
+        b, ign = faces_to_input(b, ign, letterbox, spec.min_face_size)
         return np.ascontiguousarray(out), b, ign
-    b, ign, p = faces_to_input(b, ign, letterbox, config, points=p)
+    b, ign, p = faces_to_input(b, ign, letterbox, spec.min_face_size, points=p)
     return np.ascontiguousarray(out), b, ign, p
 
 
 def _crop_letterbox(plan: AugmentPlan, scale: float, x0: int, y0: int, crop_w: int,
-                    crop_h: int, config: Config) -> Letterbox:
+                    crop_h: int, grid: GridSpec) -> Letterbox:
     """How the crop maps onto the input: fitted to it, or, when the plan's window reaches
     past the image (a zoom out), shrunk to the window's scale and placed where the window
     puts it, the rest grey padding."""
     win_w, win_h = plan.width * scale, plan.height * scale
     if win_w <= crop_w + 1 and win_h <= crop_h + 1:
-        return Letterbox.fit(crop_w, crop_h, config.input_size, config.letterbox)
-    s = config.input_size
+        return Letterbox.fit(crop_w, crop_h, grid.input_size, grid.letterbox)
+    s = grid.input_size
     k = s / max(win_w, win_h)
     content_w = min(s, max(1, round(crop_w * k)))
     content_h = min(s, max(1, round(crop_h * k)))
@@ -302,21 +351,21 @@ def _crop_letterbox(plan: AugmentPlan, scale: float, x0: int, y0: int, crop_w: i
                      content_w, content_h, crop_w, crop_h)
 
 
-def faces_to_input(boxes: np.ndarray, ignore: np.ndarray, letterbox: Letterbox, config: Config,
+def faces_to_input(boxes: np.ndarray, ignore: np.ndarray, letterbox: Letterbox, min_face_size: float,
                    points: Optional[np.ndarray] = None):
     """Faces (N, 4) x1, y1, x2, y2 in the resized region's pixels -> network-input pixels.
 
     Clips to the input and applies the one minimum-size rule: a face whose smaller side is
-    under `config.min_face_size` input pixels becomes ignore (not background).
+    under `min_face_size` input pixels becomes ignore (not background).
 
     Returns:
         (boxes (N, 4) float32 x1, y1, x2, y2 input pixels, ignore (N,) bool), and with
         `points` ((N, K, 2) in the region's pixels) a third element, the points in input
         pixels (not clipped).
     """
-    s = config.input_size
+    s = letterbox.input_size
     boxes = clip_boxes(letterbox.to_input(boxes), s, s)
-    too_small = box_sizes(boxes).min(axis=1) < config.min_face_size
+    too_small = box_sizes(boxes).min(axis=1) < min_face_size
     faces = boxes.astype(np.float32), np.asarray(ignore, dtype=bool) | too_small
     if points is None:
         return faces
@@ -325,9 +374,11 @@ def faces_to_input(boxes: np.ndarray, ignore: np.ndarray, letterbox: Letterbox, 
 
 def load_training_sample(
     record: ImageRecord,
-    config: Config,
+    grid: GridSpec,
+    spec: AugmentSpec,
     rng: Optional[np.random.Generator],
     training: bool,
+    max_pixels: int = MAX_IMAGE_PIXELS,
     with_points: bool = False,
 ):
     """Read one record's image and turn it into a network input and its faces.
@@ -336,7 +387,7 @@ def load_training_sample(
     decoding, so the JPEG can be decoded directly at 1/2, 1/4 or 1/8 size when the crop
     will be shrunk that much anyway (`choose_reduction`); other formats are decoded in
     full and planned on their pixels. Augmentation runs when `training` and
-    `config.augment`; otherwise the result is deterministic.
+    `spec.augment`; otherwise the result is deterministic.
 
     Detection (`data.image.prepare_image`) decodes in full instead, on purpose: on the 200
     test photos at their original sizes the shipped model scored .507 / .291 / .100 from
@@ -346,8 +397,8 @@ def load_training_sample(
 
     Args:
         record: the image and its faces (x1, y1, x2, y2 pixels of the file).
-        config: input_size, letterbox, min_face_size, augment, max_image_pixels and the
-            augmentation strengths (`plan_augmentation`).
+        grid: the input size and letterbox or stretch (`data.grid.GridSpec`).
+        spec: the augmentation and the face rules (`AugmentSpec`).
         rng: the sample's random generator (may be None when not augmenting).
         training: True for the training pipeline.
         with_points: also return the faces' points (module doc).
@@ -360,27 +411,27 @@ def load_training_sample(
     Raises:
         ImageError: the image is missing or cannot be decoded (the message names it).
     """
-    augment = training and config.augment
+    augment = training and spec.augment
     if record.path.lower().endswith(JPEG_EXTENSIONS):
         # The size as the decoder will produce it (EXIF orientation applied), from the header.
         width, height = read_image_size(record.path)
         boxes, ignore, points = _faces(record, width, height, with_points)
-        plan = plan_augmentation(width, height, boxes, ignore, rng, augment, config)
-        reduce = choose_reduction(plan.width, plan.height, config.input_size, config.letterbox)
-        image = read_image(record.path, reduce, max_pixels=config.max_image_pixels)
+        plan = plan_augmentation(width, height, boxes, ignore, rng, augment, spec)
+        reduce = choose_reduction(plan.width, plan.height, grid.input_size, grid.letterbox)
+        image = read_image(record.path, reduce, max_pixels=max_pixels)
         # libjpeg's scaled output is ceil(size / k), pixel i covering file pixels [k i, k i + k).
         if image.shape[:2] == (-(-height // reduce), -(-width // reduce)):
-            return augment_image(image, boxes, ignore, plan, config, scale=1.0 / reduce,
+            return augment_image(image, boxes, ignore, plan, grid, spec, scale=1.0 / reduce,
                                  points=points)
         # Not what the header promised (not really a JPEG?): plan again on the real pixels.
         if reduce != 1:
-            image = read_image(record.path, max_pixels=config.max_image_pixels)
+            image = read_image(record.path, max_pixels=max_pixels)
     else:
-        image = read_image(record.path, max_pixels=config.max_image_pixels)
+        image = read_image(record.path, max_pixels=max_pixels)
     height, width = image.shape[:2]
     boxes, ignore, points = _faces(record, width, height, with_points)
-    plan = plan_augmentation(width, height, boxes, ignore, rng, augment, config)
-    return augment_image(image, boxes, ignore, plan, config, points=points)
+    plan = plan_augmentation(width, height, boxes, ignore, rng, augment, spec)
+    return augment_image(image, boxes, ignore, plan, grid, spec, points=points)
 
 
 def _faces(record: ImageRecord, width: int, height: int, with_points: bool):

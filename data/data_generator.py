@@ -20,7 +20,7 @@ import keras
 import numpy as np
 
 from config import Config
-from data.augment import load_training_sample, mosaic
+from data.augment import AugmentSpec, load_training_sample, mosaic
 from data.draw import draw_boxes
 from data.grid import encode_levels
 from data.image import PAD_VALUE, to_network_input
@@ -110,6 +110,7 @@ class FaceGridDataset(keras.utils.PyDataset):
             raise DatasetError("FaceGridDataset: no image records to read")
         self.config = config
         self.grid = config.grid_spec()  # what the targets are encoded for
+        self.augment_spec = AugmentSpec.from_config(config)  # how samples are made
         self.training = bool(training)
         self.shuffle = self.training if shuffle is None else bool(shuffle)
         self.debug_dir = debug_dir
@@ -222,14 +223,14 @@ class FaceGridDataset(keras.utils.PyDataset):
         training, with chance `mosaic_prob`, a mosaic of it and mosaic_tiles^2 - 1 other
         records drawn by the sample's seed (data.augment.mosaic)."""
         rng = np.random.default_rng([self._seed, epoch, _SAMPLE_STREAM, record_index])
-        config = self.config
-        if self.training and config.augment and config.mosaic_prob > 0 and (
-                rng.random() < config.mosaic_prob):
-            n = config.mosaic_tiles
+        spec = self.augment_spec
+        if self.training and spec.augment and spec.mosaic_prob > 0 and (
+                rng.random() < spec.mosaic_prob):
+            n = spec.mosaic_tiles
             others = rng.integers(len(self.records), size=n * n - 1)
             tiles = [self._one_sample(self.records[i], rng)
                      for i in [record_index, *others.tolist()]]
-            return mosaic(tiles, config.input_size, config.min_face_size)
+            return mosaic(tiles, self.grid.input_size, spec.min_face_size)
         return self._one_sample(self.records[record_index], rng)
 
     def _one_sample(self, record, rng):
@@ -238,13 +239,14 @@ class FaceGridDataset(keras.utils.PyDataset):
         for attempt in range(MAX_REPLACEMENTS + 1):
             if record.path not in self.unreadable:
                 try:
-                    return load_training_sample(record, self.config, rng, self.training)
+                    return load_training_sample(record, self.grid, self.augment_spec, rng,
+                                                self.training, self.config.max_image_pixels)
                 except ImageError as e:
                     self._report_unreadable(record.path, e)
             if not self.training or attempt == MAX_REPLACEMENTS:
                 break
             record = self.records[int(rng.integers(len(self.records)))]
-        s = self.config.input_size
+        s = self.grid.input_size
         return (
             np.full((s, s, 3), PAD_VALUE, dtype=np.uint8),
             np.zeros((0, 4), dtype=np.float32),

@@ -89,7 +89,7 @@ def input_faces(record: ImageRecord, width: int, height: int, config: Config):
     """
     boxes, ignore = faces_in_image(record, width, height)
     letterbox = Letterbox.fit(width, height, config.input_size, config.letterbox)
-    input_boxes, input_ignore = faces_to_input(boxes, ignore, letterbox, config)
+    input_boxes, input_ignore = faces_to_input(boxes, ignore, letterbox, config.min_face_size)
     return input_boxes, input_ignore, input_ignore & ~ignore
 
 

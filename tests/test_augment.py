@@ -13,6 +13,7 @@ import pytest
 from config import Config
 from data.augment import (
     AugmentPlan,
+    AugmentSpec,
     augment_image,
     choose_reduction,
     faces_in_image,
@@ -25,6 +26,12 @@ from data.draw import IGNORE_COLOR, draw_boxes
 from data.image import PAD_VALUE, read_image
 from data.records import ImageRecord
 from common.errors import ConfigError, ImageError
+
+
+def specs(config):
+    """The grid and augmentation specs a sample loader takes, from one test Config."""
+    return config.grid_spec(), AugmentSpec.from_config(config)
+
 
 GREY = 90  # not PAD_VALUE, so padding and background differ
 FACE_COLORS = [(0, 0, 255), (0, 255, 0), (255, 0, 0), (0, 255, 255), (255, 0, 255)]
@@ -94,7 +101,7 @@ def test_training_boxes_stay_on_faces(scene):
     config = Config(input_size=128, grid_size=8)
     seen_crops = 0
     for seed in range(40):
-        image, boxes, ignore = load_training_sample(scene, config, np.random.default_rng(seed), True)
+        image, boxes, ignore = load_training_sample(scene, *specs(config), np.random.default_rng(seed), True)
         assert image.shape == (128, 128, 3) and image.dtype == np.uint8
         assert boxes.dtype == np.float32 and ignore.dtype == bool and len(boxes) == len(ignore)
         assert (boxes[:, :2] >= 0).all() and (boxes[:, 2:] <= 128 + 1e-3).all()
@@ -106,11 +113,11 @@ def test_training_boxes_stay_on_faces(scene):
 def test_training_is_seeded(scene):
     """The same generator seed gives the same sample; different seeds give different ones."""
     config = Config(input_size=64, grid_size=4)
-    a = load_training_sample(scene, config, np.random.default_rng(7), True)
-    b = load_training_sample(scene, config, np.random.default_rng(7), True)
+    a = load_training_sample(scene, *specs(config), np.random.default_rng(7), True)
+    b = load_training_sample(scene, *specs(config), np.random.default_rng(7), True)
     np.testing.assert_array_equal(a[0], b[0])
     np.testing.assert_array_equal(a[1], b[1])
-    others = [load_training_sample(scene, config, np.random.default_rng(s), True)[0] for s in range(8)]
+    others = [load_training_sample(scene, *specs(config), np.random.default_rng(s), True)[0] for s in range(8)]
     assert any(not np.array_equal(a[0], o) for o in others)
 
 
@@ -120,9 +127,9 @@ def test_flip_mirrors_image_and_boxes(tmp_path):
     path = make_face_image(tmp_path / "left.jpg", 400, 400, boxes)
     image = read_image(path)
     config = Config(input_size=64, grid_size=4)
-    plain = augment_image(image, boxes, np.zeros(1, bool), AugmentPlan.whole(400, 400), config)
+    plain = augment_image(image, boxes, np.zeros(1, bool), AugmentPlan.whole(400, 400), *specs(config))
     flipped_plan = AugmentPlan(0, 0, 400, 400, flip=True)
-    flipped = augment_image(image, boxes, np.zeros(1, bool), flipped_plan, config)
+    flipped = augment_image(image, boxes, np.zeros(1, bool), flipped_plan, *specs(config))
     x1, y1, x2, y2 = plain[1][0]
     np.testing.assert_allclose(flipped[1][0], [64 - x2, y1, 64 - x1, y2], atol=1e-4)
     np.testing.assert_array_equal(flipped[0], plain[0][:, ::-1])
@@ -136,7 +143,7 @@ def test_boxes_outside_the_image_are_clipped_or_dropped(tmp_path):
     path = make_face_image(tmp_path / "edge.jpg", 400, 400, boxes[:2])
     record = ImageRecord(path, "edge.jpg", boxes, np.zeros(3, bool))
     config = Config(input_size=64, grid_size=4)
-    _, out_boxes, ignore = load_training_sample(record, config, None, training=False)
+    _, out_boxes, ignore = load_training_sample(record, *specs(config), None, training=False)
     scale = 64 / 400
     expected = np.array([[0, 50, 70, 110], [350, 300, 400, 400]], np.float32) * scale
     np.testing.assert_allclose(out_boxes, expected, atol=1e-3)
@@ -150,7 +157,7 @@ def test_small_faces_are_ignored_on_their_smaller_side(tmp_path):
     path = make_face_image(tmp_path / "small.jpg", 1000, 1000, boxes)
     record = ImageRecord(path, "small.jpg", boxes, np.zeros(3, bool))
     config = Config(input_size=160, grid_size=5, min_face_size=4.0)
-    _, out_boxes, ignore = load_training_sample(record, config, None, training=False)
+    _, out_boxes, ignore = load_training_sample(record, *specs(config), None, training=False)
     assert len(out_boxes) == 3
     assert ignore.tolist() == [True, True, False]
 
@@ -169,14 +176,14 @@ def test_face_cut_by_crop_is_clipped_and_ignored_below_half():
     image = np.full((200, 300, 3), GREY, np.uint8)
     config = Config(input_size=64, grid_size=4, min_face_size=0)
     crop = AugmentPlan(0, 0, 100, 100)
-    _, out, ignore = augment_image(image, boxes, np.zeros(5, bool), crop, config)
+    _, out, ignore = augment_image(image, boxes, np.zeros(5, bool), crop, *specs(config))
     expected = np.array([[40, 20, 60, 40], [50, 85, 70, 100], [88, 88, 100, 100]]) * (64 / 100)
     np.testing.assert_allclose(out, expected, atol=1e-4)
     assert ignore.tolist() == [False, False, True]
     assert config.min_visible_fraction == 0.5
     # A lower threshold keeps the 36% corner as a face.
     lenient = config.replace(min_visible_fraction=0.3)
-    _, _, ignore = augment_image(image, boxes, np.zeros(5, bool), crop, lenient)
+    _, _, ignore = augment_image(image, boxes, np.zeros(5, bool), crop, *specs(lenient))
     assert ignore.tolist() == [False, False, False]
 
 
@@ -184,8 +191,8 @@ def test_validation_is_deterministic_letterbox_of_whole_image(scene):
     """Validation: no crop/flip/jitter; boxes are the letterbox mapping of the clipped boxes
     and the padding is the fixed grey."""
     config = Config(input_size=128, grid_size=8)
-    a = load_training_sample(scene, config, np.random.default_rng(0), training=False)
-    b = load_training_sample(scene, config, np.random.default_rng(99), training=False)
+    a = load_training_sample(scene, *specs(config), np.random.default_rng(0), training=False)
+    b = load_training_sample(scene, *specs(config), np.random.default_rng(99), training=False)
     for x, y in zip(a, b):
         np.testing.assert_array_equal(x, y)
     expected = Letterbox.fit(800, 600, 128).to_input(scene.boxes)
@@ -199,8 +206,8 @@ def test_validation_is_deterministic_letterbox_of_whole_image(scene):
 def test_augment_off_is_the_validation_path(scene):
     """training=True with config.augment False gives exactly the validation sample."""
     config = Config(input_size=64, grid_size=4, augment=False)
-    a = load_training_sample(scene, config, np.random.default_rng(3), True)
-    b = load_training_sample(scene, config, None, False)
+    a = load_training_sample(scene, *specs(config), np.random.default_rng(3), True)
+    b = load_training_sample(scene, *specs(config), None, False)
     for x, y in zip(a, b):
         np.testing.assert_array_equal(x, y)
 
@@ -212,7 +219,7 @@ def test_reduced_decode_keeps_boxes_exact(tmp_path):
     record = ImageRecord(path, "big.jpg", boxes, np.zeros(2, bool))
     config = Config(input_size=224, grid_size=7)
     assert choose_reduction(2000, 1500, 224, True) == 8
-    image, out_boxes, ignore = load_training_sample(record, config, None, training=False)
+    image, out_boxes, ignore = load_training_sample(record, *specs(config), None, training=False)
     full = Letterbox.fit(2000, 1500, 224).to_input(boxes)
     np.testing.assert_allclose(out_boxes, full, atol=0.6)
     assert_boxes_on_faces(image, out_boxes, ignore)
@@ -228,7 +235,7 @@ def test_png_is_decoded_in_full(tmp_path):
     path = make_face_image(tmp_path / "face.png", 800, 400, boxes)
     record = ImageRecord(path, "face.png", boxes, np.zeros(1, bool))
     config = Config(input_size=64, grid_size=4)
-    image, out, _ = load_training_sample(record, config, None, training=False)
+    image, out, _ = load_training_sample(record, *specs(config), None, training=False)
     np.testing.assert_allclose(out, Letterbox.fit(800, 400, 64).to_input(boxes), atol=1e-4)
     assert image.shape == (64, 64, 3)
 
@@ -242,7 +249,7 @@ def test_misnamed_png_falls_back_to_a_full_decode(tmp_path):
     fake.write_bytes(open(png, "rb").read())
     record = ImageRecord(str(fake), "fake.jpg", boxes, np.zeros(2, bool))
     config = Config(input_size=128, grid_size=8)
-    image, out, ignore = load_training_sample(record, config, None, training=False)
+    image, out, ignore = load_training_sample(record, *specs(config), None, training=False)
     np.testing.assert_allclose(out, Letterbox.fit(901, 601, 128).to_input(boxes), atol=1e-3)
     assert_boxes_on_faces(image, out, ignore)
 
@@ -250,7 +257,7 @@ def test_misnamed_png_falls_back_to_a_full_decode(tmp_path):
 def test_stretch_mode_fills_the_input(scene):
     """With letterbox off the crop is stretched to the whole input: no padding."""
     config = Config(input_size=128, grid_size=8, letterbox=False)
-    image, boxes, ignore = load_training_sample(scene, config, None, training=False)
+    image, boxes, ignore = load_training_sample(scene, *specs(config), None, training=False)
     np.testing.assert_allclose(boxes, scene.boxes * [128 / 800, 128 / 600, 128 / 800, 128 / 600], atol=0.3)
     assert_boxes_on_faces(image, boxes, ignore)
 
@@ -271,7 +278,7 @@ def test_plan_keeps_crop_inside_image_and_around_faces(scene):
     with_face = 0
     for seed in range(200):
         plan = plan_augmentation(800, 600, boxes, ignore, np.random.default_rng(seed), True,
-                                 Config())
+                                 AugmentSpec())
         assert plan.x >= 0 and plan.y >= 0
         assert plan.x + plan.width <= 800 + 1e-6 and plan.y + plan.height <= 600 + 1e-6
         assert plan.width >= 0.3 * 600 - 1e-6
@@ -281,7 +288,7 @@ def test_plan_keeps_crop_inside_image_and_around_faces(scene):
             ((cx >= plan.x) & (cx < plan.x + plan.width) & (cy >= plan.y) & (cy < plan.y + plan.height)).any()
         )
     assert with_face > 170
-    whole = plan_augmentation(800, 600, boxes, ignore, None, False, Config())
+    whole = plan_augmentation(800, 600, boxes, ignore, None, False, AugmentSpec())
     assert whole == AugmentPlan.whole(800, 600)
 
 
@@ -291,7 +298,7 @@ def test_crop_prob_sets_how_often_training_crops(scene):
 
     def plans(crop_prob):
         return [plan_augmentation(800, 600, boxes, ignore, np.random.default_rng(seed), True,
-                                  Config(crop_prob=crop_prob)) for seed in range(200)]
+                                  AugmentSpec(crop_prob=crop_prob)) for seed in range(200)]
 
     whole = plans(0.0)
     assert all((p.x, p.y, p.width, p.height) == (0, 0, 800, 600) for p in whole)
@@ -311,7 +318,7 @@ def test_flip_and_jitter_strengths_come_from_the_config(scene):
     def plans(**changes):
         config = Config(crop_prob=0.0, **changes)
         return [plan_augmentation(800, 600, boxes, ignore, np.random.default_rng(seed), True,
-                                  config) for seed in range(100)]
+                                  AugmentSpec.from_config(config)) for seed in range(100)]
 
     still = plans(flip_prob=0.0, jitter_prob=0.0)
     assert all(p == AugmentPlan.whole(800, 600) for p in still)
@@ -348,7 +355,7 @@ def test_unreadable_images_raise_image_error_naming_the_file(tmp_path):
     bad.write_bytes(b"this is not a jpeg at all" * 10)
     for path in (str(bad), str(tmp_path / "missing.jpg")):
         with pytest.raises(ImageError, match=path.replace(".", r"\.")):
-            load_training_sample(ImageRecord(path, "x.jpg"), config, np.random.default_rng(0), True)
+            load_training_sample(ImageRecord(path, "x.jpg"), *specs(config), np.random.default_rng(0), True)
 
 
 def test_draw_boxes_colours_faces_and_ignored(tmp_path):
@@ -371,10 +378,10 @@ def test_zoom_out_crops_shrink_the_image_inside_padding_with_boxes_on_faces(scen
     boxes, ignore = faces_in_image(scene, 800, 600)
     for seed in range(20):
         rng = np.random.default_rng(seed)
-        plan = plan_augmentation(800, 600, boxes, ignore, rng, True, config)
+        plan = plan_augmentation(800, 600, boxes, ignore, rng, True, AugmentSpec.from_config(config))
         assert 960 - 1e-6 <= plan.width == plan.height <= 1200 + 1e-6
         assert plan.x <= 0 and plan.y <= 0  # the whole image lies inside the window
-        image, out, ign = load_training_sample(scene, config, np.random.default_rng(seed), True)
+        image, out, ign = load_training_sample(scene, *specs(config), np.random.default_rng(seed), True)
         assert len(out) == 5
         scale = 160 / max(plan.width, plan.height)
         # The image shrank to the window's scale: a face keeps that fraction of its size.
@@ -457,3 +464,27 @@ def test_dataset_mosaics_are_seeded_and_off_by_default(tmp_path):
     np.testing.assert_array_equal(mosaics[0][0], again[0][0])
     _, _, plain_faces = plain.load_batch(0)
     assert all(len(boxes) == 1 for boxes, _ in plain_faces)
+
+
+def test_augment_spec_is_configs_augmentation_fields_under_the_same_names():
+    """Derived field by field, defaults and all: a flag of train.py reaches the sample."""
+    import dataclasses
+
+    config = Config(crop_prob=0.1, flip_prob=0.0, min_face_size=7.0, mosaic_tiles=3)
+    spec = AugmentSpec.from_config(config)
+    assert (spec.crop_prob, spec.flip_prob, spec.min_face_size, spec.mosaic_tiles) == (
+        0.1, 0.0, 7.0, 3)
+    assert AugmentSpec() == AugmentSpec.from_config(Config())
+    config_fields = {f.name for f in dataclasses.fields(Config)}
+    assert {f.name for f in dataclasses.fields(AugmentSpec)} <= config_fields
+
+
+def test_a_plan_with_no_flip_and_no_jitter_chance_is_the_crop_alone():
+    """The spec alone decides the plan: flip_prob 0 and jitter_prob 0 never flip or jitter."""
+    boxes = np.array([[100, 100, 200, 200]], np.float32)
+    spec = AugmentSpec(flip_prob=0.0, jitter_prob=0.0, crop_prob=1.0)
+    for seed in range(20):
+        plan = plan_augmentation(800, 600, boxes, np.zeros(1, bool),
+                                 np.random.default_rng(seed), True, spec)
+        assert not plan.flip and (plan.brightness, plan.contrast, plan.hue) == (0.0, 1.0, 0)
+        assert plan.width == plan.height <= 600

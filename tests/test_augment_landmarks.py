@@ -7,11 +7,17 @@ import numpy as np
 import pytest
 
 from config import Config
-from data.augment import AugmentPlan, augment_image, faces_in_image, load_training_sample, mosaic
+from data.augment import AugmentPlan, AugmentSpec, augment_image, faces_in_image, load_training_sample, mosaic
 from data.boxes import Letterbox
 from data.data_generator import FaceGridDataset
 from data.landmarks import LEFT_EYE, LEFT_MOUTH, MOUTH_CENTRE, RIGHT_EYE, RIGHT_MOUTH, face_points
 from data.records import ImageRecord
+
+
+def specs(config):
+    """The grid and augmentation specs a sample loader takes, from one test Config."""
+    return config.grid_spec(), AugmentSpec.from_config(config)
+
 
 NAN = np.nan
 # A 128 x 64 image with one face: box x1, y1, x2, y2 and its six points (five landmarks in
@@ -48,7 +54,7 @@ def test_whole_image_letterbox_maps_points_like_boxes():
     """128x64 -> 64: scale 0.5, 16 rows of padding above."""
     image = image_with_points()
     out, boxes, ignore, points = augment_image(image, np.float32([BOX]), np.zeros(1, bool),
-                                               AugmentPlan.whole(128, 64), CONFIG, points=POINTS[None])
+                                               AugmentPlan.whole(128, 64), *specs(CONFIG), points=POINTS[None])
     np.testing.assert_allclose(boxes, [[5, 21, 25, 39]])
     np.testing.assert_allclose(points[0], POINTS * 0.5 + [0, 16])
     assert points.dtype == np.float32 and points.shape == (1, 6, 2)
@@ -61,7 +67,7 @@ def test_flip_mirrors_the_points_and_swaps_right_and_left():
     image = image_with_points()
     plan = AugmentPlan(0, 0, 128, 64, flip=True)
     out, boxes, _, points = augment_image(image, np.float32([BOX]), np.zeros(1, bool), plan,
-                                          CONFIG, points=POINTS[None])
+                                          *specs(CONFIG), points=POINTS[None])
     np.testing.assert_allclose(boxes, [[39, 21, 59, 39]])
     expected = {RIGHT_EYE: (44, 26), LEFT_EYE: (54, 26), 2: (49, 30),
                 RIGHT_MOUTH: (46, 34), LEFT_MOUTH: (52, 34), MOUTH_CENTRE: (49, 34)}
@@ -79,7 +85,7 @@ def test_crop_moves_points_keeps_those_outside_and_drops_them_with_their_face():
     boxes = np.float32([BOX, [80, 40, 120, 60]])
     points = np.stack([POINTS, POINTS + [70, 20]])
     out, kept, _, moved = augment_image(image, boxes, np.zeros(2, bool),
-                                        AugmentPlan(8, 4, 64, 28), CONFIG, points=points)
+                                        AugmentPlan(8, 4, 64, 28), *specs(CONFIG), points=points)
     np.testing.assert_allclose(kept, [[2, 24, 42, 46]])  # clipped to the crop
     assert moved.shape == (1, 6, 2)
     np.testing.assert_allclose(moved[0], POINTS - [8, 4] + [0, 18])
@@ -90,7 +96,7 @@ def test_crop_moves_points_keeps_those_outside_and_drops_them_with_their_face():
 def test_stretch_resize_scales_each_axis():
     config = CONFIG.replace(letterbox=False)
     _, boxes, _, points = augment_image(image_with_points(), np.float32([BOX]), np.zeros(1, bool),
-                                        AugmentPlan.whole(128, 64), config, points=POINTS[None])
+                                        AugmentPlan.whole(128, 64), *specs(config), points=POINTS[None])
     np.testing.assert_allclose(boxes, [[5, 10, 25, 46]])
     np.testing.assert_allclose(points[0], POINTS * [0.5, 1.0])
 
@@ -98,7 +104,7 @@ def test_stretch_resize_scales_each_axis():
 def test_zoom_out_shrinks_points_into_the_padding_like_boxes():
     """A 256-px window from (-64, -32): the image at scale 0.25, 16 px from the left, 8 down."""
     _, boxes, _, points = augment_image(image_with_points(), np.float32([BOX]), np.zeros(1, bool),
-                                        AugmentPlan(-64, -32, 256, 256), CONFIG, points=POINTS[None])
+                                        AugmentPlan(-64, -32, 256, 256), *specs(CONFIG), points=POINTS[None])
     np.testing.assert_allclose(boxes, [[18.5, 10.5, 28.5, 19.5]])
     np.testing.assert_allclose(points[0], POINTS * 0.25 + [16, 8])
 
@@ -107,7 +113,7 @@ def test_absent_points_stay_nan_through_a_flip():
     points = POINTS[None].copy()
     points[0, [RIGHT_MOUTH, LEFT_MOUTH]] = NAN
     _, _, _, out = augment_image(image_with_points(), np.float32([BOX]), np.zeros(1, bool),
-                                 AugmentPlan(0, 0, 128, 64, flip=True), CONFIG, points=points)
+                                 AugmentPlan(0, 0, 128, 64, flip=True), *specs(CONFIG), points=points)
     assert np.isnan(out[0, [RIGHT_MOUTH, LEFT_MOUTH]]).all()
     assert np.isfinite(out[0, [RIGHT_EYE, LEFT_EYE, 2, MOUTH_CENTRE]]).all()
 
@@ -115,7 +121,7 @@ def test_absent_points_stay_nan_through_a_flip():
 def test_points_must_match_the_boxes():
     with pytest.raises(ValueError, match=r"points must be \(N, K, 2\) for the 1 boxes"):
         augment_image(image_with_points(), np.float32([BOX]), np.zeros(1, bool),
-                      AugmentPlan.whole(128, 64), CONFIG, points=np.zeros((2, 6, 2)))
+                      AugmentPlan.whole(128, 64), *specs(CONFIG), points=np.zeros((2, 6, 2)))
 
 
 def _record(path, width, height):
@@ -131,13 +137,13 @@ def test_load_training_sample_carries_the_records_points_through_a_reduced_decod
     """A 512 x 256 JPEG into a 64 input is decoded at 1/8: the points come out as the
     letterbox of the file's points, exactly like the boxes."""
     record = _record(str(tmp_path / "face.jpg"), 512, 256)
-    image, boxes, ignore, points = load_training_sample(record, CONFIG, None, False, with_points=True)
+    image, boxes, ignore, points = load_training_sample(record, *specs(CONFIG), None, False, with_points=True)
     letterbox = Letterbox.fit(512, 256, 64)
     np.testing.assert_allclose(boxes, letterbox.to_input(record.boxes), atol=1e-4)
     np.testing.assert_allclose(points, letterbox.points_to_input(face_points(record)), atol=1e-4)
     assert_colours_follow(image, points[0])
     # Without the request: the same three things as always.
-    plain = load_training_sample(record, CONFIG, None, False)
+    plain = load_training_sample(record, *specs(CONFIG), None, False)
     assert len(plain) == 3
     np.testing.assert_array_equal(plain[1], boxes)
 
@@ -145,7 +151,7 @@ def test_load_training_sample_carries_the_records_points_through_a_reduced_decod
 def test_a_training_flip_chosen_by_the_config_swaps_the_points(tmp_path):
     record = _record(str(tmp_path / "face.jpg"), 128, 64)
     config = CONFIG.replace(flip_prob=1.0, crop_prob=0.0, jitter_prob=0.0)
-    _, _, _, points = load_training_sample(record, config, np.random.default_rng(0), True,
+    _, _, _, points = load_training_sample(record, *specs(config), np.random.default_rng(0), True,
                                            with_points=True)
     np.testing.assert_allclose(points[0, RIGHT_EYE], [44, 26])
     np.testing.assert_allclose(points[0, LEFT_EYE], [54, 26])

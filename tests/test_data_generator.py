@@ -11,12 +11,18 @@ import pytest
 from keras.src.trainers.data_adapters.py_dataset_adapter import PyDatasetAdapter
 
 from config import Config
-from data.augment import load_training_sample
+from data.augment import AugmentSpec, load_training_sample
 from data.data_generator import FaceGridDataset
 from data.grid import CLASS, encode_grid
 from data.image import PAD_VALUE, to_network_input
 from data.records import ImageRecord
 from common.errors import DatasetError
+
+
+def specs(config):
+    """The grid and augmentation specs a sample loader takes, from one test Config."""
+    return config.grid_spec(), AugmentSpec.from_config(config)
+
 
 CONFIG = Config(input_size=64, grid_size=4, batch_size=4, seed=5)
 
@@ -102,7 +108,7 @@ def test_every_face_is_a_target(face_records):
     np.testing.assert_array_equal(targets, same_targets)
     assert len(faces) == 4
     for j in range(4):
-        image, boxes, ignore = load_training_sample(face_records[j], CONFIG, None, False)
+        image, boxes, ignore = load_training_sample(face_records[j], *specs(CONFIG), None, False)
         np.testing.assert_array_equal(targets[j], encode_grid(boxes, ignore, 64, 4).grid)
         np.testing.assert_array_equal(images[j], to_network_input(image))
         np.testing.assert_array_equal(faces[j][0], boxes)
