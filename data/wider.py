@@ -180,11 +180,31 @@ def read_wider_annotations(path: str, images_dir: str) -> WiderAnnotations:
     (46k lines) takes a fraction of a second.
     """
     lines = _read_lines(path)
+    names, path_lines, starts, counts = _image_blocks(path, lines)
+    face_lines = []
+    for start, count in zip(starts, counts):
+        face_lines.extend(lines[start:start + count])
+    values = _parse_face_lines(path, face_lines, names, starts, counts)
+    # Sizes under MIN_BOX_SIZE (0 and negative ones included) are no face: dropped, counted.
+    keep = (values[:, 2] >= MIN_BOX_SIZE) & (values[:, 3] >= MIN_BOX_SIZE)
+    _check_values(path, values, keep, face_lines, names, starts, counts)
+    records = _records(values, keep, names, path_lines, counts, images_dir)
+    dropped = np.flatnonzero(~keep)
+    dropped_lines = [] if not len(dropped) else _line_numbers(dropped, starts, counts).tolist()
+    if dropped_lines:
+        _warn_dropped(path, dropped_lines)
+    return WiderAnnotations(records, dropped_boxes=len(dropped), source=path,
+                            dropped_lines=dropped_lines)
+
+
+def _image_blocks(path: str, lines: list) -> tuple:
+    """Walk the file's image blocks, skipping their face lines (parsed in bulk later):
+    (names, path_lines (1-based), starts (0-based index of each block's first face line),
+    counts (face lines per block)). AnnotationError naming the line of a malformed block."""
     n = len(lines)
     names, path_lines, starts, counts = [], [], [], []
     first_line = {}  # image name -> the line of its block, to refuse a second block
     i = 0
-    # Walk the image blocks only; face lines are skipped here and parsed in bulk below.
     while i < n:
         name = lines[i].strip()
         if not name:  # tolerate blank lines between blocks
@@ -223,24 +243,18 @@ def read_wider_annotations(path: str, images_dir: str) -> WiderAnnotations:
     if not names:
         raise _error(path, 1, "an image path like '0--Parade/0_Parade_Parade_0_194.jpg' "
                      "(the file lists no images)", None)
+    return names, path_lines, starts, counts
 
-    face_lines = []
-    for start, count in zip(starts, counts):
-        face_lines.extend(lines[start:start + count])
-    values = _parse_face_lines(path, face_lines, names, starts, counts)
-    # Sizes under MIN_BOX_SIZE (0 and negative ones included) are no face: dropped, counted.
-    keep = (values[:, 2] >= MIN_BOX_SIZE) & (values[:, 3] >= MIN_BOX_SIZE)
-    _check_values(path, values, keep, face_lines, names, starts, counts)
 
-    counts_arr = np.asarray(counts, np.int64)
-    owner = np.repeat(np.arange(len(names)), counts_arr)
+def _records(values: np.ndarray, keep: np.ndarray, names: list, path_lines: list,
+             counts: list, images_dir: str) -> list:
+    """One ImageRecord per image block from the parsed (F, 10) face values (x y w h and
+    the six attributes) and the (F,) mask of faces kept; boxes become corners here, once."""
+    owner = np.repeat(np.arange(len(names)), np.asarray(counts, np.int64))
     boxes = xywh_to_xyxy(values[keep, :4])  # the file's xywh -> corners, once, here
     attributes = values[keep, 4:].astype(np.int32)
-    kept_counts = np.bincount(owner[keep], minlength=len(names))
-    ends = np.cumsum(kept_counts)
-
-    records = []
-    begin = 0
+    ends = np.cumsum(np.bincount(owner[keep], minlength=len(names)))
+    records, begin = [], 0
     for k, name in enumerate(names):
         end = int(ends[k])
         attrs = attributes[begin:end]
@@ -253,22 +267,22 @@ def read_wider_annotations(path: str, images_dir: str) -> WiderAnnotations:
             line=path_lines[k],
         ))
         begin = end
-    dropped = np.flatnonzero(~keep)
-    dropped_lines = [] if not len(dropped) else _line_numbers(dropped, starts, counts).tolist()
-    annotations = WiderAnnotations(records, dropped_boxes=len(dropped), source=path,
-                                   dropped_lines=dropped_lines)
-    if dropped_lines:
-        shown = ", ".join(map(str, dropped_lines[:_SHOWN_LINES]))
-        extra = len(dropped_lines) - _SHOWN_LINES
-        more = f" and {extra} more" if extra > 0 else ""
-        lines_word = "lines" if len(dropped_lines) > 1 else "line"
-        warnings.warn(
-            f"{path}: {len(dropped_lines)} face {lines_word} with w or h under "
-            f"{MIN_BOX_SIZE:g} px left out "
-            f"({lines_word} {shown}{more})",
-            AnnotationWarning, stacklevel=caller_level(),
-        )
-    return annotations
+    return records
+
+
+def _warn_dropped(path: str, dropped_lines: list) -> None:
+    """One AnnotationWarning naming the first face lines left out for a size under
+    MIN_BOX_SIZE."""
+    shown = ", ".join(map(str, dropped_lines[:_SHOWN_LINES]))
+    extra = len(dropped_lines) - _SHOWN_LINES
+    more = f" and {extra} more" if extra > 0 else ""
+    lines_word = "lines" if len(dropped_lines) > 1 else "line"
+    warnings.warn(
+        f"{path}: {len(dropped_lines)} face {lines_word} with w or h under "
+        f"{MIN_BOX_SIZE:g} px left out "
+        f"({lines_word} {shown}{more})",
+        AnnotationWarning, stacklevel=caller_level(),
+    )
 
 
 def _line_numbers(faces: np.ndarray, starts, counts) -> np.ndarray:
