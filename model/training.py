@@ -263,6 +263,16 @@ def _datasets(config: Config, global_batch: int, cluster=None):
     return train, val
 
 
+def _resumed_history(paths: RunPaths, start_epoch: int) -> dict:
+    """The chief's history.json up to the committed epoch ({} if it has none): rows past
+    it belong to an epoch that is trained again now."""
+    history_path = os.path.join(paths.log_dir, "history.json")
+    if not os.path.isfile(history_path):
+        return {}
+    with open(history_path, encoding="utf-8") as f:
+        return {k: v[:start_epoch] for k, v in json.load(f).items()}
+
+
 def train(config: Config, resume: bool = False, weights: Optional[str] = None) -> TrainResult:
     """Train as `config` says; see the module docstring.
 
@@ -278,13 +288,13 @@ def train(config: Config, resume: bool = False, weights: Optional[str] = None) -
         raise ConfigError(f"resume=True: cannot also start from weights={weights!r} (a resume "
                           "continues a run; weights start a new one from a checkpoint)")
     config, paths, state, resume_path = _open_run(config, resume)
-    name = config.run_name
     # Several workers: the chief writes into `paths`; every other one reads the chief's
     # files but writes into a temporary folder of its own (model/distributed.py).
     cluster = training_cluster(config)
     scratch = scratch_folder(cluster)
     writes = paths if scratch is None else RunPaths(
-        name, os.path.join(scratch.name, "logs"), os.path.join(scratch.name, "checkpoints"))
+        config.run_name, os.path.join(scratch.name, "logs"),
+        os.path.join(scratch.name, "checkpoints"))
     removed = clean_checkpoint_folder(paths.checkpoint_dir) if writes is paths else []
     if removed:
         print(f"{paths.checkpoint_dir}: removed what interrupted saves left: {', '.join(removed)}")
@@ -302,19 +312,13 @@ def train(config: Config, resume: bool = False, weights: Optional[str] = None) -
     for d in (writes.log_dir, writes.checkpoint_dir):
         _save_config(config, os.path.join(d, "config.json"))  # makes the folder
 
-    history_path = os.path.join(paths.log_dir, "history.json")  # the chief's, to resume
-    history: dict = {}
-    if resume and os.path.isfile(history_path):
-        with open(history_path, encoding="utf-8") as f:
-            # Rows past the committed epoch belong to an epoch that is trained again now.
-            history = {k: v[:start_epoch] for k, v in json.load(f).items()}
+    history = _resumed_history(paths, start_epoch) if resume else {}
     start_time = time.time() - 60 * (history.get("minutes") or [0.0])[-1]
 
     stages = [
         ("head", config.head_epochs, config.learning_rate, False),
         ("finetune", config.finetune_epochs, config.finetune_learning_rate, True),
     ]
-    model = None
     compiled_stage = None
     with strategy.scope():
         if resume:
