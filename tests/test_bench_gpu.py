@@ -19,9 +19,10 @@ def test_smoke_run_prints_every_row_and_writes_the_json(tmp_path):
     assert run.returncode == 0, run.stderr[-2000:]
     rows = json.loads(out.read_text())
     assert rows["smoke"] is True and rows["device"].startswith("CPU")
-    # Smoke: the real preset's training rows at one batch, float32 and mixed_float16.
+    # Smoke: the real preset's training row at one batch, in mixed_float16 (float32 steps
+    # are every training test's).
     assert {(r["preset"], r["batch"], r["mixed_precision"]) for r in rows["training"]} == {
-        ("real", 2, False), ("real", 2, True)}
+        ("real", 2, True)}
     assert all(r["images_per_s"] > 0 for r in rows["training"] + rows["pipeline"])
     assert [r["workers"] for r in rows["pipeline"]] == [2]
     assert set(rows["detect_ms"]) == {"keras", "tflite", "onnx"}
