@@ -50,3 +50,118 @@ def test_several_levels_give_fifteen_channels_per_cell_in_the_flat_layout():
     check_grid_model(model, "m.keras")
     assert create_model(SMALL.replace(grid_size=12, grid_levels=3, landmarks=False)
                         ).output_shape == (None, 189, 5)
+
+
+# ------------------------------------------------------------------------- loss
+def _loss_scene():
+    """(1, 7, 7, 17) targets of one face with all six points, one face without points;
+    a perfect (1, 7, 7, 15) prediction of them."""
+    from data.grid import CLASS, encode_grid
+
+    boxes = np.array([[40, 40, 104, 120], [150, 150, 190, 200]], np.float32)
+    points = np.full((2, 6, 2), np.nan, np.float32)
+    points[0] = [(60, 70), (85, 70), (72, 90), (62, 105), (84, 106), (73, 105.5)]
+    y_true = encode_grid(boxes, [False, False], 224, 7, points=points).grid[None]
+    y_pred = np.nan_to_num(y_true[..., :15]).copy()
+    y_pred[..., CLASS] = (y_true[..., CLASS] == 1).astype(np.float32)
+    return y_true, y_pred
+
+
+def _terms(loss, y_true, y_pred):
+    import tensorflow as tf
+
+    return [float(t[0]) for t in loss.components(tf.constant(y_true), tf.constant(y_pred))]
+
+
+def test_the_landmark_term_is_weighted_smooth_l1_over_face_cells_known_values():
+    """Two face cells; one coordinate off by 0.05 (quadratic part: 0.5 * 0.05^2 * 9) and
+    one by 0.5 (linear: 0.5 - 0.5 / 9): the term is weight * their sum / 2 face cells."""
+    from model.loss import GridLoss
+
+    y_true, y_pred = _loss_scene()
+    loss = GridLoss(landmark_loss_weight=0.1)
+    assert _terms(loss, y_true, y_pred)[2] == pytest.approx(0.0, abs=1e-7)
+    x_nose = point_channels(2)[0]
+    y_eye = point_channels(1)[1]
+    y_pred[0, 2, 2, x_nose] += 0.05  # the first face's centre cell: (72, 80) -> (2, 2)
+    y_pred[0, 2, 2, y_eye] -= 0.5
+    expected = 0.1 * (0.5 * 0.05 ** 2 * 9 + (0.5 - 0.5 / 9)) / 2
+    obj, box, landmarks = _terms(loss, y_true, y_pred)
+    assert landmarks == pytest.approx(expected, rel=1e-4)
+    import tensorflow as tf
+
+    total = float(loss(tf.constant(y_true), tf.constant(y_pred)))
+    assert total == pytest.approx(obj + box + landmarks, rel=1e-5)
+    # The box and objectness terms are those of the five channels alone.
+    plain = _terms(loss, y_true[..., :5], y_pred[..., :5])
+    assert len(plain) == 2 and plain == pytest.approx([obj, box], rel=1e-6)
+
+
+def test_the_mouth_centre_supervises_the_mean_of_the_predicted_corners():
+    """A Caltech face: corners absent, centre present. The error is smooth L1 of (mean of
+    the corners - centre), and its gradient reaches both corners, half each."""
+    import tensorflow as tf
+
+    from data.grid import CLASS, encode_grid
+    from model.loss import GridLoss
+
+    box = np.array([[40, 40, 104, 120]], np.float32)
+    points = np.full((1, 6, 2), np.nan, np.float32)
+    points[0, 5] = (73, 105)
+    y_true = encode_grid(box, [False], 224, 7, points=points).grid[None]
+    y_pred = np.zeros((1, 7, 7, 15), np.float32)
+    y_pred[..., :5] = y_true[..., :5]
+    y_pred[..., CLASS] = 0.0
+    centre_x = y_true[0, 2, 2, point_channels(5)[0]]
+    rx, lx = point_channels(3)[0], point_channels(4)[0]
+    y_pred[0, 2, 2, rx] = centre_x + 0.5  # the corners' mean is 0.2 right of the centre
+    y_pred[0, 2, 2, lx] = centre_x - 0.1
+    y_pred[0, 2, 2, rx + 1] = y_pred[0, 2, 2, lx + 1] = y_true[0, 2, 2, point_channels(5)[1]]
+    loss = GridLoss(landmark_loss_weight=1.0)
+    assert _terms(loss, y_true, y_pred)[2] == pytest.approx(0.2 - 0.5 / 9, rel=1e-4)
+    variable = tf.Variable(y_pred)
+    with tf.GradientTape() as tape:
+        value = loss.components(tf.constant(y_true), variable)[2]
+    grad = tape.gradient(value, variable).numpy()
+    assert grad[0, 2, 2, rx] == pytest.approx(0.5) and grad[0, 2, 2, lx] == pytest.approx(0.5)
+    others = np.ones(15, bool)
+    others[[rx, lx]] = False
+    assert np.all(grad[0, 2, 2, others] == 0) and np.all(grad[0, :2] == 0)
+
+
+def test_absent_points_give_a_finite_loss_and_no_gradient_to_their_channels():
+    import tensorflow as tf
+
+    from model.loss import GridLoss
+
+    y_true, _ = _loss_scene()
+    y_true[0, 2, 2, point_channels(0)[0]:point_channels(1)[0]] = np.nan  # right eye absent
+    y_pred = np.random.default_rng(0).uniform(-2, 2, (1, 7, 7, 15)).astype(np.float32)
+    y_pred[..., :5] = np.clip(y_pred[..., :5], 0.01, 0.99)
+    variable = tf.Variable(y_pred)
+    with tf.GradientTape() as tape:
+        value = GridLoss()(tf.constant(y_true), variable)
+    grad = tape.gradient(value, variable).numpy()
+    assert np.isfinite(float(value)) and np.all(np.isfinite(grad))
+    lmk = grad[..., 5:]
+    face = np.isfinite(y_true[0, ..., 5:15]).any(axis=-1)
+    assert face.sum() == 1  # the first face's centre cell; the second has no points
+    assert np.all(lmk[0][~face] == 0)  # background cells and the face without points
+    cell = lmk[0, 2, 2]
+    assert np.all(cell[:2] == 0) and np.all(cell[2:] != 0)
+
+
+def test_the_metrics_report_lmk_loss_only_for_a_model_with_landmarks():
+    from model.loss import make_loss, make_loss_metrics
+
+    config = Config(landmarks=True, landmark_loss_weight=0.3)
+    assert [m.name for m in make_loss_metrics(config)] == ["obj_loss", "box_loss", "lmk_loss"]
+    assert [m.name for m in make_loss_metrics(Config())] == ["obj_loss", "box_loss"]
+    assert make_loss(config).landmark_loss_weight == 0.3
+    y_true, y_pred = _loss_scene()
+    y_pred[..., 5:] += 0.2
+    import tensorflow as tf
+
+    metric = make_loss_metrics(config)[2]
+    metric.update_state(tf.constant(y_true), tf.constant(y_pred))
+    assert float(metric.result()) == pytest.approx(_terms(make_loss(config), y_true, y_pred)[2])
