@@ -439,22 +439,39 @@ def decode_grid(grid: np.ndarray, image_size: int, score_threshold: float = 0.5,
     decoded = (boxes[order].astype(np.float32), scores[order].astype(np.float32))
     if not with_landmarks:
         return decoded
-    rows, cols = np.nonzero(keep)
-    points = _cell_points(grid[keep], rows, cols, image_size / grid.shape[0], image_size)
+    points = cell_points(grid, image_size)[keep.reshape(-1), :NUM_LANDMARKS]
     return decoded + (points[order],)
 
 
-def _cell_points(cells: np.ndarray, rows, cols, cell: float, image_size: int) -> np.ndarray:
-    """(K, 5, 2) float32 landmarks in input pixels of K landmark cells (K, >= 15) at
-    `rows`, `cols` of a grid of `cell`-px cells: the inverse of `encode_grid`'s points."""
+def cell_points(cells: np.ndarray, image_size: int, grid_sizes=None) -> np.ndarray:
+    """Every cell's points in input pixels, decoded with the cell's own box: the inverse
+    of `encode_grid`'s points (module doc).
+
+    Args:
+        cells: (..., G, G, C) grid, or with several levels `grid_sizes` the (..., N, C)
+            cells; C = 15 (outputs: five landmarks) or 17 (targets: and the mouth centre).
+        image_size: side of the square network input, pixels.
+
+    Returns:
+        (..., G * G (or N), K, 2) float32 x, y input pixels, K = 5 or 6 points
+        (POINT_NAMES order), the cells row by row (`flatten_levels`' order).
+    """
+    cells = np.asarray(cells, dtype=np.float32)
+    channels = cells.shape[-1]
+    if channels not in (LANDMARK_OUTPUT_CHANNELS, LANDMARK_TARGET_CHANNELS):
+        raise ValueError(f"cell_points: cells of {channels} channels hold no landmarks")
+    if grid_sizes is None or len(grid_sizes) == 1:
+        g = cells.shape[-2]
+        cells = cells.reshape(cells.shape[:-3] + (g * g, channels))
+        grid_sizes = (g,)
+    rows, cols, sides = _cell_positions(tuple(int(g) for g in grid_sizes))
+    cell = np.float32(image_size) / sides[:, None]
+    end = channels  # the offsets of every point the cells hold
     x, y = point_channels(0)
-    end = NUM_CHANNELS + LANDMARK_CHANNELS
-    width = cells[:, W:W + 1] * np.float32(image_size)
-    height = cells[:, H:H + 1] * np.float32(image_size)
-    left = (np.asarray(cols, np.float32)[:, None] + 0.5) * np.float32(cell)
-    top = (np.asarray(rows, np.float32)[:, None] + 0.5) * np.float32(cell)
-    px = left + cells[:, x:end:2] * width
-    py = top + cells[:, y:end:2] * height
+    width = cells[..., W:W + 1] * np.float32(image_size)
+    height = cells[..., H:H + 1] * np.float32(image_size)
+    px = (cols[:, None] + 0.5) * cell + cells[..., x:end:2] * width
+    py = (rows[:, None] + 0.5) * cell + cells[..., y:end:2] * height
     return np.stack([px, py], axis=-1).astype(np.float32)
 
 

@@ -165,3 +165,117 @@ def test_the_metrics_report_lmk_loss_only_for_a_model_with_landmarks():
     metric = make_loss_metrics(config)[2]
     metric.update_state(tf.constant(y_true), tf.constant(y_pred))
     assert float(metric.result()) == pytest.approx(_terms(make_loss(config), y_true, y_pred)[2])
+
+
+# ------------------------------------------------------------------------- generator
+GEN = Config(input_size=64, grid_size=8, batch_size=2, seed=3, augment=False, workers=0,
+             landmarks=True, neighbour_cells=True)
+
+
+def _point_records(tmp_path, n=2):
+    """n 64x64 PNGs each with two faces: one with five points, one (Caltech-like) with a
+    mouth centre only."""
+    import cv2
+
+    from data.records import ImageRecord
+
+    records = []
+    for i in range(n):
+        path = str(tmp_path / f"p{i}.png")
+        cv2.imwrite(path, np.full((64, 64, 3), 100 + 10 * i, np.uint8))
+        boxes = np.array([[8, 8, 32, 36], [36, 30, 60, 60]], np.float32)
+        landmarks = np.full((2, 5, 2), np.nan, np.float32)
+        landmarks[0] = [(14, 16), (26, 16), (20, 22), (15, 30), (25, 30)]
+        centres = np.full((2, 2), np.nan, np.float32)
+        centres[1] = (48, 52)
+        records.append(ImageRecord(path, f"p{i}.png", boxes, np.zeros(2, bool),
+                                   landmarks=landmarks, mouth_centres=centres))
+    return records
+
+
+def test_the_generator_encodes_each_samples_points_into_17_channel_targets(tmp_path):
+    from data.augment import AugmentSpec, load_training_sample
+    from data.data_generator import FaceGridDataset
+    from data.grid import encode_levels
+
+    records = _point_records(tmp_path)
+    dataset = FaceGridDataset(records, GEN, training=False)
+    images, targets, faces = dataset.load_batch(0)
+    assert targets.shape == (2, 8, 8, 17) and targets.dtype == np.float32
+    image, boxes, ignore, points = load_training_sample(
+        records[0], GEN.grid_spec(), AugmentSpec.from_config(GEN), None, False,
+        with_points=True)
+    expected = encode_levels(boxes, ignore, GEN.grid_spec(), points).grid
+    np.testing.assert_array_equal(targets[0], expected)
+    assert len(faces[0]) == 3 and faces[0][2].shape == (2, 6, 2)
+    face = targets[0][..., 0:5][..., 4] == 1
+    labelled = np.isfinite(targets[0][..., 5:]).any(axis=-1)
+    assert labelled.sum() >= 2 and np.all(face[labelled])
+    # Without landmarks the same records give the 5-channel targets of before.
+    plain = FaceGridDataset(records, GEN.replace(landmarks=False), training=False)
+    np.testing.assert_array_equal(plain.load_batch(0)[1], targets[..., :5])
+
+
+def test_mosaic_and_the_blank_fallback_carry_points(tmp_path):
+    from data.data_generator import FaceGridDataset
+    from data.records import ImageRecord
+
+    records = _point_records(tmp_path, 4)
+    config = GEN.replace(augment=True, mosaic_prob=1.0, batch_size=4)
+    _, targets, faces = FaceGridDataset(records, config, training=True).load_batch(0)
+    assert targets.shape == (4, 8, 8, 17)
+    assert all(len(f) == 3 and f[2].shape == (len(f[0]), 6, 2) for f in faces)
+    assert np.isfinite(targets[..., 5:]).any()
+    missing = [ImageRecord(str(tmp_path / "gone.png"), "gone.png", [[1, 1, 9, 9]], [False])]
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        _, targets, faces = FaceGridDataset(missing, GEN.replace(batch_size=1),
+                                            training=False).load_batch(0)
+    assert faces[0][2].shape == (0, 6, 2) and np.isnan(targets[..., 5:]).all()
+
+
+# ------------------------------------------------------------------------- validation
+def test_val_nme_is_the_nme_of_the_face_cells_points_and_lower_is_better(tmp_path):
+    """Perfect points: NME 0. Every point 1 px right of the truth on faces whose eyes are
+    12 px apart: NME 1 / 12 (the mouth centre against the corners' mean is 1 px off too)."""
+    from data.data_generator import FaceGridDataset
+    from model.validation import METRICS, cell_landmark_pairs
+
+    assert METRICS["val_nme"] == "min"
+    dataset = FaceGridDataset(_point_records(tmp_path), GEN.replace(neighbour_cells=False),
+                              training=False)
+    _, targets, _ = dataset.load_batch(0)
+    perfect = np.nan_to_num(targets[..., :15])
+    predicted, truth = cell_landmark_pairs(targets, perfect, 64)
+    assert predicted.shape == (4, 5, 2) and truth.shape == (4, 6, 2)  # 2 faces x 2 images
+    from model.validation import _nme
+
+    assert _nme([predicted], [truth]) == pytest.approx(0.0, abs=1e-5)
+    shifted = perfect.copy()
+    face = targets[..., 4] == 1
+    widths = targets[..., 1] * 64
+    for k in range(5):
+        shifted[..., 5 + 2 * k] += np.where(face, 1.0 / np.maximum(widths, 1e-6), 0)
+    predicted, truth = cell_landmark_pairs(targets, shifted, 64)
+    # Only the face with eyes is scored (the mouth-centre-only face has no eye distance).
+    assert _nme([predicted], [truth]) == pytest.approx(1 / 12, rel=1e-3)
+
+
+def test_the_validation_callback_logs_val_nme_for_a_landmark_model(tmp_path):
+    from data.data_generator import FaceGridDataset
+    from model.validation import GridValidation
+    from helpers import tiny_grid_model
+
+    config = GEN.replace(grid_size=8, neighbour_cells=False)
+    dataset = FaceGridDataset(_point_records(tmp_path), config, training=False)
+    validation = GridValidation(dataset, config)
+    validation.set_model(tiny_grid_model(config))
+    metrics = validation.evaluate()
+    assert np.isfinite(metrics["val_nme"]) and metrics["val_nme"] > 0
+    assert "val_ap" in metrics
+    plain = GridValidation(FaceGridDataset(_point_records(tmp_path), config.replace(
+        landmarks=False), training=False), config.replace(landmarks=False))
+    plain.set_model(tiny_grid_model(config.replace(landmarks=False)))
+    assert "val_nme" not in plain.evaluate()
