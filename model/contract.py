@@ -132,8 +132,13 @@ class ModelContract:
             raise CheckpointError(f"{source}: bad {CONTRACT_NAME} ({e})") from None
 
     def check_geometry(self, input_size: int, grid_size: int, source: str,
-                       grid_levels: int = 1) -> None:
-        """CheckpointError unless the network's own shapes are those the contract names."""
+                       grid_levels: int = 1, landmarks: bool = False) -> None:
+        """CheckpointError unless the network's own shapes are those the contract names
+        (its grid, and whether its output has the landmark channels)."""
+        if bool(landmarks) != self.grid.landmarks:
+            raise CheckpointError(
+                f"{source}: the network's output has {'' if landmarks else 'no '}landmark "
+                f"channels, but its {CONTRACT_NAME} says landmarks={self.grid.landmarks}")
         if (input_size, grid_size, grid_levels) != (self.grid.input_size, self.grid.grid_size,
                                                     self.grid.grid_levels):
             raise CheckpointError(

@@ -299,3 +299,66 @@ def test_a_landmark_model_trains_and_logs_lmk_loss_and_val_nme(tmp_path_factory,
     history = result.history
     assert np.isfinite(history["loss"][0]) and history["lmk_loss"][0] == pytest.approx(0.0)
     assert "val_nme" in history
+
+
+# ------------------------------------------------------------------------- post-processing
+def _landmark_grid():
+    """A (7, 7, 15) prediction at 224 px: two overlapping boxes (NMS keeps the higher) and
+    one apart, each with its own points."""
+    grid = np.zeros((7, 7, 15), np.float32)
+    grid[3, 3, :5] = (0.25, 0.25, 0.5, 0.5, 0.9)  # 56 px, centred at (112, 112)
+    grid[3, 3, 5:] = 0.1
+    grid[3, 4, :5] = (0.25, 0.25, 0.5, -0.4, 0.8)  # nearly the same box from the next cell
+    grid[3, 4, 5:] = -0.3
+    grid[3, 0, :5] = (0.1, 0.1, 0.5, 0.5, 0.7)  # centred at (16, 112)
+    grid[3, 0, 5:] = 0.0
+    return grid
+
+
+def test_detections_carry_their_points_through_nms_and_the_letterbox_inverse():
+    from data.boxes import Letterbox
+    from model.postprocess import DetectSpec, Detections, detect_from_grid
+
+    letterbox = Letterbox.fit(448, 224, 224)  # a 448 x 224 photo: scale 0.5, 56 px padding
+    found = detect_from_grid(_landmark_grid(), letterbox, DetectSpec(0.5, 0.4))
+    assert len(found.boxes) == 2 and found.landmarks.shape == (2, 5, 2)
+    assert found.landmarks.dtype == np.float32
+    # The kept box's points: cell centre (112, 112) + 0.1 * 56 px, in the photo's pixels.
+    expected = letterbox.points_to_original(np.full((5, 2), 112 + 5.6, np.float32))
+    np.testing.assert_allclose(found.landmarks[0], expected, atol=1e-3)
+    np.testing.assert_allclose(found.landmarks[1],
+                               letterbox.points_to_original(np.tile([16.0, 112.0], (5, 1))),
+                               atol=1e-3)
+    # A model without landmarks: None, as before; empty results keep the form.
+    plain = detect_from_grid(_landmark_grid()[..., :5], letterbox, DetectSpec(0.5, 0.4))
+    assert plain.landmarks is None and np.array_equal(plain.boxes, found.boxes)
+    none = detect_from_grid(_landmark_grid(), letterbox, DetectSpec(0.95))
+    assert none.landmarks.shape == (0, 5, 2)
+    assert Detections.empty().landmarks is None
+
+
+def test_the_runtime_reads_landmarks_from_the_output_and_the_contract(tmp_path):
+    from helpers import tiny_grid_model
+
+    from common.errors import CheckpointError
+    from data.grid import GridSpec
+    from model.contract import ModelContract
+    from model.detector import FaceDetector
+
+    detector = FaceDetector(lambda x: np.repeat(_landmark_grid()[None], len(x), 0), 224, 7,
+                            landmarks=True)
+    assert detector.landmarks and detector.grid.landmarks
+    image = np.zeros((224, 448, 3), np.uint8)
+    found = detector.detect(image, score_threshold=0.5)
+    assert found.landmarks.shape == (len(found.boxes), 5, 2)
+    batch = detector.detect_batch([image, image[:, :224]], score_threshold=0.5)
+    assert all(d.landmarks.shape == (len(d.boxes), 5, 2) for d in batch)
+    keras_model = tiny_grid_model(Config(input_size=96, grid_size=3, landmarks=True))
+    wrapped = FaceDetector.from_keras(keras_model)
+    assert wrapped.landmarks and wrapped.predict_grids(images(1)).shape == (1, 3, 3, 15)
+    assert wrapped.detect(images(1)[0], score_threshold=0.0).landmarks is not None
+    with pytest.raises(CheckpointError, match="m.keras: the network's output has no landmark "
+                                              "channels, but its face_detector_contract says"):
+        FaceDetector.from_keras(tiny_grid_model(Config(input_size=96, grid_size=3)),
+                                "m.keras", contract=ModelContract(
+                                    GridSpec(96, 3, landmarks=True)))
