@@ -27,11 +27,11 @@ import numpy as np
 
 from config import Config
 from data.boxes import xyxy_to_xywh
-from data.draw import draw_boxes
+from data.draw import draw_boxes, draw_points
 from data.grid import (LANDMARK_OUTPUT_CHANNELS, NUM_CHANNELS, GridSpec, cells_shape,
                        level_grid_sizes, levels_of_cells, output_has_landmarks)
 from data.image import INPUT_DTYPE, prepare_image
-from common.errors import CheckpointError, ImageError, first_line
+from common.errors import CheckpointError, ConfigError, ImageError, first_line
 from common.files import atomic_path
 from model.contract import ModelContract, contract_beside, read_contract
 from model.formats import FORMATS_HELP, format_of
@@ -531,20 +531,62 @@ def tflite_interpreter_class():
 
 # -------------------------------------------------------------------- results
 def face_rows(detections: Detections) -> List[dict]:
-    """Detections -> [{x, y, w, h, score}]: pixel ints, score to 3 decimals (CLI output).
+    """Detections -> [{x, y, w, h, score}]: pixel ints, score to 3 decimals (CLI output);
+    with landmarks also "landmarks": five [x, y] pairs in image pixels to 1 decimal
+    (`data.landmarks.LANDMARK_NAMES` order).
 
     The one place detect.py's corners become its output's top-left x, y, width, height.
     """
-    return [
+    rows = [
         {"x": int(round(x)), "y": int(round(y)), "w": int(round(w)), "h": int(round(h)),
          "score": round(float(s), 3)}
         for (x, y, w, h), s in zip(xyxy_to_xywh(detections.boxes).tolist(), detections.scores)
     ]
+    if detections.landmarks is not None:
+        for row, points in zip(rows, np.round(detections.landmarks.astype(np.float64), 1)):
+            row["landmarks"] = points.tolist()
+    return rows
 
 
 def annotate(image_bgr: np.ndarray, detections: Detections) -> np.ndarray:
-    """A copy of the image with the detections' boxes and scores drawn."""
-    return draw_boxes(image_bgr, detections.boxes, detections.scores)
+    """A copy of the image with the detections' boxes and scores (and landmarks) drawn."""
+    drawn = draw_boxes(image_bgr, detections.boxes, detections.scores)
+    if detections.landmarks is not None:
+        drawn = draw_points(drawn, detections.landmarks)
+    return drawn
+
+
+def face_crops(image_bgr: np.ndarray, detections: Detections, align: bool = False
+               ) -> List[np.ndarray]:
+    """One image per detected face, best first.
+
+    Args:
+        image_bgr: (H, W, 3) uint8 BGR image the detections are in.
+        detections: its faces (boxes x1, y1, x2, y2 in its pixels).
+        align: the recogniser's aligned crop instead of the box (`data.landmarks.
+            align_face`, 112 x 112 on the ArcFace template); needs detections with landmarks.
+
+    Returns:
+        The crops: the box's pixels (rounded to whole pixels, at least one), or the aligned
+        112 x 112 crops.
+
+    Raises:
+        ConfigError: `align` for detections without landmarks.
+    """
+    from data.landmarks import align_face
+
+    if align:
+        if detections.landmarks is None:
+            raise ConfigError("align: the detections have no landmarks (a model trained "
+                              "with --landmarks gives them)")
+        return [align_face(image_bgr, points) for points in detections.landmarks]
+    height, width = image_bgr.shape[:2]
+    crops = []
+    for x1, y1, x2, y2 in np.asarray(detections.boxes, np.float64):
+        left, top = min(int(np.floor(x1)), width - 1), min(int(np.floor(y1)), height - 1)
+        right, bottom = max(int(np.ceil(x2)), left + 1), max(int(np.ceil(y2)), top + 1)
+        crops.append(image_bgr[max(top, 0):bottom, max(left, 0):right].copy())
+    return crops
 
 
 def write_image(path: str, image_bgr: np.ndarray) -> None:
