@@ -21,10 +21,10 @@ import numpy as np
 
 from config import Config
 from data.augment import AugmentSpec, load_training_sample, mosaic
-from data.draw import draw_boxes
+from data.draw import draw_boxes, draw_points
 from data.grid import encode_levels
 from data.image import PAD_VALUE, to_network_input
-from data.landmarks import POINT_NAMES
+from data.landmarks import NUM_LANDMARKS, POINT_NAMES
 from data.records import ImageRecord
 from common.errors import DatasetError, ImageError
 from common.files import atomic_path
@@ -186,7 +186,7 @@ class FaceGridDataset(keras.utils.PyDataset):
             faces.append(sample[1:])
             collisions += encoded.collisions
             if self.debug_dir and index < DEBUG_BATCHES and j < DEBUG_IMAGES_PER_BATCH:
-                self._write_debug(epoch, index, j, image, boxes, ignore)
+                self._write_debug(epoch, index, j, image, boxes, ignore, points)
         with self._lock:
             self.collisions += collisions
             self.encoded_faces += sum(len(f[0]) for f in faces)
@@ -272,8 +272,11 @@ class FaceGridDataset(keras.utils.PyDataset):
         instead = "another image" if self.training else "a blank image"
         warnings.warn(f"{error}; skipped, {instead} used instead", stacklevel=3)
 
-    def _write_debug(self, epoch, index, j, image, boxes, ignore) -> None:
+    def _write_debug(self, epoch, index, j, image, boxes, ignore, points=None) -> None:
         path = os.path.join(self.debug_dir, f"epoch{epoch:03d}_batch{index:03d}_{j:02d}.png")
+        drawn = draw_boxes(image, boxes, ignore=ignore)
+        if points is not None:  # the five landmarks (a mouth centre alone is not drawn)
+            drawn = draw_points(drawn, points[:, :NUM_LANDMARKS])
         with atomic_path(path) as tmp:
-            if not cv2.imwrite(tmp, draw_boxes(image, boxes, ignore=ignore)):
+            if not cv2.imwrite(tmp, drawn):
                 raise OSError(f"{path}: cannot write debug image")

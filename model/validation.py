@@ -96,7 +96,7 @@ class GridValidation(keras.callbacks.Callback):
         image_log_dir: if set, TensorBoard gets under this folder every epoch the
             precision-recall curve of validation (IoU 0.5; the PR-curves tab) and a few
             fixed validation images: true faces green (ignored ones grey), the detections
-            at `config.score_threshold` red with their scores.
+            at `config.score_threshold` red with their scores (and their landmarks).
         num_images: how many images to log.
     """
 
@@ -180,7 +180,7 @@ class GridValidation(keras.callbacks.Callback):
         import tensorflow as tf
         from tensorboard.plugins.pr_curve import metadata as pr_metadata
 
-        from data.draw import draw_boxes
+        from data.draw import draw_boxes, draw_points
 
         images, detections, ground_truths = self._logged_images
         threshold = self.config.score_threshold
@@ -192,6 +192,8 @@ class GridValidation(keras.callbacks.Callback):
             # are only those detect.py would report, or the low ones bury the picture.
             shown = det.scores >= threshold
             bgr = draw_boxes(bgr, det.boxes[shown], scores=det.scores[shown], color=(0, 0, 255))
+            if det.landmarks is not None:
+                bgr = draw_points(bgr, det.landmarks[shown])
             drawn.append(bgr[..., ::-1])
         if self._writer is None:
             self._writer = tf.summary.create_file_writer(self.image_log_dir)

@@ -155,5 +155,10 @@ def test_the_spec_states_its_channels_and_the_contract_carries_the_flag():
     assert not Config().grid_spec().landmarks
     contract = ModelContract(marked, 0.4)
     assert ModelContract.from_json(contract.to_json(), "x") == contract
-    older = {k: v for k, v in json.loads(contract.to_json()).items() if k != "landmarks"}
+    values = json.loads(contract.to_json())
+    assert values["landmarks"] is True
+    older = {k: v for k, v in values.items() if k != "landmarks"}
     assert ModelContract.from_json(json.dumps(older), "x").grid.landmarks is False
+    # A model without landmarks writes the JSON it wrote before they existed.
+    assert "landmarks" not in json.loads(ModelContract(plain, 0.4).to_json())
+    assert ModelContract.from_json(ModelContract(plain, 0.4).to_json(), "x").grid == plain

@@ -1,6 +1,8 @@
 """The model side of five landmarks per face: the network's 15 channels, the loss's
 landmark term, the post-processing and the runtime's points (issue 21)."""
 
+import os
+
 import keras
 import numpy as np
 import pytest
@@ -216,6 +218,19 @@ def test_the_generator_encodes_each_samples_points_into_17_channel_targets(tmp_p
     np.testing.assert_array_equal(plain.load_batch(0)[1], targets[..., :5])
 
 
+def test_debug_pictures_show_the_points(tmp_path):
+    import cv2
+
+    from data.data_generator import FaceGridDataset
+    from data.draw import LANDMARK_COLORS
+
+    debug = tmp_path / "debug"
+    FaceGridDataset(_point_records(tmp_path), GEN, training=False,
+                    debug_dir=str(debug)).load_batch(0)
+    picture = cv2.imread(str(debug / sorted(os.listdir(debug))[0]))
+    assert tuple(picture[16, 14]) == LANDMARK_COLORS[0]  # the right eye at (14, 16)
+
+
 def test_mosaic_and_the_blank_fallback_carry_points(tmp_path):
     from data.data_generator import FaceGridDataset
     from data.records import ImageRecord
@@ -270,11 +285,13 @@ def test_the_validation_callback_logs_val_nme_for_a_landmark_model(tmp_path):
 
     config = GEN.replace(grid_size=8, neighbour_cells=False)
     dataset = FaceGridDataset(_point_records(tmp_path), config, training=False)
-    validation = GridValidation(dataset, config)
+    validation = GridValidation(dataset, config, image_log_dir=str(tmp_path / "tb"))
     validation.set_model(tiny_grid_model(config))
-    metrics = validation.evaluate()
-    assert np.isfinite(metrics["val_nme"]) and metrics["val_nme"] > 0
-    assert "val_ap" in metrics
+    logs = {}
+    validation.on_epoch_end(0, logs)  # the TensorBoard images draw the points too
+    validation.on_train_end()
+    assert np.isfinite(logs["val_nme"]) and logs["val_nme"] > 0
+    assert "val_ap" in logs and os.listdir(tmp_path / "tb")
     plain = GridValidation(FaceGridDataset(_point_records(tmp_path), config.replace(
         landmarks=False), training=False), config.replace(landmarks=False))
     plain.set_model(tiny_grid_model(config.replace(landmarks=False)))
