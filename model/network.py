@@ -21,8 +21,8 @@ row and joined, finest first, into one output (B, N, 5) of `data.grid.flatten_le
 layout: one tensor for every runtime and export, whose shape alone says its levels
 (`data.grid.levels_of_cells`).
 
-The output has the layout of `data.grid` targets, every channel in [0, 1], class = face
-score. Only standard Keras layers are used, so `keras.models.load_model(path)` restores a
+The output has the layout of `data.grid` targets, every box channel in [0, 1], class =
+face score (targets with landmarks have two channels more, the mouth centre's). Only standard Keras layers are used, so `keras.models.load_model(path)` restores a
 saved model without `custom_objects`. The backbone's starting weights (ImageNet, none or a
 file) are found and loaded by `model.backbone_weights`.
 """
@@ -285,7 +285,8 @@ def check_grid_model(model: keras.Model, source: str) -> None:
         raise CheckpointError(
             f"{source}: not a face grid model (input {inputs}, output {outputs}; expected "
             f"(batch, S, S, 3) -> (batch, G, G, {NUM_CHANNELS}) or the (batch, N, "
-            f"{NUM_CHANNELS}) cells of several levels)"
+            f"{NUM_CHANNELS}) cells of several levels; {NUM_CHANNELS + LANDMARK_CHANNELS} "
+            "channels with landmarks)"
         )
 
 
