@@ -379,3 +379,22 @@ def test_the_runtime_reads_landmarks_from_the_output_and_the_contract(tmp_path):
         FaceDetector.from_keras(tiny_grid_model(Config(input_size=96, grid_size=3)),
                                 "m.keras", contract=ModelContract(
                                     GridSpec(96, 3, landmarks=True)))
+
+
+def test_fitting_a_batch_with_points_lowers_the_landmark_term(tmp_path):
+    """The landmark term's gradient reaches the network through Model.fit: on a fixed
+    batch of faces with points, lmk_loss falls."""
+    from data.data_generator import FaceGridDataset
+    from helpers import tiny_grid_model
+    from model.loss import make_loss, make_loss_metrics
+
+    config = GEN.replace(neighbour_cells=False, landmark_loss_weight=1.0)
+    images, targets, _ = FaceGridDataset(_point_records(tmp_path), config,
+                                         training=False).load_batch(0)
+    keras.utils.set_random_seed(0)
+    net = tiny_grid_model(config)
+    net.compile(optimizer=keras.optimizers.Adam(0.05), loss=make_loss(config),
+                metrics=make_loss_metrics(config))
+    history = net.fit(images, targets, epochs=40, verbose=0).history
+    assert np.all(np.isfinite(history["loss"]))
+    assert history["lmk_loss"][-1] < 0.5 * history["lmk_loss"][0]
