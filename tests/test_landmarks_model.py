@@ -398,3 +398,25 @@ def test_fitting_a_batch_with_points_lowers_the_landmark_term(tmp_path):
     history = net.fit(images, targets, epochs=40, verbose=0).history
     assert np.all(np.isfinite(history["loss"]))
     assert history["lmk_loss"][-1] < 0.5 * history["lmk_loss"][0]
+
+
+def test_a_landmark_network_starts_from_a_box_detectors_checkpoint(tmp_path):
+    """--weights of a checkpoint without landmarks: every layer it has is loaded by name,
+    the landmark heads keep their initial weights; another architecture is still refused."""
+    from common.errors import CheckpointError
+    from model.training import initial_model
+
+    boxes_only = SMALL.replace(landmarks=False)
+    keras.utils.set_random_seed(3)
+    trained = create_model(boxes_only)
+    path = str(tmp_path / "boxes.keras")
+    trained.save(path)
+    model = initial_model(SMALL, path)
+    for layer in trained.layers:
+        for got, want in zip(model.get_layer(layer.name).get_weights(), layer.get_weights()):
+            np.testing.assert_array_equal(got, want)
+    out = model.predict(images(1), verbose=0)
+    np.testing.assert_allclose(out[..., :NUM_CHANNELS], trained.predict(images(1), verbose=0),
+                               atol=1e-5)
+    with pytest.raises(CheckpointError, match="boxes.keras: incompatible with the configured"):
+        initial_model(SMALL.replace(head_channels=8), path)
