@@ -420,3 +420,22 @@ def test_a_landmark_network_starts_from_a_box_detectors_checkpoint(tmp_path):
                                atol=1e-5)
     with pytest.raises(CheckpointError, match="boxes.keras: incompatible with the configured"):
         initial_model(SMALL.replace(head_channels=8), path)
+
+
+def test_the_distributed_loss_sums_the_landmark_term_too():
+    import tensorflow as tf
+
+    from model.distributed import replica_loss_terms
+    from model.loss import GridLoss
+
+    y_true, y_pred = _loss_scene()
+    y_pred[..., 5:] += 0.3
+    loss = GridLoss()
+    terms = {k: float(v) for k, v in replica_loss_terms(
+        loss, tf.constant(y_true), tf.constant(y_pred)).items()}
+    assert set(terms) == {"loss", "obj_loss", "box_loss", "lmk_loss"}
+    assert terms["lmk_loss"] == pytest.approx(_terms(loss, y_true, y_pred)[2], rel=1e-5)
+    assert terms["loss"] == pytest.approx(
+        terms["obj_loss"] + terms["box_loss"] + terms["lmk_loss"], rel=1e-6)
+    plain = replica_loss_terms(loss, tf.constant(y_true[..., :5]), tf.constant(y_pred[..., :5]))
+    assert set(plain) == {"loss", "obj_loss", "box_loss"}
