@@ -97,6 +97,7 @@ _NUMERIC_RULES = {
     "ema_decay": ((lambda v: 0.0 <= v < 1.0), "must be in [0, 1) (0 disables)"),
     "box_loss_weight": _finite_at_least(0),
     "objectness_loss_weight": _finite_at_least(0),
+    "landmark_loss_weight": _finite_at_least(0),
     "score_threshold": _fraction(),
     "eval_score_threshold": _fraction(),
     "nms_iou": _fraction(low_open=True),
@@ -140,6 +141,10 @@ class Config:
     # > 0: centre sampling (FCOS / YOLOX; YuNet 2.5): every cell of a face within this
     # many cells of its centre is positive, offsets in [0.5 - r, 0.5 + r] (data/grid.py).
     centre_radius: float = 0.0
+    # The network also predicts five landmarks per face (eyes, nose tip, mouth corners;
+    # data/landmarks.py), ten more channels per cell (data/grid.py); they are learned
+    # from the faces whose labels have points.
+    landmarks: bool = False
 
     # --- data ---------------------------------------------------------------------------
     dataset: str = WIDER_ROOT  # WIDER root (WIDER_train/, WIDER_val/, wider_face_split/)
@@ -214,6 +219,8 @@ class Config:
     # enclosing diagonal^2) or eiou (DIoU's + width and height gaps^2 / enclosing sides^2).
     box_iou_loss: str = "giou"
     objectness_loss_weight: float = 1.0  # weight of the focal objectness term
+    # weight of the landmark term (smooth L1 on the five points; YuNet: 0.1) with landmarks
+    landmark_loss_weight: float = 0.1
     # Face cells' score target is the IoU of their predicted box (quality focal loss).
     quality_scores: bool = False
 

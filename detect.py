@@ -6,6 +6,7 @@
     python detect.py --image photo.jpg --json --no-save
     python detect.py --video clip.mp4 --output clip_detected.mp4
     python detect.py --video 0 --show                  # camera 0 in a window; q or Esc stops
+    python detect.py --image photos/ --crops faces/ --align   # one aligned crop per face
 
 The model is --weights (a .keras checkpoint, a .tflite or .onnx file from export.py, a SavedModel
 folder, or a folder of checkpoints: its best model-*.keras), else the best model-*.keras
@@ -22,6 +23,15 @@ Output, on stdout:
   `# <path>: <n> faces`, so `numpy.loadtxt` (which skips '#' lines) still reads the
   numbers. `--json` prints instead one JSON list of {"image", "faces": [{"x", "y", "w",
   "h", "score"}], "output"} (all images, also the ones without faces).
+- a model trained with --landmarks (its contract says so) also gives each face's five
+  points (data/landmarks.py: right eye, left eye, nose tip, right and left mouth corner,
+  the subject's sides): ten more numbers on its line, `x y` of each point in the image's
+  pixels with 1 decimal, and "landmarks": [[x, y], ...] in the JSON; they are drawn as
+  coloured dots, in images and video.
+- `--crops DIR` writes one image per face, DIR/<name>_face<k>.jpg (k = 1 for the best
+  face; the inputs' subfolders kept as for --output); with `--align` the 112 x 112 crop a
+  face recogniser expects, warped onto the ArcFace five-point template (a model without
+  landmarks cannot align: an error before any image is read).
 - the annotated image is written as <name>_detected<ext> (.jpg when OpenCV cannot write
   the input's extension): for one image next to it, for several (a folder, a glob, more
   than one --image) under a new numbered folder runs/detect/<n>/ of the working
@@ -99,6 +109,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--json", action="store_true", help="print results as JSON")
     parser.add_argument("--show", action="store_true",
                         help="with --video: show the annotated stream in a window")
+    parser.add_argument("--crops", metavar="DIR",
+                        help="with --image: write one crop per face into DIR")
+    parser.add_argument("--align", action="store_true",
+                        help="with --crops: 112x112 crops aligned on the five landmarks "
+                        "(a model trained with --landmarks)")
     add_config_arguments(
         parser, only=("checkpoint_dir", "letterbox", "nms_iou", "max_detections",
                       "max_image_pixels")
@@ -199,6 +214,26 @@ def check_not_over_inputs(paths: Sequence[str], outputs: Sequence[str],
                       f"input image {image}; choose another --output")
 
 
+def face_line(face: dict) -> str:
+    """One face of `model.detector.face_rows` as its text line: `x y w h score`, then the
+    ten coordinates of its landmarks when it has them."""
+    line = f"{face['x']} {face['y']} {face['w']} {face['h']} {face['score']:.3f}"
+    if "landmarks" in face:
+        line += "".join(f" {x:.1f} {y:.1f}" for x, y in face["landmarks"])
+    return line
+
+
+def _common_folder(paths: Sequence[str]) -> str:
+    return os.path.commonpath([os.path.dirname(os.path.abspath(p)) for p in paths])
+
+
+def crop_path(path: str, k: int, crops: str, root: str) -> str:
+    """Where face `k` (1 = best) of image `path` goes under `crops`: its path relative to
+    `root` (the inputs' common folder), `_face<k>.jpg` for its extension."""
+    relative = os.path.relpath(os.path.abspath(path), root)
+    return os.path.join(crops, os.path.splitext(relative)[0] + f"_face{k}.jpg")
+
+
 def video_source(text: str):
     """'0' -> camera 0; anything else is a file path."""
     return int(text) if text.isdigit() else text
@@ -210,6 +245,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     config = config_from_args(args)
     if args.show and not args.video:
         raise ConfigError("--show works with --video only")
+    if args.crops and not args.image:
+        raise ConfigError("--crops works with --image only")
+    if args.align and not args.crops:
+        raise ConfigError("--align works with --crops DIR only")
     outputs, run_folder = None, None
     if args.image:
         paths, several = expand_images(args.image)
@@ -240,6 +279,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     # TFLite announces its CPU delegate on file descriptor 2 when the model loads.
     with native_stderr_filtered(None if args.verbose else START_UP_NOISE):
         detector = FaceDetector.load(weights, letterbox=args.letterbox)
+    if args.align and not detector.landmarks:
+        raise ConfigError(f"--align: {weights} predicts no landmarks (train with "
+                          "--landmarks); leave --align out for crops of the boxes")
     if args.score_threshold is None:
         config = config.replace(score_threshold=detector.score_threshold)
     if shipped:
@@ -261,9 +303,10 @@ def _run_images(args, detector, spec, paths, several, outputs, max_pixels,
     from tqdm import tqdm
 
     from data.image import read_image
-    from model.detector import annotate, face_rows, write_image
+    from model.detector import annotate, face_crops, face_rows, write_image
 
     results, failures, write_failures = [], [], 0
+    crop_root = _common_folder(paths) if args.crops else None
     bar = tqdm(paths, desc="detect", unit="image", disable=None if len(paths) > 1 else True)
     for i, path in enumerate(bar):
         out = None if outputs is None else outputs[i]
@@ -281,6 +324,9 @@ def _run_images(args, detector, spec, paths, several, outputs, max_pixels,
                 except ImageError:
                     write_failures += 1
                     raise
+            if args.crops:
+                for k, crop in enumerate(face_crops(image, detections, args.align), 1):
+                    write_image(crop_path(path, k, args.crops, crop_root), crop)
         except ImageError as e:
             if len(paths) == 1:
                 raise
@@ -291,7 +337,7 @@ def _run_images(args, detector, spec, paths, several, outputs, max_pixels,
         results.append({"image": path, "faces": faces, "output": out})
         if not args.json:
             lines = [f"# {path}: {len(faces)} faces"] if several else []
-            lines += [f"{f['x']} {f['y']} {f['w']} {f['h']} {f['score']:.3f}" for f in faces]
+            lines += [face_line(f) for f in faces]
             if lines:
                 bar.write("\n".join(lines), file=sys.stdout)
     bar.close()

@@ -15,7 +15,7 @@ import os
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from common.cli import add_config_arguments, config_from_args, run_main  # noqa: E402
-from data.grid import level_grid_sizes, levels_of_cells  # noqa: E402
+from data.grid import NUM_CHANNELS, level_grid_sizes, levels_of_cells  # noqa: E402
 
 
 def main():
@@ -54,7 +54,8 @@ def main():
                         + ("  (RGB pixels, scaled to [-1, 1] inside)"
                            if facts["input_dtype"] == "uint8" else "")),
         ("grid output", " + ".join(f"{g} x {g}" for g in facts["grid_sizes"])
-                        + f" x {k}  (h, w, yc, xc, class)"),
+                        + f" x {k}  (h, w, yc, xc, class"
+                        + (", x y of 5 landmarks)" if k > NUM_CHANNELS else ")")),
         ("cell size", " / ".join(f"{s // g} px" for g in facts["grid_sizes"])),
         ("trainable params", f"{facts['trainable_params']:,}"),
         ("frozen params", f"{facts['frozen_params']:,}  (non-trainable: frozen layers "

@@ -21,9 +21,10 @@ import numpy as np
 
 from config import Config
 from data.augment import AugmentSpec, load_training_sample, mosaic
-from data.draw import draw_boxes
+from data.draw import draw_boxes, draw_points
 from data.grid import encode_levels
 from data.image import PAD_VALUE, to_network_input
+from data.landmarks import NUM_LANDMARKS, POINT_NAMES
 from data.records import ImageRecord
 from common.errors import DatasetError, ImageError
 from common.files import atomic_path
@@ -45,7 +46,9 @@ class FaceGridDataset(keras.utils.PyDataset):
         images: uint8 (B, S, S, 3) RGB (`data.image.to_network_input`; the network scales
             them to [-1, 1] itself).
         targets: float32 (B, G, G, 5), `data.grid.encode_grid` of every face of each image
-            (with several grid levels (B, N, 5), `data.grid.encode_levels`).
+            (with several grid levels (B, N, 5), `data.grid.encode_levels`). With
+            `config.landmarks` 17 channels: the faces' points too (`data.grid` module doc;
+            samples are loaded with their points, NaN where a source has none).
     `load_batch(i)` gives the same batch plus its faces in input pixels (for metrics).
 
     Training (`training=True`) augments when `config.augment` (see `data.augment`),
@@ -144,7 +147,7 @@ class FaceGridDataset(keras.utils.PyDataset):
         return None if self.endless else len(self)
 
     def __getitem__(self, index: int):
-        """Batch `index` of the current epoch: (images (B,S,S,3), targets (B,G,G,5))."""
+        """Batch `index` of the current epoch: (images (B,S,S,3), targets (B,G,G,C))."""
         if self.endless:
             index %= len(self)
         images, targets, _ = self.load_batch(index)
@@ -154,9 +157,10 @@ class FaceGridDataset(keras.utils.PyDataset):
         """Batch `index` with the faces its targets were encoded from.
 
         Returns:
-            (images uint8 (B, S, S, 3) RGB, targets float32 (B, G, G, 5) or (B, N, 5),
+            (images uint8 (B, S, S, 3) RGB, targets float32 (B, G, G, C) or (B, N, C)
+            (C = `grid.target_channels`: 5, or 17 with landmarks),
             faces: B tuples (boxes (N, 4) float32 x1, y1, x2, y2 input pixels, ignore (N,)
-            bool)),
+            bool[, points (N, 6, 2) float32 input pixels with landmarks])),
             the faces before grid encoding (so also those a collision left out).
         """
         if not 0 <= index < len(self):
@@ -170,17 +174,19 @@ class FaceGridDataset(keras.utils.PyDataset):
         grid = self.grid
         s = grid.input_size
         images = np.empty((len(ids), s, s, 3), dtype=np.uint8)
-        targets = np.empty((len(ids),) + grid.cells_shape, dtype=np.float32)
+        targets = np.empty((len(ids),) + grid.target_shape, dtype=np.float32)
         faces = []
         collisions = 0
         for j, record_index in enumerate(ids):
-            image, boxes, ignore = self._sample(int(record_index), epoch)
-            encoded = encode_levels(boxes, ignore, grid)
+            sample = self._sample(int(record_index), epoch)
+            image, boxes, ignore = sample[:3]
+            points = sample[3] if grid.landmarks else None
+            encoded = encode_levels(boxes, ignore, grid, points)
             images[j], targets[j] = image, encoded.grid
-            faces.append((boxes, ignore))
+            faces.append(sample[1:])
             collisions += encoded.collisions
             if self.debug_dir and index < DEBUG_BATCHES and j < DEBUG_IMAGES_PER_BATCH:
-                self._write_debug(epoch, index, j, image, boxes, ignore)
+                self._write_debug(epoch, index, j, image, boxes, ignore, points)
         with self._lock:
             self.collisions += collisions
             self.encoded_faces += sum(len(f[0]) for f in faces)
@@ -219,7 +225,8 @@ class FaceGridDataset(keras.utils.PyDataset):
         return self.config.seed % (2**63)  # SeedSequence wants a non-negative entropy
 
     def _sample(self, record_index: int, epoch: int):
-        """(image (S,S,3) uint8, boxes (N,4) input px, ignore (N,)) of one record; in
+        """(image (S,S,3) uint8, boxes (N,4) input px, ignore (N,)[, points (N,6,2) input
+        px with landmarks]) of one record; in
         training, with chance `mosaic_prob`, a mosaic of it and mosaic_tiles^2 - 1 other
         records drawn by the sample's seed (data.augment.mosaic)."""
         rng = np.random.default_rng([self._seed, epoch, _SAMPLE_STREAM, record_index])
@@ -240,18 +247,22 @@ class FaceGridDataset(keras.utils.PyDataset):
             if record.path not in self.unreadable:
                 try:
                     return load_training_sample(record, self.grid, self.augment_spec, rng,
-                                                self.training, self.config.max_image_pixels)
+                                                self.training, self.config.max_image_pixels,
+                                                with_points=self.grid.landmarks)
                 except ImageError as e:
                     self._report_unreadable(record.path, e)
             if not self.training or attempt == MAX_REPLACEMENTS:
                 break
             record = self.records[int(rng.integers(len(self.records)))]
         s = self.grid.input_size
-        return (
+        blank = (
             np.full((s, s, 3), PAD_VALUE, dtype=np.uint8),
             np.zeros((0, 4), dtype=np.float32),
             np.zeros((0,), dtype=bool),
         )
+        if self.grid.landmarks:
+            blank += (np.zeros((0, len(POINT_NAMES), 2), dtype=np.float32),)
+        return blank
 
     def _report_unreadable(self, path: str, error: ImageError) -> None:
         with self._lock:
@@ -261,8 +272,11 @@ class FaceGridDataset(keras.utils.PyDataset):
         instead = "another image" if self.training else "a blank image"
         warnings.warn(f"{error}; skipped, {instead} used instead", stacklevel=3)
 
-    def _write_debug(self, epoch, index, j, image, boxes, ignore) -> None:
+    def _write_debug(self, epoch, index, j, image, boxes, ignore, points=None) -> None:
         path = os.path.join(self.debug_dir, f"epoch{epoch:03d}_batch{index:03d}_{j:02d}.png")
+        drawn = draw_boxes(image, boxes, ignore=ignore)
+        if points is not None:  # the five landmarks (a mouth centre alone is not drawn)
+            drawn = draw_points(drawn, points[:, :NUM_LANDMARKS])
         with atomic_path(path) as tmp:
-            if not cv2.imwrite(tmp, draw_boxes(image, boxes, ignore=ignore)):
+            if not cv2.imwrite(tmp, drawn):
                 raise OSError(f"{path}: cannot write debug image")

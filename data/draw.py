@@ -58,3 +58,33 @@ def draw_boxes(
                 font_scale, box_color, thickness, cv2.LINE_AA,
             )
     return out
+
+
+# One colour per landmark, in data.landmarks.LANDMARK_NAMES order (BGR): the eyes red and
+# blue, the nose green, the mouth corners magenta and yellow, so a swapped left and right
+# shows at a glance.
+LANDMARK_COLORS = ((0, 0, 255), (255, 0, 0), (0, 255, 0), (255, 0, 255), (0, 255, 255))
+
+
+def draw_points(image_bgr: np.ndarray, points: np.ndarray) -> np.ndarray:
+    """Return a copy of `image_bgr` with each face's landmarks drawn as filled dots.
+
+    Args:
+        image_bgr: (H, W, 3) uint8 BGR image; not modified.
+        points: (N, 5, 2) x, y pixels of `image_bgr` (`data.landmarks.LANDMARK_NAMES`
+            order, coloured by LANDMARK_COLORS); NaN points are not drawn.
+
+    Returns:
+        (H, W, 3) uint8 BGR image with the points drawn.
+    """
+    out = np.ascontiguousarray(image_bgr, dtype=np.uint8).copy()
+    points = np.asarray(points, dtype=np.float32)
+    if points.ndim != 3 or points.shape[1:] != (len(LANDMARK_COLORS), 2):
+        raise ValueError(f"draw_points: points must be (N, {len(LANDMARK_COLORS)}, 2), got "
+                         f"{points.shape}")
+    radius = max(1, round(min(out.shape[:2]) / 300))
+    for face in points:
+        for (x, y), color in zip(face, LANDMARK_COLORS):
+            if np.isfinite(x) and np.isfinite(y):
+                cv2.circle(out, (int(round(x)), int(round(y))), radius, color, -1, cv2.LINE_AA)
+    return out

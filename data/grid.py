@@ -36,6 +36,28 @@ network has one output and a loss one sum over every level's cells; `encode_leve
 `decode_levels` and `cell_box_corners` are the several-level forms of `encode_grid`,
 `decode_grid` and `grid_box_corners`, and with one level they ARE those functions, on the
 (G, G, 5) grid.
+
+Landmarks (`GridSpec.landmarks`, `Config.landmarks`). A network that also predicts the
+five points of `data.landmarks` (LANDMARK_NAMES order) has LANDMARK_CHANNELS more channels
+per cell after the five above, x then y of each point (`point_channels`):
+
+    lx = (px - (col + 0.5) cell) / w,   ly = (py - (row + 0.5) cell) / h
+
+the point's offset from the centre of the cell, divided by the face's width and height
+(px, py, cell, w, h in input pixels): a scale-free number, about [-0.5, 0.5] for a point
+inside a face whose centre is in the cell, the same for a face of any size. Decoding is
+its exact inverse with the cell's own box: px = (col + 0.5) cell + lx * w, w = W * S.
+Every positive cell of a face (its centre cell, neighbour cells, centre sampling) holds
+its points. The network predicts 5 + 10 = 15 channels (`GridSpec.channels`).
+
+Targets carry one point more, the mouth centre (POINT_NAMES: the sample's (N, 6, 2)
+points), encoded the same way in two more channels: target cells are 5 + 12 = 17 wide
+(`GridSpec.target_channels`), the first 15 laid out as the outputs. Caltech labels the
+mouth centre without the corners; the loss compares it with the mean of the two predicted
+corners, which, the encoding being linear with the same cell and face size for both
+corners, is the encoded mean of the corners. A point absent from the labels, and every
+point of a cell that is not a positive one, is NaN in the targets: the loss learns only
+from finite points.
 """
 
 from __future__ import annotations
@@ -43,13 +65,14 @@ from __future__ import annotations
 import dataclasses
 import functools
 from dataclasses import dataclass
-from typing import NamedTuple, Tuple
+from typing import NamedTuple, Optional, Tuple
 
 import numpy as np
 
 from common.checks import check_type
 from common.errors import ConfigError
 from data.image import CHANNEL_ORDER, INPUT_DTYPE
+from data.landmarks import NUM_LANDMARKS, POINT_NAMES
 
 H, W, YC, XC, CLASS = range(5)
 # The cell sizes a grid level can have, in input pixels: the strides of the backbone's
@@ -57,6 +80,25 @@ H, W, YC, XC, CLASS = range(5)
 CELL_SIZES = (8, 16, 32)
 NUM_CHANNELS = 5
 IGNORE = -1.0
+# Landmark channels (module doc): x, y of each point after the five above.
+LANDMARK_CHANNELS = 2 * NUM_LANDMARKS
+LANDMARK_OUTPUT_CHANNELS = NUM_CHANNELS + LANDMARK_CHANNELS  # a network's 15
+LANDMARK_TARGET_CHANNELS = NUM_CHANNELS + 2 * len(POINT_NAMES)  # its targets' 17 (+ mouth centre)
+
+
+def point_channels(point: int):
+    """(x channel, y channel) of point `point` (POINT_NAMES index) in a landmark cell."""
+    return NUM_CHANNELS + 2 * point, NUM_CHANNELS + 2 * point + 1
+
+
+def output_has_landmarks(channels: int) -> bool:
+    """Whether a network output's last dimension, `channels`, is that of a landmark model
+    (LANDMARK_OUTPUT_CHANNELS) or a box-only one (NUM_CHANNELS); ValueError otherwise."""
+    if channels not in (NUM_CHANNELS, LANDMARK_OUTPUT_CHANNELS):
+        raise ValueError(f"{channels} channels per cell: a grid network outputs "
+                         f"{NUM_CHANNELS} (boxes) or {LANDMARK_OUTPUT_CHANNELS} (boxes and "
+                         "landmarks)")
+    return channels == LANDMARK_OUTPUT_CHANNELS
 
 
 def offset_range(neighbours: bool = False, centre_radius: float = 0.0):
@@ -86,6 +128,8 @@ class GridSpec:
             stretched to S x S (False) (`data.boxes.Letterbox`).
         neighbour_cells, centre_radius: the assignment rule (module doc); they also set
             the range of the offsets the network predicts (`offset_range`).
+        landmarks: every cell also holds five landmarks (module doc), `channels` 15
+            instead of 5.
         channel_order, input_dtype: the input's form (`data.image`): RGB uint8 pixels.
     """
 
@@ -95,6 +139,7 @@ class GridSpec:
     letterbox: bool = True
     neighbour_cells: bool = False
     centre_radius: float = 0.0
+    landmarks: bool = False
     channel_order: str = CHANNEL_ORDER
     input_dtype: str = INPUT_DTYPE
 
@@ -169,9 +214,27 @@ class GridSpec:
         return offset_range(self.neighbour_cells, self.centre_radius)
 
     @property
+    def channels(self) -> int:
+        """Channels of an output cell: NUM_CHANNELS, or LANDMARK_OUTPUT_CHANNELS (15) with
+        landmarks."""
+        return LANDMARK_OUTPUT_CHANNELS if self.landmarks else NUM_CHANNELS
+
+    @property
+    def target_channels(self) -> int:
+        """Channels of a target cell: NUM_CHANNELS, or LANDMARK_TARGET_CHANNELS (17: the
+        outputs' and the mouth centre) with landmarks."""
+        return LANDMARK_TARGET_CHANNELS if self.landmarks else NUM_CHANNELS
+
+    @property
     def cells_shape(self) -> tuple:
-        """One image's target or output shape: (G, G, 5), or (N, 5) for several levels."""
-        return cells_shape(self.grid_sizes)
+        """One image's output shape: (G, G, C), or (N, C) for several levels, C =
+        `channels`."""
+        return cells_shape(self.grid_sizes, self.channels)
+
+    @property
+    def target_shape(self) -> tuple:
+        """One image's target shape: `cells_shape` with `target_channels`."""
+        return cells_shape(self.grid_sizes, self.target_channels)
 
     def describe(self) -> str:
         """'40x40' or '40x40 + 20x20 + 10x10' (what CLIs print)."""
@@ -179,7 +242,7 @@ class GridSpec:
 
 
 class GridTargets(NamedTuple):
-    grid: np.ndarray  # (G, G, 5) float32
+    grid: np.ndarray  # (G, G, 5) float32; (G, G, 17) with points
     collisions: int  # faces dropped because a larger face's centre shared their cell
 
 
@@ -190,6 +253,7 @@ def encode_grid(
     grid_size: int,
     neighbours: bool = False,
     centre_radius: float = 0.0,
+    points: Optional[np.ndarray] = None,
 ) -> GridTargets:
     """Encode faces into a grid target.
 
@@ -201,9 +265,12 @@ def encode_grid(
         neighbours: also assign each face to up to 3 neighbouring cells (module doc).
         centre_radius: > 0: centre sampling instead, every cell of the face within this
             many cells of its centre (module doc); overrides `neighbours`.
+        points: None, or (N, 6, 2) x, y points of each face in network-input pixels
+            (POINT_NAMES: five landmarks and the mouth centre), NaN where absent: a
+            landmark target (module doc), written on every positive cell of its face.
 
     Returns:
-        GridTargets(grid (G, G, 5) float32, collisions). When several face centres fall in
+        GridTargets(grid (G, G, 5) float32, or (G, G, 17) with `points`, collisions). When several face centres fall in
         one cell the largest face is kept and the others are counted as collisions.
         A neighbour cell goes to a face only when no face centre lies in it; among faces
         wanting the same neighbour cell the largest wins.
@@ -211,7 +278,14 @@ def encode_grid(
     """
     boxes = np.asarray(boxes, dtype=np.float32).reshape(-1, 4)
     ignore = np.asarray(ignore, dtype=bool).reshape(-1)
-    grid = np.zeros((grid_size, grid_size, NUM_CHANNELS), dtype=np.float32)
+    channels = NUM_CHANNELS if points is None else LANDMARK_TARGET_CHANNELS
+    grid = np.zeros((grid_size, grid_size, channels), dtype=np.float32)
+    if points is not None:
+        points = np.asarray(points, dtype=np.float32)
+        if points.shape != (len(boxes), len(POINT_NAMES), 2):
+            raise ValueError(f"points must have shape ({len(boxes)}, {len(POINT_NAMES)}, 2), "
+                             f"got {points.shape}")
+        grid[..., NUM_CHANNELS:] = np.nan  # no point to learn (module doc)
     if len(boxes) == 0:
         return GridTargets(grid, 0)
 
@@ -246,6 +320,10 @@ def encode_grid(
     grid[r, c, YC] = cy[kept] / cell - r
     grid[r, c, XC] = cx[kept] / cell - c
     grid[r, c, CLASS] = 1.0
+    if points is not None:
+        x, y = point_channels(0)
+        grid[r, c, x::2] = (points[kept, :, 0] - (c[:, None] + 0.5) * cell) / w[kept, None]
+        grid[r, c, y::2] = (points[kept, :, 1] - (r[:, None] + 0.5) * cell) / h[kept, None]
     return GridTargets(grid, collisions)
 
 
@@ -325,29 +403,76 @@ def grid_box_corners(grid):
     return cx - half_w, cy - half_h, cx + half_w, cy + half_h
 
 
-def decode_grid(grid: np.ndarray, image_size: int, score_threshold: float = 0.5):
+_CELL_CHANNELS = (NUM_CHANNELS, LANDMARK_OUTPUT_CHANNELS, LANDMARK_TARGET_CHANNELS)
+
+
+def decode_grid(grid: np.ndarray, image_size: int, score_threshold: float = 0.5,
+                with_landmarks: bool = False):
     """Turn one grid (targets or predictions) into boxes: the inverse of `encode_grid`.
 
     Args:
-        grid: (G, G, 5) array.
+        grid: (G, G, C) array, C = 5, or 15 / 17 with landmarks (module doc).
         image_size: side of the square network input, pixels.
         score_threshold: cells whose class channel is >= this become boxes
             (cells scoring 0, background, and -1, ignore, never do).
+        with_landmarks: also decode each box's five points (the grid must have them).
 
     Returns:
         (boxes (N, 4) float32 x1, y1, x2, y2 in network-input pixels, scores (N,)
-        float32), sorted by descending score.
+        float32), sorted by descending score; with `with_landmarks` a third array,
+        landmarks (N, 5, 2) float32 x, y in network-input pixels (LANDMARK_NAMES order;
+        NaN where a target has none).
     """
     grid = np.asarray(grid, dtype=np.float32)
-    if grid.ndim != 3 or grid.shape[0] != grid.shape[1] or grid.shape[2] != NUM_CHANNELS:
-        raise ValueError(f"decode_grid expects a (G, G, {NUM_CHANNELS}) grid, got {grid.shape}")
+    if grid.ndim != 3 or grid.shape[0] != grid.shape[1] or grid.shape[2] not in _CELL_CHANNELS:
+        raise ValueError(f"decode_grid expects a (G, G, {NUM_CHANNELS}) grid (or "
+                         f"{LANDMARK_OUTPUT_CHANNELS} / {LANDMARK_TARGET_CHANNELS} channels "
+                         f"with landmarks), got {grid.shape}")
+    if with_landmarks and grid.shape[2] == NUM_CHANNELS:
+        raise ValueError(f"decode_grid: a (G, G, {NUM_CHANNELS}) grid has no landmarks")
     x1, y1, x2, y2 = grid_box_corners(grid)
     scores = grid[..., CLASS]
     keep = (scores >= score_threshold) & (scores > 0)
     boxes = np.stack([x1[keep], y1[keep], x2[keep], y2[keep]], axis=1) * np.float32(image_size)
     scores = scores[keep]
     order = np.argsort(-scores, kind="stable")
-    return boxes[order].astype(np.float32), scores[order].astype(np.float32)
+    decoded = (boxes[order].astype(np.float32), scores[order].astype(np.float32))
+    if not with_landmarks:
+        return decoded
+    points = cell_points(grid, image_size)[keep.reshape(-1), :NUM_LANDMARKS]
+    return decoded + (points[order],)
+
+
+def cell_points(cells: np.ndarray, image_size: int, grid_sizes=None) -> np.ndarray:
+    """Every cell's points in input pixels, decoded with the cell's own box: the inverse
+    of `encode_grid`'s points (module doc).
+
+    Args:
+        cells: (..., G, G, C) grid, or with several levels `grid_sizes` the (..., N, C)
+            cells; C = 15 (outputs: five landmarks) or 17 (targets: and the mouth centre).
+        image_size: side of the square network input, pixels.
+
+    Returns:
+        (..., G * G (or N), K, 2) float32 x, y input pixels, K = 5 or 6 points
+        (POINT_NAMES order), the cells row by row (`flatten_levels`' order).
+    """
+    cells = np.asarray(cells, dtype=np.float32)
+    channels = cells.shape[-1]
+    if channels not in (LANDMARK_OUTPUT_CHANNELS, LANDMARK_TARGET_CHANNELS):
+        raise ValueError(f"cell_points: cells of {channels} channels hold no landmarks")
+    if grid_sizes is None or len(grid_sizes) == 1:
+        g = cells.shape[-2]
+        cells = cells.reshape(cells.shape[:-3] + (g * g, channels))
+        grid_sizes = (g,)
+    rows, cols, sides = _cell_positions(tuple(int(g) for g in grid_sizes))
+    cell = np.float32(image_size) / sides[:, None]
+    end = channels  # the offsets of every point the cells hold
+    x, y = point_channels(0)
+    width = cells[..., W:W + 1] * np.float32(image_size)
+    height = cells[..., H:H + 1] * np.float32(image_size)
+    px = (cols[:, None] + 0.5) * cell + cells[..., x:end:2] * width
+    py = (rows[:, None] + 0.5) * cell + cells[..., y:end:2] * height
+    return np.stack([px, py], axis=-1).astype(np.float32)
 
 
 # --------------------------------------------------------------------------------------
@@ -370,12 +495,13 @@ def level_grid_sizes(grid_size: int, levels: int = 1) -> tuple:
     return sizes
 
 
-def cells_shape(grid_sizes) -> tuple:
-    """The shape of one image's targets or outputs for these levels: (G, G, 5) for one
-    grid, (N, 5) with N = sum G_l^2 for several (`flatten_levels`)."""
+def cells_shape(grid_sizes, channels: int = NUM_CHANNELS) -> tuple:
+    """The shape of one image's targets or outputs for these levels: (G, G, C) for one
+    grid, (N, C) with N = sum G_l^2 for several (`flatten_levels`); C = `channels`, 5, or
+    15 / 17 with landmarks (module doc)."""
     if len(grid_sizes) == 1:
-        return (grid_sizes[0], grid_sizes[0], NUM_CHANNELS)
-    return (sum(g * g for g in grid_sizes), NUM_CHANNELS)
+        return (grid_sizes[0], grid_sizes[0], channels)
+    return (sum(g * g for g in grid_sizes), channels)
 
 
 def levels_of_cells(input_size: int, num_cells: int):
@@ -413,27 +539,32 @@ def assign_levels(boxes: np.ndarray, image_size: int, grid_sizes) -> np.ndarray:
 
 
 def flatten_levels(grids) -> np.ndarray:
-    """[(..., G_l, G_l, 5) per level] -> (..., N, 5), each grid row by row, finest first."""
+    """[(..., G_l, G_l, C) per level] -> (..., N, C), each grid row by row, finest first
+    (C = 5, or 15 / 17 with landmarks)."""
     return np.concatenate([g.reshape(g.shape[:-3] + (-1, g.shape[-1])) for g in grids],
                           axis=-2)
 
 
 def split_levels(cells: np.ndarray, grid_sizes) -> list:
-    """The inverse of `flatten_levels`: (..., N, 5) -> [(..., G_l, G_l, 5) per level].
-    With one level and a (..., G, G, 5) grid, [that grid]."""
+    """The inverse of `flatten_levels`: (..., N, C) -> [(..., G_l, G_l, C) per level].
+    With one level and a (..., G, G, C) grid, [that grid]."""
     cells = np.asarray(cells)
     if len(grid_sizes) == 1 and cells.ndim >= 3:
         return [cells]  # one level's grid as it is (decode_grid checks its shape)
-    expected = cells_shape(grid_sizes)
+    channels = cells.shape[-1] if cells.ndim >= 2 else NUM_CHANNELS
+    if channels not in _CELL_CHANNELS:  # 5, or 15 / 17 with landmarks
+        channels = NUM_CHANNELS
+    expected = cells_shape(grid_sizes, channels)
     if cells.ndim < 2 or cells.shape[-2:] != expected:
         raise ValueError(f"levels {tuple(grid_sizes)} have (..., {expected[0]}, "
-                         f"{NUM_CHANNELS}) cells, got {cells.shape}")
+                         f"{channels}) cells, got {cells.shape}")
     ends = np.cumsum([g * g for g in grid_sizes])[:-1]
-    return [part.reshape(cells.shape[:-2] + (g, g, NUM_CHANNELS))
+    return [part.reshape(cells.shape[:-2] + (g, g, channels))
             for part, g in zip(np.split(cells, ends, axis=-2), grid_sizes)]
 
 
-def encode_levels(boxes: np.ndarray, ignore: np.ndarray, spec: GridSpec) -> GridTargets:
+def encode_levels(boxes: np.ndarray, ignore: np.ndarray, spec: GridSpec,
+                  points: Optional[np.ndarray] = None) -> GridTargets:
     """Encode faces on the levels of `spec`: each face and ignore region on the level of
     its size (`assign_levels`), by `encode_grid` with the spec's assignment rule on every
     level.
@@ -442,47 +573,57 @@ def encode_levels(boxes: np.ndarray, ignore: np.ndarray, spec: GridSpec) -> Grid
         boxes: (N, 4) face boxes x1, y1, x2, y2 in network-input pixels.
         ignore: (N,) bool, True for faces to mark as ignore rather than as faces.
         spec: the input size, levels and assignment rule (`GridSpec`).
+        points: (N, 6, 2) points of the faces in network-input pixels (POINT_NAMES, NaN
+            where absent), for a spec with landmarks; None: all absent. A spec without
+            landmarks takes none (ValueError).
 
     Returns:
         GridTargets(cells, collisions summed over the levels): with one level `encode_grid`'s
-        (G, G, 5) grid itself; with several, (N, 5) (`flatten_levels`), N = sum G_l^2.
+        (G, G, C) grid itself; with several, (N, C) (`flatten_levels`), N = sum G_l^2,
+        C = `spec.target_channels` (5, or 17 with landmarks).
     """
     rule = dict(neighbours=spec.neighbour_cells, centre_radius=spec.centre_radius)
     grid_sizes = spec.grid_sizes
-    if len(grid_sizes) == 1:
-        return encode_grid(boxes, ignore, spec.input_size, grid_sizes[0], **rule)
     boxes = np.asarray(boxes, dtype=np.float32).reshape(-1, 4)
+    if points is not None and not spec.landmarks:
+        raise ValueError("encode_levels: points given for a grid without landmarks")
+    if spec.landmarks and points is None:
+        points = np.full((len(boxes), len(POINT_NAMES), 2), np.nan, np.float32)
+    if len(grid_sizes) == 1:
+        return encode_grid(boxes, ignore, spec.input_size, grid_sizes[0], points=points, **rule)
     ignore = np.asarray(ignore, dtype=bool).reshape(-1)
     level = assign_levels(boxes, spec.input_size, grid_sizes)
     grids, collisions = [], 0
     for index, grid_size in enumerate(grid_sizes):
         on = level == index
-        encoded = encode_grid(boxes[on], ignore[on], spec.input_size, grid_size, **rule)
+        encoded = encode_grid(boxes[on], ignore[on], spec.input_size, grid_size,
+                              points=None if points is None else np.asarray(points)[on],
+                              **rule)
         grids.append(encoded.grid)
         collisions += encoded.collisions
     return GridTargets(flatten_levels(grids), collisions)
 
 
 def decode_levels(cells: np.ndarray, image_size: int, grid_sizes,
-                  score_threshold: float = 0.5):
+                  score_threshold: float = 0.5, with_landmarks: bool = False):
     """The inverse of `encode_levels`: every level's boxes (`decode_grid`), together.
 
     Args:
-        cells: (N, 5) cells of `grid_sizes`' levels, or with one level the (G, G, 5) grid.
-        image_size, score_threshold: as `decode_grid`.
+        cells: (N, C) cells of `grid_sizes`' levels, or with one level the (G, G, C) grid.
+        image_size, score_threshold, with_landmarks: as `decode_grid`.
 
     Returns:
-        (boxes (N, 4), scores (N,)) as `decode_grid`, over all levels, by descending score.
+        (boxes (N, 4), scores (N,)[, landmarks (N, 5, 2)]) as `decode_grid`, over all
+        levels, by descending score.
     """
     if len(grid_sizes) == 1:
         grid = split_levels(cells, grid_sizes)[0]
-        return decode_grid(grid, image_size, score_threshold)
-    decoded = [decode_grid(grid, image_size, score_threshold)
+        return decode_grid(grid, image_size, score_threshold, with_landmarks)
+    decoded = [decode_grid(grid, image_size, score_threshold, with_landmarks)
                for grid in split_levels(cells, grid_sizes)]
-    boxes = np.concatenate([b for b, _ in decoded])
-    scores = np.concatenate([s for _, s in decoded])
-    order = np.argsort(-scores, kind="stable")
-    return boxes[order], scores[order]
+    parts = [np.concatenate(arrays) for arrays in zip(*decoded)]
+    order = np.argsort(-parts[1], kind="stable")
+    return tuple(part[order] for part in parts)
 
 
 @functools.lru_cache(maxsize=32)

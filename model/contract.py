@@ -75,7 +75,8 @@ class ModelContract:
 
     `to_json` writes one flat JSON object, the grid's fields beside score_threshold and
     version: the keys of the files written before the grid was a record of its own
-    (theirs lack centre_radius, which is then 0).
+    (theirs lack centre_radius, which is then 0). `landmarks` is written only when true
+    (absent: a model without landmarks, as every file before them).
     """
 
     grid: GridSpec
@@ -103,6 +104,10 @@ class ModelContract:
 
     def to_json(self) -> str:
         values = dataclasses.asdict(self.grid)
+        if not self.grid.landmarks:
+            # Absent means False: a model without landmarks keeps the JSON of the files
+            # written before landmarks existed, which those versions still read.
+            del values["landmarks"]
         values.update(score_threshold=self.score_threshold, version=self.version)
         return json.dumps(values, sort_keys=True)
 
@@ -132,8 +137,13 @@ class ModelContract:
             raise CheckpointError(f"{source}: bad {CONTRACT_NAME} ({e})") from None
 
     def check_geometry(self, input_size: int, grid_size: int, source: str,
-                       grid_levels: int = 1) -> None:
-        """CheckpointError unless the network's own shapes are those the contract names."""
+                       grid_levels: int = 1, landmarks: bool = False) -> None:
+        """CheckpointError unless the network's own shapes are those the contract names
+        (its grid, and whether its output has the landmark channels)."""
+        if bool(landmarks) != self.grid.landmarks:
+            raise CheckpointError(
+                f"{source}: the network's output has {'' if landmarks else 'no '}landmark "
+                f"channels, but its {CONTRACT_NAME} says landmarks={self.grid.landmarks}")
         if (input_size, grid_size, grid_levels) != (self.grid.input_size, self.grid.grid_size,
                                                     self.grid.grid_levels):
             raise CheckpointError(

@@ -4,6 +4,10 @@
     faces = detector.detect(read_image("photo.jpg"))    # Detections in the photo's pixels
     grids = detector.predict_grids(batch)                # (B, S, S, 3) -> (B, G, G, 5)
 
+A network with landmarks (15 channels per cell; its contract says so, and so does its
+output's shape) gives every detection its five points (`Detections.landmarks`), in every
+format, with no flag.
+
 `detect.py`, `evaluate.py` and the benchmarks load networks here, and every detection goes
 through `data.image.prepare_image` -> network -> `model.postprocess.detect_from_grid`, so
 a Keras checkpoint and its TFLite export give the same faces the same way. The input size
@@ -23,10 +27,11 @@ import numpy as np
 
 from config import Config
 from data.boxes import xyxy_to_xywh
-from data.draw import draw_boxes
-from data.grid import NUM_CHANNELS, GridSpec, cells_shape, level_grid_sizes, levels_of_cells
+from data.draw import draw_boxes, draw_points
+from data.grid import (LANDMARK_OUTPUT_CHANNELS, NUM_CHANNELS, GridSpec, cells_shape,
+                       level_grid_sizes, levels_of_cells, output_has_landmarks)
 from data.image import INPUT_DTYPE, prepare_image
-from common.errors import CheckpointError, ImageError, first_line
+from common.errors import CheckpointError, ConfigError, ImageError, first_line
 from common.files import atomic_path
 from model.contract import ModelContract, contract_beside, read_contract
 from model.formats import FORMATS_HELP, format_of
@@ -47,12 +52,14 @@ def check_input_dtype(dtype, source: str) -> None:
 
 
 def grid_geometry(input_shape, output_shape, source: str) -> tuple:
-    """(input_size S, grid_size G, grid_levels L) of a grid detector from its tensor shapes.
+    """(input_size S, grid_size G, grid_levels L, landmarks) of a grid detector from its
+    tensor shapes.
 
     Args:
         input_shape: the network input's shape, (batch, S, S, 3) (batch may be None/-1).
         output_shape: the network output's shape, (batch, G, G, 5) for one grid (L = 1), or
-            (batch, N, 5) for the cells of several levels, finest G (`data.grid.levels_of_cells`).
+            (batch, N, 5) for the cells of several levels, finest G (`data.grid.levels_of_cells`);
+            15 channels instead of 5 for a network with landmarks (landmarks True).
         source: the file named in errors.
 
     Raises:
@@ -64,20 +71,23 @@ def grid_geometry(input_shape, output_shape, source: str) -> tuple:
         raise CheckpointError(
             f"{source}: input shape {_shape_text(input_shape)} is not (batch, S, S, 3)"
         )
-    if len(out_shape) == 3 and out_shape[-1] == NUM_CHANNELS and out_shape[1] is not None:
+    channels = out_shape[-1] if out_shape else None
+    known = channels in (NUM_CHANNELS, LANDMARK_OUTPUT_CHANNELS)
+    landmarks = known and output_has_landmarks(channels)
+    if len(out_shape) == 3 and known and out_shape[1] is not None:
         levels = levels_of_cells(in_shape[1], out_shape[1])
         if levels is None:
             raise CheckpointError(
                 f"{source}: output shape {_shape_text(output_shape)} is not the (batch, N, 5) "
                 f"cells of grid levels for a {in_shape[1]}-px input"
             )
-        return (in_shape[1],) + levels
-    if len(out_shape) != 4 or out_shape[-1] != NUM_CHANNELS or out_shape[1] != out_shape[2] \
-            or out_shape[1] is None:
+        return (in_shape[1],) + levels + (landmarks,)
+    if len(out_shape) != 4 or not known or out_shape[1] != out_shape[2] or out_shape[1] is None:
         raise CheckpointError(
-            f"{source}: output shape {_shape_text(output_shape)} is not (batch, G, G, 5)"
+            f"{source}: output shape {_shape_text(output_shape)} is not (batch, G, G, 5) "
+            f"(or {LANDMARK_OUTPUT_CHANNELS} channels with landmarks)"
         )
-    return in_shape[1], out_shape[1], 1
+    return in_shape[1], out_shape[1], 1, landmarks
 
 
 def _onnx_dims(shape) -> tuple:
@@ -147,9 +157,10 @@ class FaceDetector:
         contract: Optional[ModelContract] = None,
         contract_origin: str = "default",
         grid_levels: int = 1,
+        landmarks: bool = False,
     ):
         """Wrap any callable mapping (B, S, S, 3) uint8 inputs to (B, G, G, 5) grids (or
-        to the (B, N, 5) cells of `grid_levels` levels).
+        to the (B, N, 5) cells of `grid_levels` levels; 15 channels with `landmarks`).
 
         `model` is the object behind `predict_fn` (Keras model, loaded SavedModel, TFLite
         interpreter), kept alive and reachable as `detector.model`. With a `contract`,
@@ -165,9 +176,10 @@ class FaceDetector:
         self.kind = kind
         if contract is None:
             contract = ModelContract(GridSpec(self.input_size, self.grid_size, self.grid_levels,
-                                              bool(letterbox)))
+                                              bool(letterbox), landmarks=bool(landmarks)))
         else:
-            contract.check_geometry(self.input_size, self.grid_size, source, self.grid_levels)
+            contract.check_geometry(self.input_size, self.grid_size, source, self.grid_levels,
+                                    bool(landmarks))
         self.contract = contract
         self.contract_origin = contract_origin
 
@@ -184,6 +196,11 @@ class FaceDetector:
     @property
     def letterbox(self) -> bool:
         return self.contract.grid.letterbox
+
+    @property
+    def landmarks(self) -> bool:
+        """Whether the network predicts five landmarks per face (its detections carry them)."""
+        return self.contract.grid.landmarks
 
     @property
     def detect_spec(self) -> DetectSpec:
@@ -233,10 +250,10 @@ class FaceDetector:
             # file's own (an export may have been made at another input size).
             contract = contract.replace(grid=contract.grid.replace(
                 input_size=detector.input_size, grid_size=detector.grid_size,
-                grid_levels=detector.grid_levels))
+                grid_levels=detector.grid_levels, landmarks=detector.landmarks))
         if contract is not None:
             contract.check_geometry(detector.input_size, detector.grid_size, path,
-                                    detector.grid_levels)
+                                    detector.grid_levels, detector.landmarks)
             detector.contract, detector.contract_origin = contract, origin
         return detector
 
@@ -270,7 +287,7 @@ class FaceDetector:
             raise CheckpointError(f"{source}: not a single-input, single-output model") from None
         if any(isinstance(d, (tuple, list)) for d in in_shape + out_shape):
             raise CheckpointError(f"{source}: not a single-input, single-output model")
-        size, grid, levels = grid_geometry(in_shape, out_shape, source)
+        size, grid, levels, landmarks = grid_geometry(in_shape, out_shape, source)
         check_input_dtype(model.inputs[0].dtype, source)
         # A tf.function over the call, batch dimension free so it is traced once: the
         # fastest single-image path (224 px, 2 cores: ~28 ms against ~34 ms for
@@ -280,7 +297,7 @@ class FaceDetector:
             input_signature=[tf.TensorSpec((None, size, size, 3), tf.uint8)],
         )
         return cls(lambda x: call(x).numpy(), size, grid, source, "keras", letterbox, model,
-                   contract, "default" if contract is None else "given", levels)
+                   contract, "default" if contract is None else "given", levels, landmarks)
 
     @classmethod
     def _load_saved_model(cls, path: str, letterbox: bool) -> "FaceDetector":
@@ -299,7 +316,7 @@ class FaceDetector:
             raise CheckpointError(f"{path}: not a single-input, single-output SavedModel")
         (in_name, in_spec), = inputs.items()
         (out_name, out_spec), = outputs.items()
-        size, grid, levels = grid_geometry(in_spec.shape.as_list(), out_spec.shape.as_list(),
+        size, grid, levels, landmarks = grid_geometry(in_spec.shape.as_list(), out_spec.shape.as_list(),
                                            path)
         check_input_dtype(in_spec.dtype, path)
 
@@ -308,7 +325,7 @@ class FaceDetector:
 
         # The signature needs its loaded object alive.
         return cls(predict, size, grid, path, "saved_model", letterbox, loaded,
-                   grid_levels=levels)
+                   grid_levels=levels, landmarks=landmarks)
 
     @classmethod
     def _load_tflite(cls, path: str, letterbox: bool, num_threads: Optional[int]
@@ -323,7 +340,7 @@ class FaceDetector:
         if len(inputs) != 1 or len(outputs) != 1:
             raise CheckpointError(f"{path}: not a single-input, single-output model")
         in_detail, out_detail = inputs[0], outputs[0]
-        size, grid, levels = grid_geometry(
+        size, grid, levels, landmarks = grid_geometry(
             in_detail["shape_signature"], out_detail["shape_signature"], path
         )
         check_input_dtype(in_detail["dtype"], path)
@@ -348,7 +365,7 @@ class FaceDetector:
             return interpreter.get_tensor(out_detail["index"])  # a copy
 
         return cls(predict, size, grid, path, "tflite", letterbox, interpreter,
-                   grid_levels=levels)
+                   grid_levels=levels, landmarks=landmarks)
 
     @classmethod
     def _load_onnx(cls, path: str, letterbox: bool, num_threads: Optional[int]
@@ -368,7 +385,7 @@ class FaceDetector:
         inputs, outputs = session.get_inputs(), session.get_outputs()
         if len(inputs) != 1 or len(outputs) != 1:
             raise CheckpointError(f"{path}: not a single-input, single-output model")
-        size, grid, levels = grid_geometry(_onnx_dims(inputs[0].shape),
+        size, grid, levels, landmarks = grid_geometry(_onnx_dims(inputs[0].shape),
                                            _onnx_dims(outputs[0].shape), path)
         check_input_dtype(inputs[0].type.replace("tensor(", "").rstrip(")"), path)
         in_name = inputs[0].name
@@ -376,7 +393,8 @@ class FaceDetector:
         def predict(x):
             return session.run(None, {in_name: x})[0]
 
-        return cls(predict, size, grid, path, "onnx", letterbox, session, grid_levels=levels)
+        return cls(predict, size, grid, path, "onnx", letterbox, session, grid_levels=levels,
+                   landmarks=landmarks)
 
     @classmethod
     def _load_onnx_opencv(cls, path: str, letterbox: bool) -> "FaceDetector":
@@ -398,7 +416,7 @@ class FaceDetector:
             return _onnx_dims(d.dim_value if d.HasField("dim_value") else None
                               for d in value.type.tensor_type.shape.dim)
 
-        size, grid, levels = grid_geometry(dims(graph.input[0]), dims(graph.output[0]), path)
+        size, grid, levels, landmarks = grid_geometry(dims(graph.input[0]), dims(graph.output[0]), path)
         elem_type = graph.input[0].type.tensor_type.elem_type
         check_input_dtype(onnx.helper.tensor_dtype_to_np_dtype(elem_type), path)
 
@@ -406,7 +424,8 @@ class FaceDetector:
             net.setInput(x)
             return net.forward()
 
-        return cls(predict, size, grid, path, "onnx", letterbox, net, grid_levels=levels)
+        return cls(predict, size, grid, path, "onnx", letterbox, net, grid_levels=levels,
+                   landmarks=landmarks)
 
     # ---------------------------------------------------------------- running
     def predict_grids(self, batch: np.ndarray) -> np.ndarray:
@@ -417,7 +436,8 @@ class FaceDetector:
 
         Returns:
             (B, G, G, 5) float32 grids, channels (h, w, yc, xc, class); with several
-            levels (B, N, 5), their cells (`data.grid.flatten_levels`).
+            levels (B, N, 5), their cells (`data.grid.flatten_levels`); 15 channels with
+            landmarks (`data.grid`).
         """
         batch = np.asarray(batch)
         if batch.dtype != np.uint8:
@@ -429,7 +449,7 @@ class FaceDetector:
         if batch.ndim != 4 or batch.shape[1:] != (s, s, 3):
             raise ValueError(f"predict_grids expects (B, {s}, {s}, 3) inputs, got {batch.shape}")
         grids = np.asarray(self._predict_fn(batch), dtype=np.float32)
-        expected = (len(batch),) + cells_shape(self.grid_sizes)
+        expected = (len(batch),) + cells_shape(self.grid_sizes, self.grid.channels)
         if grids.shape != expected:
             raise CheckpointError(
                 f"{self.source}: the network returned shape {grids.shape} for {batch.shape} "
@@ -511,20 +531,62 @@ def tflite_interpreter_class():
 
 # -------------------------------------------------------------------- results
 def face_rows(detections: Detections) -> List[dict]:
-    """Detections -> [{x, y, w, h, score}]: pixel ints, score to 3 decimals (CLI output).
+    """Detections -> [{x, y, w, h, score}]: pixel ints, score to 3 decimals (CLI output);
+    with landmarks also "landmarks": five [x, y] pairs in image pixels to 1 decimal
+    (`data.landmarks.LANDMARK_NAMES` order).
 
     The one place detect.py's corners become its output's top-left x, y, width, height.
     """
-    return [
+    rows = [
         {"x": int(round(x)), "y": int(round(y)), "w": int(round(w)), "h": int(round(h)),
          "score": round(float(s), 3)}
         for (x, y, w, h), s in zip(xyxy_to_xywh(detections.boxes).tolist(), detections.scores)
     ]
+    if detections.landmarks is not None:
+        for row, points in zip(rows, np.round(detections.landmarks.astype(np.float64), 1)):
+            row["landmarks"] = points.tolist()
+    return rows
 
 
 def annotate(image_bgr: np.ndarray, detections: Detections) -> np.ndarray:
-    """A copy of the image with the detections' boxes and scores drawn."""
-    return draw_boxes(image_bgr, detections.boxes, detections.scores)
+    """A copy of the image with the detections' boxes and scores (and landmarks) drawn."""
+    drawn = draw_boxes(image_bgr, detections.boxes, detections.scores)
+    if detections.landmarks is not None:
+        drawn = draw_points(drawn, detections.landmarks)
+    return drawn
+
+
+def face_crops(image_bgr: np.ndarray, detections: Detections, align: bool = False
+               ) -> List[np.ndarray]:
+    """One image per detected face, best first.
+
+    Args:
+        image_bgr: (H, W, 3) uint8 BGR image the detections are in.
+        detections: its faces (boxes x1, y1, x2, y2 in its pixels).
+        align: the recogniser's aligned crop instead of the box (`data.landmarks.
+            align_face`, 112 x 112 on the ArcFace template); needs detections with landmarks.
+
+    Returns:
+        The crops: the box's pixels (rounded to whole pixels, at least one), or the aligned
+        112 x 112 crops.
+
+    Raises:
+        ConfigError: `align` for detections without landmarks.
+    """
+    from data.landmarks import align_face
+
+    if align:
+        if detections.landmarks is None:
+            raise ConfigError("align: the detections have no landmarks (a model trained "
+                              "with --landmarks gives them)")
+        return [align_face(image_bgr, points) for points in detections.landmarks]
+    height, width = image_bgr.shape[:2]
+    crops = []
+    for x1, y1, x2, y2 in np.asarray(detections.boxes, np.float64):
+        left, top = min(int(np.floor(x1)), width - 1), min(int(np.floor(y1)), height - 1)
+        right, bottom = max(int(np.ceil(x2)), left + 1), max(int(np.ceil(y2)), top + 1)
+        crops.append(image_bgr[max(top, 0):bottom, max(left, 0):right].copy())
+    return crops
 
 
 def write_image(path: str, image_bgr: np.ndarray) -> None:

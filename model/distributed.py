@@ -57,8 +57,9 @@ import numpy as np
 
 from common.errors import ConfigError
 
-# The names of GridLoss's two terms in the logs (model/loss.py's ObjectnessLoss, BoxLoss).
-LOSS_TERMS = ("obj_loss", "box_loss")
+# The names of GridLoss's terms in the logs (model/loss.py's ObjectnessLoss, BoxLoss and,
+# for a model with landmarks, LandmarkLoss), in GridLoss.components' order.
+LOSS_TERMS = ("obj_loss", "box_loss", "lmk_loss")
 
 
 @dataclass(frozen=True)
@@ -215,7 +216,7 @@ def replica_loss_terms(loss, y_true, y_pred) -> dict:
     share = ops.maximum(local, 1.0) / (batch * ops.maximum(total, 1.0))
     terms = {name: ops.sum(term) * share
              for name, term in zip(LOSS_TERMS, loss.components(y_true, y_pred))}
-    return {"loss": terms[LOSS_TERMS[0]] + terms[LOSS_TERMS[1]], **terms}
+    return {"loss": sum(terms.values()), **terms}
 
 
 def _batchnorm_layers(layer) -> Iterable[keras.layers.BatchNormalization]:

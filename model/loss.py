@@ -16,16 +16,26 @@
                  diagonal, or the EIoU loss, which adds (w - w*)^2 / cw^2 + (h - h*)^2 / ch^2,
                  cw, ch the enclosing box's sides: they pull centres and sides together
                  even where GIoU's enclosing-area term is flat)
-    loss       = objectness_loss_weight * objectness + box_loss_weight * box,
-                 both divided by the number of face cells in the batch (at least 1)
+    landmarks  = with landmarks (`Config.landmarks`: y_pred (..., 15), y_true (..., 17),
+                 `data.grid`'s layout) the sum over face cells of the smooth L1 loss
+                 (LANDMARK_BETA) of each present point's x and y offset (offsets from
+                 the cell centre over the face size: scale-free, as the GIoU term); the
+                 mouth centre of a face labelled with it (Caltech) is compared with the
+                 MEAN of the two predicted mouth corners. Absent points (NaN targets) are
+                 replaced before the difference, so they give exactly zero loss and zero
+                 gradient; faces without points add nothing.
+    loss       = objectness_loss_weight * objectness + box_loss_weight * box
+                 (+ landmark_loss_weight * landmarks),
+                 all divided by the number of face cells in the batch (at least 1)
 
 Scale balance: 1 - GIoU depends only on the boxes' relative overlap, so a 5-px face
 predicted 20% too large costs the same GIoU term as a 110-px face predicted 20% too large,
 and the sqrt terms grow only with sqrt(size): the whole box term of the small face is
 ~0.76 of the large face's (tests/test_loss.py), where an L1 on h, w would make it 0.05.
 
-`ObjectnessLoss` and `BoxLoss` report the two weighted terms as metrics ("obj_loss",
-"box_loss"); they sum to the loss.
+`ObjectnessLoss`, `BoxLoss` (and `LandmarkLoss`) report the weighted terms as metrics
+("obj_loss", "box_loss", "lmk_loss"); they sum to the loss. Without landmarks (5-channel
+outputs) the landmark term is not computed at all: the loss is what it was.
 """
 
 from __future__ import annotations
@@ -34,12 +44,17 @@ import keras
 from keras import ops
 
 from config import BOX_IOU_LOSSES, Config
-from data.grid import CLASS, H, W, XC, YC, cell_box_corners
+from data.grid import (CLASS, H, LANDMARK_CHANNELS, NUM_CHANNELS, W, XC, YC,
+                       cell_box_corners, output_has_landmarks, point_channels)
+from data.landmarks import LEFT_MOUTH, MOUTH_CENTRE, RIGHT_MOUTH
 
 EPSILON = 1e-7  # probability clipping and sqrt offset
 # Area denominators: tiny next to a 1-px face at 224 ((1/224)^2 = 2e-5), so a perfect
 # box of a small face still has GIoU ~1.
 AREA_EPSILON = 1e-9
+# Smooth L1's switch from quadratic to linear, in the landmark offsets' units (fractions of
+# the face size): mmdetection's default 1/9; an error of a ninth of the face is linear.
+LANDMARK_BETA = 1.0 / 9.0
 PACKAGE = "face_detector"
 
 
@@ -62,6 +77,7 @@ class GridLoss(keras.losses.Loss):
         quality_scores: bool = Config.quality_scores,
         grid_sizes=None,
         iou_loss: str = Config.box_iou_loss,
+        landmark_loss_weight: float = Config.landmark_loss_weight,
         name: str = "grid_loss",
         **kwargs,
     ):
@@ -77,6 +93,7 @@ class GridLoss(keras.losses.Loss):
             raise ValueError(f"iou_loss={iou_loss!r}: must be one of "
                              f"{', '.join(BOX_IOU_LOSSES)}")
         self.iou_loss = iou_loss
+        self.landmark_loss_weight = float(landmark_loss_weight)
 
     @classmethod
     def from_config_obj(cls, config) -> "GridLoss":
@@ -89,6 +106,7 @@ class GridLoss(keras.losses.Loss):
             quality_scores=config.quality_scores,
             grid_sizes=loss_grid_sizes(config),
             iou_loss=config.box_iou_loss,
+            landmark_loss_weight=config.landmark_loss_weight,
         )
 
     @classmethod
@@ -105,26 +123,39 @@ class GridLoss(keras.losses.Loss):
             "quality_scores": self.quality_scores,
             "grid_sizes": None if self.grid_sizes is None else list(self.grid_sizes),
             "iou_loss": self.iou_loss,
+            "landmark_loss_weight": self.landmark_loss_weight,
         }
 
     def call(self, y_true, y_pred):
-        objectness, box = self.components(y_true, y_pred)
-        return objectness + box
+        terms = self.components(y_true, y_pred)
+        total = terms[0] + terms[1]
+        return total if len(terms) == 2 else total + terms[2]
 
     def components(self, y_true, y_pred):
-        """(weighted objectness (B,), weighted box (B,)), normalised as the loss is."""
+        """(weighted objectness (B,), weighted box (B,)), normalised as the loss is; with
+        landmark outputs (y_pred (..., 15), y_true (..., 17)) a third, the weighted
+        landmark term (B,). One term per metric of `make_loss_metrics`."""
         y_true = ops.cast(y_true, "float32")
         y_pred = ops.cast(y_pred, "float32")
+        landmarks = output_has_landmarks(y_pred.shape[-1])
+        if landmarks:
+            # The box terms read the first five channels; the rest are the landmarks'.
+            points_true, points_pred = y_true, y_pred
+            y_true, y_pred = y_true[..., :NUM_CHANNELS], y_pred[..., :NUM_CHANNELS]
         face = ops.equal(y_true[..., CLASS], 1.0)  # (B, G, G), or (B, N) over the levels
         cells = tuple(range(1, len(face.shape)))
         per_face = _per_face_scale(face, cells)
         objectness = ops.sum(self._focal(y_true, y_pred, face), axis=cells)
         box = ops.sum(_box_error(y_true, y_pred, face, self.grid_sizes, self.iou_loss),
                       axis=cells)
-        return (
+        terms = (
             self.objectness_loss_weight * objectness * per_face,
             self.box_loss_weight * box * per_face,
         )
+        if not landmarks:
+            return terms
+        points = ops.sum(_landmark_error(points_true, points_pred, face), axis=cells)
+        return terms + (self.landmark_loss_weight * points * per_face,)
 
     def _focal(self, y_true, y_pred, face):
         """Focal BCE per cell (B, G, G); exactly 0, with no gradient, on ignore cells.
@@ -194,6 +225,33 @@ def _box_error(y_true, y_pred, face, grid_sizes=None, iou_loss="giou"):
     return ops.where(face, error, 0.0)
 
 
+def _landmark_error(y_true, y_pred, face):
+    """Landmark error per cell (B, G, G) (or (B, N)): smooth L1 summed over the x and y
+    of every present point (module doc); the mouth centre target against the mean of the
+    two predicted mouth corners.
+
+    Args:
+        y_true: (..., 17) targets (`data.grid`: five points, then the mouth centre, NaN
+            where absent); y_pred: (..., 15) outputs; face: (...) bool positive cells.
+
+    Absent points and non-face cells are replaced by 0 in both BEFORE the difference, so
+    they give zero loss and zero gradient (NaN * 0 would still be NaN).
+    """
+    end = NUM_CHANNELS + LANDMARK_CHANNELS
+    right, left = point_channels(RIGHT_MOUTH)[0], point_channels(LEFT_MOUTH)[0]
+    centre = point_channels(MOUTH_CENTRE)[0]
+    pred_centre = (y_pred[..., right:right + 2] + y_pred[..., left:left + 2]) / 2.0
+    true = ops.concatenate([y_true[..., NUM_CHANNELS:end], y_true[..., centre:centre + 2]],
+                           axis=-1)
+    pred = ops.concatenate([y_pred[..., NUM_CHANNELS:end], pred_centre], axis=-1)
+    present = ops.logical_and(ops.isfinite(true), ops.expand_dims(face, -1))
+    difference = ops.abs(ops.where(present, pred, 0.0) - ops.where(present, true, 0.0))
+    smooth_l1 = ops.where(difference < LANDMARK_BETA,
+                          0.5 * difference * difference / LANDMARK_BETA,
+                          difference - 0.5 * LANDMARK_BETA)
+    return ops.sum(ops.where(present, smooth_l1, 0.0), axis=-1)
+
+
 def _face_boxes(y_true, y_pred, face):
     """(pred, true) grids with every non-face cell replaced by the same unit box, so that
     no op on them (sqrt, division) can give a NaN or a gradient on those cells."""
@@ -254,7 +312,7 @@ class _LossComponent(keras.metrics.Mean):
 
     def __init__(self, term: int, name: str, dtype=None, **loss_kwargs):
         super().__init__(name=name, dtype=dtype)
-        self._term = term  # index into GridLoss.components: 0 objectness, 1 box
+        self._term = term  # index into GridLoss.components: 0 objectness, 1 box, 2 landmarks
         self._loss = GridLoss(**loss_kwargs)
         self._loss_kwargs = loss_kwargs
 
@@ -293,15 +351,30 @@ class BoxLoss(_LossComponent):
                          grid_sizes=grid_sizes, iou_loss=iou_loss)
 
 
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class LandmarkLoss(_LossComponent):
+    """Metric: the landmark term of GridLoss (weighted), logged as `lmk_loss` (models with
+    landmarks only)."""
+
+    def __init__(self, landmark_loss_weight=Config.landmark_loss_weight, grid_sizes=None,
+                 name="lmk_loss", dtype=None):
+        super().__init__(2, name, dtype, landmark_loss_weight=landmark_loss_weight,
+                         grid_sizes=grid_sizes)
+
+
 def make_loss(config) -> GridLoss:
     """GridLoss with the loss fields of a `config.Config`."""
     return GridLoss.from_config_obj(config)
 
 
 def make_loss_metrics(config) -> list:
-    """[ObjectnessLoss, BoxLoss] configured like `make_loss(config)`, for model.compile."""
-    return [
+    """[ObjectnessLoss, BoxLoss] (and LandmarkLoss with `config.landmarks`) configured
+    like `make_loss(config)`, for model.compile."""
+    metrics = [
         ObjectnessLoss(config.focal_gamma, config.focal_alpha, config.objectness_loss_weight,
                        config.quality_scores, loss_grid_sizes(config)),
         BoxLoss(config.box_loss_weight, loss_grid_sizes(config), config.box_iou_loss),
     ]
+    if config.landmarks:
+        metrics.append(LandmarkLoss(config.landmark_loss_weight, loss_grid_sizes(config)))
+    return metrics

@@ -9,6 +9,11 @@
                (3x3 convolutions depthwise-separable with `head_separable`)
       -> sigmoid (float32)  -> grid (B, G, G, 5), channels (h, w, yc, xc, class)
 
+With landmarks (`GridSpec.landmarks`) each head has a second 1x1 conv, `head_landmarks`,
+to the 10 landmark channels of `data.grid` (x, y of each point, offsets from the cell
+centre over the face size): linear, since they are not fractions in [0, 1], and joined
+after the 5 sigmoid channels in the output layer (same name), (B, G, G, 15) / (B, N, 15).
+
 With several grid levels (`Config.grid_levels`) the neck gives a map at every level's
 stride (FPN: the 3x3 conv on each merged map), each level has a head of its own (its
 layers named `_s<stride>`), and the heads' (B, G_l, G_l, 5) outputs are flattened row by
@@ -16,8 +21,8 @@ row and joined, finest first, into one output (B, N, 5) of `data.grid.flatten_le
 layout: one tensor for every runtime and export, whose shape alone says its levels
 (`data.grid.levels_of_cells`).
 
-The output has the layout of `data.grid` targets, every channel in [0, 1], class = face
-score. Only standard Keras layers are used, so `keras.models.load_model(path)` restores a
+The output has the layout of `data.grid` targets, every box channel in [0, 1], class =
+face score (targets with landmarks have two channels more, the mouth centre's). Only standard Keras layers are used, so `keras.models.load_model(path)` restores a
 saved model without `custom_objects`. The backbone's starting weights (ImageNet, none or a
 file) are found and loaded by `model.backbone_weights`.
 """
@@ -31,7 +36,8 @@ import numpy as np
 
 from config import Config
 from data import image
-from data.grid import CLASS, H, NUM_CHANNELS, XC, YC, W, GridSpec, levels_of_cells
+from data.grid import (CLASS, H, LANDMARK_CHANNELS, NUM_CHANNELS, XC, YC, W, GridSpec,
+                       levels_of_cells, output_has_landmarks)
 from common.errors import CheckpointError
 from model.backbone_weights import backbone_weights_path, load_backbone_weights
 
@@ -85,7 +91,8 @@ def build_network(grid: GridSpec, alpha: float, head_channels: int, head_separab
     Returns:
         A Keras model, input (B, S, S, 3) RGB uint8 (scaled to [-1, 1] by its first
         layer), output (B, G, G, 5) float32 in [0, 1] (several levels: (B, N, 5),
-        `grid.cells_shape`). All layers are trainable; see `set_backbone_trainable`.
+        `grid.cells_shape`); with `grid.landmarks` 15 channels, the 10 landmark ones
+        linear (module doc). All layers are trainable; see `set_backbone_trainable`.
 
     Raises:
         WeightsUnavailableError: ImageNet weights cannot be had offline, or the weights
@@ -111,18 +118,27 @@ def build_network(grid: GridSpec, alpha: float, head_channels: int, head_separab
     conv3x3 = _separable_conv3x3 if head_separable else _conv3x3
     grid_sizes, level_strides = grid.grid_sizes, grid.strides
     maps = _top_down(features, level_strides, head_channels, conv3x3)
+    landmarks = grid.landmarks
     if len(grid_sizes) == 1:
-        x = _head(maps[stride], grid_sizes[0], head_channels, conv3x3)
+        x, points = _head(maps[stride], grid_sizes[0], head_channels, conv3x3, landmarks)
     else:
+        heads = [_head(maps[s], g, head_channels, conv3x3, landmarks, suffix=f"_s{s}")
+                 for g, s in zip(grid_sizes, level_strides)]
         x = keras.layers.Concatenate(axis=1, name="levels")([
-            keras.layers.Reshape((g * g, NUM_CHANNELS), name=f"head_cells_s{s}")(
-                _head(maps[s], g, head_channels, conv3x3, suffix=f"_s{s}"))
-            for g, s in zip(grid_sizes, level_strides)
+            keras.layers.Reshape((g * g, NUM_CHANNELS), name=f"head_cells_s{s}")(box)
+            for (box, _), g, s in zip(heads, grid_sizes, level_strides)
         ])
+        points = None if not landmarks else keras.layers.Concatenate(
+            axis=1, name="landmark_levels")([
+                keras.layers.Reshape((g * g, LANDMARK_CHANNELS), name=f"head_points_s{s}")(p)
+                for (_, p), g, s in zip(heads, grid_sizes, level_strides)])
     # float32 even under mixed precision: the loss takes sqrt and logs of these values.
+    # With landmarks the box channels get another name and the output layer joins them
+    # with the landmark channels, so the output keeps its name (OUTPUT_NAME) either way.
+    box_name = "grid_boxes" if landmarks else OUTPUT_NAME
     low, high = grid.offsets
     if (low, high) == (0.0, 1.0):  # the centre cell alone: offsets are the sigmoid's
-        cells = keras.layers.Activation("sigmoid", dtype="float32", name=OUTPUT_NAME)(x)
+        cells = keras.layers.Activation("sigmoid", dtype="float32", name=box_name)(x)
     else:
         x = keras.layers.Activation("sigmoid", dtype="float32", name="grid_sigmoid")(x)
         # Cells beside the centre cell see the face centre beyond their border: yc, xc =
@@ -131,13 +147,20 @@ def build_network(grid: GridSpec, alpha: float, head_channels: int, head_separab
         scale, offset = np.ones(NUM_CHANNELS), np.zeros(NUM_CHANNELS)
         scale[[YC, XC]], offset[[YC, XC]] = high - low, low
         cells = keras.layers.Rescaling(scale.tolist(), offset.tolist(), dtype="float32",
-                                       name=OUTPUT_NAME)(x)
+                                       name=box_name)(x)
+    if landmarks:
+        cells = keras.layers.Concatenate(axis=-1, dtype="float32", name=OUTPUT_NAME)(
+            [cells, keras.layers.Activation("linear", dtype="float32",
+                                            name="grid_landmarks")(points)])
     return keras.Model(inputs, cells, name="face_detector")
 
 
-def _head(x, grid_size: int, channels: int, conv3x3, suffix: str = ""):
+def _head(x, grid_size: int, channels: int, conv3x3, landmarks: bool = False,
+          suffix: str = ""):
     """HEAD_CONVS x (3x3 conv, BatchNorm, ReLU), then the 1x1 conv to the 5 logits of
-    every cell, (B, G, G, 5); layer names end with `suffix` (a level's, when several)."""
+    every cell, (B, G, G, 5), and with `landmarks` a second 1x1 conv to its 10 landmark
+    channels, (B, G, G, 10) (else None); layer names end with `suffix` (a level's, when
+    several)."""
     for i in range(1, HEAD_CONVS + 1):
         x = conv3x3(channels, use_bias=False, name=f"head_conv{i}{suffix}")(x)
         x = keras.layers.BatchNormalization(name=f"head_bn{i}{suffix}")(x)
@@ -146,9 +169,16 @@ def _head(x, grid_size: int, channels: int, conv3x3, suffix: str = ""):
         NUM_CHANNELS, 1, name=f"head_out{suffix}",
         kernel_initializer=keras.initializers.RandomNormal(stddev=0.01),
     )
-    x = out(x)
+    boxes = out(x)
     out.bias.assign(_output_bias(grid_size))
-    return x
+    if not landmarks:
+        return boxes, None
+    # Zero bias: every point starts at the cell centre, offsets near 0.
+    points = keras.layers.Conv2D(
+        LANDMARK_CHANNELS, 1, name=f"head_landmarks{suffix}",
+        kernel_initializer=keras.initializers.RandomNormal(stddev=0.01),
+    )(x)
+    return boxes, points
 
 
 def _as_list(x):
@@ -231,22 +261,32 @@ def set_backbone_trainable(
         layer.trainable = trainable and (train_batchnorm or not is_batchnorm)
 
 
+def _cell_channels(outputs) -> bool:
+    """Whether an output shape's last dimension is a grid's: 5, or 15 with landmarks."""
+    try:
+        output_has_landmarks(outputs[-1])
+    except ValueError:
+        return False
+    return True
+
+
 def check_grid_model(model: keras.Model, source: str) -> None:
     """Raise CheckpointError unless `model` maps (B, S, S, 3) images to (B, G, G, 5) grids
-    (or to the (B, N, 5) cells of several levels)."""
+    (or to the (B, N, 5) cells of several levels; 15 channels with landmarks)."""
     inputs, outputs = model.input_shape, model.output_shape
     image = (isinstance(inputs, tuple) and len(inputs) == 4 and inputs[1] == inputs[2]
              and inputs[3] == 3)
     one_level = (isinstance(outputs, tuple) and len(outputs) == 4
-                 and outputs[1] == outputs[2] and outputs[3] == NUM_CHANNELS)
+                 and outputs[1] == outputs[2] and _cell_channels(outputs))
     levels = (image and isinstance(outputs, tuple) and len(outputs) == 3
-              and outputs[2] == NUM_CHANNELS and isinstance(inputs[1], int)
+              and _cell_channels(outputs) and isinstance(inputs[1], int)
               and isinstance(outputs[1], int) and levels_of_cells(inputs[1], outputs[1]))
     if not (image and (one_level or levels)):
         raise CheckpointError(
             f"{source}: not a face grid model (input {inputs}, output {outputs}; expected "
             f"(batch, S, S, 3) -> (batch, G, G, {NUM_CHANNELS}) or the (batch, N, "
-            f"{NUM_CHANNELS}) cells of several levels)"
+            f"{NUM_CHANNELS}) cells of several levels; {NUM_CHANNELS + LANDMARK_CHANNELS} "
+            "channels with landmarks)"
         )
 
 

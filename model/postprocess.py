@@ -8,6 +8,10 @@ callback and evaluation:
     ->  clip to the image (its size as the Letterbox holds it)  ->  drop empty boxes
     ->  greedy NMS  ->  Detections (corners x1, y1, x2, y2 in original pixels)
 
+A network with landmarks (15 channels per cell, `data.grid`) gives each box its five
+points too: decoded with the box, mapped back by `Letterbox.points_to_original`, kept or
+dropped with their box (not clipped: a point of a face at the border may lie outside).
+
 NMS runs after the mapping back so that overlaps are measured in the geometry the
 faces are evaluated in (a stretched, non-letterboxed input distorts IoU otherwise), and
 once over the boxes of every level: a face two levels both see is kept once.
@@ -22,8 +26,9 @@ from typing import List, NamedTuple, Optional, Sequence
 import numpy as np
 
 from config import Config
+from data.landmarks import NUM_LANDMARKS
 from data.boxes import Letterbox, box_iou, box_sizes, clip_boxes
-from data.grid import decode_levels
+from data.grid import decode_levels, output_has_landmarks
 
 
 # Boxes whose IoUs `nms` computes at once (a 64 x N matrix at most).
@@ -64,14 +69,19 @@ class Detections(NamedTuple):
     boxes: (N, 4) float32 x1, y1, x2, y2 in the pixels of the original image, clipped to
         it (detect.py and the submission files write them as x y w h).
     scores: (N,) float32 face scores in [0, 1], sorted in descending order.
+    landmarks: (N, 5, 2) float32 x, y of each face's five points in original-image pixels
+        (`data.landmarks.LANDMARK_NAMES` order), or None from a model without landmarks.
     """
 
     boxes: np.ndarray
     scores: np.ndarray
+    landmarks: Optional[np.ndarray] = None
 
     @classmethod
-    def empty(cls) -> "Detections":
-        return cls(np.zeros((0, 4), np.float32), np.zeros((0,), np.float32))
+    def empty(cls, landmarks: bool = False) -> "Detections":
+        """No faces; with `landmarks` an empty (0, 5, 2) landmarks array, else None."""
+        points = np.zeros((0, NUM_LANDMARKS, 2), np.float32) if landmarks else None
+        return cls(np.zeros((0, 4), np.float32), np.zeros((0,), np.float32), points)
 
 
 def nms(
@@ -131,7 +141,8 @@ def detect_from_grid(
 
     Args:
         grid: (G, G, 5) network output for the image (class channel = face score), or
-            the (N, 5) cells of several levels.
+            the (N, 5) cells of several levels; 15 channels for a network with landmarks
+            (the output's shape says it).
         letterbox: how the original image was mapped onto the network input
             (from `data.image.prepare_image`).
         spec: the score threshold, NMS IoU and detection cap (`DetectSpec`).
@@ -140,20 +151,30 @@ def detect_from_grid(
 
     Returns:
         Detections with boxes (N, 4) x1, y1, x2, y2 in original-image pixels, clipped to
-        the image, and scores (N,), by descending score.
+        the image, and scores (N,), by descending score; with landmarks their (N, 5, 2)
+        points in original-image pixels.
     """
     grid = np.asarray(grid, dtype=np.float32)
     if grid_sizes is None:
         grid_sizes = grid.shape[:1]  # one (G, G, 5) grid (decode_grid checks its shape)
-    boxes, scores = decode_levels(grid, letterbox.input_size, grid_sizes, spec.score_threshold)
+    try:
+        landmarks = output_has_landmarks(grid.shape[-1])
+    except ValueError:
+        landmarks = False  # decode_levels names the shape
+    decoded = decode_levels(grid, letterbox.input_size, grid_sizes, spec.score_threshold,
+                            with_landmarks=landmarks)
+    boxes, scores = decoded[:2]
     if len(boxes) == 0:
-        return Detections.empty()
+        return Detections.empty(landmarks)
     boxes = clip_boxes(letterbox.to_original(boxes), letterbox.width, letterbox.height)
     # A box predicted entirely inside the letterbox padding clips to nothing.
     visible = (box_sizes(boxes) > 0).all(axis=1)
     boxes, scores = boxes[visible], scores[visible]
     keep = nms(boxes, scores, spec.nms_iou, spec.max_detections)
-    return Detections(boxes[keep].astype(np.float32), scores[keep].astype(np.float32))
+    points = None
+    if landmarks:
+        points = letterbox.points_to_original(decoded[2][visible][keep]).astype(np.float32)
+    return Detections(boxes[keep].astype(np.float32), scores[keep].astype(np.float32), points)
 
 
 def detect_batch(
@@ -162,8 +183,8 @@ def detect_batch(
     spec: DetectSpec = DetectSpec(),
     grid_sizes=None,
 ) -> List[Detections]:
-    """`detect_from_grid` for a batch: grids (B, G, G, 5) (or the (B, N, 5) cells of the
-    levels `grid_sizes`) and B letterboxes -> B Detections."""
+    """`detect_from_grid` for a batch: grids (B, G, G, C) (or the (B, N, C) cells of the
+    levels `grid_sizes`; C = 5, or 15 with landmarks) and B letterboxes -> B Detections."""
     grids = np.asarray(grids, dtype=np.float32)
     rank = 4 if grid_sizes is None or len(grid_sizes) == 1 else 3
     if grids.ndim != rank or len(grids) != len(letterboxes):

@@ -43,7 +43,9 @@ def as_detections(value) -> Detections:
     Kept in float64: scores read from files are compared with the protocol's thresholds
     as the official code does, in double precision.
     """
-    if isinstance(value, tuple) and len(value) == 2:
+    if isinstance(value, Detections):  # three fields: its landmarks are not scored
+        boxes, scores = value.boxes, value.scores
+    elif isinstance(value, tuple) and len(value) == 2:
         boxes, scores = value
     else:
         rows = np.asarray(value, dtype=np.float64).reshape(-1, 5)

@@ -29,7 +29,7 @@ import keras
 import numpy as np
 
 from config import Config, check_lr_schedule, load_config, save_config
-from data.grid import GridSpec
+from data.grid import LANDMARK_OUTPUT_CHANNELS, NUM_CHANNELS, GridSpec
 from common.errors import CheckpointError, ConfigError, TrainingDiverged
 from common.files import atomic_write_text, os_error_reason
 from model.checkpoints import (
@@ -484,10 +484,26 @@ def initial_model(config: Config, weights: Optional[str] = None) -> keras.Model:
 
 
 def _load_weights(model: keras.Model, path: str) -> None:
-    """Initialise `model` from a checkpoint of the same architecture."""
+    """Initialise `model` from a checkpoint of the same architecture, or, for a network
+    with landmarks, from one without them: every layer of the checkpoint by name, the
+    landmark layers (`head_landmarks*`) keeping their initial weights (a trained box
+    detector learns its points)."""
     source = load_checkpoint(path, compile=False)
     try:
         model.set_weights(source.get_weights())
+        return
+    except ValueError as e:
+        reason = str(e).splitlines()[0][:160]
+    names = {layer.name for layer in model.layers}
+    adds_landmarks = (model.output_shape[-1] == LANDMARK_OUTPUT_CHANNELS
+                      and source.output_shape[-1] == NUM_CHANNELS
+                      and {layer.name for layer in source.layers} <= names)
+    try:
+        if not adds_landmarks:
+            raise ValueError(reason)
+        for layer in source.layers:
+            if layer.weights:
+                model.get_layer(layer.name).set_weights(layer.get_weights())
     except ValueError as e:
         raise CheckpointError(
             f"{path}: incompatible with the configured network "

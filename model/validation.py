@@ -5,6 +5,14 @@ threshold that reaches it, `val_f1_threshold`) into the epoch's `logs` before th
 checkpoint, early-stopping and learning-rate callbacks read them, so place it first among
 those; the checkpoint stores that threshold in the model's contract. AP uses the very decode and NMS code `detect.py` uses
 (`model.postprocess.detect_from_grid`).
+
+With landmarks (`Config.landmarks`) it logs `val_nme` too: `data.landmarks.nme` (mean
+point error over the inter-ocular distance) over the positive cells of the validation
+faces that have points, every cell's predicted points decoded with its own predicted box
+as detection decodes them (`data.grid.cell_points`), the truth from its target (a mouth
+centre against the mean of the predicted corners). Cells, not matched detections: the
+number depends on the network's points alone, not on a score threshold or NMS; a face
+with several positive cells counts once per cell. NaN when no cell has both eyes.
 """
 
 from __future__ import annotations
@@ -16,7 +24,8 @@ import numpy as np
 
 from config import Config
 from data.boxes import Letterbox, box_iou
-from data.grid import CLASS, H, W, XC, YC, cell_box_corners
+from data.grid import CLASS, H, W, XC, YC, cell_box_corners, cell_points
+from data.landmarks import MOUTH_CENTRE, NUM_LANDMARKS, nme
 from model.checkpoints import first_nonfinite_variable
 from model.metrics import average_precision, best_f1_threshold, pr_curve_counts
 from model.postprocess import DetectSpec, detect_from_grid
@@ -26,7 +35,7 @@ from model.postprocess import DetectSpec, detect_from_grid
 # checkpoints, stops early and lowers the rate by them; every other logged value is a loss,
 # better lower). The threshold is an operating point, neither better high nor low.
 METRICS = {"val_iou": "max", "val_mse": "min", "val_ap": "max", "val_recall": "max",
-           "val_f1": "max", "val_f1_threshold": None}
+           "val_f1": "max", "val_f1_threshold": None, "val_nme": "min"}  # val_nme: landmarks
 # The operating point it logs (the score cut of the best F1) and the F1 reached there: a
 # checkpoint's contract stores the cut as detect.py's default threshold.
 OPERATING_POINT = ("val_f1_threshold", "val_f1")
@@ -58,6 +67,22 @@ def box_squared_errors(targets: np.ndarray, predictions: np.ndarray) -> np.ndarr
     return (targets[faces][:, channels] - predictions[faces][:, channels]) ** 2
 
 
+def cell_landmark_pairs(targets: np.ndarray, predictions: np.ndarray, image_size: int,
+                        grid_sizes=None):
+    """(predicted (F, 5, 2), true (F, 6, 2)) points in input pixels of the F face cells of
+    a batch whose targets hold any point (module doc; POINT_NAMES order, NaN where absent).
+
+    Args:
+        targets: (B, G, G, 17) targets (or (B, N, 17) cells of several levels).
+        predictions: (B, G, G, 15) network outputs (or (B, N, 15)).
+    """
+    faces = (targets[..., CLASS] == 1.0).reshape(len(targets), -1)
+    truth = cell_points(targets, image_size, grid_sizes)[faces]
+    predicted = cell_points(predictions, image_size, grid_sizes)[faces]
+    labelled = np.isfinite(truth).all(axis=-1).any(axis=-1)
+    return predicted[labelled], truth[labelled]
+
+
 class GridValidation(keras.callbacks.Callback):
     """Compute validation metrics with the model at each epoch end.
 
@@ -71,7 +96,7 @@ class GridValidation(keras.callbacks.Callback):
         image_log_dir: if set, TensorBoard gets under this folder every epoch the
             precision-recall curve of validation (IoU 0.5; the PR-curves tab) and a few
             fixed validation images: true faces green (ignored ones grey), the detections
-            at `config.score_threshold` red with their scores.
+            at `config.score_threshold` red with their scores (and their landmarks).
         num_images: how many images to log.
     """
 
@@ -106,6 +131,8 @@ class GridValidation(keras.callbacks.Callback):
         if self.max_batches:
             num_batches = min(num_batches, self.max_batches)
         grid_sizes = self.config.grid_spec().grid_sizes
+        landmarks = self.config.landmarks
+        predicted_points, true_points = [], []
         # AP needs the low scores too: the evaluation threshold, not the detection one.
         spec = DetectSpec.from_config(self.config, self.config.eval_score_threshold)
         for i in range(num_batches):
@@ -113,9 +140,13 @@ class GridValidation(keras.callbacks.Callback):
             predictions = np.asarray(self._predict(images), dtype=np.float32)
             ious.append(cell_iou(targets, predictions, grid_sizes))
             sq_errors.append(box_squared_errors(targets, predictions))
-            for grid, (boxes, ignore) in zip(predictions, faces):
+            if landmarks:
+                predicted, truth = cell_landmark_pairs(targets, predictions, size, grid_sizes)
+                predicted_points.append(predicted)
+                true_points.append(truth)
+            for grid, face in zip(predictions, faces):
                 detections.append(detect_from_grid(grid, identity, spec, grid_sizes))
-                ground_truths.append((boxes, ignore))
+                ground_truths.append(tuple(face[:2]))  # boxes, ignore
             if logged_images is None:
                 logged_images = (images[: self.num_images], detections[: self.num_images],
                                  ground_truths[: self.num_images])
@@ -135,6 +166,7 @@ class GridValidation(keras.callbacks.Callback):
             "val_recall": float(recall),
             "val_f1": best["f1"],
             "val_f1_threshold": best["threshold"],
+            **({"val_nme": _nme(predicted_points, true_points)} if landmarks else {}),
         }
 
     def on_epoch_end(self, epoch, logs=None):
@@ -148,7 +180,7 @@ class GridValidation(keras.callbacks.Callback):
         import tensorflow as tf
         from tensorboard.plugins.pr_curve import metadata as pr_metadata
 
-        from data.draw import draw_boxes
+        from data.draw import draw_boxes, draw_points
 
         images, detections, ground_truths = self._logged_images
         threshold = self.config.score_threshold
@@ -160,6 +192,8 @@ class GridValidation(keras.callbacks.Callback):
             # are only those detect.py would report, or the low ones bury the picture.
             shown = det.scores >= threshold
             bgr = draw_boxes(bgr, det.boxes[shown], scores=det.scores[shown], color=(0, 0, 255))
+            if det.landmarks is not None:
+                bgr = draw_points(bgr, det.landmarks[shown])
             drawn.append(bgr[..., ::-1])
         if self._writer is None:
             self._writer = tf.summary.create_file_writer(self.image_log_dir)
@@ -180,6 +214,14 @@ class GridValidation(keras.callbacks.Callback):
         if self._writer is not None:
             self._writer.close()
             self._writer = None
+
+
+def _nme(predicted: list, truth: list) -> float:
+    """`data.landmarks.nme` of the batches' (F, 5, 2) predicted and (F, 6, 2) true points."""
+    if not predicted or not sum(len(p) for p in predicted):
+        return float("nan")
+    truth = np.concatenate(truth)
+    return nme(np.concatenate(predicted), truth[:, :NUM_LANDMARKS], truth[:, MOUTH_CENTRE])
 
 
 class NonFiniteLossGuard(keras.callbacks.Callback):

@@ -187,7 +187,7 @@ def tiny_train_config(root, tmp_path, **changes):
 
 def tiny_grid_model(config, backbone_weights=None):
     """A stand-in for `model.network.create_model`: (B, S, S, 3) uint8 -> (B, G, G, 5) in
-    [0, 1], with a sub-model named like the real backbone so `set_backbone_trainable` works
+    [0, 1] (15 channels with `config.landmarks`, the last 10 linear), with a sub-model named like the real backbone so `set_backbone_trainable` works
     on it. Tests of the training loop, the checkpoint folder and the data pipeline patch it
     in (monkeypatch "model.network.create_model"): it traces and trains in a fraction of a
     second, where MobileNetV2 takes tens of seconds to trace on a CPU (test_train.py's
@@ -202,7 +202,14 @@ def tiny_grid_model(config, backbone_weights=None):
         keras.layers.Conv2D(4, 3, strides=size // grid, padding="same"),
         keras.layers.BatchNormalization(),
     ], name="backbone")
-    out = keras.layers.Conv2D(5, 1, activation="sigmoid", name="grid")(backbone(x))
+    features = backbone(x)
+    if not config.landmarks:
+        out = keras.layers.Conv2D(5, 1, activation="sigmoid", name="grid")(features)
+        return keras.Model(inputs, out, name="tiny_detector")
+    # With landmarks, (B, G, G, 15): the 5 sigmoid channels, then 10 linear ones.
+    boxes = keras.layers.Conv2D(5, 1, activation="sigmoid", name="grid_boxes")(features)
+    points = keras.layers.Conv2D(10, 1, name="grid_points")(features)
+    out = keras.layers.Concatenate(name="grid")([boxes, points])
     return keras.Model(inputs, out, name="tiny_detector")
 
 

@@ -206,6 +206,7 @@ BAD_NUMBERS = {
     "ema_decay": [-0.1, 1.0, NAN],
     "centre_radius": [-1.0, 0.2, 9.0, NAN],
     "box_loss_weight": [-1.0, INF],
+    "landmark_loss_weight": [-1.0, INF],
     "objectness_loss_weight": [NAN, -2.0],
     "score_threshold": [1.5, -0.5, NAN],
     "eval_score_threshold": [-0.1, NAN],

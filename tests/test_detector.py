@@ -151,8 +151,9 @@ def test_a_network_returning_the_wrong_shape_is_named():
 
 
 def test_grid_geometry_accepts_grid_detectors_only():
-    assert grid_geometry((None, 224, 224, 3), (None, 7, 7, 5), "m") == (224, 7, 1)
-    assert grid_geometry([-1, 96, 96, 3], [-1, 3, 3, 5], "m") == (96, 3, 1)
+    assert grid_geometry((None, 224, 224, 3), (None, 7, 7, 5), "m") == (224, 7, 1, False)
+    assert grid_geometry([-1, 96, 96, 3], [-1, 3, 3, 5], "m") == (96, 3, 1, False)
+    assert grid_geometry([-1, 96, 96, 3], [-1, 3, 3, 15], "m") == (96, 3, 1, True)
     with pytest.raises(CheckpointError, match=r"m: output shape \(None, 7, 7, 4\) is not"):
         grid_geometry((None, 224, 224, 3), (None, 7, 7, 4), "m")
     with pytest.raises(CheckpointError, match=r"m: input shape \(None, None, None, 3\) is not"):

@@ -503,7 +503,7 @@ def committed_run(tmp_path):
 @pytest.mark.parametrize("field, value", [
     ("input_size", 128), ("grid_size", 8), ("alpha", 0.5), ("head_channels", 16),
     ("neighbour_cells", True), ("head_separable", True), ("centre_radius", 2.5),
-    ("grid_levels", 2), ("letterbox", False),
+    ("grid_levels", 2), ("letterbox", False), ("landmarks", True),
 ])
 def test_resume_with_another_architecture_names_the_field(tmp_path, field, value):
     run, ckpt, saved = committed_run(tmp_path)

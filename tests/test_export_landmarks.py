@@ -1,0 +1,85 @@
+"""Exports of a network with landmarks (issue 21): SavedModel, TFLite (float32, float16
+weights, int8) and ONNX carry the 15 channels and the contract's landmarks flag, and
+compute the Keras outputs; their detections carry the points (as tests/test_levels_model.py
+does for the levels)."""
+
+import keras
+import numpy as np
+import pytest
+
+from config import Config
+from model.contract import ModelContract, read_contract
+from model.detector import FaceDetector
+from model.export import export_model
+from model.network import create_model
+
+SIZE = 64
+CONFIG = Config(input_size=SIZE, grid_size=8, alpha=0.35, backbone_weights="none",
+                head_channels=16, head_separable=True, neighbour_cells=True, landmarks=True)
+
+
+def inputs(n=2, seed=0):
+    return np.random.default_rng(seed).integers(0, 256, (n, SIZE, SIZE, 3), dtype=np.uint8)
+
+
+@pytest.fixture(scope="module")
+def model():
+    keras.utils.set_random_seed(7)
+    net = create_model(CONFIG)
+    head = net.get_layer("head_landmarks")
+    kernel, bias = head.get_weights()
+    rng = np.random.default_rng(1)
+    head.set_weights([rng.normal(0, 0.05, kernel.shape).astype(np.float32),
+                      rng.uniform(-0.4, 0.4, bias.shape).astype(np.float32)])
+    return net
+
+
+@pytest.fixture(scope="module")
+def exports(model, tmp_path_factory):
+    from common.files import atomic_write_bytes
+    from model.contract import CONTRACT_NAME, with_tflite_metadata
+    from model.export import tflite_from_saved_model
+
+    folder = tmp_path_factory.mktemp("landmarks")
+    contract = ModelContract.from_config(CONFIG, score_threshold=0.3)
+    paths = {"saved_model": export_model(model, "saved_model", str(folder / "m_saved_model"),
+                                         contract=contract),
+             "onnx": export_model(model, "onnx", str(folder / "m.onnx"), contract=contract)}
+    for name, options in (("tflite", {}), ("float16", {"float16": True}),
+                          ("int8", {"int8_inputs": inputs(8, seed=3)})):
+        data = tflite_from_saved_model(paths["saved_model"], **options)
+        paths[name] = str(folder / f"m_{name}.tflite")
+        atomic_write_bytes(paths[name], with_tflite_metadata(data, CONTRACT_NAME,
+                                                             contract.to_json().encode()))
+    return paths
+
+
+@pytest.mark.parametrize("name, atol", [("saved_model", 1e-5), ("tflite", 1e-5),
+                                        ("float16", 5e-3), ("int8", 0.05), ("onnx", 1e-5)])
+def test_every_export_carries_the_landmarks_and_computes_the_keras_outputs(model, exports,
+                                                                          name, atol):
+    path = exports[name]
+    assert read_contract(path).grid.landmarks
+    detector = FaceDetector.load(path)
+    assert detector.landmarks and detector.score_threshold == 0.3
+    x = inputs(2, seed=5)
+    cells = detector.predict_grids(x)
+    assert cells.shape == (2, 8, 8, 15)
+    expected = model.predict_on_batch(x)
+    np.testing.assert_allclose(cells, expected, atol=atol)
+    assert np.abs(expected[..., 5:]).max() > 0.1  # the landmark channels are not trivial
+    photo = np.random.default_rng(2).integers(0, 256, (48, 80, 3), dtype=np.uint8)
+    found = detector.detect(photo, score_threshold=0.0)
+    keras_found = FaceDetector.from_keras(model, contract=read_contract(path)).detect(
+        photo, score_threshold=0.0)
+    assert len(found.boxes) > 0 and found.landmarks.shape == (len(found.boxes), 5, 2)
+    # Each detection's points are those of the Keras detection with the same box (float32
+    # exports give the same boxes; float16's and int8's differ a little, so only their
+    # outputs are compared).
+    matched = 0
+    for box, points in list(zip(found.boxes, found.landmarks))[:5]:
+        same = np.abs(keras_found.boxes - box).max(axis=1).argmin()
+        if np.abs(keras_found.boxes[same] - box).max() < 1e-3:
+            np.testing.assert_allclose(points, keras_found.landmarks[same], atol=1e-2)
+            matched += 1
+    assert matched > 0 or name in ("float16", "int8")
