@@ -57,10 +57,6 @@ import numpy as np
 
 from common.errors import ConfigError
 
-# The names of GridLoss's terms in the logs (model/loss.py's ObjectnessLoss, BoxLoss and,
-# for a model with landmarks, LandmarkLoss), in GridLoss.components' order.
-LOSS_TERMS = ("obj_loss", "box_loss", "lmk_loss")
-
 
 @dataclass(frozen=True)
 class Cluster:
@@ -195,7 +191,7 @@ class AgreeOnLogs(keras.callbacks.Callback):
 def replica_loss_terms(loss, y_true, y_pred) -> dict:
     """This replica's share of the global batch's loss terms, in replica context: summed
     over the replicas they give the loss of the whole global batch ("loss" and, for a
-    GridLoss, its LOSS_TERMS).
+    GridLoss, its terms under model.loss.TERM_NAMES).
 
     GridLoss returns per-image values whose mean is (the batch's sums) / max(face cells
     of the batch, 1) (model/loss.py); here the sums are divided by the face cells of the
@@ -206,7 +202,7 @@ def replica_loss_terms(loss, y_true, y_pred) -> dict:
     from keras import ops
 
     from data.grid import CLASS
-    from model.loss import GridLoss
+    from model.loss import TERM_NAMES, GridLoss
 
     if not isinstance(loss, GridLoss):
         return {"loss": loss(y_true, y_pred)}
@@ -215,7 +211,7 @@ def replica_loss_terms(loss, y_true, y_pred) -> dict:
     batch = ops.cast(ops.shape(y_true)[0], "float32")
     share = ops.maximum(local, 1.0) / (batch * ops.maximum(total, 1.0))
     terms = {name: ops.sum(term) * share
-             for name, term in zip(LOSS_TERMS, loss.components(y_true, y_pred))}
+             for name, term in zip(TERM_NAMES, loss.components(y_true, y_pred))}
     return {"loss": sum(terms.values()), **terms}
 
 

@@ -328,13 +328,18 @@ class _LossComponent(keras.metrics.Mean):
         return cls(**_current_names(config))
 
 
+# The names of GridLoss.components' terms in the logs, in its order: the metrics below are
+# named by them, and the multi-worker step (model/distributed.py) reports them.
+TERM_NAMES = ("obj_loss", "box_loss", "lmk_loss")
+
+
 @keras.saving.register_keras_serializable(package=PACKAGE)
 class ObjectnessLoss(_LossComponent):
     """Metric: the focal objectness term of GridLoss (weighted), logged as `obj_loss`."""
 
     def __init__(self, focal_gamma=Config.focal_gamma, focal_alpha=Config.focal_alpha,
                  objectness_loss_weight=Config.objectness_loss_weight,
-                 quality_scores=Config.quality_scores, grid_sizes=None, name="obj_loss",
+                 quality_scores=Config.quality_scores, grid_sizes=None, name=TERM_NAMES[0],
                  dtype=None):
         super().__init__(0, name, dtype, focal_gamma=focal_gamma, focal_alpha=focal_alpha,
                          objectness_loss_weight=objectness_loss_weight,
@@ -346,7 +351,7 @@ class BoxLoss(_LossComponent):
     """Metric: the box term of GridLoss (weighted), logged as `box_loss`."""
 
     def __init__(self, box_loss_weight=Config.box_loss_weight, grid_sizes=None,
-                 iou_loss=Config.box_iou_loss, name="box_loss", dtype=None):
+                 iou_loss=Config.box_iou_loss, name=TERM_NAMES[1], dtype=None):
         super().__init__(1, name, dtype, box_loss_weight=box_loss_weight,
                          grid_sizes=grid_sizes, iou_loss=iou_loss)
 
@@ -357,7 +362,7 @@ class LandmarkLoss(_LossComponent):
     landmarks only)."""
 
     def __init__(self, landmark_loss_weight=Config.landmark_loss_weight, grid_sizes=None,
-                 name="lmk_loss", dtype=None):
+                 name=TERM_NAMES[2], dtype=None):
         super().__init__(2, name, dtype, landmark_loss_weight=landmark_loss_weight,
                          grid_sizes=grid_sizes)
 
