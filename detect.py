@@ -274,7 +274,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         if args.weights is not None or not os.path.isfile(SHIPPED_MODEL):
             raise
         weights, shipped = SHIPPED_MODEL, True
-    # Letterbox or stretch, and the score threshold chosen on validation, come with the
+    # InputMapping or stretch, and the score threshold chosen on validation, come with the
     # model (its contract); --letterbox / --no-letterbox only for files without one.
     # TFLite announces its CPU delegate on file descriptor 2 when the model loads.
     with native_stderr_filtered(None if args.verbose else START_UP_NOISE):

@@ -46,9 +46,9 @@ import cv2
 import numpy as np
 
 from config import Config
-from data.boxes import Letterbox, box_sizes, clip_boxes, content_size
+from data.boxes import InputMapping, box_sizes, clip_boxes, content_size
 from data.grid import GridSpec
-from data.image import MAX_IMAGE_PIXELS, letterbox_image, read_image, read_image_size
+from data.image import MAX_IMAGE_PIXELS, resize_to_input, read_image, read_image_size
 from data.landmarks import face_points, flip_points
 from data.records import ImageRecord
 
@@ -317,8 +317,8 @@ def augment_image(
         if p is not None:
             p = flip_points(p, crop_w)  # the subject's right is now on the other side
 
-    letterbox = _crop_letterbox(plan, scale, x0, y0, crop_w, crop_h, grid)
-    out = letterbox_image(crop, letterbox)
+    letterbox = _crop_mapping(plan, scale, x0, y0, crop_w, crop_h, grid)
+    out = resize_to_input(crop, letterbox)
     # Jitter the picture only: the letterbox padding keeps its fixed grey.
     px, py = int(letterbox.pad_x), int(letterbox.pad_y)
     content = out[py : py + letterbox.content_height, px : px + letterbox.content_width]
@@ -333,25 +333,25 @@ def augment_image(
     return np.ascontiguousarray(out), b, ign, p
 
 
-def _crop_letterbox(plan: AugmentPlan, scale: float, x0: int, y0: int, crop_w: int,
-                    crop_h: int, grid: GridSpec) -> Letterbox:
+def _crop_mapping(plan: AugmentPlan, scale: float, x0: int, y0: int, crop_w: int,
+                    crop_h: int, grid: GridSpec) -> InputMapping:
     """How the crop maps onto the input: fitted to it, or, when the plan's window reaches
     past the image (a zoom out), shrunk to the window's scale and placed where the window
     puts it, the rest grey padding."""
     win_w, win_h = plan.width * scale, plan.height * scale
     if win_w <= crop_w + 1 and win_h <= crop_h + 1:
-        return Letterbox.fit(crop_w, crop_h, grid.input_size, grid.letterbox)
+        return InputMapping.fit(crop_w, crop_h, grid.input_size, grid.letterbox)
     s = grid.input_size
     k = s / max(win_w, win_h)
     content_w = min(s, max(1, round(crop_w * k)))
     content_h = min(s, max(1, round(crop_h * k)))
     pad_x = min(max(int(round((x0 - plan.x * scale) * k)), 0), s - content_w)
     pad_y = min(max(int(round((y0 - plan.y * scale) * k)), 0), s - content_h)
-    return Letterbox(content_w / crop_w, content_h / crop_h, float(pad_x), float(pad_y), s,
+    return InputMapping(content_w / crop_w, content_h / crop_h, float(pad_x), float(pad_y), s,
                      content_w, content_h, crop_w, crop_h)
 
 
-def faces_to_input(boxes: np.ndarray, ignore: np.ndarray, letterbox: Letterbox, min_face_size: float,
+def faces_to_input(boxes: np.ndarray, ignore: np.ndarray, mapping: InputMapping, min_face_size: float,
                    points: Optional[np.ndarray] = None):
     """Faces (N, 4) x1, y1, x2, y2 in the resized region's pixels -> network-input pixels.
 
@@ -363,13 +363,13 @@ def faces_to_input(boxes: np.ndarray, ignore: np.ndarray, letterbox: Letterbox, 
         `points` ((N, K, 2) in the region's pixels) a third element, the points in input
         pixels (not clipped).
     """
-    s = letterbox.input_size
-    boxes = clip_boxes(letterbox.to_input(boxes), s, s)
+    s = mapping.input_size
+    boxes = clip_boxes(mapping.to_input(boxes), s, s)
     too_small = box_sizes(boxes).min(axis=1) < min_face_size
     faces = boxes.astype(np.float32), np.asarray(ignore, dtype=bool) | too_small
     if points is None:
         return faces
-    return faces + (letterbox.points_to_input(points),)
+    return faces + (mapping.points_to_input(points),)
 
 
 def load_training_sample(

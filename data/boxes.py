@@ -96,8 +96,9 @@ def content_size(width: float, height: float, input_size: int, letterbox: bool =
 
 
 @dataclass(frozen=True)
-class Letterbox:
-    """How an image of (width, height) pixels maps onto the square network input.
+class InputMapping:
+    """How an image of (width, height) pixels maps onto the square network input: either
+    letterboxed or stretched (the name says both; it was `Letterbox` before it stretched).
 
     input = original * scale + pad. With `letterbox` the scale is the same on both axes
     and the image is centred with padding; otherwise it is stretched (pad 0). Planned
@@ -116,7 +117,7 @@ class Letterbox:
     height: int
 
     @classmethod
-    def fit(cls, width: int, height: int, input_size: int, letterbox: bool = True) -> "Letterbox":
+    def fit(cls, width: int, height: int, input_size: int, letterbox: bool = True) -> "InputMapping":
         if width <= 0 or height <= 0:
             raise ValueError(f"image size must be positive, got {width}x{height}")
         new_w, new_h = content_size(width, height, input_size, letterbox)

@@ -125,7 +125,7 @@ class GridSpec:
         grid_levels: L levels, finest first, each with half the cells per side of the one
             before (`level_grid_sizes`); the coarsest's cells must be in CELL_SIZES too.
         letterbox: images are resized keeping their aspect ratio and padded (True) or
-            stretched to S x S (False) (`data.boxes.Letterbox`).
+            stretched to S x S (False) (`data.boxes.InputMapping`).
         neighbour_cells, centre_radius: the assignment rule (module doc); they also set
             the range of the offsets the network predicts (`offset_range`).
         landmarks: every cell also holds five landmarks (module doc), `channels` 15

@@ -22,7 +22,7 @@ from typing import Optional, Tuple
 import cv2
 import numpy as np
 
-from data.boxes import Letterbox
+from data.boxes import InputMapping
 from common.errors import ImageError
 
 # The network's input form, which `to_network_input` makes: the one statement of it (the
@@ -156,16 +156,16 @@ def _flat_bottom_row(image: np.ndarray) -> bool:
     return bool(image.shape[0] > 0 and (image[-1] == _JPEG_FILL).all())
 
 
-def letterbox_image(image: np.ndarray, letterbox: Letterbox) -> np.ndarray:
+def resize_to_input(image: np.ndarray, mapping: InputMapping) -> np.ndarray:
     """Resize a (H, W, 3) image into the (S, S, 3) network input as `letterbox` says."""
     resized = cv2.resize(
-        image, (letterbox.content_width, letterbox.content_height), interpolation=cv2.INTER_LINEAR
+        image, (mapping.content_width, mapping.content_height), interpolation=cv2.INTER_LINEAR
     )
-    if resized.shape[0] == resized.shape[1] == letterbox.input_size:
+    if resized.shape[0] == resized.shape[1] == mapping.input_size:
         return resized
-    s = letterbox.input_size
+    s = mapping.input_size
     out = np.full((s, s, image.shape[2]), PAD_VALUE, dtype=image.dtype)
-    x, y = int(letterbox.pad_x), int(letterbox.pad_y)
+    x, y = int(mapping.pad_x), int(mapping.pad_y)
     out[y : y + resized.shape[0], x : x + resized.shape[1]] = resized
     return out
 
@@ -186,13 +186,13 @@ def to_network_input(image_bgr: np.ndarray) -> np.ndarray:
 
 
 def prepare_image(image_bgr: np.ndarray, input_size: int, letterbox: bool = True):
-    """Original BGR image -> (network input (S, S, 3) RGB uint8, Letterbox to map boxes back).
+    """Original BGR image -> (network input (S, S, 3) RGB uint8, InputMapping to map boxes back).
 
     Detection's path, from the image decoded in full; training decodes JPEGs at reduced
     size first (`data.augment.load_training_sample` says why the two differ, with their figures)."""
     h, w = image_bgr.shape[:2]
-    mapping = Letterbox.fit(w, h, input_size, letterbox)
-    return to_network_input(letterbox_image(image_bgr, mapping)), mapping
+    mapping = InputMapping.fit(w, h, input_size, letterbox)
+    return to_network_input(resize_to_input(image_bgr, mapping)), mapping
 
 
 def image_files(folder: str, extensions=IMAGE_EXTENSIONS) -> list:

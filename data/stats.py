@@ -22,7 +22,7 @@ from tqdm import tqdm
 
 from config import Config
 from data.augment import faces_in_image, faces_to_input
-from data.boxes import Letterbox, box_sizes
+from data.boxes import InputMapping, box_sizes
 from data.datasets import parse_sources, read_source
 from data.grid import encode_grid
 from data.image import read_image_size
@@ -88,7 +88,7 @@ def input_faces(record: ImageRecord, width: int, height: int, config: Config):
         bool: faces newly ignored by the min_face_size rule).
     """
     boxes, ignore = faces_in_image(record, width, height)
-    letterbox = Letterbox.fit(width, height, config.input_size, config.letterbox)
+    letterbox = InputMapping.fit(width, height, config.input_size, config.letterbox)
     input_boxes, input_ignore = faces_to_input(boxes, ignore, letterbox, config.min_face_size)
     return input_boxes, input_ignore, input_ignore & ~ignore
 

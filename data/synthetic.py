@@ -46,7 +46,7 @@ import numpy as np
 from tqdm import tqdm
 
 from config import DEMO_ROOT, SEED_MAX, Config
-from data.boxes import Letterbox
+from data.boxes import InputMapping
 from data.records import ImageRecord
 from data.wider import wider_split_paths, write_wider_annotations
 from common.errors import ConfigError, DatasetError, ImageError
@@ -352,7 +352,7 @@ def _plan_faces(rng, h, w) -> List[_Face]:
             widths.append(math.exp(rng.uniform(math.log(smallest), math.log(largest))))
     # Grid geometry of the default network input after the letterbox resize.
     config = Config()
-    letterbox = Letterbox.fit(w, h, config.input_size)
+    letterbox = InputMapping.fit(w, h, config.input_size)
     cell = config.input_size / config.grid_size
     min_distance = _MIN_CELL_DISTANCE * cell / letterbox.scale_x
 

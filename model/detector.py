@@ -460,7 +460,7 @@ class FaceDetector:
     __call__ = predict_grids
 
     def prepare(self, image_bgr: np.ndarray):
-        """BGR uint8 image -> (network input (S, S, 3) RGB uint8, Letterbox)."""
+        """BGR uint8 image -> (network input (S, S, 3) RGB uint8, InputMapping)."""
         return prepare_image(image_bgr, self.input_size, self.letterbox)
 
     def detect(

@@ -4,12 +4,12 @@ The one path from a prediction to detections, shared by `detect.py`, the validat
 callback and evaluation:
 
     decode_levels (cells of every grid level -> corner boxes in input pixels)
-    ->  Letterbox.to_original
-    ->  clip to the image (its size as the Letterbox holds it)  ->  drop empty boxes
+    ->  InputMapping.to_original
+    ->  clip to the image (its size as the InputMapping holds it)  ->  drop empty boxes
     ->  greedy NMS  ->  Detections (corners x1, y1, x2, y2 in original pixels)
 
 A network with landmarks (15 channels per cell, `data.grid`) gives each box its five
-points too: decoded with the box, mapped back by `Letterbox.points_to_original`, kept or
+points too: decoded with the box, mapped back by `InputMapping.points_to_original`, kept or
 dropped with their box (not clipped: a point of a face at the border may lie outside).
 
 NMS runs after the mapping back so that overlaps are measured in the geometry the
@@ -27,7 +27,7 @@ import numpy as np
 
 from config import Config
 from data.landmarks import NUM_LANDMARKS
-from data.boxes import Letterbox, box_iou, box_sizes, clip_boxes
+from data.boxes import InputMapping, box_iou, box_sizes, clip_boxes
 from data.grid import decode_levels, output_has_landmarks
 
 
@@ -133,7 +133,7 @@ def nms(
 
 def detect_from_grid(
     grid: np.ndarray,
-    letterbox: Letterbox,
+    mapping: InputMapping,
     spec: DetectSpec = DetectSpec(),
     grid_sizes=None,
 ) -> Detections:
@@ -143,7 +143,7 @@ def detect_from_grid(
         grid: (G, G, 5) network output for the image (class channel = face score), or
             the (N, 5) cells of several levels; 15 channels for a network with landmarks
             (the output's shape says it).
-        letterbox: how the original image was mapped onto the network input
+        mapping: how the original image was mapped onto the network input
             (from `data.image.prepare_image`).
         spec: the score threshold, NMS IoU and detection cap (`DetectSpec`).
         grid_sizes: each level's cells per side, finest first, for (N, 5) cells
@@ -161,36 +161,36 @@ def detect_from_grid(
         landmarks = output_has_landmarks(grid.shape[-1])
     except ValueError:
         landmarks = False  # decode_levels names the shape
-    decoded = decode_levels(grid, letterbox.input_size, grid_sizes, spec.score_threshold,
+    decoded = decode_levels(grid, mapping.input_size, grid_sizes, spec.score_threshold,
                             with_landmarks=landmarks)
     boxes, scores = decoded[:2]
     if len(boxes) == 0:
         return Detections.empty(landmarks)
-    boxes = clip_boxes(letterbox.to_original(boxes), letterbox.width, letterbox.height)
+    boxes = clip_boxes(mapping.to_original(boxes), mapping.width, mapping.height)
     # A box predicted entirely inside the letterbox padding clips to nothing.
     visible = (box_sizes(boxes) > 0).all(axis=1)
     boxes, scores = boxes[visible], scores[visible]
     keep = nms(boxes, scores, spec.nms_iou, spec.max_detections)
     points = None
     if landmarks:
-        points = letterbox.points_to_original(decoded[2][visible][keep]).astype(np.float32)
+        points = mapping.points_to_original(decoded[2][visible][keep]).astype(np.float32)
     return Detections(boxes[keep].astype(np.float32), scores[keep].astype(np.float32), points)
 
 
 def detect_batch(
     grids: np.ndarray,
-    letterboxes: Sequence[Letterbox],
+    mappings: Sequence[InputMapping],
     spec: DetectSpec = DetectSpec(),
     grid_sizes=None,
 ) -> List[Detections]:
     """`detect_from_grid` for a batch: grids (B, G, G, C) (or the (B, N, C) cells of the
-    levels `grid_sizes`; C = 5, or 15 with landmarks) and B letterboxes -> B Detections."""
+    levels `grid_sizes`; C = 5, or 15 with landmarks) and B mappings -> B Detections."""
     grids = np.asarray(grids, dtype=np.float32)
     rank = 4 if grid_sizes is None or len(grid_sizes) == 1 else 3
-    if grids.ndim != rank or len(grids) != len(letterboxes):
+    if grids.ndim != rank or len(grids) != len(mappings):
         expected = "(B, G, G, 5) grids" if rank == 4 else "(B, N, 5) cells"
         raise ValueError(
-            f"detect_batch: expected {expected} and B letterboxes, got grids of "
-            f"shape {grids.shape} and {len(letterboxes)} letterboxes"
+            f"detect_batch: expected {expected} and B mappings, got grids of "
+            f"shape {grids.shape} and {len(mappings)} mappings"
         )
-    return [detect_from_grid(g, lb, spec, grid_sizes) for g, lb in zip(grids, letterboxes)]
+    return [detect_from_grid(g, lb, spec, grid_sizes) for g, lb in zip(grids, mappings)]

@@ -23,7 +23,7 @@ import keras
 import numpy as np
 
 from config import Config
-from data.boxes import Letterbox, box_iou
+from data.boxes import InputMapping, box_iou
 from data.grid import CLASS, H, W, XC, YC, cell_box_corners, cell_points
 from data.landmarks import MOUTH_CENTRE, NUM_LANDMARKS, nme
 from model.checkpoints import first_nonfinite_variable
@@ -124,7 +124,7 @@ class GridValidation(keras.callbacks.Callback):
     def evaluate(self) -> dict:
         """Run the model over the validation set and return the metrics."""
         size = self.config.input_size
-        identity = Letterbox.fit(size, size, size)  # input pixels map onto themselves
+        identity = InputMapping.fit(size, size, size)  # input pixels map onto themselves
         ious, sq_errors, detections, ground_truths = [], [], [], []
         logged_images = None
         num_batches = len(self.dataset)

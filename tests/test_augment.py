@@ -21,7 +21,7 @@ from data.augment import (
     photometric_jitter,
     plan_augmentation,
 )
-from data.boxes import Letterbox, box_sizes
+from data.boxes import InputMapping, box_sizes
 from data.draw import IGNORE_COLOR, draw_boxes
 from data.image import PAD_VALUE, read_image
 from data.records import ImageRecord
@@ -195,7 +195,7 @@ def test_validation_is_deterministic_letterbox_of_whole_image(scene):
     b = load_training_sample(scene, *specs(config), np.random.default_rng(99), training=False)
     for x, y in zip(a, b):
         np.testing.assert_array_equal(x, y)
-    expected = Letterbox.fit(800, 600, 128).to_input(scene.boxes)
+    expected = InputMapping.fit(800, 600, 128).to_input(scene.boxes)
     np.testing.assert_allclose(a[1], expected, atol=0.5)
     # 800x600 -> 128x96 content between two 16-row bands of padding.
     assert (a[0][:16] == PAD_VALUE).all() and (a[0][-16:] == PAD_VALUE).all()
@@ -220,7 +220,7 @@ def test_reduced_decode_keeps_boxes_exact(tmp_path):
     config = Config(input_size=224, grid_size=7)
     assert choose_reduction(2000, 1500, 224, True) == 8
     image, out_boxes, ignore = load_training_sample(record, *specs(config), None, training=False)
-    full = Letterbox.fit(2000, 1500, 224).to_input(boxes)
+    full = InputMapping.fit(2000, 1500, 224).to_input(boxes)
     np.testing.assert_allclose(out_boxes, full, atol=0.6)
     assert_boxes_on_faces(image, out_boxes, ignore)
     # No jitter in validation: the face pixels keep their exact colours.
@@ -236,7 +236,7 @@ def test_png_is_decoded_in_full(tmp_path):
     record = ImageRecord(path, "face.png", boxes, np.zeros(1, bool))
     config = Config(input_size=64, grid_size=4)
     image, out, _ = load_training_sample(record, *specs(config), None, training=False)
-    np.testing.assert_allclose(out, Letterbox.fit(800, 400, 64).to_input(boxes), atol=1e-4)
+    np.testing.assert_allclose(out, InputMapping.fit(800, 400, 64).to_input(boxes), atol=1e-4)
     assert image.shape == (64, 64, 3)
 
 
@@ -250,7 +250,7 @@ def test_misnamed_png_falls_back_to_a_full_decode(tmp_path):
     record = ImageRecord(str(fake), "fake.jpg", boxes, np.zeros(2, bool))
     config = Config(input_size=128, grid_size=8)
     image, out, ignore = load_training_sample(record, *specs(config), None, training=False)
-    np.testing.assert_allclose(out, Letterbox.fit(901, 601, 128).to_input(boxes), atol=1e-3)
+    np.testing.assert_allclose(out, InputMapping.fit(901, 601, 128).to_input(boxes), atol=1e-3)
     assert_boxes_on_faces(image, out, ignore)
 
 

@@ -8,7 +8,7 @@ import pytest
 
 from config import Config
 from data.augment import AugmentPlan, AugmentSpec, augment_image, faces_in_image, load_training_sample, mosaic
-from data.boxes import Letterbox
+from data.boxes import InputMapping
 from data.data_generator import FaceGridDataset
 from data.landmarks import LEFT_EYE, LEFT_MOUTH, MOUTH_CENTRE, RIGHT_EYE, RIGHT_MOUTH, face_points
 from data.records import ImageRecord
@@ -138,7 +138,7 @@ def test_load_training_sample_carries_the_records_points_through_a_reduced_decod
     letterbox of the file's points, exactly like the boxes."""
     record = _record(str(tmp_path / "face.jpg"), 512, 256)
     image, boxes, ignore, points = load_training_sample(record, *specs(CONFIG), None, False, with_points=True)
-    letterbox = Letterbox.fit(512, 256, 64)
+    letterbox = InputMapping.fit(512, 256, 64)
     np.testing.assert_allclose(boxes, letterbox.to_input(record.boxes), atol=1e-4)
     np.testing.assert_allclose(points, letterbox.points_to_input(face_points(record)), atol=1e-4)
     assert_colours_follow(image, points[0])

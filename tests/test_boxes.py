@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from data.boxes import (
-    Letterbox, box_iou, box_sizes, clip_boxes, content_size, xywh_to_xyxy, xyxy_to_xywh,
+    InputMapping, box_iou, box_sizes, clip_boxes, content_size, xywh_to_xyxy, xyxy_to_xywh,
 )
 
 
@@ -50,7 +50,7 @@ def test_clip_to_image():
 @pytest.mark.parametrize("w,h", [(640, 480), (300, 900), (224, 224), (1023, 77)])
 @pytest.mark.parametrize("letterbox", [True, False])
 def test_letterbox_round_trip_and_geometry(w, h, letterbox):
-    lb = Letterbox.fit(w, h, 224, letterbox)
+    lb = InputMapping.fit(w, h, 224, letterbox)
     boxes = np.array([[0, 0, w, h], [w / 3, h / 4, w / 3 + w / 5, h / 4 + h / 6]], np.float32)
     inside = lb.to_input(boxes)
     np.testing.assert_allclose(lb.to_original(inside), boxes, rtol=1e-5, atol=1e-3)
@@ -68,7 +68,7 @@ def test_letterbox_round_trip_and_geometry(w, h, letterbox):
 
 def test_letterbox_rejects_empty_image():
     with pytest.raises(ValueError, match="positive"):
-        Letterbox.fit(0, 10, 224)
+        InputMapping.fit(0, 10, 224)
 
 
 @pytest.mark.parametrize("w,h", [(1023, 77), (333, 1), (1, 4001), (12345, 678), (225, 224), (7, 3)])
@@ -78,7 +78,7 @@ def test_letterbox_keeps_the_original_size_it_was_fitted_to(w, h, input_size, le
     """The image size is stored, not re-derived from the rounded content size and scale
     (content_width / scale_x): odd sizes whose content side rounds (1023 x 77 -> 224 x 17,
     333 x 1 -> 224 x 1) keep exactly their own width and height."""
-    lb = Letterbox.fit(w, h, input_size, letterbox)
+    lb = InputMapping.fit(w, h, input_size, letterbox)
     assert (lb.width, lb.height) == (w, h)
     assert (lb.content_width, lb.content_height) == content_size(w, h, input_size, letterbox)
     # the content edges (the rounded size) map back onto the image's own edges

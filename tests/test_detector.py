@@ -8,7 +8,7 @@ import keras
 import numpy as np
 import pytest
 
-from data.boxes import Letterbox
+from data.boxes import InputMapping
 from data.grid import CLASS, GridSpec, encode_grid
 from common.errors import CheckpointError, ImageError
 from model.detector import (
@@ -45,7 +45,7 @@ def encoded_face_network(letterboxes, faces, score=0.8, size=S, grid_size=G):
     (128, 128, (50.0, 60.0, 70.0, 90.0)),     # square: no padding
 ])
 def test_detect_maps_the_letterboxed_face_back_to_original_pixels(width, height, face, pad):
-    letterbox = Letterbox.fit(width, height, S, pad)
+    letterbox = InputMapping.fit(width, height, S, pad)
     detector = FaceDetector(encoded_face_network([letterbox], [face]), S, G, letterbox=pad)
     det = detector.detect(np.zeros((height, width, 3), np.uint8), score_threshold=0.5)
     assert det.boxes.shape == (1, 4) and det.boxes.dtype == np.float32
@@ -72,7 +72,7 @@ def test_detect_batch_finds_drawn_faces_in_images_of_different_shapes():
 
 
 def test_thresholds_reach_the_post_processing():
-    letterbox = Letterbox.fit(128, 128, S)
+    letterbox = InputMapping.fit(128, 128, S)
     detector = FaceDetector(encoded_face_network([letterbox] * 2, [(10, 10, 40, 40)] * 2), S, G)
     image = np.zeros((128, 128, 3), np.uint8)
     assert len(detector.detect(image, score_threshold=0.7).scores) == 1
@@ -85,7 +85,7 @@ def test_detect_defaults_to_the_models_own_threshold():
     from model.contract import ModelContract
     from model.postprocess import DetectSpec
 
-    letterbox = Letterbox.fit(128, 128, S)
+    letterbox = InputMapping.fit(128, 128, S)
     network = encoded_face_network([letterbox] * 9, [(10, 10, 40, 40)] * 9, score=0.75)
     image = np.zeros((128, 128, 3), np.uint8)
     plain = FaceDetector(network, S, G)

@@ -10,10 +10,10 @@ import cv2
 import numpy as np
 import pytest
 
-from data.boxes import Letterbox
+from data.boxes import InputMapping
 from helpers import claim_size
 from data.image import (
-    MAX_IMAGE_PIXELS, PAD_VALUE, TruncatedImageWarning, letterbox_image, prepare_image,
+    MAX_IMAGE_PIXELS, PAD_VALUE, TruncatedImageWarning, resize_to_input, prepare_image,
     read_image, to_network_input,
 )
 from common.errors import ImageError
@@ -41,8 +41,8 @@ def test_reduced_decode_halves_the_size(tmp_path):
 
 def test_letterbox_places_content_and_pads():
     image = np.full((100, 200, 3), 255, np.uint8)  # wide image
-    lb = Letterbox.fit(200, 100, 64)
-    out = letterbox_image(image, lb)
+    lb = InputMapping.fit(200, 100, 64)
+    out = resize_to_input(image, lb)
     assert out.shape == (64, 64, 3)
     assert (out[:16] == PAD_VALUE).all() and (out[48:] == PAD_VALUE).all()
     assert (out[16:48] == 255).all()

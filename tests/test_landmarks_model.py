@@ -333,10 +333,10 @@ def _landmark_grid():
 
 
 def test_detections_carry_their_points_through_nms_and_the_letterbox_inverse():
-    from data.boxes import Letterbox
+    from data.boxes import InputMapping
     from model.postprocess import DetectSpec, Detections, detect_from_grid
 
-    letterbox = Letterbox.fit(448, 224, 224)  # a 448 x 224 photo: scale 0.5, 56 px padding
+    letterbox = InputMapping.fit(448, 224, 224)  # a 448 x 224 photo: scale 0.5, 56 px padding
     found = detect_from_grid(_landmark_grid(), letterbox, DetectSpec(0.5, 0.4))
     assert len(found.boxes) == 2 and found.landmarks.shape == (2, 5, 2)
     assert found.landmarks.dtype == np.float32

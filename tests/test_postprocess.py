@@ -3,13 +3,13 @@
 import numpy as np
 import pytest
 
-from data.boxes import Letterbox
+from data.boxes import InputMapping
 from data.grid import CLASS, encode_grid
 from model.postprocess import DetectSpec, Detections, detect_batch, detect_from_grid, nms
 
 S, G = 224, 7
 CELL = S // G
-IDENTITY = Letterbox.fit(S, S, S)
+IDENTITY = InputMapping.fit(S, S, S)
 
 
 def face_grid(faces, scores, size=S, grid_size=G):
@@ -90,12 +90,12 @@ def test_max_detections_caps_the_highest_scores():
     [(640, 360, True), (300, 500, True), (1023, 767, True), (640, 360, False)],
 )
 def test_letterboxed_face_maps_back_to_original_pixels(width, height, pad):
-    """Encode known faces through Letterbox.to_input + encode_grid; decode gives them back."""
+    """Encode known faces through InputMapping.to_input + encode_grid; decode gives them back."""
     faces = np.array([
         [0.1 * width, 0.2 * height, 0.25 * width, 0.4 * height],
         [0.6 * width, 0.55 * height, 0.8 * width, 0.85 * height],
     ], np.float32)
-    letterbox = Letterbox.fit(width, height, S, pad)
+    letterbox = InputMapping.fit(width, height, S, pad)
     assert (letterbox.width, letterbox.height) == (width, height)
     target = encode_grid(letterbox.to_input(faces), [False, False], S, G).grid
     det = detect_from_grid(target, letterbox, DetectSpec(0.5, 0.4, 10))
@@ -105,7 +105,7 @@ def test_letterboxed_face_maps_back_to_original_pixels(width, height, pad):
 
 def test_boxes_are_clipped_to_the_original_image_and_padding_boxes_dropped():
     width, height = 400, 200  # letterboxed: 224 x 112 content, 56 px of padding above/below
-    letterbox = Letterbox.fit(width, height, S)
+    letterbox = InputMapping.fit(width, height, S)
     grid = np.zeros((G, G, 5), np.float32)
     # A face overflowing the image's top-left corner (centre inside the content)...
     grid[2, 0] = [40 / S, 40 / S, 0.1, 0.2, 0.9]
@@ -121,8 +121,8 @@ def test_boxes_are_clipped_to_the_original_image_and_padding_boxes_dropped():
 @pytest.mark.parametrize("width,height", [(1023, 77), (77, 1023), (333, 2)])
 def test_boxes_are_clipped_to_the_size_the_letterbox_holds(width, height):
     """A face overflowing the bottom-right corner ends exactly on the image's own border:
-    the size the Letterbox was fitted to (stored), whatever the rounded content size."""
-    letterbox = Letterbox.fit(width, height, S)
+    the size the InputMapping was fitted to (stored), whatever the rounded content size."""
+    letterbox = InputMapping.fit(width, height, S)
     grid = np.zeros((G, G, 5), np.float32)
     # A 112-px face centred 1 px inside the content's bottom-right corner.
     cx = letterbox.pad_x + letterbox.content_width - 1
@@ -139,13 +139,13 @@ def test_detect_batch_matches_per_image_calls_and_checks_shapes():
         face_grid([[10, 10, 50, 50]], [0.9]),
         face_grid([[100, 100, 150, 150]], [0.7]),
     ])
-    letterboxes = [Letterbox.fit(640, 480, S), Letterbox.fit(300, 600, S)]
+    letterboxes = [InputMapping.fit(640, 480, S), InputMapping.fit(300, 600, S)]
     batch = detect_batch(grids, letterboxes, DetectSpec(0.5, 0.4, 5))
     for det, grid, lb in zip(batch, grids, letterboxes):
         single = detect_from_grid(grid, lb, DetectSpec(0.5, 0.4, 5))
         np.testing.assert_array_equal(det.boxes, single.boxes)
         np.testing.assert_array_equal(det.scores, single.scores)
-    with pytest.raises(ValueError, match="letterboxes"):
+    with pytest.raises(ValueError, match="and 1 mappings"):
         detect_batch(grids, letterboxes[:1])
 
 

@@ -11,7 +11,7 @@ import pytest
 
 import data.synthetic as synthetic
 from config import Config
-from data.boxes import Letterbox, box_sizes
+from data.boxes import InputMapping, box_sizes
 from data.grid import encode_grid
 from data.image import read_image
 from data.synthetic import (
@@ -153,7 +153,7 @@ def test_faces_fall_in_distinct_cells_of_the_default_grid(samples):
     config = Config()
     for s in samples:
         h, w = s.image.shape[:2]
-        boxes = Letterbox.fit(w, h, config.input_size).to_input(s.boxes)
+        boxes = InputMapping.fit(w, h, config.input_size).to_input(s.boxes)
         targets = encode_grid(boxes, s.attributes[:, 3] > 0, config.input_size, config.grid_size)
         assert targets.collisions == 0
 
