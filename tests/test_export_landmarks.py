@@ -1,7 +1,8 @@
-"""Exports of a network with landmarks (issue 21): SavedModel, TFLite (float32, float16
-weights, int8) and ONNX carry the 15 channels and the contract's landmarks flag, and
-compute the Keras outputs; their detections carry the points (as tests/test_levels_model.py
-does for the levels)."""
+"""Exports of a network with three grid levels and landmarks (issues 19 and 21): SavedModel,
+TFLite (float32, float16 weights, int8) and ONNX carry the levels' (N, 15) cells and the
+contract's levels and landmarks flag, and compute the Keras outputs; their detections
+decode every level and carry the points. One export fixture serves both features: the
+conversions are the slow step."""
 
 import keras
 import numpy as np
@@ -14,8 +15,11 @@ from model.export import export_model
 from model.network import create_model
 
 SIZE = 64
-CONFIG = Config(input_size=SIZE, grid_size=8, alpha=0.35, backbone_weights="none",
-                head_channels=16, head_separable=True, neighbour_cells=True, landmarks=True)
+LEVELS = (8, 4, 2)  # cells of 8, 16 and 32 px
+CELLS = 64 + 16 + 4
+CONFIG = Config(input_size=SIZE, grid_size=8, grid_levels=3, alpha=0.35,
+                backbone_weights="none", head_channels=16, head_separable=True,
+                centre_radius=2.5, landmarks=True)
 
 
 def inputs(n=2, seed=0):
@@ -26,11 +30,13 @@ def inputs(n=2, seed=0):
 def model():
     keras.utils.set_random_seed(7)
     net = create_model(CONFIG)
-    head = net.get_layer("head_landmarks")
-    kernel, bias = head.get_weights()
     rng = np.random.default_rng(1)
-    head.set_weights([rng.normal(0, 0.05, kernel.shape).astype(np.float32),
-                      rng.uniform(-0.4, 0.4, bias.shape).astype(np.float32)])
+    heads = [layer for layer in net.layers if layer.name.startswith("head_landmarks")]
+    assert len(heads) == len(LEVELS)  # one per level
+    for head in heads:  # random points: the landmark channels are not all zero
+        kernel, bias = head.get_weights()
+        head.set_weights([rng.normal(0, 0.05, kernel.shape).astype(np.float32),
+                          rng.uniform(-0.4, 0.4, bias.shape).astype(np.float32)])
     return net
 
 
@@ -59,12 +65,15 @@ def exports(model, tmp_path_factory):
 def test_every_export_carries_the_landmarks_and_computes_the_keras_outputs(model, exports,
                                                                           name, atol):
     path = exports[name]
-    assert read_contract(path).grid.landmarks
+    grid = read_contract(path).grid
+    assert grid.landmarks and grid.grid_levels == 3
     detector = FaceDetector.load(path)
     assert detector.landmarks and detector.score_threshold == 0.3
+    assert (detector.input_size, detector.grid_size, detector.grid_levels,
+            detector.grid_sizes) == (SIZE, 8, 3, LEVELS)
     x = inputs(2, seed=5)
     cells = detector.predict_grids(x)
-    assert cells.shape == (2, 8, 8, 15)
+    assert cells.shape == (2, CELLS, 15)
     expected = model.predict_on_batch(x)
     np.testing.assert_allclose(cells, expected, atol=atol)
     assert np.abs(expected[..., 5:]).max() > 0.1  # the landmark channels are not trivial
@@ -73,6 +82,8 @@ def test_every_export_carries_the_landmarks_and_computes_the_keras_outputs(model
     keras_found = FaceDetector.from_keras(model, contract=read_contract(path)).detect(
         photo, score_threshold=0.0)
     assert len(found.boxes) > 0 and found.landmarks.shape == (len(found.boxes), 5, 2)
+    # Every level's cells decoded, NMS across them, boxes clipped to the photo.
+    assert np.all(found.boxes[:, 2] <= 80) and np.all(found.boxes[:, 3] <= 48)
     # Each detection's points are those of the Keras detection with the same box (float32
     # exports give the same boxes; float16's and int8's differ a little, so only their
     # outputs are compared).
@@ -83,3 +94,16 @@ def test_every_export_carries_the_landmarks_and_computes_the_keras_outputs(model
             np.testing.assert_allclose(points, keras_found.landmarks[same], atol=1e-2)
             matched += 1
     assert matched > 0 or name in ("float16", "int8")
+
+
+def test_a_contract_naming_other_levels_is_refused(exports, tmp_path):
+    import shutil
+
+    from common.errors import CheckpointError
+    from model.contract import write_contract
+
+    path = shutil.copy(exports["tflite"], tmp_path / "m.tflite")
+    write_contract(path, ModelContract.from_config(CONFIG.replace(grid_levels=2)))
+    with pytest.raises(CheckpointError, match="8x8 grid and 2 coarser levels, but .* says "
+                                              "64 px, 8x8 grid and 1 coarser levels"):
+        FaceDetector.load(path)

@@ -1,7 +1,7 @@
-"""A detector of several grid levels end to end: network, generator targets, validation,
-the runtimes and every export read the levels from the model's own shapes and contract."""
-
-import os
+"""A detector of several grid levels end to end: network, generator targets, validation
+and the runtimes read the levels from the model's own shapes and contract (every export
+of a several-level model: tests/test_export_landmarks.py, whose model has levels and
+landmarks)."""
 
 import cv2
 import keras
@@ -12,9 +12,6 @@ from config import Config
 from data.data_generator import FaceGridDataset
 from data.grid import CLASS, H, encode_levels, split_levels
 from data.records import ImageRecord
-from model.contract import ModelContract, read_contract
-from model.detector import FaceDetector
-from model.export import export_model
 from model.loss import make_loss, make_loss_metrics
 from model.network import at_input_size, check_grid_model, create_model
 from model.validation import GridValidation
@@ -92,58 +89,3 @@ def test_loss_trains_and_validation_scores_the_levels(model, tmp_path):
     assert 0 <= metrics["val_iou"] <= 1 and np.isfinite(metrics["val_mse"])
 
 
-@pytest.fixture(scope="module")
-def exports(model, tmp_path_factory):
-    """The model in every format, its contract inside. The TFLite files convert the one
-    SavedModel export (as export_model does from a fresh one; tests/test_export.py runs
-    that path): the export is the slow step."""
-    from common.files import atomic_write_bytes
-    from model.contract import CONTRACT_NAME, with_tflite_metadata
-    from model.export import tflite_from_saved_model
-
-    folder = tmp_path_factory.mktemp("levels")
-    contract = ModelContract.from_config(CONFIG, score_threshold=0.3)
-    assert contract.grid.grid_levels == 3
-    paths = {"saved_model": export_model(model, "saved_model", str(folder / "m_saved_model"),
-                                         contract=contract),
-             "onnx": export_model(model, "onnx", str(folder / "m.onnx"), contract=contract)}
-    for name, options in (("tflite", {}), ("int8", {"int8_inputs": inputs(8, seed=3)})):
-        data = tflite_from_saved_model(paths["saved_model"], **options)
-        paths[name] = str(folder / f"m_{name}.tflite")
-        atomic_write_bytes(paths[name], with_tflite_metadata(data, CONTRACT_NAME,
-                                                             contract.to_json().encode()))
-    return paths
-
-
-@pytest.mark.parametrize("name, atol", [("saved_model", 1e-5), ("tflite", 1e-5),
-                                        ("int8", 0.05), ("onnx", 1e-5)])
-def test_every_export_carries_the_levels_and_computes_the_keras_cells(model, exports, name,
-                                                                      atol):
-    path = exports[name]
-    assert read_contract(path).grid.grid_levels == 3
-    detector = FaceDetector.load(path)
-    assert (detector.input_size, detector.grid_size, detector.grid_levels,
-            detector.grid_sizes) == (SIZE, 8, 3, LEVELS)
-    assert detector.score_threshold == 0.3
-    x = inputs(2, seed=5)
-    cells = detector.predict_grids(x)
-    assert cells.shape == (2, CELLS, 5)
-    np.testing.assert_allclose(cells, model.predict_on_batch(x), atol=atol)
-    photo = np.random.default_rng(2).integers(0, 256, (48, 80, 3), dtype=np.uint8)
-    detections = detector.detect(photo, score_threshold=0.0)
-    assert len(detections.boxes) > 0  # every level's cells decoded, NMS across them
-    assert np.all(detections.boxes[:, 2] <= 80) and np.all(detections.boxes[:, 3] <= 48)
-
-
-def test_a_contract_naming_other_levels_is_refused(exports, tmp_path):
-    import shutil
-
-    from common.errors import CheckpointError
-    from model.contract import write_contract
-
-    path = shutil.copy(exports["tflite"], tmp_path / "m.tflite")
-    write_contract(path, ModelContract.from_config(CONFIG.replace(grid_levels=2)))
-    with pytest.raises(CheckpointError, match="8x8 grid and 2 coarser levels, but .* says "
-                                              "64 px, 8x8 grid and 1 coarser levels"):
-        FaceDetector.load(path)
-    assert os.path.isfile(path)
