@@ -4,6 +4,12 @@
     ultra = UltraFace(path)                # cv2.dnn over the RFB-320 ONNX file
     faces = yunet.detect(image_bgr)        # model.postprocess.Detections, image pixels
 
+YuNet's detections carry its five points (`Detections.landmarks` (N, 5, 2) x, y in the
+pixels of the image given): FaceDetectorYN's rows are x y w h, then right eye, left eye,
+nose tip, right and left mouth corner (the subject's sides: the right eye has the
+smaller x in a frontal face), then the score: `data.landmarks.LANDMARK_NAMES` order.
+UltraFace has no points (landmarks None).
+
 Each runs its own published pre-processing, network and NMS on the decoded photo, with
 the settings ../shared/README.md gives for WIDER FACE (YuNet: long side 640, score 0.02,
 NMS 0.45; UltraFace: 320x240 RGB, (x - 127) / 128, score > 0.1, hard NMS 0.3). Used by
@@ -18,6 +24,7 @@ import cv2
 import numpy as np
 
 from data.boxes import xywh_to_xyxy
+from data.landmarks import NUM_LANDMARKS
 from model.postprocess import Detections, nms
 
 PEERS_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(
@@ -49,7 +56,10 @@ class YuNet:
         boxes = xywh_to_xyxy(faces[:, :4])  # FaceDetectorYN's x y w h -> corners
         boxes[:, [0, 2]] *= w / size[0]
         boxes[:, [1, 3]] *= h / size[1]
-        return Detections(boxes, faces[:, 14].astype(np.float32))
+        # Columns 4..13: five x y points, already in LANDMARK_NAMES order (module doc).
+        landmarks = faces[:, 4:14].astype(np.float32).reshape(-1, NUM_LANDMARKS, 2)
+        landmarks *= np.float32([w / size[0], h / size[1]])
+        return Detections(boxes, faces[:, 14].astype(np.float32), landmarks)
 
 
 class UltraFace:
