@@ -6,10 +6,16 @@ int8) or an ONNX file.
     python export.py --weights model-0.61.keras --format tflite --int8 --calibration-images 200
     python export.py --weights model-0.61.keras --format onnx
     python export.py --weights model-0.61.keras --format saved_model
+    python export.py --weights model-0.61.keras --format tflite --float16 --boxes-only
 
 --int8 quantises weights and activations to 8 bits, calibrated on --calibration-images
 training photos: those of the run's config.json beside the checkpoint (the dataset it was
 trained on), or of --dataset.
+
+--boxes-only exports a landmark model's box detector alone (`model.network.without_landmarks`:
+the same layers and weights without the landmark heads, so the same boxes and scores, at a
+box-only network's cost; its contract says it has no landmarks). --threshold stores another
+score threshold in the export (the default of detect.py for it) than the checkpoint's.
 Without --weights the best model-*.keras under --checkpoint-dir is exported. Without
 --output the export goes beside the checkpoint: model-0.61.tflite, model-0.61_fp16.tflite
 or model-0.61_saved_model/. Run the result with `python detect.py --weights FILE`.
@@ -77,6 +83,11 @@ def build_parser() -> argparse.ArgumentParser:
                         help="TFLite with int8 weights and activations (calibrated)")
     parser.add_argument("--calibration-images", type=int, default=200, metavar="N",
                         help="--int8: training images that set the value ranges (default 200)")
+    parser.add_argument("--threshold", type=float, default=None,
+                        metavar="SCORE", help="the score threshold the export carries "
+                        "(default: the checkpoint's, chosen on validation)")
+    parser.add_argument("--boxes-only", action="store_true",
+                        help="a landmark model's boxes alone, without its landmark heads")
     parser.add_argument("--output", metavar="PATH",
                         help="file (tflite, onnx) or folder (saved_model) to write "
                         "(default: beside the checkpoint)")
@@ -97,6 +108,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         raise ConfigError("--int8 applies to --format tflite only")
     if args.int8 and args.calibration_images <= 0:
         raise ConfigError(f"--calibration-images {args.calibration_images}: must be positive")
+    if args.threshold is not None and not 0.0 <= args.threshold <= 1.0:
+        raise ConfigError(f"--threshold {args.threshold:g}: must be in [0, 1]")
     weights = resolve_weights(args.weights, config.checkpoint_dir)
     if not weights.endswith(".keras"):
         raise CheckpointError(f"{weights}: export reads .keras checkpoints only")
@@ -109,14 +122,24 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     calibration = None
     if args.int8:
         calibration = _calibration(args, weights, detector)
-    export_model(detector.model, args.format, output, args.float16, int8_inputs=calibration,
-                 contract=detector.contract)
+    network, contract = detector.model, detector.contract
+    threshold = detector.score_threshold
+    if args.threshold is not None:
+        threshold = args.threshold
+        contract = contract.replace(score_threshold=threshold)
+    if args.boxes_only:
+        from model.network import without_landmarks
+
+        network = without_landmarks(network)
+        contract = contract.replace(grid=contract.grid.replace(landmarks=False))
+    export_model(network, args.format, output, args.float16, int8_inputs=calibration,
+                 contract=contract)
     precision = " float16" if args.float16 else f" int8 ({len(calibration)} calibration " \
         "images)" if args.int8 else ""
     print(f"{output}: {args.format}{precision}, input "
           f"{detector.input_size}x{detector.input_size}, grid {levels_text(detector.grid_sizes)}"
           f", {'letterbox' if detector.letterbox else 'stretch'}, "
-          f"score threshold {detector.score_threshold:g}")
+          f"score threshold {threshold:g}{', landmarks' if contract.grid.landmarks else ''}")
     return 0
 
 
@@ -136,4 +159,5 @@ def _calibration(args, weights: str, detector):
 
 
 if __name__ == "__main__":
-    run_main(main, flags=("format", "float16", "int8", "calibration_images", "output"))
+    run_main(main, flags=("format", "float16", "int8", "calibration_images", "output",
+                          "boxes_only"))

@@ -46,6 +46,8 @@ INPUT_NAME = "image"
 INPUT_DTYPE = image.INPUT_DTYPE  # what data.image.to_network_input makes
 INPUT_SCALING = "input_scaling"  # the layer that maps uint8 pixels to [-1, 1]
 OUTPUT_NAME = "grid"
+# The box channels of a landmark network, before the output layer joins its points.
+BOX_OUTPUT_NAME = "grid_boxes"
 HEAD_CONVS = 2
 # Prior face probability of every cell at initialisation (RetinaNet): with ~1 face cell
 # in hundreds, a 0.5 start would flood the focal loss with background in the first steps.
@@ -135,7 +137,7 @@ def build_network(grid: GridSpec, alpha: float, head_channels: int, head_separab
     # float32 even under mixed precision: the loss takes sqrt and logs of these values.
     # With landmarks the box channels get another name and the output layer joins them
     # with the landmark channels, so the output keeps its name (OUTPUT_NAME) either way.
-    box_name = "grid_boxes" if landmarks else OUTPUT_NAME
+    box_name = BOX_OUTPUT_NAME if landmarks else OUTPUT_NAME
     low, high = grid.offsets
     if (low, high) == (0.0, 1.0):  # the centre cell alone: offsets are the sigmoid's
         cells = keras.layers.Activation("sigmoid", dtype="float32", name=box_name)(x)
@@ -308,3 +310,18 @@ def at_input_size(model: keras.Model, config: Config, input_size: int) -> keras.
     resized = create_model(sized)
     resized.set_weights(model.get_weights())
     return resized
+
+
+def without_landmarks(model: keras.Model) -> keras.Model:
+    """The box detector inside a landmark network: the same layers and weights up to its
+    (B, G, G, 5) box cells (or (B, N, 5) over several levels), without the landmark heads,
+    so its boxes and scores are exactly the landmark network's and it costs what a
+    box-only network of the same recipe costs. A network without landmarks is returned as
+    it is. The layers are shared, not copied: training one trains the other.
+    """
+    if not output_has_landmarks(model.output_shape[-1]):
+        return model
+    boxes = model.get_layer(BOX_OUTPUT_NAME).output
+    # The output keeps the name every runtime and export reads (OUTPUT_NAME).
+    boxes = keras.layers.Identity(dtype="float32", name=OUTPUT_NAME)(boxes)
+    return keras.Model(model.input, boxes, name=model.name)

@@ -107,3 +107,39 @@ def test_a_contract_naming_other_levels_is_refused(exports, tmp_path):
     with pytest.raises(CheckpointError, match="8x8 grid and 2 coarser levels, but .* says "
                                               "64 px, 8x8 grid and 1 coarser levels"):
         FaceDetector.load(path)
+
+
+def test_boxes_only_export_is_the_landmark_models_boxes_without_its_points(model, tmp_path,
+                                                                           capsys):
+    """export.py --boxes-only: the box detector inside a landmark model, its contract
+    saying no landmarks, its cells the landmark model's first five; the same detections
+    with no points."""
+    import export
+    from common.errors import ConfigError
+    from model.contract import write_contract
+
+    checkpoint = str(tmp_path / "model-0.50.keras")
+    model.save(checkpoint)
+    write_contract(checkpoint, ModelContract.from_config(CONFIG, score_threshold=0.3))
+    output = str(tmp_path / "boxes.tflite")
+    assert export.main(["--weights", checkpoint, "--format", "tflite", "--boxes-only",
+                        "--threshold", "0.42", "--output", output]) == 0
+    printed = capsys.readouterr().out
+    assert "score threshold 0.42" in printed and "landmarks" not in printed
+    contract = read_contract(output)
+    assert not contract.grid.landmarks and contract.grid.grid_levels == 3
+    assert contract.score_threshold == 0.42  # --threshold, not the checkpoint's 0.3
+    with pytest.raises(ConfigError, match=r"--threshold 1.5: must be in \[0, 1\]"):
+        export.main(["--weights", checkpoint, "--format", "tflite", "--threshold", "1.5"])
+    boxes = FaceDetector.load(output)
+    assert not boxes.landmarks
+    x = inputs(2, seed=6)
+    cells = boxes.predict_grids(x)
+    assert cells.shape == (2, CELLS, 5)
+    np.testing.assert_allclose(cells, model.predict_on_batch(x)[..., :5], atol=1e-5)
+    # Its detections are boxes alone (the cells above are the landmark model's; this
+    # untrained network's equal scores leave NMS's order to float rounding, so the
+    # boxes themselves are compared through the cells).
+    photo = np.random.default_rng(2).integers(0, 256, (48, 80, 3), dtype=np.uint8)
+    found = boxes.detect(photo, score_threshold=0.0)
+    assert found.landmarks is None and len(found.boxes) > 0

@@ -54,6 +54,28 @@ def test_several_levels_give_fifteen_channels_per_cell_in_the_flat_layout():
                         ).output_shape == (None, 189, 5)
 
 
+def test_without_landmarks_is_the_box_network_of_the_same_recipe_with_the_same_boxes():
+    """export.py --boxes-only: a landmark network's box detector alone has the layers and
+    weights of the box-only network of the same config (no landmark head), its output is
+    named as every runtime reads it, and its cells are the landmark network's first five;
+    a network without landmarks comes back as it is."""
+    from model.network import without_landmarks
+
+    config = SMALL.replace(grid_size=12, grid_levels=3)
+    model = create_model(config)
+    boxes = without_landmarks(model)
+    twin = create_model(config.replace(landmarks=False))
+    assert boxes.output_shape == (None, 189, NUM_CHANNELS)
+    assert boxes.layers[-1].name == OUTPUT_NAME
+    assert not any(layer.name.startswith("head_landmarks") for layer in boxes.layers)
+    assert boxes.count_params() == twin.count_params() < model.count_params()
+    check_grid_model(boxes, "boxes")
+    x = images(2, seed=4)
+    np.testing.assert_array_equal(boxes.predict(x, verbose=0),
+                                  model.predict(x, verbose=0)[..., :NUM_CHANNELS])
+    assert without_landmarks(twin) is twin
+
+
 # ------------------------------------------------------------------------- loss
 def _loss_scene():
     """(1, 7, 7, 17) targets of one face with all six points, one face without points;
