@@ -411,7 +411,9 @@ def small_config(base: Config) -> Config:
     .280 / .096 at 4x UltraFace's time. Three levels beat one on validation (AP 0.547
     against 0.527 in the same 1,800 steps, run L1: .456 / .323 / .131 on the test photos).
     Weight EMA with quality scores scored lower on validation in 500 steps (0.366 against
-    0.396) and is not part of it.
+    0.396) and is not part of it. With `--landmarks`, 8,600 steps (run LM4, 77 min on a
+    faster 2-core machine): .553 / .424 / .187 at 9.6 ms against UltraFace's .706 / .569 /
+    .375 at 7.0 ms; its box detector is models/face_detector.tflite.
     """
     return real_config(base).replace(
         alpha=0.35,
