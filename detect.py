@@ -428,63 +428,91 @@ def annotate_video(
 
     from data.capture import open_capture
     from common.files import atomic_path
-    from model.detector import annotate
 
     _check_video_output(output)
     capture = open_capture(source)
-    total = int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) if isinstance(source, str) else 0
+    from_file = isinstance(source, str)
+    total = int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) if from_file else 0
     fps_in = capture.get(cv2.CAP_PROP_FPS)
     fps_in = fps_in if 0 < fps_in < 1000 else 30.0
     bar = tqdm(total=total or None, desc="video", unit="frame", disable=not progress)
-    frames = faces = 0
-    stopped = "end of video"
-    writer = None
+    sink = None
     try:
         with (atomic_path(output) if output else contextlib.nullcontext()) as tmp:
+            sink = _VideoSink(tmp, output, fps_in) if tmp is not None else None
             started = time.perf_counter()
-            frame_rate = _FrameRate(started)
-            while True:
-                try:
-                    ok, frame = capture.read()
-                    if not ok or frame is None:
-                        stopped = "end of video" if isinstance(source, str) else "read failed"
-                        break
-                    det = detector.detect(frame, spec)
-                    drawn = annotate(frame, det)
-                    _draw_fps(drawn, frame_rate.tick(time.perf_counter()))
-                    if tmp is not None:
-                        if writer is None:
-                            writer = _open_writer(tmp, output, fps_in, drawn.shape)
-                        writer.write(drawn)
-                    frames += 1
-                    faces += len(det.scores)
-                    bar.update(1)
-                    if show:
-                        cv2.imshow("detect.py (q to stop)", drawn)
-                        if cv2.waitKey(1) & 0xFF in _QUIT_KEYS:
-                            stopped = "quit"
-                            break
-                except KeyboardInterrupt:
-                    stopped = "interrupted"  # a camera's normal end: keep what was written
-                    break
+            frames, faces, stopped = _annotate_frames(detector, capture, spec, sink, show, bar,
+                                                      from_file)
             seconds = time.perf_counter() - started
-            if writer is not None:
-                writer.release()
-                writer = None
-            elif tmp is not None:
+            if sink is not None and not sink.close():
                 raise ImageError(f"{source}: no frame could be read; nothing written")
     except cv2.error as e:
         if show:
             raise ConfigError(f"--show: cannot open a window ({first_line(e)})") from None
         raise
     finally:
-        if writer is not None:
-            writer.release()
+        if sink is not None:
+            sink.close()
         bar.close()
         capture.release()
         if show:
             _destroy_windows()
     return VideoSummary(frames, seconds, faces, output, stopped)
+
+
+def _annotate_frames(detector, capture, spec, sink, show: bool, bar, from_file: bool):
+    """Detect, draw (boxes, points, fps) and write every frame until the stream ends, q /
+    Esc is pressed or Ctrl-C stops it; (frames, faces, how it stopped)."""
+    import time
+
+    import cv2
+
+    from model.detector import annotate
+
+    frames = faces = 0
+    frame_rate = _FrameRate(time.perf_counter())
+    while True:
+        try:
+            ok, frame = capture.read()
+            if not ok or frame is None:
+                return frames, faces, "end of video" if from_file else "read failed"
+            det = detector.detect(frame, spec)
+            drawn = annotate(frame, det)
+            _draw_fps(drawn, frame_rate.tick(time.perf_counter()))
+            if sink is not None:
+                sink.write(drawn)
+            frames += 1
+            faces += len(det.scores)
+            bar.update(1)
+            if show:
+                cv2.imshow("detect.py (q to stop)", drawn)
+                if cv2.waitKey(1) & 0xFF in _QUIT_KEYS:
+                    return frames, faces, "quit"
+        except KeyboardInterrupt:
+            return frames, faces, "interrupted"  # a camera's normal end: keep what was written
+
+
+class _VideoSink:
+    """The annotated video's writer into `tmp` (the atomic temporary of `output`), opened at
+    the first frame, whose size it takes."""
+
+    def __init__(self, tmp: str, output: str, fps: float):
+        self.tmp, self.output, self.fps = tmp, output, fps
+        self.writer = None
+        self.written = False
+
+    def write(self, frame) -> None:
+        if self.writer is None:
+            self.writer = _open_writer(self.tmp, self.output, self.fps, frame.shape)
+        self.writer.write(frame)
+        self.written = True
+
+    def close(self) -> bool:
+        """Release the writer (again: nothing); whether any frame was written."""
+        if self.writer is not None:
+            self.writer.release()
+            self.writer = None
+        return self.written
 
 
 def _check_video_output(output: Optional[str]) -> None:

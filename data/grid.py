@@ -278,14 +278,7 @@ def encode_grid(
     """
     boxes = np.asarray(boxes, dtype=np.float32).reshape(-1, 4)
     ignore = np.asarray(ignore, dtype=bool).reshape(-1)
-    channels = NUM_CHANNELS if points is None else LANDMARK_TARGET_CHANNELS
-    grid = np.zeros((grid_size, grid_size, channels), dtype=np.float32)
-    if points is not None:
-        points = np.asarray(points, dtype=np.float32)
-        if points.shape != (len(boxes), len(POINT_NAMES), 2):
-            raise ValueError(f"points must have shape ({len(boxes)}, {len(POINT_NAMES)}, 2), "
-                             f"got {points.shape}")
-        grid[..., NUM_CHANNELS:] = np.nan  # no point to learn (module doc)
+    grid, points = _empty_targets(grid_size, len(boxes), points)
     if len(boxes) == 0:
         return GridTargets(grid, 0)
 
@@ -315,16 +308,41 @@ def encode_grid(
                                       float(centre_radius))
     elif neighbours:
         kept, r, c = _neighbour_cells(kept, r, c, boxes, cx, cy, area, cell, grid_size)
-    grid[r, c, H] = h[kept] / image_size
-    grid[r, c, W] = w[kept] / image_size
-    grid[r, c, YC] = cy[kept] / cell - r
-    grid[r, c, XC] = cx[kept] / cell - c
+    _write_faces(grid, r, c, boxes[kept], cell, image_size,
+                 None if points is None else points[kept])
+    return GridTargets(grid, collisions)
+
+
+def _empty_targets(grid_size: int, faces: int, points: Optional[np.ndarray]):
+    """(a (G, G, 5) or, with `points`, (G, G, 17) grid of background cells whose point
+    channels are NaN (no point to learn, module doc); `points` as float32, shape checked)."""
+    channels = NUM_CHANNELS if points is None else LANDMARK_TARGET_CHANNELS
+    grid = np.zeros((grid_size, grid_size, channels), dtype=np.float32)
+    if points is not None:
+        points = np.asarray(points, dtype=np.float32)
+        if points.shape != (faces, len(POINT_NAMES), 2):
+            raise ValueError(f"points must have shape ({faces}, {len(POINT_NAMES)}, 2), "
+                             f"got {points.shape}")
+        grid[..., NUM_CHANNELS:] = np.nan
+    return grid, points
+
+
+def _write_faces(grid: np.ndarray, r: np.ndarray, c: np.ndarray, boxes: np.ndarray,
+                 cell: float, image_size: int, points: Optional[np.ndarray]) -> None:
+    """Write face targets into `grid` in place: cell (r[i], c[i]) learns boxes[i] (x1, y1,
+    x2, y2 input pixels) and, with `points` ((K, 6, 2) input pixels), its points as
+    offsets from the cell's centre in units of the face's size (module doc)."""
+    w = boxes[:, 2] - boxes[:, 0]
+    h = boxes[:, 3] - boxes[:, 1]
+    grid[r, c, H] = h / image_size
+    grid[r, c, W] = w / image_size
+    grid[r, c, YC] = (boxes[:, 1] + boxes[:, 3]) / 2 / cell - r
+    grid[r, c, XC] = (boxes[:, 0] + boxes[:, 2]) / 2 / cell - c
     grid[r, c, CLASS] = 1.0
     if points is not None:
         x, y = point_channels(0)
-        grid[r, c, x::2] = (points[kept, :, 0] - (c[:, None] + 0.5) * cell) / w[kept, None]
-        grid[r, c, y::2] = (points[kept, :, 1] - (r[:, None] + 0.5) * cell) / h[kept, None]
-    return GridTargets(grid, collisions)
+        grid[r, c, x::2] = (points[:, :, 0] - (c[:, None] + 0.5) * cell) / w[:, None]
+        grid[r, c, y::2] = (points[:, :, 1] - (r[:, None] + 0.5) * cell) / h[:, None]
 
 
 def _neighbour_cells(kept, r, c, boxes, cx, cy, area, cell, grid_size):

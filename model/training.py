@@ -273,6 +273,39 @@ def _resumed_history(paths: RunPaths, start_epoch: int) -> dict:
         return {k: v[:start_epoch] for k, v in json.load(f).items()}
 
 
+@dataclass(frozen=True)
+class Stage:
+    """One stage of training: `epochs` epochs at peak rate `learning_rate`, the backbone
+    frozen or not. A run is the stages of `training_stages` one after the other."""
+    name: str
+    epochs: int
+    learning_rate: float
+    backbone_trainable: bool
+
+
+def training_stages(config: Config) -> list:
+    """The stages `config` asks for, in order: the head on a frozen backbone, then the
+    whole network (either may have 0 epochs)."""
+    return [
+        Stage("head", config.head_epochs, config.learning_rate, False),
+        Stage("finetune", config.finetune_epochs, config.finetune_learning_rate, True),
+    ]
+
+
+@dataclass
+class _Run:
+    """What every stage of one `train` call shares."""
+    config: Config
+    paths: RunPaths  # the run's folders (the chief's, with several workers)
+    writes: RunPaths  # where this process writes: `paths`, or a worker's scratch folder
+    strategy: object  # tf.distribute strategy
+    cluster: object  # the multi-worker cluster, or None
+    train_data: object  # FaceGridDataset
+    val_data: object
+    history: dict
+    start_time: float
+
+
 def train(config: Config, resume: bool = False, weights: Optional[str] = None) -> TrainResult:
     """Train as `config` says; see the module docstring.
 
@@ -282,99 +315,115 @@ def train(config: Config, resume: bool = False, weights: Optional[str] = None) -
             last completed epoch, with its optimizer state.
         weights: start from this checkpoint's weights (fine-tuning), fresh optimizer.
     """
-    from model.network import set_backbone_trainable
-
     if resume and weights:
         raise ConfigError(f"resume=True: cannot also start from weights={weights!r} (a resume "
                           "continues a run; weights start a new one from a checkpoint)")
     config, paths, state, resume_path = _open_run(config, resume)
-    # Several workers: the chief writes into `paths`; every other one reads the chief's
-    # files but writes into a temporary folder of its own (model/distributed.py).
     cluster = training_cluster(config)
-    scratch = scratch_folder(cluster)
-    writes = paths if scratch is None else RunPaths(
-        config.run_name, os.path.join(scratch.name, "logs"),
-        os.path.join(scratch.name, "checkpoints"))
-    removed = clean_checkpoint_folder(paths.checkpoint_dir) if writes is paths else []
-    if removed:
-        print(f"{paths.checkpoint_dir}: removed what interrupted saves left: {', '.join(removed)}")
-
+    scratch, writes = _write_folders(paths, cluster)
     if config.mixed_precision:
         keras.mixed_precision.set_global_policy("mixed_float16")
     strategy = make_strategy(config)
-    replicas = strategy.num_replicas_in_sync
-    global_batch = config.batch_size * replicas
-    train_data, val_data = _datasets(config, global_batch, cluster)
-
+    train_data, val_data = _datasets(config, config.batch_size * strategy.num_replicas_in_sync,
+                                     cluster)
     start_epoch = int(state["epoch"]) if state else 0
     train_data.set_epoch(start_epoch)  # the resumed epoch's order and augmentation
-
     for d in (writes.log_dir, writes.checkpoint_dir):
         _save_config(config, os.path.join(d, "config.json"))  # makes the folder
-
     history = _resumed_history(paths, start_epoch) if resume else {}
     start_time = time.time() - 60 * (history.get("minutes") or [0.0])[-1]
+    run = _Run(config, paths, writes, strategy, cluster, train_data, val_data, history,
+               start_time)
 
-    stages = [
-        ("head", config.head_epochs, config.learning_rate, False),
-        ("finetune", config.finetune_epochs, config.finetune_learning_rate, True),
-    ]
-    compiled_stage = None
     with strategy.scope():
         if resume:
             model = load_checkpoint(resume_path)
             check_resumed_model(model, resume_path, state)
-            compiled_stage = state.get("stage")
         else:
             model = initial_model(config, weights)
-
-    steps = config.steps_per_epoch or len(train_data)
+    compiled_stage = state.get("stage") if resume else None
     stage_end = 0
-    for stage, epochs, lr, backbone_trainable in stages:
-        stage_start, stage_end = stage_end, stage_end + epochs
+    for stage in training_stages(config):
+        stage_start, stage_end = stage_end, stage_end + stage.epochs
         begin = max(start_epoch, stage_start)  # later than stage_start when resuming
-        if epochs <= 0 or begin >= stage_end:
+        if stage.epochs <= 0 or begin >= stage_end:
             continue
-        if compiled_stage != stage:
-            with strategy.scope():
-                # BatchNorm statistics of ImageNet weights stay frozen when fine-tuning with
-                # small batches; a backbone trained from scratch needs them to learn.
-                set_backbone_trainable(model, backbone_trainable,
-                                       train_batchnorm=config.backbone_weights == "none")
-                _compile(model, config, lr)
-            compiled_stage = stage
-        schedule = LearningRateSchedule(
-            lr, config.warmup_epochs * steps, config.lr_schedule,
-            total_steps=epochs * steps, start_step=(begin - stage_start) * steps)
-        callbacks, guard, early = epoch_end_callbacks(
-            config, stage, schedule, val_data, writes, history, start_time,
-            strategy if cluster is not None else None)
-        fit_args = dict(
-            initial_epoch=begin,
-            epochs=stage_end,
-            steps_per_epoch=config.steps_per_epoch or None,
-            callbacks=callbacks,
-            verbose=(1 if os.environ.get("CI") is None else 2) if writes is paths else 0,
-        )
-        if cluster is None:
-            # shuffle=False: the dataset shuffles itself, seeded per epoch.
-            model.fit(train_data, shuffle=False, **fit_args)
-        else:  # model.fit fails under MultiWorkerMirroredStrategy (model/distributed.py)
-            fit_multiworker(model, train_data, strategy=strategy, **fit_args)
-        if guard.triggered:
-            raise TrainingDiverged(
-                f"{guard.triggered}; stopped, {describe_kept(paths.checkpoint_dir)} "
-                "(try a lower learning_rate)")
-        if early is not None and early.stopped_epoch > 0:
-            break
-
-    result = TrainResult(paths, history, epochs_done=len(history.get("epoch", [])),
-                         minutes=(time.time() - start_time) / 60)
-    best = best_checkpoints(paths.checkpoint_dir)
-    if best:
-        result.best_score, result.best_checkpoint = best[0]
+        if compiled_stage != stage.name:
+            _prepare_stage(run, model, stage)
+            compiled_stage = stage.name
+        if _fit_stage(run, model, stage, stage_start, begin):
+            break  # stopped early
     if scratch is not None:
         scratch.cleanup()
+    return _result(run)
+
+
+def _write_folders(paths: RunPaths, cluster):
+    """(the scratch folder or None, the RunPaths this process writes). Several workers: the
+    chief writes into `paths`; every other one reads the chief's files but writes into a
+    temporary folder of its own (model/distributed.py). The chief first removes what
+    interrupted saves left in the checkpoint folder."""
+    scratch = scratch_folder(cluster)
+    if scratch is not None:
+        return scratch, RunPaths(paths.name, os.path.join(scratch.name, "logs"),
+                                 os.path.join(scratch.name, "checkpoints"))
+    removed = clean_checkpoint_folder(paths.checkpoint_dir)
+    if removed:
+        print(f"{paths.checkpoint_dir}: removed what interrupted saves left: {', '.join(removed)}")
+    return None, paths
+
+
+def _prepare_stage(run: _Run, model: keras.Model, stage: Stage) -> None:
+    """Freeze or unfreeze the backbone for `stage` and compile at its rate."""
+    from model.network import set_backbone_trainable
+
+    with run.strategy.scope():
+        # BatchNorm statistics of ImageNet weights stay frozen when fine-tuning with small
+        # batches; a backbone trained from scratch needs them to learn.
+        set_backbone_trainable(model, stage.backbone_trainable,
+                               train_batchnorm=run.config.backbone_weights == "none")
+        _compile(model, run.config, stage.learning_rate)
+
+
+def _fit_stage(run: _Run, model: keras.Model, stage: Stage, stage_start: int,
+               begin: int) -> bool:
+    """Train `stage` from epoch `begin` (its first is `stage_start`) to its end; True if
+    early stopping ended it. Raises TrainingDiverged if the loss or weights went non-finite."""
+    config = run.config
+    steps = config.steps_per_epoch or len(run.train_data)
+    schedule = LearningRateSchedule(
+        stage.learning_rate, config.warmup_epochs * steps, config.lr_schedule,
+        total_steps=stage.epochs * steps, start_step=(begin - stage_start) * steps)
+    callbacks, guard, early = epoch_end_callbacks(
+        config, stage.name, schedule, run.val_data, run.writes, run.history, run.start_time,
+        run.strategy if run.cluster is not None else None)
+    fit_args = dict(
+        initial_epoch=begin,
+        epochs=stage_start + stage.epochs,
+        steps_per_epoch=config.steps_per_epoch or None,
+        callbacks=callbacks,
+        verbose=(1 if os.environ.get("CI") is None else 2) if run.writes is run.paths else 0,
+    )
+    if run.cluster is None:
+        # shuffle=False: the dataset shuffles itself, seeded per epoch.
+        model.fit(run.train_data, shuffle=False, **fit_args)
+    else:  # model.fit fails under MultiWorkerMirroredStrategy (model/distributed.py)
+        fit_multiworker(model, run.train_data, strategy=run.strategy, **fit_args)
+    if guard.triggered:
+        raise TrainingDiverged(
+            f"{guard.triggered}; stopped, {describe_kept(run.paths.checkpoint_dir)} "
+            "(try a lower learning_rate)")
+    return early is not None and early.stopped_epoch > 0
+
+
+def _result(run: _Run) -> TrainResult:
+    """The run's TrainResult: its history, epochs, minutes and best checkpoint."""
+    result = TrainResult(run.paths, run.history,
+                         epochs_done=len(run.history.get("epoch", [])),
+                         minutes=(time.time() - run.start_time) / 60)
+    best = best_checkpoints(run.paths.checkpoint_dir)
+    if best:
+        result.best_score, result.best_checkpoint = best[0]
     return result
 
 

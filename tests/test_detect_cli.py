@@ -370,6 +370,67 @@ def test_annotate_video_draws_every_frame_and_writes_the_stream(tmp_path):
         detect.annotate_video(detector, str(tmp_path / "missing.mp4"), None, progress=False)
 
 
+class _FakeCamera:
+    """A camera (int source) that gives `frames` copies of `image`, then raises `end` (an
+    exception class) from read(), or returns (False, None) if `end` is None."""
+
+    def __init__(self, image, frames, end=None):
+        self.image, self.left, self.end = image, frames, end
+        self.released = False
+
+    def get(self, prop):
+        return 25.0 if prop == cv2.CAP_PROP_FPS else 0.0
+
+    def read(self):
+        if self.left == 0:
+            if self.end is not None:
+                raise self.end()
+            return False, None
+        self.left -= 1
+        return True, self.image.copy()
+
+    def release(self):
+        self.released = True
+
+
+def test_a_camera_stopped_by_ctrl_c_keeps_what_it_wrote(tmp_path, monkeypatch):
+    """Ctrl-C is a camera's normal end: the frames read so far are written, complete."""
+    import data.capture
+    from model.detector import FaceDetector
+    from helpers import bright_box_network, scene
+
+    camera = _FakeCamera(scene(128, 96, (40, 20, 70, 44)), 2, end=KeyboardInterrupt)
+    monkeypatch.setattr(data.capture, "open_capture", lambda source: camera)
+    detector = FaceDetector(bright_box_network(128, 4), 128, 4)
+    out = str(tmp_path / "camera.avi")
+    summary = detect.annotate_video(detector, 0, out, progress=False)
+    assert (summary.frames, summary.faces, summary.stopped) == (2, 2, "interrupted")
+    assert camera.released
+    capture = cv2.VideoCapture(out)
+    count = 0
+    while capture.read()[0]:
+        count += 1
+    capture.release()
+    assert count == 2
+    assert os.listdir(tmp_path) == ["camera.avi"]  # no temporary left
+
+
+def test_a_camera_that_gives_no_frame_writes_nothing_and_says_so(tmp_path, monkeypatch):
+    import data.capture
+    from model.detector import FaceDetector
+    from helpers import bright_box_network
+
+    camera = _FakeCamera(None, 0)
+    monkeypatch.setattr(data.capture, "open_capture", lambda source: camera)
+    detector = FaceDetector(bright_box_network(128, 4), 128, 4)
+    with pytest.raises(ImageError, match=r"^0: no frame could be read; nothing written$"):
+        detect.annotate_video(detector, 0, str(tmp_path / "camera.mp4"), progress=False)
+    assert camera.released and os.listdir(tmp_path) == []
+    # Without an output, a camera that fails at once is a run of 0 frames, not an error.
+    summary = detect.annotate_video(detector, 0, None, progress=False)
+    assert (summary.frames, summary.stopped) == (0, "read failed")
+
+
 def test_the_drawn_frame_rate_starts_at_the_first_frames_and_is_smoothed():
     rate = detect._FrameRate(start=10.0)
     assert rate.tick(10.1) == pytest.approx(10.0)  # the first frame: its own rate

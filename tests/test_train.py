@@ -385,3 +385,13 @@ def test_compile_builds_the_optimizer_so_the_first_step_is_traced_once():
     moments = {v.path for v in model.optimizer.variables if "momentum" in v.path
                or "velocity" in v.path}
     assert len(moments) == 2 * len(model.trainable_variables) > 0
+
+
+def test_training_stages_are_the_frozen_head_then_the_whole_network():
+    """The order and rates `train` runs its stages in (a resume counts epochs across them)."""
+    from model.training import Stage, training_stages
+
+    config = Config(head_epochs=2, finetune_epochs=5, learning_rate=0.01,
+                    finetune_learning_rate=0.001)
+    assert training_stages(config) == [Stage("head", 2, 0.01, False),
+                                       Stage("finetune", 5, 0.001, True)]
