@@ -200,7 +200,9 @@ class Config:
     keep_best: int = 3  # checkpoints kept
     # Validate, save and ship a moving average of the weights (model/ema.py); 0 disables.
     ema_decay: float = 0.0
-    mixed_precision: bool = False  # train in float16 (mixed_float16), float32 output layer
+    # Train in float16 (mixed_float16), float32 output layer: for GPUs; on a CPU it is 26x
+    # slower than float32 (benchmarks/bench_precision.py, docs/benchmarks.md).
+    mixed_precision: bool = False
     # auto: MultiWorkerMirroredStrategy when TF_CONFIG names several workers, else
     # MirroredStrategy when >1 GPU; mirrored: all local devices; multiworker: the TF_CONFIG
     # cluster (README, "Training on several machines"); none
@@ -413,7 +415,9 @@ def small_config(base: Config) -> Config:
     Weight EMA with quality scores scored lower on validation in 500 steps (0.366 against
     0.396) and is not part of it. With `--landmarks`, 8,600 steps (run LM4, 77 min on a
     faster 2-core machine): .553 / .424 / .187 at 9.6 ms against UltraFace's .706 / .569 /
-    .375 at 7.0 ms; its box detector is models/face_detector.tflite.
+    .375 at 7.0 ms. The same 8,600 steps with `--ema-decay 0.998` (runs E1, E2): .565 /
+    .440 / .195, its box detector 6.2 ms against UltraFace's 5.3 in the same run; that box
+    detector is models/face_detector.tflite.
     """
     return real_config(base).replace(
         alpha=0.35,
