@@ -280,15 +280,42 @@ def augment_image(
         input pixels, ignore (M,) bool), M <= N; with `points` a fourth element, the kept
         faces' points (M, K, 2) float32 in input pixels (flipped ones re-ordered).
     """
-    img_h, img_w = image.shape[:2]
-    # The crop in decoded pixels; boxes follow the same integer window, so they stay exact.
+    x0, y0, x1, y1 = _crop_window(plan, scale, image.shape[1], image.shape[0])
+    crop_w, crop_h = x1 - x0, y1 - y0
+    crop = image[y0:y1, x0:x1]
+    b, ign, p = _faces_in_crop(boxes, ignore, points, scale, x0, y0, crop_w, crop_h,
+                               spec.min_visible_fraction)
+    if plan.flip:
+        crop = cv2.flip(crop, 1)
+        b[:, [0, 2]] = crop_w - b[:, [2, 0]]
+        if p is not None:
+            p = flip_points(p, crop_w)  # the subject's right is now on the other side
+
+    letterbox = _crop_mapping(plan, scale, x0, y0, crop_w, crop_h, grid)
+    out = resize_to_input(crop, letterbox)
+    _jitter_picture(out, letterbox, plan)
+    if p is None:
+        b, ign = faces_to_input(b, ign, letterbox, spec.min_face_size)
+        return np.ascontiguousarray(out), b, ign
+    b, ign, p = faces_to_input(b, ign, letterbox, spec.min_face_size, points=p)
+    return np.ascontiguousarray(out), b, ign, p
+
+
+def _crop_window(plan: AugmentPlan, scale: float, img_w: int, img_h: int):
+    """The plan's crop as an integer window (x0, y0, x1, y1) of the decoded image, at least
+    one pixel, inside it; boxes follow the same integer window, so they stay exact."""
     x0 = min(max(int(round(plan.x * scale)), 0), img_w - 1)
     y0 = min(max(int(round(plan.y * scale)), 0), img_h - 1)
     x1 = min(max(int(round((plan.x + plan.width) * scale)), x0 + 1), img_w)
     y1 = min(max(int(round((plan.y + plan.height) * scale)), y0 + 1), img_h)
-    crop_w, crop_h = x1 - x0, y1 - y0
-    crop = image[y0:y1, x0:x1]
+    return x0, y0, x1, y1
 
+
+def _faces_in_crop(boxes, ignore, points, scale: float, x0: int, y0: int, crop_w: int,
+                   crop_h: int, min_visible_fraction: float):
+    """The faces whose centre the crop holds, clipped to it, in its pixels: (boxes (M, 4)
+    float32, ignore (M,) bool, points (M, K, 2) or None). A face with less than
+    `min_visible_fraction` of its area inside becomes an ignore region."""
     b = np.asarray(boxes, dtype=np.float32).reshape(-1, 4) * np.float32(scale)
     b -= np.array([x0, y0, x0, y0], dtype=np.float32)
     p = None
@@ -305,32 +332,19 @@ def augment_image(
     area = box_sizes(b).prod(axis=1)
     visible_sizes = box_sizes(visible)
     kept_fraction = np.where(area > 0, visible_sizes.prod(axis=1) / np.maximum(area, 1e-12), 0)
-    ign |= kept_fraction < spec.min_visible_fraction
+    ign |= kept_fraction < min_visible_fraction
     keep = inside & (visible_sizes > 0).all(axis=1)
-    b, ign = visible[keep], ign[keep]
-    if p is not None:
-        p = p[keep]
+    return visible[keep], ign[keep], None if p is None else p[keep]
 
-    if plan.flip:
-        crop = cv2.flip(crop, 1)
-        b[:, [0, 2]] = crop_w - b[:, [2, 0]]
-        if p is not None:
-            p = flip_points(p, crop_w)  # the subject's right is now on the other side
 
-    letterbox = _crop_mapping(plan, scale, x0, y0, crop_w, crop_h, grid)
-    out = resize_to_input(crop, letterbox)
-    # Jitter the picture only: the letterbox padding keeps its fixed grey.
+def _jitter_picture(out: np.ndarray, letterbox: InputMapping, plan: AugmentPlan) -> None:
+    """Jitter the picture part of the resized input in place: the letterbox padding keeps
+    its fixed grey."""
     px, py = int(letterbox.pad_x), int(letterbox.pad_y)
     content = out[py : py + letterbox.content_height, px : px + letterbox.content_width]
     jittered = photometric_jitter(content, plan)
     if jittered is not content:
         content[...] = jittered
-
-    if p is None:
-        b, ign = faces_to_input(b, ign, letterbox, spec.min_face_size)
-        return np.ascontiguousarray(out), b, ign
-    b, ign, p = faces_to_input(b, ign, letterbox, spec.min_face_size, points=p)
-    return np.ascontiguousarray(out), b, ign, p
 
 
 def _crop_mapping(plan: AugmentPlan, scale: float, x0: int, y0: int, crop_w: int,

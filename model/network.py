@@ -106,6 +106,18 @@ def build_network(grid: GridSpec, alpha: float, head_channels: int, head_separab
     # file on a phone) gives plain pixels, and MobileNetV2 always sees its [-1, 1].
     scaled = keras.layers.Rescaling(1.0 / 127.5, offset=-1.0, name=INPUT_SCALING)(inputs)
 
+    features = _backbone_features(scaled, alpha, size, backbone_weights, stride)
+    conv3x3 = _separable_conv3x3 if head_separable else _conv3x3
+    maps = _top_down(features, grid.strides, head_channels, conv3x3)
+    x, points = _level_heads(maps, grid, head_channels, conv3x3)
+    cells = _output_cells(x, points, grid)
+    return keras.Model(inputs, cells, name="face_detector")
+
+
+def _backbone_features(scaled, alpha: float, size: int, backbone_weights: str,
+                       stride: int) -> dict:
+    """{stride: MobileNetV2 feature map} of `scaled` (B, S, S, 3) in [-1, 1], for the
+    finest grid's stride and every coarser one of FEATURE_LAYERS."""
     strides = sorted(s for s in FEATURE_LAYERS if s >= stride)  # the grid's and coarser
     backbone = _backbone(alpha, size, backbone_weights, strides)
     if backbone_weights.strip().lower() == "none":
@@ -115,29 +127,37 @@ def build_network(grid: GridSpec, alpha: float, head_channels: int, head_separab
         for layer in backbone.layers:
             if isinstance(layer, keras.layers.BatchNormalization):
                 layer.momentum = SCRATCH_BN_MOMENTUM
-    features = dict(zip(strides, _as_list(backbone(scaled))))
+    return dict(zip(strides, _as_list(backbone(scaled))))
 
-    conv3x3 = _separable_conv3x3 if head_separable else _conv3x3
-    grid_sizes, level_strides = grid.grid_sizes, grid.strides
-    maps = _top_down(features, level_strides, head_channels, conv3x3)
-    landmarks = grid.landmarks
+
+def _level_heads(maps: dict, grid: GridSpec, head_channels: int, conv3x3):
+    """The head of every grid level on the neck's `maps`: (box logits, landmark outputs or
+    None); one level: (B, G, G, 5) and (B, G, G, 10); several: (B, N, 5) and (B, N, 10)
+    over the levels' flat cells, finest first."""
+    grid_sizes, level_strides, landmarks = grid.grid_sizes, grid.strides, grid.landmarks
     if len(grid_sizes) == 1:
-        x, points = _head(maps[stride], grid_sizes[0], head_channels, conv3x3, landmarks)
-    else:
-        heads = [_head(maps[s], g, head_channels, conv3x3, landmarks, suffix=f"_s{s}")
-                 for g, s in zip(grid_sizes, level_strides)]
-        x = keras.layers.Concatenate(axis=1, name="levels")([
-            keras.layers.Reshape((g * g, NUM_CHANNELS), name=f"head_cells_s{s}")(box)
-            for (box, _), g, s in zip(heads, grid_sizes, level_strides)
-        ])
-        points = None if not landmarks else keras.layers.Concatenate(
-            axis=1, name="landmark_levels")([
-                keras.layers.Reshape((g * g, LANDMARK_CHANNELS), name=f"head_points_s{s}")(p)
-                for (_, p), g, s in zip(heads, grid_sizes, level_strides)])
+        return _head(maps[grid.cell_size], grid_sizes[0], head_channels, conv3x3, landmarks)
+    heads = [_head(maps[s], g, head_channels, conv3x3, landmarks, suffix=f"_s{s}")
+             for g, s in zip(grid_sizes, level_strides)]
+    x = keras.layers.Concatenate(axis=1, name="levels")([
+        keras.layers.Reshape((g * g, NUM_CHANNELS), name=f"head_cells_s{s}")(box)
+        for (box, _), g, s in zip(heads, grid_sizes, level_strides)
+    ])
+    points = None if not landmarks else keras.layers.Concatenate(
+        axis=1, name="landmark_levels")([
+            keras.layers.Reshape((g * g, LANDMARK_CHANNELS), name=f"head_points_s{s}")(p)
+            for (_, p), g, s in zip(heads, grid_sizes, level_strides)])
+    return x, points
+
+
+def _output_cells(x, points, grid: GridSpec):
+    """The network's output from the box logits `x` and the landmark outputs `points`:
+    sigmoids mapped onto the assignment rule's offset range, the landmark channels joined
+    linear; float32 under any precision policy."""
     # float32 even under mixed precision: the loss takes sqrt and logs of these values.
     # With landmarks the box channels get another name and the output layer joins them
     # with the landmark channels, so the output keeps its name (OUTPUT_NAME) either way.
-    box_name = BOX_OUTPUT_NAME if landmarks else OUTPUT_NAME
+    box_name = BOX_OUTPUT_NAME if grid.landmarks else OUTPUT_NAME
     low, high = grid.offsets
     if (low, high) == (0.0, 1.0):  # the centre cell alone: offsets are the sigmoid's
         cells = keras.layers.Activation("sigmoid", dtype="float32", name=box_name)(x)
@@ -150,11 +170,11 @@ def build_network(grid: GridSpec, alpha: float, head_channels: int, head_separab
         scale[[YC, XC]], offset[[YC, XC]] = high - low, low
         cells = keras.layers.Rescaling(scale.tolist(), offset.tolist(), dtype="float32",
                                        name=box_name)(x)
-    if landmarks:
+    if grid.landmarks:
         cells = keras.layers.Concatenate(axis=-1, dtype="float32", name=OUTPUT_NAME)(
             [cells, keras.layers.Activation("linear", dtype="float32",
                                             name="grid_landmarks")(points)])
-    return keras.Model(inputs, cells, name="face_detector")
+    return cells
 
 
 def _head(x, grid_size: int, channels: int, conv3x3, landmarks: bool = False,
