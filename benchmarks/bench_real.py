@@ -176,35 +176,64 @@ def validation_ap(detector, records, config) -> dict:
 
 
 def score(args) -> dict:
-    """The table: this model (Keras, TFLite) and the peers on the 200 WIDER photos."""
+    """The table: this model (Keras, every export, `--also` files) and the peers on the 200
+    WIDER photos, each stage a function below in the order it runs."""
     import tensorflow as tf
 
     tf.config.threading.set_intra_op_parallelism_threads(1)
     tf.config.threading.set_inter_op_parallelism_threads(1)
     import cv2
-    import numpy as np
-    from tqdm import tqdm
 
     cv2.setNumThreads(1)
-    from benchmarks.bench_generator import read_original_sizes
     from benchmarks.peers import UltraFace, YuNet
-    from data.datasets import validation_records
-    from data.image import read_image
-    from data.wider import load_wider_split
     from model.checkpoints import load_checkpoint
     from model.contract import ModelContract
     from model.detector import FaceDetector
-    from model.wider_protocol import wider_ap
-    from data.datasets import training_records
-    from model.export import calibration_inputs, export_model
-    from model.network import at_input_size
 
     weights, config = checkpoint_of(args.score)
     trained = load_checkpoint(weights, compile=False)
     print(f"scoring {weights} (trained at {config.input_size} px, cell {config.cell_size} px)")
+    size, net, val_aps, held_out = choose_detection_size(trained, config, args)
+    # What every export carries: fed as trained, at the size and threshold chosen above.
+    contract = ModelContract.from_config(
+        config.replace(input_size=size, grid_size=size // config.cell_size),
+        score_threshold=round(val_aps[size]["threshold"], 3))
+    ours, exports = our_detectors(net, config, size, contract, args)
+    if args.ship:
+        ship_float16(exports[1], args.ship, contract, val_aps[size])
+    # Other model files scored in the same run (the model shipped today, to compare).
+    ours += [(f"also {os.path.basename(path)}", FaceDetector.load(path, num_threads=1))
+             for path in args.also]
+    detectors = ours + [(YuNet.name, YuNet()), (UltraFace.name, UltraFace())]
+    try:
+        predictions, times = detect_test_photos(detectors, config)
+    finally:
+        for path in exports:
+            os.remove(path)
+    rows, curves = protocol_rows(predictions, times)
+    if args.curves:
+        draw_pr_curves(curves, {r["detector"]: r for r in rows}, args.curves)
+        print(f"precision-recall curves: {args.curves}")
+    result = {"weights": weights, "detect_size": size, "val_ap50": val_aps, "rows": rows,
+              "config": config.to_dict()}
+    print(f"\nbest checkpoint {weights}; detection at {size} px (validation AP@0.5 "
+          f"{val_aps[size]['ap']:.4f} on {held_out} held-out training photos)")
+    print_table(rows, size)
+    if args.out:
+        from common.files import atomic_write_text
 
-    # The detection size and threshold: chosen on the small-face set's held-out split
-    # (--select-on), never on the test photos.
+        atomic_write_text(args.out, json.dumps(result, indent=2) + "\n")
+    return result
+
+
+def choose_detection_size(trained, config, args):
+    """The detection size and threshold, chosen on the small-face set's held-out split
+    (--select-on), never on the test photos: (size, the network at it, {size: validation_ap},
+    the number of held-out photos)."""
+    from data.datasets import validation_records
+    from model.detector import FaceDetector
+    from model.network import at_input_size
+
     val = validation_records(config.replace(dataset=args.select_on, val_dataset=""))
     sizes = [int(s) for s in args.detect_sizes.split(",")] if args.detect_sizes else [
         config.input_size]
@@ -219,11 +248,15 @@ def score(args) -> dict:
               f"{v['f1']:.3f} at score {v['threshold']:.3f} (P {v['precision']:.3f}, "
               f"R {v['recall']:.3f})", flush=True)
     size = max(val_aps, key=lambda s: val_aps[s]["ap"])
-    net = nets[size]
-    # What every export carries: fed as trained, at the size and threshold chosen above.
-    contract = ModelContract.from_config(
-        config.replace(input_size=size, grid_size=size // config.cell_size),
-        score_threshold=round(val_aps[size]["threshold"], 3))
+    return size, nets[size], val_aps, len(val)
+
+
+def our_detectors(net, config, size: int, contract, args):
+    """([(label, FaceDetector)] of the Keras network and its exports: TFLite float32,
+    float16, int8 and ONNX, in that order, one thread each), [the export files]."""
+    from data.datasets import training_records
+    from model.detector import FaceDetector
+    from model.export import calibration_inputs, export_model
 
     ours = [("ours Keras", FaceDetector.from_keras(net, letterbox=config.letterbox))]
     exports = []
@@ -238,21 +271,32 @@ def score(args) -> dict:
         export_model(net, fmt, path, contract=contract, **options)
         exports.append(path)
         ours.append((label, FaceDetector.load(path, num_threads=1)))
-    if args.ship:
-        from common.files import atomic_write_bytes
+    return ours, exports
 
-        os.makedirs(os.path.dirname(os.path.abspath(args.ship)), exist_ok=True)
-        with open(exports[1], "rb") as f:
-            atomic_write_bytes(args.ship, f.read())
-        # The file carries its contract: the operating point chosen on the held-out
-        # photos (best F1 at IoU 0.5) is detect.py's default threshold for it.
-        print(f"shipped the float16 TFLite export ({os.path.getsize(args.ship) / 1e6:.1f} MB) "
-              f"as {args.ship}, score threshold {contract.score_threshold} (best F1 on the "
-              f"held-out split: {val_aps[size]})")
-    # Other model files scored in the same run (the model shipped today, to compare).
-    ours += [(f"also {os.path.basename(path)}", FaceDetector.load(path, num_threads=1))
-             for path in args.also]
-    detectors = ours + [(YuNet.name, YuNet()), (UltraFace.name, UltraFace())]
+
+def ship_float16(export: str, ship: str, contract, validation: dict) -> None:
+    """Copy the scored float16 export to `ship` atomically. The file carries its contract:
+    the operating point chosen on the held-out photos (best F1 at IoU 0.5) is detect.py's
+    default threshold for it."""
+    from common.files import atomic_write_bytes
+
+    os.makedirs(os.path.dirname(os.path.abspath(ship)), exist_ok=True)
+    with open(export, "rb") as f:
+        atomic_write_bytes(ship, f.read())
+    print(f"shipped the float16 TFLite export ({os.path.getsize(ship) / 1e6:.1f} MB) "
+          f"as {ship}, score threshold {contract.score_threshold} (best F1 on the "
+          f"held-out split: {validation})")
+
+
+def detect_test_photos(detectors, config):
+    """Every detector on the 200 test photos at their original aspect, boxes mapped back to
+    the subset files' pixels: ({name: {image key: (boxes, scores)}}, {name: [seconds]})."""
+    import numpy as np
+    from tqdm import tqdm
+
+    from benchmarks.bench_generator import read_original_sizes
+    from data.image import read_image
+    from data.wider import load_wider_split
 
     records = load_wider_split(SUBSET, "val").records
     originals = read_original_sizes(SUBSET)
@@ -272,33 +316,33 @@ def score(args) -> dict:
                 found = det.detect(photo)
             times[name].append(time.perf_counter() - start)
             predictions[name][key] = (found.boxes * to_file, found.scores)
-    for path in exports:
-        os.remove(path)
+    return predictions, times
+
+
+def protocol_rows(predictions: dict, times: dict):
+    """The official protocol's easy / medium / hard AP and the median ms of each detector:
+    ([{'detector', 'easy', 'medium', 'hard', 'ms'}], {name: its PR curves})."""
+    import numpy as np
+
+    from model.wider_protocol import wider_ap
 
     gt_dir = os.path.join(SUBSET, "eval_tools", "ground_truth")
     rows, curves = [], {}
-    for name, _ in detectors:
+    for name in predictions:
         curves[name] = {}
         ap = wider_ap(predictions[name], gt_dir, curves=curves[name])
         rows.append({"detector": name, **ap, "ms": 1000 * float(np.median(times[name]))})
-    if args.curves:
-        draw_pr_curves(curves, {r["detector"]: r for r in rows}, args.curves)
-        print(f"precision-recall curves: {args.curves}")
-    result = {"weights": weights, "detect_size": size, "val_ap50": val_aps, "rows": rows,
-              "config": config.to_dict()}
-    print(f"\nbest checkpoint {weights}; detection at {size} px (validation AP@0.5 "
-          f"{val_aps[size]['ap']:.4f} on {len(val)} held-out training photos)")
+    return rows, curves
+
+
+def print_table(rows: list, size: int) -> None:
+    """The rows as the Markdown table docs/benchmarks.md holds."""
     print("| detector | easy | medium | hard | ms / image (1 thread) |")
     print("| --- | --- | --- | --- | --- |")
     for r in rows:
         label = r["detector"] + (f" {size} px" if r["detector"].startswith("ours") else "")
         print(f"| {label} | {r['easy']:.3f} | {r['medium']:.3f} | {r['hard']:.3f} | "
               f"{r['ms']:.1f} |")
-    if args.out:
-        from common.files import atomic_write_text
-
-        atomic_write_text(args.out, json.dumps(result, indent=2) + "\n")
-    return result
 
 
 def draw_pr_curves(curves: dict, rows: dict, path: str) -> None:
