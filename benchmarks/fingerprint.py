@@ -3,6 +3,7 @@
     python benchmarks/fingerprint.py grid        # encode_grid on 3,000 cases
     python benchmarks/fingerprint.py augment     # plan_augmentation + augment_image on 400
     python benchmarks/fingerprint.py network     # build_network's model JSON, 3 architectures
+    python benchmarks/fingerprint.py demo        # synthesize_image: 200 demo scenes
     python benchmarks/fingerprint.py grid --out grids.npz   # also keep the arrays to compare
 
 Run it in two checkouts (before and after a refactor): the same hash means the same
@@ -10,7 +11,8 @@ outputs, bit for bit. grid: every assignment rule (centre, neighbour cells, cent
 sampling), with and without landmarks (some points missing), ignored faces, faces over the
 edges and collisions. augment: crops, zoom-outs, flips, jitter, letterbox and stretch,
 reduced-size decoding, points. network: every layer, its name and configuration (no weights
-are loaded: backbone_weights='none').
+are loaded: backbone_weights='none'). demo: the drawn scenes of the demo dataset, their
+boxes and attributes.
 """
 
 import argparse
@@ -91,8 +93,19 @@ def network_outputs(count: int):
                                           "none").to_json().encode(), np.uint8)
 
 
+def demo_outputs(count: int, seed: int = 11):
+    """Every scene's image, face boxes and every other field, from one seeded generator as
+    `make_demo_dataset` draws them."""
+    from data.synthetic import synthesize_image
+
+    rng = np.random.default_rng(seed)
+    for _ in range(count):
+        for field in synthesize_image(rng):
+            yield np.asarray(field)
+
+
 PARTS = {"grid": (grid_outputs, 3000), "augment": (augment_outputs, 400),
-         "network": (network_outputs, 3)}
+         "network": (network_outputs, 3), "demo": (demo_outputs, 200)}
 
 
 def main(argv=None) -> None:

@@ -128,15 +128,7 @@ def capture_frames(
     Returns:
         CaptureResult with the saved paths in order.
     """
-    # NaN passes `interval < 0` and then never reaches the next save time: one frame only.
-    if not math.isfinite(interval) or interval < 0:
-        raise ConfigError(f"interval={interval!r}: must be a finite number of seconds >= 0")
-    if count < 0:
-        raise ConfigError(f"count={count!r}: must be >= 0 (0 = no limit)")
-    if os.sep in prefix or "/" in prefix:  # the frames would land outside `out`
-        raise ConfigError(f"prefix={prefix!r}: must be a file name prefix, without '/'")
-    if os.path.exists(out) and not os.path.isdir(out):
-        raise ConfigError(f"out={out!r}: is a file, not a folder for the frames")
+    _check_capture_arguments(out, interval, count, prefix)
     is_file = isinstance(source, str)
     capture = open_capture(source)
     try:
@@ -156,18 +148,11 @@ def capture_frames(
             if not ok or frame is None:
                 result.stopped = "end of video" if is_file else "read failed"
                 break
-            if is_file:
-                t = (result.frames_read / fps if fps > 0
-                     else capture.get(cv2.CAP_PROP_POS_MSEC) / 1000.0)
-            else:
-                t = time.monotonic() - start
+            t = _frame_time(capture, result.frames_read, fps) if is_file else (
+                time.monotonic() - start)
             result.frames_read += 1
             if t + _EPSILON >= next_time:
-                while True:  # skip numbers taken meanwhile; never overwrite
-                    path = os.path.join(out, frame_name(prefix, index))
-                    index += 1
-                    if write_new_jpeg(path, frame, quality):
-                        break
+                path, index = _save_new_frame(frame, out, prefix, index, quality)
                 result.saved.append(path)
                 bar.update(1)
                 next_time += interval
@@ -186,3 +171,34 @@ def capture_frames(
         if preview:
             cv2.destroyAllWindows()
     return result
+
+
+def _check_capture_arguments(out: str, interval: float, count: int, prefix: str) -> None:
+    """ConfigError naming the first bad argument of `capture_frames`."""
+    # NaN passes `interval < 0` and then never reaches the next save time: one frame only.
+    if not math.isfinite(interval) or interval < 0:
+        raise ConfigError(f"interval={interval!r}: must be a finite number of seconds >= 0")
+    if count < 0:
+        raise ConfigError(f"count={count!r}: must be >= 0 (0 = no limit)")
+    if os.sep in prefix or "/" in prefix:  # the frames would land outside `out`
+        raise ConfigError(f"prefix={prefix!r}: must be a file name prefix, without '/'")
+    if os.path.exists(out) and not os.path.isdir(out):
+        raise ConfigError(f"out={out!r}: is a file, not a folder for the frames")
+
+
+def _frame_time(capture, frames_read: int, fps: float) -> float:
+    """A video file's time of its next frame, seconds: from the frame count at the file's
+    frame rate, or from the file's own clock when it states no rate."""
+    if fps > 0:
+        return frames_read / fps
+    return capture.get(cv2.CAP_PROP_POS_MSEC) / 1000.0
+
+
+def _save_new_frame(frame, out: str, prefix: str, index: int, quality: int):
+    """Write `frame` as the first free `<prefix>_<number>.jpg` from `index` on, skipping
+    numbers taken meanwhile (never overwriting): (its path, the next index)."""
+    while True:
+        path = os.path.join(out, frame_name(prefix, index))
+        index += 1
+        if write_new_jpeg(path, frame, quality):
+            return path, index

@@ -401,7 +401,8 @@ def _draw_person(img, label, face: _Face, index: int, rng) -> dict:
     """Draw body, head and features of one face; returns its attribute flags so far.
 
     `label` is a uint8 map of which face owns each pixel (index + 1; 0 for nothing or an
-    occluder): the occluded fraction of each face is read from it at the end.
+    occluder): the occluded fraction of each face is read from it at the end. The parts
+    draw from `rng` in a fixed order (the demo dataset is a function of its seed).
     """
     a, b = face.a, face.b
     p = _Painter(img, face.cx, face.cy, face.angle)
@@ -411,8 +412,17 @@ def _draw_person(img, label, face: _Face, index: int, rng) -> dict:
     style = rng.choice(["short", "long", "bald", "hat"], p=[0.5, 0.3, 0.08, 0.12])
     yaw = float(np.clip(rng.normal(0, 0.08), -0.3, 0.3))
     flags = {"expression": 0, "pose": int(abs(face.angle) > 25 or abs(yaw) > 0.22)}
+    _draw_behind_head(p, lp, a, b, skin, hair, style, rng)
+    _draw_head(p, lp, a, b, skin, hair, style, index, rng)
+    shift = yaw * a  # features move sideways with the yaw
+    eye_y = _draw_eyes(p, a, b, skin, hair, style, shift, yaw, rng)
+    flags["expression"] = _draw_nose_and_mouth(p, a, b, skin, hair, style, shift, eye_y, rng)
+    return flags
 
-    # Back hair, neck and shoulders: everything behind the face hides earlier faces too.
+
+def _draw_behind_head(p, lp, a, b, skin, hair, style, rng) -> None:
+    """Back hair, neck and shoulders: everything behind the face hides earlier faces too
+    (drawn 0 into the label map)."""
     if style == "long":
         p.ellipse(0, 0.12 * b, 1.12 * a, 1.0 * b, hair)
         lp.ellipse(0, 0.12 * b, 1.12 * a, 1.0 * b, 0)
@@ -431,7 +441,10 @@ def _draw_person(img, label, face: _Face, index: int, rng) -> dict:
             p.polygon([(-0.4 * a, b + 0.42 * a), (0.4 * a, b + 0.42 * a), (0, b + 0.9 * a)],
                       _scale(skin, 0.85))
 
-    # Head: the ellipse whose tight box is the annotation.
+
+def _draw_head(p, lp, a, b, skin, hair, style, index: int, rng) -> None:
+    """The head, the ellipse whose tight box is the annotation (face `index` + 1 in the
+    label map), then the hat or the hair over it."""
     p.ellipse(0, 0, a, b, skin)
     if rng.random() < 0.6:  # side shading gives the head some volume
         side = rng.choice([-1, 1])
@@ -452,14 +465,16 @@ def _draw_person(img, label, face: _Face, index: int, rng) -> dict:
             for side in (-1, 1):
                 p.ellipse(side * 0.9 * a, -0.15 * b, 0.2 * a, 0.55 * b, hair)
 
-    # Features, shifted sideways by the yaw.
-    shift = yaw * a
+
+def _draw_eyes(p, a, b, skin, hair, style, shift: float, yaw: float, rng) -> float:
+    """Brows, eyes (open or closed; the far one narrower) and sometimes glasses; returns
+    the eyes' height (head frame)."""
     eye_y = rng.uniform(-0.16, -0.02) * b
     eye_dx = rng.uniform(0.34, 0.42) * a
     dark = _scale(skin, 0.6)
     brow = _scale(hair, 0.8) if style != "bald" else _scale(skin, 0.5)
     iris = _bgr(_IRIS_RGB[rng.integers(len(_IRIS_RGB))])
-    line = max(1, int(round(0.05 * a)))
+    line = _line_width(a)
     closed = rng.random() < 0.05
     for side in (-1, 1):
         ex = side * eye_dx + shift
@@ -485,6 +500,13 @@ def _draw_person(img, label, face: _Face, index: int, rng) -> dict:
             p.ellipse(side * eye_dx + shift, eye_y, 0.24 * a, 0.17 * a, frame, thickness=line)
         p.polyline([(-eye_dx + 0.24 * a + shift, eye_y), (eye_dx - 0.24 * a + shift, eye_y)],
                    frame, line)
+    return eye_y
+
+
+def _draw_nose_and_mouth(p, a, b, skin, hair, style, shift: float, eye_y: float, rng) -> int:
+    """Nose, sometimes a beard, the mouth (open, smiling or closed) and sometimes cheeks;
+    returns WIDER's expression flag (1 for the open mouth)."""
+    line = _line_width(a)
     nose_x = 1.3 * shift
     p.polyline([(nose_x, eye_y + 0.06 * b), (nose_x + 0.07 * a, 0.27 * b),
                 (nose_x - 0.06 * a, 0.3 * b)], _scale(skin, 0.72), line)
@@ -493,11 +515,12 @@ def _draw_person(img, label, face: _Face, index: int, rng) -> dict:
         p.ellipse(shift * 0.5, 0.38 * b, 0.94 * a, 0.62 * b, _scale(hair, 0.95), start=0, end=180)
     lips = _bgr(np.array(skin[::-1]) * np.array([0.85, 0.5, 0.5]))
     mouth = rng.random()
+    expression = 0
     if mouth < 0.08:  # open mouth: exaggerated expression
         p.ellipse(shift, mouth_y + 0.03 * b, 0.22 * a, 0.16 * a, (40.0, 30.0, 90.0))
         p.ellipse(shift, mouth_y - 0.02 * b, 0.18 * a, 0.05 * a, (235.0, 235.0, 235.0))
         p.ellipse(shift, mouth_y + 0.03 * b, 0.23 * a, 0.17 * a, lips, thickness=line)
-        flags["expression"] = 1
+        expression = 1
     elif mouth < 0.6:  # smile
         p.ellipse(shift, mouth_y - 0.06 * a, 0.28 * a, 0.13 * a, lips, start=15, end=165,
                   thickness=max(1, int(round(0.07 * a))))
@@ -507,7 +530,12 @@ def _draw_person(img, label, face: _Face, index: int, rng) -> dict:
         blush = _bgr(np.array(skin[::-1]) * np.array([1.0, 0.85, 0.85]))
         for side in (-1, 1):
             p.ellipse(side * 0.52 * a + shift, 0.22 * b, 0.13 * a, 0.08 * a, blush)
-    return flags
+    return expression
+
+
+def _line_width(a: float) -> int:
+    """The features' line width, pixels, for a head of half-width `a`."""
+    return max(1, int(round(0.05 * a)))
 
 
 def _occlude(img, label, face: _Face, rng) -> None:
