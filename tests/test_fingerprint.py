@@ -50,3 +50,10 @@ def test_the_augment_fingerprint_covers_boxes_and_points(capsys):
     # Three arrays per case (input, boxes, ignore), a fourth (points) every other case.
     assert (cases, arrays) == (6, 21)
     assert _hash(capsys, "augment", "--cases", "6")[2] == first
+
+
+def test_the_demo_fingerprint_hashes_every_field_of_each_scene(capsys):
+    cases, arrays, first = _hash(capsys, "demo", "--cases", "2")
+    assert (cases, arrays) == (2, 8)  # image, boxes, attributes, event
+    assert _hash(capsys, "demo", "--cases", "2")[2] == first
+    assert _hash(capsys, "demo", "--cases", "3")[2] != first
