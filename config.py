@@ -28,6 +28,8 @@ LR_SCHEDULES = ("constant", "cosine")
 DISTRIBUTE_MODES = ("auto", "mirrored", "multiworker", "none")
 # Config.box_iou_loss: the overlap term of the box loss (model/loss.py).
 BOX_IOU_LOSSES = ("giou", "diou", "eiou")
+# Config.landmark_loss: the landmark term's per-coordinate loss (model/loss.py).
+LANDMARK_LOSSES = ("smooth_l1", "wing")
 
 
 def _finite_at_least(low: float, strict: bool = False):
@@ -223,6 +225,9 @@ class Config:
     objectness_loss_weight: float = 1.0  # weight of the focal objectness term
     # weight of the landmark term (smooth L1 on the five points; YuNet: 0.1) with landmarks
     landmark_loss_weight: float = 0.1
+    # The landmark term per coordinate: smooth_l1, or wing (Feng et al. 2018: log-shaped
+    # under a tenth of the face size, so small errors keep a large gradient).
+    landmark_loss: str = "smooth_l1"
     # Face cells' score target is the IoU of their predicted box (quality focal loss).
     quality_scores: bool = False
 
@@ -264,6 +269,9 @@ class Config:
         if self.box_iou_loss not in BOX_IOU_LOSSES:
             raise ConfigError(f"box_iou_loss={self.box_iou_loss!r}: must be one of "
                               f"{', '.join(BOX_IOU_LOSSES)}")
+        if self.landmark_loss not in LANDMARK_LOSSES:
+            raise ConfigError(f"landmark_loss={self.landmark_loss!r}: must be one of "
+                              f"{', '.join(LANDMARK_LOSSES)}")
 
     @property
     def cell_size(self) -> int:

@@ -18,7 +18,8 @@
                  even where GIoU's enclosing-area term is flat)
     landmarks  = with landmarks (`Config.landmarks`: y_pred (..., 15), y_true (..., 17),
                  `data.grid`'s layout) the sum over face cells of the smooth L1 loss
-                 (LANDMARK_BETA) of each present point's x and y offset (offsets from
+                 (LANDMARK_BETA), or with `landmark_loss="wing"` the wing loss (WING_WIDTH,
+                 WING_CURVATURE), of each present point's x and y offset (offsets from
                  the cell centre over the face size: scale-free, as the GIoU term); the
                  mouth centre of a face labelled with it (Caltech) is compared with the
                  MEAN of the two predicted mouth corners. Absent points (NaN targets) are
@@ -40,10 +41,12 @@ outputs) the landmark term is not computed at all: the loss is what it was.
 
 from __future__ import annotations
 
+import math
+
 import keras
 from keras import ops
 
-from config import BOX_IOU_LOSSES, Config
+from config import BOX_IOU_LOSSES, LANDMARK_LOSSES, Config
 from data.grid import (CLASS, H, LANDMARK_CHANNELS, NUM_CHANNELS, W, XC, YC,
                        cell_box_corners, output_has_landmarks, point_channels)
 from data.landmarks import LEFT_MOUTH, MOUTH_CENTRE, RIGHT_MOUTH
@@ -55,6 +58,10 @@ AREA_EPSILON = 1e-9
 # Smooth L1's switch from quadratic to linear, in the landmark offsets' units (fractions of
 # the face size): mmdetection's default 1/9; an error of a ninth of the face is linear.
 LANDMARK_BETA = 1.0 / 9.0
+# Wing loss (Feng et al., CVPR 2018): w ln(1 + |x| / eps) under w, |x| - C above (C makes it
+# continuous). PFLD's w = 10, eps = 2 px on 112-px crops, in fractions of the face size.
+WING_WIDTH = 0.1
+WING_CURVATURE = 0.02
 PACKAGE = "face_detector"
 
 
@@ -78,6 +85,7 @@ class GridLoss(keras.losses.Loss):
         grid_sizes=None,
         iou_loss: str = Config.box_iou_loss,
         landmark_loss_weight: float = Config.landmark_loss_weight,
+        landmark_loss: str = Config.landmark_loss,
         name: str = "grid_loss",
         **kwargs,
     ):
@@ -94,6 +102,10 @@ class GridLoss(keras.losses.Loss):
                              f"{', '.join(BOX_IOU_LOSSES)}")
         self.iou_loss = iou_loss
         self.landmark_loss_weight = float(landmark_loss_weight)
+        if landmark_loss not in LANDMARK_LOSSES:
+            raise ValueError(f"landmark_loss={landmark_loss!r}: must be one of "
+                             f"{', '.join(LANDMARK_LOSSES)}")
+        self.landmark_loss = landmark_loss
 
     @classmethod
     def from_config_obj(cls, config) -> "GridLoss":
@@ -107,6 +119,7 @@ class GridLoss(keras.losses.Loss):
             grid_sizes=loss_grid_sizes(config),
             iou_loss=config.box_iou_loss,
             landmark_loss_weight=config.landmark_loss_weight,
+            landmark_loss=config.landmark_loss,
         )
 
     @classmethod
@@ -124,6 +137,7 @@ class GridLoss(keras.losses.Loss):
             "grid_sizes": None if self.grid_sizes is None else list(self.grid_sizes),
             "iou_loss": self.iou_loss,
             "landmark_loss_weight": self.landmark_loss_weight,
+            "landmark_loss": self.landmark_loss,
         }
 
     def call(self, y_true, y_pred):
@@ -154,7 +168,8 @@ class GridLoss(keras.losses.Loss):
         )
         if not landmarks:
             return terms
-        points = ops.sum(_landmark_error(points_true, points_pred, face), axis=cells)
+        points = ops.sum(_landmark_error(points_true, points_pred, face, self.landmark_loss),
+                         axis=cells)
         return terms + (self.landmark_loss_weight * points * per_face,)
 
     def _focal(self, y_true, y_pred, face):
@@ -225,10 +240,10 @@ def _box_error(y_true, y_pred, face, grid_sizes=None, iou_loss="giou"):
     return ops.where(face, error, 0.0)
 
 
-def _landmark_error(y_true, y_pred, face):
-    """Landmark error per cell (B, G, G) (or (B, N)): smooth L1 summed over the x and y
-    of every present point (module doc); the mouth centre target against the mean of the
-    two predicted mouth corners.
+def _landmark_error(y_true, y_pred, face, kind: str = "smooth_l1"):
+    """Landmark error per cell (B, G, G) (or (B, N)): smooth L1 (or with `kind` "wing" the
+    wing loss) summed over the x and y of every present point (module doc); the mouth
+    centre target against the mean of the two predicted mouth corners.
 
     Args:
         y_true: (..., 17) targets (`data.grid`: five points, then the mouth centre, NaN
@@ -246,10 +261,16 @@ def _landmark_error(y_true, y_pred, face):
     pred = ops.concatenate([y_pred[..., NUM_CHANNELS:end], pred_centre], axis=-1)
     present = ops.logical_and(ops.isfinite(true), ops.expand_dims(face, -1))
     difference = ops.abs(ops.where(present, pred, 0.0) - ops.where(present, true, 0.0))
-    smooth_l1 = ops.where(difference < LANDMARK_BETA,
+    if kind == "wing":
+        corner = WING_WIDTH - WING_WIDTH * math.log1p(WING_WIDTH / WING_CURVATURE)
+        error = ops.where(difference < WING_WIDTH,
+                          WING_WIDTH * ops.log1p(difference / WING_CURVATURE),
+                          difference - corner)
+    else:
+        error = ops.where(difference < LANDMARK_BETA,
                           0.5 * difference * difference / LANDMARK_BETA,
                           difference - 0.5 * LANDMARK_BETA)
-    return ops.sum(ops.where(present, smooth_l1, 0.0), axis=-1)
+    return ops.sum(ops.where(present, error, 0.0), axis=-1)
 
 
 def _face_boxes(y_true, y_pred, face):
@@ -362,9 +383,9 @@ class LandmarkLoss(_LossComponent):
     landmarks only)."""
 
     def __init__(self, landmark_loss_weight=Config.landmark_loss_weight, grid_sizes=None,
-                 name=TERM_NAMES[2], dtype=None):
+                 landmark_loss=Config.landmark_loss, name=TERM_NAMES[2], dtype=None):
         super().__init__(2, name, dtype, landmark_loss_weight=landmark_loss_weight,
-                         grid_sizes=grid_sizes)
+                         grid_sizes=grid_sizes, landmark_loss=landmark_loss)
 
 
 def make_loss(config) -> GridLoss:
@@ -381,5 +402,6 @@ def make_loss_metrics(config) -> list:
         BoxLoss(config.box_loss_weight, loss_grid_sizes(config), config.box_iou_loss),
     ]
     if config.landmarks:
-        metrics.append(LandmarkLoss(config.landmark_loss_weight, loss_grid_sizes(config)))
+        metrics.append(LandmarkLoss(config.landmark_loss_weight, loss_grid_sizes(config),
+                                    config.landmark_loss))
     return metrics

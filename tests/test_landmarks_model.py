@@ -121,6 +121,56 @@ def test_the_landmark_term_is_weighted_smooth_l1_over_face_cells_known_values():
     assert len(plain) == 2 and plain == pytest.approx([obj, box], rel=1e-6)
 
 
+def test_the_wing_landmark_term_is_log_shaped_under_its_width_and_continuous():
+    """landmark_loss="wing": errors 0.05 (w ln(1 + 0.05 / eps)) and 0.5 (0.5 - C) with
+    w = 0.1, eps = 0.02; at an error of 0.01 its gradient is w / (eps + 0.01), 37 times
+    smooth L1's; the loss is continuous at w and survives a Keras round trip."""
+    import math
+
+    import tensorflow as tf
+
+    from model.loss import GridLoss, LandmarkLoss, make_loss_metrics
+
+    y_true, y_pred = _loss_scene()
+    loss = GridLoss(landmark_loss_weight=0.1, landmark_loss="wing")
+    assert _terms(loss, y_true, y_pred)[2] == pytest.approx(0.0, abs=1e-7)
+    x_nose, y_eye = point_channels(2)[0], point_channels(1)[1]
+    off = y_pred.copy()
+    off[0, 2, 2, x_nose] += 0.05
+    off[0, 2, 2, y_eye] -= 0.5
+    corner = 0.1 - 0.1 * math.log(1 + 0.1 / 0.02)
+    expected = 0.1 * (0.1 * math.log(1 + 0.05 / 0.02) + (0.5 - corner)) / 2
+    assert _terms(loss, y_true, off)[2] == pytest.approx(expected, rel=1e-4)
+
+    def term(kind, error):
+        shifted = y_pred.copy()
+        shifted[0, 2, 2, x_nose] += error
+        variable = tf.Variable(shifted)
+        with tf.GradientTape() as tape:
+            value = GridLoss(landmark_loss_weight=1.0, landmark_loss=kind).components(
+                tf.constant(y_true), variable)[2][0]
+        return float(value), float(tape.gradient(value, variable)[0, 2, 2, x_nose])
+
+    (_, wing_grad), (_, smooth_grad) = term("wing", 0.01), term("smooth_l1", 0.01)
+    # Two face cells: the gradient of the per-face mean is half the per-point one.
+    assert wing_grad == pytest.approx(0.5 * 0.1 / 0.03, rel=1e-3)
+    assert smooth_grad == pytest.approx(0.5 * 0.01 * 9, rel=1e-3)
+    below, above = term("wing", 0.1 - 1e-4)[0], term("wing", 0.1 + 1e-4)[0]
+    assert above - below == pytest.approx(0.0, abs=2e-4)
+
+    again = GridLoss.from_config(loss.get_config())
+    assert again.landmark_loss == "wing"
+    metric = [m for m in make_loss_metrics(SMALL.replace(landmark_loss="wing"))
+              if isinstance(m, LandmarkLoss)][0]
+    assert LandmarkLoss.from_config(metric.get_config()).get_config()["landmark_loss"] == "wing"
+    with pytest.raises(ValueError, match="landmark_loss='l2': must be one of smooth_l1, wing"):
+        GridLoss(landmark_loss="l2")
+    from common.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="landmark_loss='l2': must be one of"):
+        SMALL.replace(landmark_loss="l2")
+
+
 def test_the_mouth_centre_supervises_the_mean_of_the_predicted_corners():
     """A Caltech face: corners absent, centre present. The error is smooth L1 of (mean of
     the corners - centre), and its gradient reaches both corners, half each."""
