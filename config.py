@@ -424,8 +424,9 @@ def small_config(base: Config) -> Config:
     0.396) and is not part of it. With `--landmarks`, 8,600 steps (run LM4, 77 min on a
     faster 2-core machine): .553 / .424 / .187 at 9.6 ms against UltraFace's .706 / .569 /
     .375 at 7.0 ms. The same 8,600 steps with `--ema-decay 0.998` (runs E1, E2): .565 /
-    .440 / .195; 5,000 more at half the rate (run E3): .565 / .450 / .205, its box detector
-    6.5 ms against UltraFace's 5.7 in the same run; that box detector is
+    .440 / .195; 5,000 more at half the rate (run E3): .565 / .450 / .205; 1,600 more at
+    2e-4 with the wing landmark loss (run W1): .568 / .455 / .207, its box detector 6.0 ms
+    against UltraFace's 5.4 in the same run; that box detector is
     models/face_detector.tflite.
     """
     return real_config(base).replace(
