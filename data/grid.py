@@ -308,7 +308,7 @@ def encode_grid(
                                       float(centre_radius))
     elif neighbours:
         kept, r, c = _neighbour_cells(kept, r, c, boxes, cx, cy, area, cell, grid_size)
-    _write_faces(grid, r, c, boxes[kept], cell, image_size,
+    _write_faces(grid, r, c, (w[kept], h[kept]), (cx[kept], cy[kept]), cell, image_size,
                  None if points is None else points[kept])
     return GridTargets(grid, collisions)
 
@@ -327,17 +327,17 @@ def _empty_targets(grid_size: int, faces: int, points: Optional[np.ndarray]):
     return grid, points
 
 
-def _write_faces(grid: np.ndarray, r: np.ndarray, c: np.ndarray, boxes: np.ndarray,
+def _write_faces(grid: np.ndarray, r: np.ndarray, c: np.ndarray, sizes, centres,
                  cell: float, image_size: int, points: Optional[np.ndarray]) -> None:
-    """Write face targets into `grid` in place: cell (r[i], c[i]) learns boxes[i] (x1, y1,
-    x2, y2 input pixels) and, with `points` ((K, 6, 2) input pixels), its points as
-    offsets from the cell's centre in units of the face's size (module doc)."""
-    w = boxes[:, 2] - boxes[:, 0]
-    h = boxes[:, 3] - boxes[:, 1]
+    """Write face targets into `grid` in place: cell (r[i], c[i]) learns the face of
+    sizes (w[i], h[i]) and centres (cx[i], cy[i]) (input pixels) and, with `points`
+    ((K, 6, 2) input pixels), its points as offsets from the cell's centre in units of the
+    face's size (module doc)."""
+    (w, h), (cx, cy) = sizes, centres
     grid[r, c, H] = h / image_size
     grid[r, c, W] = w / image_size
-    grid[r, c, YC] = (boxes[:, 1] + boxes[:, 3]) / 2 / cell - r
-    grid[r, c, XC] = (boxes[:, 0] + boxes[:, 2]) / 2 / cell - c
+    grid[r, c, YC] = cy / cell - r
+    grid[r, c, XC] = cx / cell - c
     grid[r, c, CLASS] = 1.0
     if points is not None:
         x, y = point_channels(0)
