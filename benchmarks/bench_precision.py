@@ -50,8 +50,12 @@ def step_seconds(config, policy: str, batch_size: int, steps: int, warmup: int) 
 
 
 def main(argv=None) -> None:
+    from common.cli import start_runtime
+    from config import PRESETS, Config
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--preset", default="small", help="config.py preset (default: small)")
+    parser.add_argument("--preset", default="small", choices=sorted(PRESETS),
+                        help="config.py preset (default: small)")
     parser.add_argument("--no-landmarks", action="store_true", help="the network without landmarks")
     parser.add_argument("--policies", default="float32,mixed_bfloat16,mixed_float16",
                         help="comma-separated Keras dtype policies")
@@ -59,18 +63,21 @@ def main(argv=None) -> None:
     parser.add_argument("--steps", type=int, default=20, help="timed steps per policy")
     parser.add_argument("--warmup", type=int, default=5, help="untimed steps first")
     args = parser.parse_args(argv)
+    import keras
 
-    from common.cli import start_runtime
-    from config import PRESETS, Config
-
-    if args.preset not in PRESETS:
-        parser.error(f"--preset {args.preset}: must be one of {', '.join(PRESETS)}")
+    policies = args.policies.split(",")
+    for policy in policies:  # a wrong name fails here in one line, before any model is built
+        try:
+            keras.mixed_precision.DTypePolicy(policy)
+        except ValueError:
+            parser.error(f"--policies: {policy!r} is not a Keras dtype policy "
+                         "(float32, mixed_float16, mixed_bfloat16, ...)")
     config = PRESETS[args.preset](Config()).replace(landmarks=not args.no_landmarks)
     start_runtime(config)
     print(f"preset {args.preset}{'' if args.no_landmarks else ' + landmarks'}, "
           f"{config.input_size} px, batch {args.batch_size}, {args.steps} timed steps")
     print("| policy | s / step (median) |\n| --- | --- |")
-    for policy in args.policies.split(","):
+    for policy in policies:
         seconds = step_seconds(config, policy, args.batch_size, args.steps, args.warmup)
         print(f"| {policy} | {seconds:.3f} |", flush=True)
 
