@@ -53,7 +53,8 @@ def main(argv=None) -> None:
     from common.cli import start_runtime
     from config import PRESETS, Config
 
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog=os.path.basename(__file__),
+                                     description=__doc__.splitlines()[0])
     parser.add_argument("--preset", default="small", choices=sorted(PRESETS),
                         help="config.py preset (default: small)")
     parser.add_argument("--no-landmarks", action="store_true", help="the network without landmarks")
