@@ -78,7 +78,7 @@ def create_model(config: Config, backbone_weights: str | None = None) -> keras.M
 
 
 def build_network(grid: GridSpec, alpha: float, head_channels: int, head_separable: bool,
-                  backbone_weights: str) -> keras.Model:
+                  backbone_weights: str, box_scale: float = 1.0) -> keras.Model:
     """The MobileNetV2 backbone, the top-down neck and a head per grid level.
 
     Args:
@@ -89,6 +89,8 @@ def build_network(grid: GridSpec, alpha: float, head_channels: int, head_separab
         head_separable: depthwise-separable 3x3 convolutions in the neck and head.
         backbone_weights: 'imagenet', 'none', or a path to MobileNetV2 (include_top=False,
             same alpha) weights (.h5/.weights.h5).
+        box_scale: factor on the h, w outputs (1 for a network to train; `at_input_size`
+            sets it for trained weights run at another input size).
 
     Returns:
         A Keras model, input (B, S, S, 3) RGB uint8 (scaled to [-1, 1] by its first
@@ -110,7 +112,7 @@ def build_network(grid: GridSpec, alpha: float, head_channels: int, head_separab
     conv3x3 = _separable_conv3x3 if head_separable else _conv3x3
     maps = _top_down(features, grid.strides, head_channels, conv3x3)
     x, points = _level_heads(maps, grid, head_channels, conv3x3)
-    cells = _output_cells(x, points, grid)
+    cells = _output_cells(x, points, grid, box_scale)
     return keras.Model(inputs, cells, name="face_detector")
 
 
@@ -150,24 +152,26 @@ def _level_heads(maps: dict, grid: GridSpec, head_channels: int, conv3x3):
     return x, points
 
 
-def _output_cells(x, points, grid: GridSpec):
+def _output_cells(x, points, grid: GridSpec, box_scale: float = 1.0):
     """The network's output from the box logits `x` and the landmark outputs `points`:
-    sigmoids mapped onto the assignment rule's offset range, the landmark channels joined
-    linear; float32 under any precision policy."""
+    sigmoids mapped onto the assignment rule's offset range, h and w times `box_scale`,
+    the landmark channels joined linear; float32 under any precision policy."""
     # float32 even under mixed precision: the loss takes sqrt and logs of these values.
     # With landmarks the box channels get another name and the output layer joins them
     # with the landmark channels, so the output keeps its name (OUTPUT_NAME) either way.
     box_name = BOX_OUTPUT_NAME if grid.landmarks else OUTPUT_NAME
     low, high = grid.offsets
-    if (low, high) == (0.0, 1.0):  # the centre cell alone: offsets are the sigmoid's
+    if (low, high) == (0.0, 1.0) and box_scale == 1.0:  # offsets and sizes: the sigmoid's
         cells = keras.layers.Activation("sigmoid", dtype="float32", name=box_name)(x)
     else:
         x = keras.layers.Activation("sigmoid", dtype="float32", name="grid_sigmoid")(x)
         # Cells beside the centre cell see the face centre beyond their border: yc, xc =
         # (high - low) sigmoid + low over data.grid.offset_range (neighbour cells: 2 sigmoid
-        # - 0.5 in [-0.5, 1.5], YOLOv5); h, w and the score stay sigmoid.
+        # - 0.5 in [-0.5, 1.5], YOLOv5); h, w are the sigmoid times box_scale, the score
+        # the sigmoid.
         scale, offset = np.ones(NUM_CHANNELS), np.zeros(NUM_CHANNELS)
         scale[[YC, XC]], offset[[YC, XC]] = high - low, low
+        scale[[H, W]] = box_scale
         cells = keras.layers.Rescaling(scale.tolist(), offset.tolist(), dtype="float32",
                                        name=box_name)(x)
     if grid.landmarks:
@@ -319,6 +323,13 @@ def at_input_size(model: keras.Model, config: Config, input_size: int) -> keras.
     keeps its cell size (config.cell_size) and gets input_size / cell cells per side.
     Detecting at a larger size than training sees smaller faces (peers train at 640).
 
+    The trained h, w outputs are a face's size over the training side (data.grid), which
+    the convolutions cannot know: a face of P pixels gives P / config.input_size at any
+    input size. The resized network multiplies them by config.input_size / input_size, so
+    that its outputs are fractions of its own side as the grid layout says, and decode to
+    the same P pixels (without it, boxes at 416 px from a 320-px network came out 1.3x
+    too large).
+
     Args:
         model: a network made by `create_model(config)` (a loaded checkpoint).
         config: the configuration it was trained with (its run's config.json).
@@ -327,7 +338,9 @@ def at_input_size(model: keras.Model, config: Config, input_size: int) -> keras.
     sized = config.replace(input_size=int(input_size),
                            grid_size=int(input_size) // config.cell_size,
                            backbone_weights="none")
-    resized = create_model(sized)
+    resized = build_network(sized.grid_spec(), sized.alpha, sized.head_channels,
+                            sized.head_separable, "none",
+                            box_scale=config.input_size / int(input_size))
     resized.set_weights(model.get_weights())
     return resized
 

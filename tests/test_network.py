@@ -254,6 +254,25 @@ def test_at_input_size_runs_the_same_weights_on_a_larger_grid():
                                atol=1e-5)
 
 
+def test_at_input_size_keeps_the_face_sizes_in_pixels():
+    """h, w are a face's size over the training side, which the convolutions cannot see:
+    the network resized to 2x the input halves them, so they decode to the same pixels,
+    and changes no other channel (the raw 2x network would draw every box 2x too big)."""
+    from data.grid import H, W
+
+    config = SMALL.replace(grid_size=6, neighbour_cells=True)
+    model = create_model(config)
+    bigger = network.at_input_size(model, config, 2 * SIZE)
+    raw = create_model(config.replace(input_size=2 * SIZE, grid_size=12,
+                                      backbone_weights="none"))
+    raw.set_weights(model.get_weights())
+    x = np.random.default_rng(3).integers(0, 256, (1, 2 * SIZE, 2 * SIZE, 3), dtype=np.uint8)
+    got, unscaled = bigger.predict(x, verbose=0), raw.predict(x, verbose=0)
+    np.testing.assert_allclose(got[..., [H, W]], unscaled[..., [H, W]] / 2, rtol=1e-5)
+    others = [c for c in range(got.shape[-1]) if c not in (H, W)]
+    np.testing.assert_allclose(got[..., others], unscaled[..., others], atol=1e-6)
+
+
 def test_separable_head_is_cheaper_gives_the_same_grid_and_resizes(tmp_path):
     """head_separable: depthwise-separable 3x3 convolutions in the neck and head."""
     from model.network import at_input_size
