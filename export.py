@@ -7,6 +7,7 @@ int8) or an ONNX file.
     python export.py --weights model-0.61.keras --format onnx
     python export.py --weights model-0.61.keras --format saved_model
     python export.py --weights model-0.61.keras --format tflite --float16 --boxes-only
+    python export.py --weights model-0.61.keras --format tflite --float16 --input-size 384 --input-height 256
 
 --int8 quantises weights and activations to 8 bits, calibrated on --calibration-images
 training photos: those of the run's config.json beside the checkpoint (the dataset it was
@@ -16,6 +17,11 @@ trained on), or of --dataset.
 the same layers and weights without the landmark heads, so the same boxes and scores, at a
 box-only network's cost; its contract says it has no landmarks). --threshold stores another
 score threshold in the export (the default of detect.py for it) than the checkpoint's.
+--input-size S exports the trained network for an S x S input (any multiple of 32: the
+network is convolutional, `model.network.at_input_size`), and --input-height H for the
+band of H rows of that square which landscape photos fill (`data.grid.GridSpec.input_height`:
+the cost of S x H pixels, taller photos letterboxed smaller into it); both read the run's
+config.json beside the checkpoint.
 Without --weights the best model-*.keras under --checkpoint-dir is exported. Without
 --output the export goes beside the checkpoint: model-0.61.tflite, model-0.61_fp16.tflite
 or model-0.61_saved_model/. Run the result with `python detect.py --weights FILE`.
@@ -36,7 +42,7 @@ from typing import Optional, Sequence
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from common.cli import add_config_arguments, config_from_args, overwritten_input, run_main, start_runtime
-from data.grid import levels_text
+from data.grid import levels_text, output_has_landmarks
 from model.formats import EXPORT_FORMATS
 from common.errors import ConfigError
 
@@ -88,6 +94,13 @@ def build_parser() -> argparse.ArgumentParser:
                         "(default: the checkpoint's, chosen on validation)")
     parser.add_argument("--boxes-only", action="store_true",
                         help="a landmark model's boxes alone, without its landmark heads")
+    # dest not input_size: config_from_args would take it for the training's Config field.
+    parser.add_argument("--input-size", dest="export_size", type=int, default=None, metavar="S",
+                        help="export for an S x S input (default: the checkpoint's)")
+    parser.add_argument("--input-height", dest="export_height", type=int, default=None,
+                        metavar="H",
+                        help="export for the band of H rows of the square input, which "
+                        "landscape photos fill (default: the whole square)")
     parser.add_argument("--output", metavar="PATH",
                         help="file (tflite, onnx) or folder (saved_model) to write "
                         "(default: beside the checkpoint)")
@@ -119,10 +132,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     # The checkpoint's contract (letterbox, threshold) goes into the export; --letterbox
     # serves only checkpoints saved without one. Refuses non-detector models.
     detector = FaceDetector.load(weights, letterbox=args.letterbox)
+    network, contract = detector.model, detector.contract
+    if args.export_size is not None or args.export_height is not None:
+        network, contract = _resized(args, weights, network, contract)
     calibration = None
     if args.int8:
-        calibration = _calibration(args, weights, detector)
-    network, contract = detector.model, detector.contract
+        calibration = _calibration(args, weights, contract.grid)
     threshold = detector.score_threshold
     if args.threshold is not None:
         threshold = args.threshold
@@ -136,16 +151,37 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                  contract=contract)
     precision = " float16" if args.float16 else f" int8 ({len(calibration)} calibration " \
         "images)" if args.int8 else ""
+    rows, size, _ = contract.grid.input_shape
+    band = f" (rows {rows} of {size}x{size})" if contract.grid.input_height else ""
     print(f"{output}: {args.format}{precision}, input "
-          f"{detector.input_size}x{detector.input_size}, grid {levels_text(detector.grid_sizes)}"
-          f", {'letterbox' if detector.letterbox else 'stretch'}, "
+          f"{size}x{rows}{band}, grid {levels_text(contract.grid.grid_sizes)}"
+          f", {'letterbox' if contract.grid.letterbox else 'stretch'}, "
           f"score threshold {threshold:g}{', landmarks' if contract.grid.landmarks else ''}")
     return 0
 
 
-def _calibration(args, weights: str, detector):
+def _resized(args, weights: str, network, contract):
+    """The network and contract for --input-size / --input-height: the same weights on
+    another input (`model.network.at_input_size`), built from the run's config.json."""
+    from config import load_config
+    from model.network import at_input_size
+
+    run_config = os.path.join(os.path.dirname(os.path.abspath(weights)), "config.json")
+    if not os.path.isfile(run_config):
+        raise ConfigError(f"--input-size / --input-height: need the run's config.json beside "
+                          f"{weights} (the network's widths), not found")
+    size = contract.grid.input_size if args.export_size is None else args.export_size
+    height = args.export_height or 0
+    grid = contract.grid.at_input_size(size, height)  # ConfigError for a bad size or height
+    config = load_config(run_config)
+    # The landmark heads too if the checkpoint has them (--boxes-only drops them after).
+    config = config.replace(landmarks=output_has_landmarks(network.output_shape[-1]))
+    return at_input_size(network, config, size, height), contract.replace(grid=grid)
+
+
+def _calibration(args, weights: str, grid):
     """Calibration inputs from the training photos of the run (or of --dataset), prepared
-    as `detector` prepares images."""
+    as detection prepares images for `grid` (its input size, band and letterbox)."""
     from config import load_config
     from data.datasets import training_records
     from model.export import calibration_inputs
@@ -154,10 +190,10 @@ def _calibration(args, weights: str, detector):
     base = load_config(run_config) if os.path.isfile(run_config) and not args.config else None
     config = config_from_args(args, base=base)
     records = training_records(config)
-    return calibration_inputs([r.path for r in records], detector.input_size,
-                              detector.letterbox, args.calibration_images, config.seed)
+    return calibration_inputs([r.path for r in records], grid.input_size, grid.letterbox,
+                              args.calibration_images, config.seed, grid.input_height)
 
 
 if __name__ == "__main__":
     run_main(main, flags=("format", "float16", "int8", "calibration_images", "output",
-                          "boxes_only"))
+                          "boxes_only", "input_size", "input_height"))

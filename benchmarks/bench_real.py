@@ -6,6 +6,7 @@
     python benchmarks/bench_real.py --weights RUN/last-e009.keras --epochs 12   # another cycle
     python benchmarks/bench_real.py --score checkpoints/RUN/          # score a trained run
     python benchmarks/bench_real.py --score checkpoints/RUN/ --detect-sizes 320,416,512
+    python benchmarks/bench_real.py --score checkpoints/RUN/ --detect-sizes 320,384x256
 
 Training (skipped with --score) uses the real photos of ../shared/real_faces, both sets
 mixed: the face-mask photos (Pascal VOC) and the Caltech WebFaces (WIDER layout). Neither
@@ -20,7 +21,8 @@ moves with the machine's load.
 Scoring runs in a fresh process with one thread (TF, TFLite and OpenCV), so latencies are
 comparable. It picks the detection input size with the best AP at IoU 0.5 on the
 validation split (`--detect-sizes`; the network is convolutional, so the trained weights
-run at any multiple of 32), then takes turns image by image on the 200 real WIDER FACE
+run at any multiple of 32; `384x256` is the 384-px square's band of 256 rows,
+`data.grid.GridSpec.input_height`), then takes turns image by image on the 200 real WIDER FACE
 photos of ../shared/wider_val_subset200 between
     this model (Keras), its TFLite float32, float16 and int8 exports (int8 calibrated on
     --calibration-images training photos), its ONNX export (onnxruntime), YuNet-n,
@@ -195,9 +197,8 @@ def score(args) -> dict:
     print(f"scoring {weights} (trained at {config.input_size} px, cell {config.cell_size} px)")
     size, net, val_aps, held_out = choose_detection_size(trained, config, args)
     # What every export carries: fed as trained, at the size and threshold chosen above.
-    contract = ModelContract.from_config(
-        config.replace(input_size=size, grid_size=size // config.cell_size),
-        score_threshold=round(val_aps[size]["threshold"], 3))
+    contract = ModelContract(config.grid_spec().at_input_size(*detect_shape(size)),
+                             score_threshold=round(val_aps[size]["threshold"], 3))
     ours, exports = our_detectors(net, config, size, contract, args)
     if args.ship:
         ship_float16(exports[1], args.ship, contract, val_aps[size])
@@ -226,21 +227,33 @@ def score(args) -> dict:
     return result
 
 
+def detect_shape(text: str):
+    """(input_size, input_height) of a --detect-sizes entry: '320' the 320-px square
+    (input_height 0), '384x256' its 384-px square's band of 256 rows."""
+    width, _, height = str(text).partition("x")
+    try:
+        shape = int(width), int(height or 0)
+    except ValueError:
+        raise SystemExit(f"bench_real: --detect-sizes {text!r}: sizes are S or SxH "
+                         "(e.g. 320 or 384x256)") from None
+    return shape if shape[1] != shape[0] else (shape[0], 0)
+
+
 def choose_detection_size(trained, config, args):
     """The detection size and threshold, chosen on the small-face set's held-out split
     (--select-on), never on the test photos: (size, the network at it, {size: validation_ap},
-    the number of held-out photos)."""
+    the number of held-out photos); sizes as --detect-sizes gives them ('320', '384x256')."""
     from data.datasets import validation_records
     from model.detector import FaceDetector
     from model.network import at_input_size
 
     val = validation_records(config.replace(dataset=args.select_on, val_dataset=""))
-    sizes = [int(s) for s in args.detect_sizes.split(",")] if args.detect_sizes else [
-        config.input_size]
+    sizes = args.detect_sizes.split(",") if args.detect_sizes else [str(config.input_size)]
     val_aps, nets = {}, {}
     for size in sizes:
-        net = nets[size] = (trained if size == config.input_size
-                            else at_input_size(trained, config, size))
+        shape = detect_shape(size)
+        net = nets[size] = (trained if shape == (config.input_size, 0)
+                            else at_input_size(trained, config, *shape))
         val_aps[size] = validation_ap(FaceDetector.from_keras(net, letterbox=config.letterbox),
                                       val, config)
         v = val_aps[size]
@@ -261,8 +274,10 @@ def our_detectors(net, config, size: int, contract, args):
     ours = [("ours Keras", FaceDetector.from_keras(net, letterbox=config.letterbox))]
     exports = []
     # int8 ranges are measured on training photos, prepared as detection prepares them.
-    calibration = calibration_inputs([r.path for r in training_records(config)], size,
-                                     config.letterbox, args.calibration_images, config.seed)
+    width, height = detect_shape(size)
+    calibration = calibration_inputs([r.path for r in training_records(config)], width,
+                                     config.letterbox, args.calibration_images, config.seed,
+                                     height)
     for label, fmt, options in (("ours TFLite fp32", "tflite", {}),
                                 ("ours TFLite fp16", "tflite", {"float16": True}),
                                 ("ours TFLite int8", "tflite", {"int8_inputs": calibration}),
@@ -400,8 +415,9 @@ def parse_args(argv=None):
                              "optimizer and learning-rate schedule), as train.py --weights")
     parser.add_argument("--score", metavar="RUN", help="only score this run folder or checkpoint")
     parser.add_argument("--detect-sizes", default="",
-                        help="comma-separated input sizes to choose from on validation "
-                             "(default: the training size)")
+                        help="comma-separated input sizes to choose from on validation: S "
+                             "(the S x S square) or SxH (its band of H rows, for landscape "
+                             "photos; default: the training size)")
     parser.add_argument("--select-on", default=SMALL_FACES, metavar="SOURCES",
                         help="sources whose held-out split chooses the detection size and "
                              "threshold (default: the small-face set, SCUT-HEAD)")

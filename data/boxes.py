@@ -85,14 +85,31 @@ def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.where(union > 0, inter / np.maximum(union, 1e-12), 0.0).astype(np.float32)
 
 
-def content_size(width: float, height: float, input_size: int, letterbox: bool = True):
-    """(width, height) in input pixels of a (width, height) image resized into the square
-    input: the long side onto the input side, aspect kept, or stretched to the square."""
+# Every band's first row is a multiple of this (the coarsest cell the backbone gives),
+# so that each grid level's cells of the band are whole cells of the square's grid.
+BAND_ALIGN = 32
+
+
+def band_top(input_size: int, input_height: int) -> int:
+    """First row, in the square input's pixels, of the `input_height`-row band a network
+    of a band input sees (0 for the square itself): the band centred, its top rounded down
+    to a multiple of BAND_ALIGN."""
+    if not input_height or input_height == input_size:
+        return 0
+    return (input_size - input_height) // 2 // BAND_ALIGN * BAND_ALIGN
+
+
+def content_size(width: float, height: float, input_size: int, letterbox: bool = True,
+                 input_height: int = 0):
+    """(width, height) in input pixels of a (width, height) image resized into the input:
+    the S x S square, or its band of `input_height` rows; aspect kept (as large as fits)
+    or stretched to fill it."""
+    rows = input_height or input_size
     if not letterbox:
-        return input_size, input_size
-    scale = input_size / max(width, height)
+        return input_size, rows
+    scale = min(input_size / width, rows / height)
     return (min(input_size, max(1, round(width * scale))),
-            min(input_size, max(1, round(height * scale))))
+            min(rows, max(1, round(height * scale))))
 
 
 @dataclass(frozen=True)
@@ -104,6 +121,10 @@ class InputMapping:
     and the image is centred with padding; otherwise it is stretched (pad 0). Planned
     once per image (`fit`, or data.augment for a training crop) and passed along with it:
     `width` and `height` are that image's size as given, never re-derived.
+
+    With `input_height` (a network of a band input, `data.grid.GridSpec.input_height`) the
+    image goes into the band of that many rows of the square (`band_top`), centred there;
+    the coordinates stay the square's, so boxes and grids are those of the square input.
     """
 
     scale_x: float
@@ -115,17 +136,21 @@ class InputMapping:
     content_height: int
     width: int  # the image mapped (the original, or a training crop), its pixels
     height: int
+    input_height: int = 0  # rows of the band the network sees; 0: the whole square
 
     @classmethod
-    def fit(cls, width: int, height: int, input_size: int, letterbox: bool = True) -> "InputMapping":
+    def fit(cls, width: int, height: int, input_size: int, letterbox: bool = True,
+            input_height: int = 0) -> "InputMapping":
         if width <= 0 or height <= 0:
             raise ValueError(f"image size must be positive, got {width}x{height}")
-        new_w, new_h = content_size(width, height, input_size, letterbox)
+        new_w, new_h = content_size(width, height, input_size, letterbox, input_height)
+        rows = input_height or input_size
         # Scales from the rounded content size, so content edges map exactly onto pixels.
         return cls(
             new_w / width, new_h / height,
-            float((input_size - new_w) // 2), float((input_size - new_h) // 2),
-            input_size, new_w, new_h, width, height,
+            float((input_size - new_w) // 2),
+            float(band_top(input_size, input_height) + (rows - new_h) // 2),
+            input_size, new_w, new_h, width, height, int(input_height),
         )
 
     def _scale_pad(self):

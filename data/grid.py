@@ -71,6 +71,7 @@ import numpy as np
 
 from common.checks import check_type
 from common.errors import ConfigError
+from data.boxes import BAND_ALIGN, band_top
 from data.image import CHANNEL_ORDER, INPUT_DTYPE
 from data.landmarks import NUM_LANDMARKS, POINT_NAMES
 
@@ -130,6 +131,11 @@ class GridSpec:
             the range of the offsets the network predicts (`offset_range`).
         landmarks: every cell also holds five landmarks (module doc), `channels` 15
             instead of 5.
+        input_height: 0, or the rows of a band input: the network sees only that band of
+            the S x S square (`data.boxes.band_top`: centred, 32-aligned), which a
+            landscape photo fills, and its outputs are the band's cells of the square's
+            grid (`embed_band` places them there), so everything after the network is
+            the square's. A detection shape only (`at_input_size`): networks train square.
         channel_order, input_dtype: the input's form (`data.image`): RGB uint8 pixels.
     """
 
@@ -140,6 +146,7 @@ class GridSpec:
     neighbour_cells: bool = False
     centre_radius: float = 0.0
     landmarks: bool = False
+    input_height: int = 0
     channel_order: str = CHANNEL_ORDER
     input_dtype: str = INPUT_DTYPE
 
@@ -167,6 +174,11 @@ class GridSpec:
             raise ConfigError(
                 f"grid_levels={self.grid_levels}: from {self.cell_size}-px cells the coarsest "
                 f"level would have {coarsest}-px cells; the backbone gives cells of {cells} px")
+        if self.input_height and not (0 < self.input_height <= self.input_size
+                                      and self.input_height % BAND_ALIGN == 0):
+            raise ConfigError(
+                f"input_height={self.input_height!r}: must be 0 (the square) or a multiple "
+                f"of {BAND_ALIGN} up to input_size={self.input_size}")
         if self.channel_order != CHANNEL_ORDER or self.input_dtype != INPUT_DTYPE:
             raise ConfigError(
                 f"channel_order={self.channel_order!r}, input_dtype={self.input_dtype!r}: "
@@ -174,9 +186,10 @@ class GridSpec:
 
     @classmethod
     def config_fields(cls) -> Tuple[str, ...]:
-        """The fields that are also Config fields (all but the input's fixed form)."""
+        """The fields that are also Config fields (all but the input's fixed form and the
+        band, a detection shape)."""
         return tuple(f.name for f in dataclasses.fields(cls)
-                     if f.name not in ("channel_order", "input_dtype"))
+                     if f.name not in ("channel_order", "input_dtype", "input_height"))
 
     @classmethod
     def from_config(cls, config) -> "GridSpec":
@@ -187,11 +200,36 @@ class GridSpec:
     def replace(self, **changes) -> "GridSpec":
         return dataclasses.replace(self, **changes)
 
-    def at_input_size(self, input_size: int) -> "GridSpec":
+    def at_input_size(self, input_size: int, input_height: int = 0) -> "GridSpec":
         """The same cells (and levels) for another input size: input_size / cell_size
-        cells per side (a network run at another size, `model.network.at_input_size`)."""
+        cells per side (a network run at another size, `model.network.at_input_size`),
+        on the square or on its band of `input_height` rows."""
         return self.replace(input_size=int(input_size),
-                            grid_size=int(input_size) // self.cell_size)
+                            grid_size=int(input_size) // self.cell_size,
+                            input_height=0 if int(input_height) == int(input_size)
+                            else int(input_height))
+
+    @property
+    def input_shape(self) -> Tuple[int, int, int]:
+        """The network input of one image: (S, S, 3), or (input_height, S, 3) for a band."""
+        return (self.input_height or self.input_size, self.input_size, 3)
+
+    @property
+    def band_shapes(self) -> Tuple[Tuple[int, int], ...]:
+        """(rows, cols) of each level's cells the network outputs, finest first: the whole
+        grid (G_l, G_l), or the band's rows of it."""
+        rows = self.input_shape[0]
+        return tuple((rows // s, g) for s, g in zip(self.strides, self.grid_sizes))
+
+    @property
+    def network_shape(self) -> tuple:
+        """One image's network output: `cells_shape`, or for a band input its cells alone,
+        (R, G, C) for one level or (sum R_l G_l, C) (`embed_band` makes `cells_shape`)."""
+        if not self.input_height:
+            return self.cells_shape
+        if len(self.band_shapes) == 1:
+            return self.band_shapes[0] + (self.channels,)
+        return (sum(r * g for r, g in self.band_shapes), self.channels)
 
     @property
     def cell_size(self) -> int:
@@ -522,17 +560,20 @@ def cells_shape(grid_sizes, channels: int = NUM_CHANNELS) -> tuple:
     return (sum(g * g for g in grid_sizes), channels)
 
 
-def levels_of_cells(input_size: int, num_cells: int):
+def levels_of_cells(input_size: int, num_cells: int, input_height: int = 0):
     """(finest grid size G, levels L) of a several-level output of `num_cells` cells for an
-    S-px input, or None: the one choice of finest cell (8, 16 or 32 px, the backbone's) and
-    L >= 2 whose levels' cells add up to it. The counts of these few choices all differ
-    (N / S^2 = 1.25 / 64, 1.3125 / 64 and 1.25 / 256), so a network's output shape alone
-    says its levels."""
+    S-px input (or its band of `input_height` rows), or None: the one choice of finest
+    cell (8, 16 or 32 px, the backbone's) and L >= 2 whose levels' cells add up to it.
+    The counts of these few choices all differ (N / (S R) = 1.25 / 64, 1.3125 / 64 and
+    1.25 / 256), so a network's output shape alone says its levels."""
+    rows = input_height or input_size
     for cell in CELL_SIZES:
         grid, levels = input_size // cell, 2
         while (cell * 2 ** (levels - 1) in CELL_SIZES
-               and input_size % (cell * 2 ** (levels - 1)) == 0):
-            if cells_shape(level_grid_sizes(grid, levels))[0] == num_cells:
+               and input_size % (cell * 2 ** (levels - 1)) == 0
+               and rows % (cell * 2 ** (levels - 1)) == 0):
+            strides = [cell * 2**level for level in range(levels)]
+            if sum((rows // s) * (input_size // s) for s in strides) == num_cells:
                 return grid, levels
             levels += 1
     return None
@@ -642,6 +683,54 @@ def decode_levels(cells: np.ndarray, image_size: int, grid_sizes,
     parts = [np.concatenate(arrays) for arrays in zip(*decoded)]
     order = np.argsort(-parts[1], kind="stable")
     return tuple(part[order] for part in parts)
+
+
+def embed_band(cells: np.ndarray, spec: GridSpec) -> np.ndarray:
+    """A band network's outputs as the cells of the whole square (`GridSpec.input_height`):
+    each level's band rows placed at their rows of its grid, background (all 0, which
+    decodes to no box) elsewhere; a square network's outputs unchanged.
+
+    Args:
+        cells: (..., *spec.network_shape) network outputs.
+
+    Returns:
+        (..., *spec.cells_shape) cells, as a square network's of the same photo would be
+        laid out (`split_levels`, `decode_levels`).
+    """
+    cells = np.asarray(cells, dtype=np.float32)
+    if not spec.input_height:
+        return cells
+    channels = spec.channels if cells.shape[-1] == spec.channels else cells.shape[-1]
+    lead = cells.shape[:-3] if len(spec.grid_sizes) == 1 else cells.shape[:-2]
+    if len(spec.grid_sizes) == 1:
+        parts = [cells]
+    else:
+        ends = np.cumsum([r * g for r, g in spec.band_shapes])[:-1]
+        parts = [part.reshape(lead + (r, g, channels)) for part, (r, g)
+                 in zip(np.split(cells, ends, axis=-2), spec.band_shapes)]
+    top = band_top(spec.input_size, spec.input_height)
+    grids = []
+    for part, (rows, g), stride in zip(parts, spec.band_shapes, spec.strides):
+        grid = np.zeros(lead + (g, g, channels), np.float32)
+        grid[..., top // stride: top // stride + rows, :, :] = part
+        grids.append(grid)
+    return grids[0] if len(grids) == 1 else flatten_levels(grids)
+
+
+def band_of(cells: np.ndarray, spec: GridSpec) -> np.ndarray:
+    """The inverse of `embed_band`: the band's cells of the square's (..., *cells_shape)
+    cells, (..., *spec.network_shape)."""
+    cells = np.asarray(cells, dtype=np.float32)
+    if not spec.input_height:
+        return cells
+    top = band_top(spec.input_size, spec.input_height)
+    grids = split_levels(cells, spec.grid_sizes)
+    bands = [grid[..., top // s: top // s + rows, :, :]
+             for grid, (rows, _), s in zip(grids, spec.band_shapes, spec.strides)]
+    if len(bands) == 1:
+        return bands[0]
+    return np.concatenate([b.reshape(b.shape[:-3] + (-1, b.shape[-1])) for b in bands],
+                          axis=-2)
 
 
 @functools.lru_cache(maxsize=32)

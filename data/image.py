@@ -22,7 +22,7 @@ from typing import Optional, Tuple
 import cv2
 import numpy as np
 
-from data.boxes import InputMapping
+from data.boxes import InputMapping, band_top
 from common.errors import ImageError
 
 # The network's input form, which `to_network_input` makes: the one statement of it (the
@@ -157,15 +157,18 @@ def _flat_bottom_row(image: np.ndarray) -> bool:
 
 
 def resize_to_input(image: np.ndarray, mapping: InputMapping) -> np.ndarray:
-    """Resize a (H, W, 3) image into the (S, S, 3) network input as `letterbox` says."""
+    """Resize a (H, W, 3) image into the network input as `mapping` says: (S, S, 3), or
+    the (input_height, S, 3) band of the square for a band input."""
     resized = cv2.resize(
         image, (mapping.content_width, mapping.content_height), interpolation=cv2.INTER_LINEAR
     )
-    if resized.shape[0] == resized.shape[1] == mapping.input_size:
-        return resized
     s = mapping.input_size
-    out = np.full((s, s, image.shape[2]), PAD_VALUE, dtype=image.dtype)
-    x, y = int(mapping.pad_x), int(mapping.pad_y)
+    rows = mapping.input_height or s
+    if resized.shape[:2] == (rows, s):
+        return resized
+    out = np.full((rows, s, image.shape[2]), PAD_VALUE, dtype=image.dtype)
+    x = int(mapping.pad_x)
+    y = int(mapping.pad_y) - band_top(s, mapping.input_height)
     out[y : y + resized.shape[0], x : x + resized.shape[1]] = resized
     return out
 
@@ -185,13 +188,15 @@ def to_network_input(image_bgr: np.ndarray) -> np.ndarray:
     return cv2.cvtColor(image.reshape(-1, *image.shape[-2:]), cv2.COLOR_BGR2RGB).reshape(image.shape)
 
 
-def prepare_image(image_bgr: np.ndarray, input_size: int, letterbox: bool = True):
-    """Original BGR image -> (network input (S, S, 3) RGB uint8, InputMapping to map boxes back).
+def prepare_image(image_bgr: np.ndarray, input_size: int, letterbox: bool = True,
+                  input_height: int = 0):
+    """Original BGR image -> (network input (S, S, 3) RGB uint8, or the (input_height, S,
+    3) band of a band input, InputMapping to map boxes back).
 
     Detection's path, from the image decoded in full; training decodes JPEGs at reduced
     size first (`data.augment.load_training_sample` says why the two differ, with their figures)."""
     h, w = image_bgr.shape[:2]
-    mapping = InputMapping.fit(w, h, input_size, letterbox)
+    mapping = InputMapping.fit(w, h, input_size, letterbox, input_height)
     return to_network_input(resize_to_input(image_bgr, mapping)), mapping
 
 

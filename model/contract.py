@@ -76,7 +76,8 @@ class ModelContract:
     `to_json` writes one flat JSON object, the grid's fields beside score_threshold and
     version: the keys of the files written before the grid was a record of its own
     (theirs lack centre_radius, which is then 0). `landmarks` is written only when true
-    (absent: a model without landmarks, as every file before them).
+    (absent: a model without landmarks, as every file before them), `input_height` only
+    for a band input (absent: the square).
     """
 
     grid: GridSpec
@@ -108,6 +109,8 @@ class ModelContract:
             # Absent means False: a model without landmarks keeps the JSON of the files
             # written before landmarks existed, which those versions still read.
             del values["landmarks"]
+        if not self.grid.input_height:  # absent: the square, as in every file before bands
+            del values["input_height"]
         values.update(score_threshold=self.score_threshold, version=self.version)
         return json.dumps(values, sort_keys=True)
 
@@ -137,7 +140,8 @@ class ModelContract:
             raise CheckpointError(f"{source}: bad {CONTRACT_NAME} ({e})") from None
 
     def check_geometry(self, input_size: int, grid_size: int, source: str,
-                       grid_levels: int = 1, landmarks: bool = False) -> None:
+                       grid_levels: int = 1, landmarks: bool = False,
+                       input_height: int = 0) -> None:
         """CheckpointError unless the network's own shapes are those the contract names
         (its grid, and whether its output has the landmark channels)."""
         if bool(landmarks) != self.grid.landmarks:
@@ -151,6 +155,12 @@ class ModelContract:
                 f"{_grids_text(grid_size, grid_levels)}{' grid' if grid_levels == 1 else ''}, but its {CONTRACT_NAME} says "
                 f"{self.grid.input_size} px, {_grids_text(self.grid.grid_size, self.grid.grid_levels)}"
             )
+        if int(input_height) != self.grid.input_height:
+            rows = {0: "the whole square"}
+            raise CheckpointError(
+                f"{source}: the network's input is {rows.get(int(input_height), f'a band of {input_height} rows')}, "
+                f"but its {CONTRACT_NAME} says "
+                f"{rows.get(self.grid.input_height, f'a band of {self.grid.input_height} rows')}")
 
     def check_letterbox(self, letterbox: Optional[bool], source: str) -> None:
         """ConfigError naming both values when an explicit `letterbox` contradicts this."""

@@ -28,7 +28,7 @@ import numpy as np
 from config import Config
 from data.boxes import xyxy_to_xywh
 from data.draw import draw_boxes, draw_points
-from data.grid import (LANDMARK_OUTPUT_CHANNELS, NUM_CHANNELS, GridSpec, cells_shape,
+from data.grid import (LANDMARK_OUTPUT_CHANNELS, NUM_CHANNELS, GridSpec, embed_band,
                        level_grid_sizes, levels_of_cells, output_has_landmarks)
 from data.image import INPUT_DTYPE, prepare_image
 from common.errors import CheckpointError, ConfigError, ImageError, first_line
@@ -52,14 +52,17 @@ def check_input_dtype(dtype, source: str) -> None:
 
 
 def grid_geometry(input_shape, output_shape, source: str) -> tuple:
-    """(input_size S, grid_size G, grid_levels L, landmarks) of a grid detector from its
-    tensor shapes.
+    """(input_size S, grid_size G, grid_levels L, landmarks, input_height) of a grid
+    detector from its tensor shapes.
 
     Args:
-        input_shape: the network input's shape, (batch, S, S, 3) (batch may be None/-1).
+        input_shape: the network input's shape, (batch, S, S, 3) (batch may be None/-1),
+            or a band input's (batch, R, S, 3), R < S (`data.grid.GridSpec.input_height`,
+            then R; else 0).
         output_shape: the network output's shape, (batch, G, G, 5) for one grid (L = 1), or
             (batch, N, 5) for the cells of several levels, finest G (`data.grid.levels_of_cells`);
-            15 channels instead of 5 for a network with landmarks (landmarks True).
+            a band input's rows of them; 15 channels instead of 5 for a network with
+            landmarks (landmarks True).
         source: the file named in errors.
 
     Raises:
@@ -67,27 +70,37 @@ def grid_geometry(input_shape, output_shape, source: str) -> tuple:
     """
     in_shape = tuple(None if d is None or int(d) < 0 else int(d) for d in input_shape)
     out_shape = tuple(None if d is None or int(d) < 0 else int(d) for d in output_shape)
-    if len(in_shape) != 4 or in_shape[1] is None or in_shape[1] != in_shape[2] or in_shape[3] != 3:
+    if (len(in_shape) != 4 or None in in_shape[1:3] or in_shape[1] > in_shape[2]
+            or in_shape[3] != 3):
         raise CheckpointError(
-            f"{source}: input shape {_shape_text(input_shape)} is not (batch, S, S, 3)"
+            f"{source}: input shape {_shape_text(input_shape)} is not (batch, S, S, 3) (or "
+            "a band of it, (batch, R, S, 3) with R < S)"
         )
+    size = in_shape[2]
+    height = 0 if in_shape[1] == size else in_shape[1]
     channels = out_shape[-1] if out_shape else None
     known = channels in (NUM_CHANNELS, LANDMARK_OUTPUT_CHANNELS)
     landmarks = known and output_has_landmarks(channels)
     if len(out_shape) == 3 and known and out_shape[1] is not None:
-        levels = levels_of_cells(in_shape[1], out_shape[1])
+        levels = levels_of_cells(size, out_shape[1], height)
         if levels is None:
             raise CheckpointError(
                 f"{source}: output shape {_shape_text(output_shape)} is not the (batch, N, 5) "
-                f"cells of grid levels for a {in_shape[1]}-px input"
+                f"cells of grid levels for a {_input_text(size, height)} input"
             )
-        return (in_shape[1],) + levels + (landmarks,)
-    if len(out_shape) != 4 or not known or out_shape[1] != out_shape[2] or out_shape[1] is None:
+        return (size,) + levels + (landmarks, height)
+    if (len(out_shape) != 4 or not known or None in out_shape[1:3]
+            or out_shape[1] * size != out_shape[2] * in_shape[1]):
         raise CheckpointError(
             f"{source}: output shape {_shape_text(output_shape)} is not (batch, G, G, 5) "
             f"(or {LANDMARK_OUTPUT_CHANNELS} channels with landmarks)"
         )
-    return in_shape[1], out_shape[1], 1, landmarks
+    return size, out_shape[2], 1, landmarks, height
+
+
+def _input_text(size: int, height: int = 0) -> str:
+    """'320-px' for a square input, '384x256-px' for a band (width x height)."""
+    return f"{size}-px" if not height else f"{size}x{height}-px"
 
 
 def _onnx_dims(shape) -> tuple:
@@ -158,9 +171,11 @@ class FaceDetector:
         contract_origin: str = "default",
         grid_levels: int = 1,
         landmarks: bool = False,
+        input_height: int = 0,
     ):
         """Wrap any callable mapping (B, S, S, 3) uint8 inputs to (B, G, G, 5) grids (or
-        to the (B, N, 5) cells of `grid_levels` levels; 15 channels with `landmarks`).
+        to the (B, N, 5) cells of `grid_levels` levels; 15 channels with `landmarks`), or
+        a band input's (B, input_height, S, 3) inputs to its cells of them.
 
         `model` is the object behind `predict_fn` (Keras model, loaded SavedModel, TFLite
         interpreter), kept alive and reachable as `detector.model`. With a `contract`,
@@ -174,12 +189,14 @@ class FaceDetector:
         self.grid_sizes = level_grid_sizes(self.grid_size, self.grid_levels)
         self.source = source
         self.kind = kind
+        self.input_height = int(input_height)
         if contract is None:
             contract = ModelContract(GridSpec(self.input_size, self.grid_size, self.grid_levels,
-                                              bool(letterbox), landmarks=bool(landmarks)))
+                                              bool(letterbox), landmarks=bool(landmarks),
+                                              input_height=self.input_height))
         else:
             contract.check_geometry(self.input_size, self.grid_size, source, self.grid_levels,
-                                    bool(landmarks))
+                                    bool(landmarks), self.input_height)
         self.contract = contract
         self.contract_origin = contract_origin
 
@@ -250,10 +267,12 @@ class FaceDetector:
             # file's own (an export may have been made at another input size).
             contract = contract.replace(grid=contract.grid.replace(
                 input_size=detector.input_size, grid_size=detector.grid_size,
-                grid_levels=detector.grid_levels, landmarks=detector.landmarks))
+                grid_levels=detector.grid_levels, landmarks=detector.landmarks,
+                input_height=detector.input_height))
         if contract is not None:
             contract.check_geometry(detector.input_size, detector.grid_size, path,
-                                    detector.grid_levels, detector.landmarks)
+                                    detector.grid_levels, detector.landmarks,
+                                    detector.input_height)
             detector.contract, detector.contract_origin = contract, origin
         return detector
 
@@ -287,17 +306,18 @@ class FaceDetector:
             raise CheckpointError(f"{source}: not a single-input, single-output model") from None
         if any(isinstance(d, (tuple, list)) for d in in_shape + out_shape):
             raise CheckpointError(f"{source}: not a single-input, single-output model")
-        size, grid, levels, landmarks = grid_geometry(in_shape, out_shape, source)
+        size, grid, levels, landmarks, height = grid_geometry(in_shape, out_shape, source)
         check_input_dtype(model.inputs[0].dtype, source)
         # A tf.function over the call, batch dimension free so it is traced once: the
         # fastest single-image path (224 px, 2 cores: ~28 ms against ~34 ms for
         # predict_on_batch and ~260 ms for the eager call; benchmarks/bench_detect.py).
         call = tf.function(
             lambda x: model(x, training=False),
-            input_signature=[tf.TensorSpec((None, size, size, 3), tf.uint8)],
+            input_signature=[tf.TensorSpec((None, height or size, size, 3), tf.uint8)],
         )
         return cls(lambda x: call(x).numpy(), size, grid, source, "keras", letterbox, model,
-                   contract, "default" if contract is None else "given", levels, landmarks)
+                   contract, "default" if contract is None else "given", levels, landmarks,
+                   height)
 
     @classmethod
     def _load_saved_model(cls, path: str, letterbox: bool) -> "FaceDetector":
@@ -316,8 +336,8 @@ class FaceDetector:
             raise CheckpointError(f"{path}: not a single-input, single-output SavedModel")
         (in_name, in_spec), = inputs.items()
         (out_name, out_spec), = outputs.items()
-        size, grid, levels, landmarks = grid_geometry(in_spec.shape.as_list(), out_spec.shape.as_list(),
-                                           path)
+        size, grid, levels, landmarks, height = grid_geometry(
+            in_spec.shape.as_list(), out_spec.shape.as_list(), path)
         check_input_dtype(in_spec.dtype, path)
 
         def predict(x):
@@ -325,7 +345,7 @@ class FaceDetector:
 
         # The signature needs its loaded object alive.
         return cls(predict, size, grid, path, "saved_model", letterbox, loaded,
-                   grid_levels=levels, landmarks=landmarks)
+                   grid_levels=levels, landmarks=landmarks, input_height=height)
 
     @classmethod
     def _load_tflite(cls, path: str, letterbox: bool, num_threads: Optional[int]
@@ -340,9 +360,10 @@ class FaceDetector:
         if len(inputs) != 1 or len(outputs) != 1:
             raise CheckpointError(f"{path}: not a single-input, single-output model")
         in_detail, out_detail = inputs[0], outputs[0]
-        size, grid, levels, landmarks = grid_geometry(
+        size, grid, levels, landmarks, height = grid_geometry(
             in_detail["shape_signature"], out_detail["shape_signature"], path
         )
+        rows = height or size
         check_input_dtype(in_detail["dtype"], path)
         if out_detail["dtype"] != np.float32:
             raise CheckpointError(
@@ -351,13 +372,13 @@ class FaceDetector:
             )
         # Allocated for one image at load time: TFLite creates its CPU delegate here (and
         # announces it on stderr), so a caller can load quietly and detect at once.
-        interpreter.resize_tensor_input(in_detail["index"], [1, size, size, 3])
+        interpreter.resize_tensor_input(in_detail["index"], [1, rows, size, 3])
         interpreter.allocate_tensors()
         state = {"batch": 1}
 
         def predict(x):
             if state["batch"] != len(x):
-                interpreter.resize_tensor_input(in_detail["index"], [len(x), size, size, 3])
+                interpreter.resize_tensor_input(in_detail["index"], [len(x), rows, size, 3])
                 interpreter.allocate_tensors()
                 state["batch"] = len(x)
             interpreter.set_tensor(in_detail["index"], x)
@@ -365,7 +386,7 @@ class FaceDetector:
             return interpreter.get_tensor(out_detail["index"])  # a copy
 
         return cls(predict, size, grid, path, "tflite", letterbox, interpreter,
-                   grid_levels=levels, landmarks=landmarks)
+                   grid_levels=levels, landmarks=landmarks, input_height=height)
 
     @classmethod
     def _load_onnx(cls, path: str, letterbox: bool, num_threads: Optional[int]
@@ -385,8 +406,8 @@ class FaceDetector:
         inputs, outputs = session.get_inputs(), session.get_outputs()
         if len(inputs) != 1 or len(outputs) != 1:
             raise CheckpointError(f"{path}: not a single-input, single-output model")
-        size, grid, levels, landmarks = grid_geometry(_onnx_dims(inputs[0].shape),
-                                           _onnx_dims(outputs[0].shape), path)
+        size, grid, levels, landmarks, height = grid_geometry(
+            _onnx_dims(inputs[0].shape), _onnx_dims(outputs[0].shape), path)
         check_input_dtype(inputs[0].type.replace("tensor(", "").rstrip(")"), path)
         in_name = inputs[0].name
 
@@ -394,7 +415,7 @@ class FaceDetector:
             return session.run(None, {in_name: x})[0]
 
         return cls(predict, size, grid, path, "onnx", letterbox, session, grid_levels=levels,
-                   landmarks=landmarks)
+                   landmarks=landmarks, input_height=height)
 
     @classmethod
     def _load_onnx_opencv(cls, path: str, letterbox: bool) -> "FaceDetector":
@@ -416,7 +437,8 @@ class FaceDetector:
             return _onnx_dims(d.dim_value if d.HasField("dim_value") else None
                               for d in value.type.tensor_type.shape.dim)
 
-        size, grid, levels, landmarks = grid_geometry(dims(graph.input[0]), dims(graph.output[0]), path)
+        size, grid, levels, landmarks, height = grid_geometry(
+            dims(graph.input[0]), dims(graph.output[0]), path)
         elem_type = graph.input[0].type.tensor_type.elem_type
         check_input_dtype(onnx.helper.tensor_dtype_to_np_dtype(elem_type), path)
 
@@ -425,19 +447,21 @@ class FaceDetector:
             return net.forward()
 
         return cls(predict, size, grid, path, "onnx", letterbox, net, grid_levels=levels,
-                   landmarks=landmarks)
+                   landmarks=landmarks, input_height=height)
 
     # ---------------------------------------------------------------- running
     def predict_grids(self, batch: np.ndarray) -> np.ndarray:
         """Network outputs for a batch of prepared inputs.
 
         Args:
-            batch: (B, S, S, 3) RGB uint8 network inputs (`data.image.prepare_image`).
+            batch: (B, S, S, 3) RGB uint8 network inputs (`data.image.prepare_image`), or
+                a band input's (B, input_height, S, 3).
 
         Returns:
             (B, G, G, 5) float32 grids, channels (h, w, yc, xc, class); with several
             levels (B, N, 5), their cells (`data.grid.flatten_levels`); 15 channels with
-            landmarks (`data.grid`).
+            landmarks (`data.grid`). A band input's cells come placed in the square's
+            grid (`data.grid.embed_band`), so every caller reads one layout.
         """
         batch = np.asarray(batch)
         if batch.dtype != np.uint8:
@@ -445,23 +469,25 @@ class FaceDetector:
             raise ValueError(f"predict_grids expects uint8 pixels (data.image.prepare_image), "
                              f"got {batch.dtype}")
         batch = np.ascontiguousarray(batch)
-        s = self.input_size
-        if batch.ndim != 4 or batch.shape[1:] != (s, s, 3):
-            raise ValueError(f"predict_grids expects (B, {s}, {s}, 3) inputs, got {batch.shape}")
+        rows, s, _ = self.grid.input_shape
+        if batch.ndim != 4 or batch.shape[1:] != (rows, s, 3):
+            raise ValueError(f"predict_grids expects (B, {rows}, {s}, 3) inputs, got "
+                             f"{batch.shape}")
         grids = np.asarray(self._predict_fn(batch), dtype=np.float32)
-        expected = (len(batch),) + cells_shape(self.grid_sizes, self.grid.channels)
+        expected = (len(batch),) + self.grid.network_shape
         if grids.shape != expected:
             raise CheckpointError(
                 f"{self.source}: the network returned shape {grids.shape} for {batch.shape} "
                 f"inputs; expected {expected}"
             )
-        return grids
+        return embed_band(grids, self.grid)
 
     __call__ = predict_grids
 
     def prepare(self, image_bgr: np.ndarray):
-        """BGR uint8 image -> (network input (S, S, 3) RGB uint8, InputMapping)."""
-        return prepare_image(image_bgr, self.input_size, self.letterbox)
+        """BGR uint8 image -> (network input (S, S, 3) RGB uint8, or (input_height, S, 3),
+        InputMapping)."""
+        return prepare_image(image_bgr, self.input_size, self.letterbox, self.input_height)
 
     def detect(
         self,

@@ -108,9 +108,9 @@ def export_onnx(keras_model, path: str, contract: Optional[ModelContract] = None
         import tf2onnx  # noqa: F401  Keras imports it lazily; fail here with the fix named
     except ImportError:
         raise ConfigError("the onnx format needs tf2onnx: pip install -r requirements.txt") from None
-    size = keras_model.input_shape[1]
+    rows, size = keras_model.input_shape[1:3]  # (S, S), or a band input's (R, S)
     # Keras refuses to export a model that has never been called (a freshly built one).
-    keras_model(np.zeros((1, size, size, 3), np.uint8), training=False)
+    keras_model(np.zeros((1, rows, size, 3), np.uint8), training=False)
     with atomic_path(path) as tmp:
         keras_model.export(tmp, format="onnx", verbose=False)
         if contract is not None:
@@ -139,7 +139,7 @@ def tflite_from_saved_model(saved_model_dir: str, float16: bool = False,
     elif int8_inputs is not None:
         int8_inputs = np.asarray(int8_inputs)
         if int8_inputs.dtype != np.uint8 or int8_inputs.ndim != 4 or not len(int8_inputs):
-            raise ConfigError(f"int8 calibration: need (N, S, S, 3) uint8 network inputs, "
+            raise ConfigError(f"int8 calibration: need (N, S, S, 3) (or (N, R, S, 3)) uint8 network inputs, "
                               f"got {int8_inputs.dtype} {int8_inputs.shape}")
         # Full-integer quantisation: weights and activations int8, their ranges measured on
         # the calibration images. The input stays uint8 pixels (already an integer tensor:
@@ -154,8 +154,9 @@ def tflite_from_saved_model(saved_model_dir: str, float16: bool = False,
 
 
 def calibration_inputs(image_paths: Sequence[str], input_size: int, letterbox: bool = True,
-                       count: int = 200, seed: int = 0) -> np.ndarray:
-    """Network inputs (N, S, S, 3) uint8 of `count` images drawn (seeded) from `image_paths`.
+                       count: int = 200, seed: int = 0, input_height: int = 0) -> np.ndarray:
+    """Network inputs (N, S, S, 3) uint8 of `count` images drawn (seeded) from `image_paths`
+    ((N, input_height, S, 3) for a band input).
 
     Prepared exactly as detection prepares them (`data.image.prepare_image`), so the
     quantisation ranges are those the deployed model meets. Take them from training
@@ -173,7 +174,8 @@ def calibration_inputs(image_paths: Sequence[str], input_size: int, letterbox: b
         if len(inputs) == count:
             break
         try:
-            inputs.append(prepare_image(read_image(paths[i]), input_size, letterbox)[0])
+            inputs.append(prepare_image(read_image(paths[i]), input_size, letterbox,
+                                        input_height)[0])
         except ImageError:
             continue
     if not inputs:

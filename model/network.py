@@ -103,12 +103,12 @@ def build_network(grid: GridSpec, alpha: float, head_channels: int, head_separab
             file is missing or does not fit the backbone.
     """
     size, stride = grid.input_size, grid.cell_size
-    inputs = keras.Input((size, size, 3), dtype=grid.input_dtype, name=INPUT_NAME)
+    inputs = keras.Input(grid.input_shape, dtype=grid.input_dtype, name=INPUT_NAME)
     # Scaling in the model: whatever feeds it (generator, detect.py, an exported TFLite
     # file on a phone) gives plain pixels, and MobileNetV2 always sees its [-1, 1].
     scaled = keras.layers.Rescaling(1.0 / 127.5, offset=-1.0, name=INPUT_SCALING)(inputs)
 
-    features = _backbone_features(scaled, alpha, size, backbone_weights, stride)
+    features = _backbone_features(scaled, alpha, grid.input_shape, backbone_weights, stride)
     conv3x3 = _separable_conv3x3 if head_separable else _conv3x3
     maps = _top_down(features, grid.strides, head_channels, conv3x3)
     x, points = _level_heads(maps, grid, head_channels, conv3x3)
@@ -116,12 +116,12 @@ def build_network(grid: GridSpec, alpha: float, head_channels: int, head_separab
     return keras.Model(inputs, cells, name="face_detector")
 
 
-def _backbone_features(scaled, alpha: float, size: int, backbone_weights: str,
+def _backbone_features(scaled, alpha: float, input_shape: tuple, backbone_weights: str,
                        stride: int) -> dict:
-    """{stride: MobileNetV2 feature map} of `scaled` (B, S, S, 3) in [-1, 1], for the
-    finest grid's stride and every coarser one of FEATURE_LAYERS."""
+    """{stride: MobileNetV2 feature map} of `scaled` (B, S, S, 3) (or a band's (B, R, S,
+    3)) in [-1, 1], for the finest grid's stride and every coarser one of FEATURE_LAYERS."""
     strides = sorted(s for s in FEATURE_LAYERS if s >= stride)  # the grid's and coarser
-    backbone = _backbone(alpha, size, backbone_weights, strides)
+    backbone = _backbone(alpha, input_shape, backbone_weights, strides)
     if backbone_weights.strip().lower() == "none":
         # Keras' MobileNetV2 keeps BatchNorm averages with momentum 0.999, made for
         # pretrained statistics: from scratch they would lag the weights for thousands of
@@ -141,14 +141,16 @@ def _level_heads(maps: dict, grid: GridSpec, head_channels: int, conv3x3):
         return _head(maps[grid.cell_size], grid_sizes[0], head_channels, conv3x3, landmarks)
     heads = [_head(maps[s], g, head_channels, conv3x3, landmarks, suffix=f"_s{s}")
              for g, s in zip(grid_sizes, level_strides)]
+    # A level's cells row by row: its whole grid, or a band input's rows of it.
+    cells = [r * g for r, g in grid.band_shapes]
     x = keras.layers.Concatenate(axis=1, name="levels")([
-        keras.layers.Reshape((g * g, NUM_CHANNELS), name=f"head_cells_s{s}")(box)
-        for (box, _), g, s in zip(heads, grid_sizes, level_strides)
+        keras.layers.Reshape((n, NUM_CHANNELS), name=f"head_cells_s{s}")(box)
+        for (box, _), n, s in zip(heads, cells, level_strides)
     ])
     points = None if not landmarks else keras.layers.Concatenate(
         axis=1, name="landmark_levels")([
-            keras.layers.Reshape((g * g, LANDMARK_CHANNELS), name=f"head_points_s{s}")(p)
-            for (_, p), g, s in zip(heads, grid_sizes, level_strides)])
+            keras.layers.Reshape((n, LANDMARK_CHANNELS), name=f"head_points_s{s}")(p)
+            for (_, p), n, s in zip(heads, cells, level_strides)])
     return x, points
 
 
@@ -220,12 +222,12 @@ def _output_bias(grid_size: int) -> np.ndarray:
     return bias
 
 
-def _backbone(alpha: float, size: int, weights: str, strides) -> keras.Model:
+def _backbone(alpha: float, input_shape: tuple, weights: str, strides) -> keras.Model:
     """MobileNetV2 as one sub-model named BACKBONE_NAME with one output per stride."""
     # Find the weights before building, so a bad path fails at once.
-    path = backbone_weights_path(weights, alpha, size)
+    path = backbone_weights_path(weights, alpha, input_shape[1])
     mobilenet = keras.applications.MobileNetV2(
-        input_shape=(size, size, 3), alpha=alpha, include_top=False, weights=None
+        input_shape=tuple(input_shape), alpha=alpha, include_top=False, weights=None
     )
     if path is not None:
         load_backbone_weights(mobilenet, path)
@@ -298,15 +300,19 @@ def _cell_channels(outputs) -> bool:
 
 def check_grid_model(model: keras.Model, source: str) -> None:
     """Raise CheckpointError unless `model` maps (B, S, S, 3) images to (B, G, G, 5) grids
-    (or to the (B, N, 5) cells of several levels; 15 channels with landmarks)."""
+    (or to the (B, N, 5) cells of several levels; 15 channels with landmarks), or is the
+    band input's network of such a model (`GridSpec.input_height`: (B, R, S, 3) images
+    to the band's cells)."""
     inputs, outputs = model.input_shape, model.output_shape
-    image = (isinstance(inputs, tuple) and len(inputs) == 4 and inputs[1] == inputs[2]
-             and inputs[3] == 3)
-    one_level = (isinstance(outputs, tuple) and len(outputs) == 4
-                 and outputs[1] == outputs[2] and _cell_channels(outputs))
+    image = (isinstance(inputs, tuple) and len(inputs) == 4 and isinstance(inputs[1], int)
+             and isinstance(inputs[2], int) and inputs[1] <= inputs[2] and inputs[3] == 3)
+    one_level = (image and isinstance(outputs, tuple) and len(outputs) == 4
+                 and isinstance(outputs[1], int) and isinstance(outputs[2], int)
+                 and outputs[1] * inputs[2] == outputs[2] * inputs[1]
+                 and _cell_channels(outputs))
     levels = (image and isinstance(outputs, tuple) and len(outputs) == 3
-              and _cell_channels(outputs) and isinstance(inputs[1], int)
-              and isinstance(outputs[1], int) and levels_of_cells(inputs[1], outputs[1]))
+              and _cell_channels(outputs) and isinstance(outputs[1], int)
+              and levels_of_cells(inputs[2], outputs[1], inputs[1]))
     if not (image and (one_level or levels)):
         raise CheckpointError(
             f"{source}: not a face grid model (input {inputs}, output {outputs}; expected "
@@ -316,8 +322,10 @@ def check_grid_model(model: keras.Model, source: str) -> None:
         )
 
 
-def at_input_size(model: keras.Model, config: Config, input_size: int) -> keras.Model:
-    """The same trained network built for another input size (the same weights).
+def at_input_size(model: keras.Model, config: Config, input_size: int,
+                  input_height: int = 0) -> keras.Model:
+    """The same trained network built for another input size (the same weights), on the
+    square or on its band of `input_height` rows (`GridSpec.input_height`).
 
     Every layer is convolutional, so weights do not depend on the input size; the grid
     keeps its cell size (config.cell_size) and gets input_size / cell cells per side.
@@ -334,13 +342,13 @@ def at_input_size(model: keras.Model, config: Config, input_size: int) -> keras.
         model: a network made by `create_model(config)` (a loaded checkpoint).
         config: the configuration it was trained with (its run's config.json).
         input_size: the new input side, a multiple of 32.
+        input_height: 0 (the square), or the band's rows, a multiple of 32 up to
+            input_size: a landscape photo letterboxed into the square fills only a band
+            of it, and the network then runs on that band alone, its cost the band's.
     """
-    sized = config.replace(input_size=int(input_size),
-                           grid_size=int(input_size) // config.cell_size,
-                           backbone_weights="none")
-    resized = build_network(sized.grid_spec(), sized.alpha, sized.head_channels,
-                            sized.head_separable, "none",
-                            box_scale=config.input_size / int(input_size))
+    grid = config.grid_spec().at_input_size(input_size, input_height)
+    resized = build_network(grid, config.alpha, config.head_channels, config.head_separable,
+                            "none", box_scale=config.input_size / int(input_size))
     resized.set_weights(model.get_weights())
     return resized
 

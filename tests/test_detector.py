@@ -151,9 +151,16 @@ def test_a_network_returning_the_wrong_shape_is_named():
 
 
 def test_grid_geometry_accepts_grid_detectors_only():
-    assert grid_geometry((None, 224, 224, 3), (None, 7, 7, 5), "m") == (224, 7, 1, False)
-    assert grid_geometry([-1, 96, 96, 3], [-1, 3, 3, 5], "m") == (96, 3, 1, False)
-    assert grid_geometry([-1, 96, 96, 3], [-1, 3, 3, 15], "m") == (96, 3, 1, True)
+    assert grid_geometry((None, 224, 224, 3), (None, 7, 7, 5), "m") == (224, 7, 1, False, 0)
+    assert grid_geometry([-1, 96, 96, 3], [-1, 3, 3, 5], "m") == (96, 3, 1, False, 0)
+    assert grid_geometry([-1, 96, 96, 3], [-1, 3, 3, 15], "m") == (96, 3, 1, True, 0)
+    # A band input: rows 64 of the 96-px square, its 2 rows of the 3x3 grid.
+    assert grid_geometry([-1, 64, 96, 3], [-1, 2, 3, 5], "m") == (96, 3, 1, False, 64)
+    # Three levels of 8-, 16- and 32-px cells on the band 256 rows of 384 px.
+    assert grid_geometry([-1, 256, 384, 3], [-1, 32 * 48 + 16 * 24 + 8 * 12, 5], "m") == (
+        384, 48, 3, False, 256)
+    with pytest.raises(CheckpointError, match=r"m: output shape \(None, 3, 3, 5\) is not"):
+        grid_geometry([-1, 64, 96, 3], [-1, 3, 3, 5], "m")  # the square's grid, not the band's
     with pytest.raises(CheckpointError, match=r"m: output shape \(None, 7, 7, 4\) is not"):
         grid_geometry((None, 224, 224, 3), (None, 7, 7, 4), "m")
     with pytest.raises(CheckpointError, match=r"m: input shape \(None, None, None, 3\) is not"):
@@ -172,8 +179,8 @@ def _bad_files(tmp_path):
     folder.mkdir()
     flat = str(tmp_path / "flat.keras")
     tiny_keras_model(flat=True).save(flat)
-    oblong = str(tmp_path / "oblong.keras")
-    tiny_keras_model(64, 2, height=32).save(oblong)
+    oblong = str(tmp_path / "oblong.keras")  # taller than wide: neither a square nor a band
+    tiny_keras_model(32, 2, height=64).save(oblong)
     return [
         (str(tmp_path / "missing.keras"), "checkpoint not found"),
         (str(tmp_path / "missing.tflite"), "checkpoint not found"),
@@ -182,7 +189,7 @@ def _bad_files(tmp_path):
         (str(weights_h5), "unknown model format '.h5'"),
         (str(folder), "not a SavedModel"),
         (flat, r"output shape (None, 20) is not (batch, G, G, 5)"),
-        (oblong, r"input shape (None, 32, 64, 3) is not (batch, S, S, 3)"),
+        (oblong, r"input shape (None, 64, 32, 3) is not (batch, S, S, 3)"),
     ]
 
 
