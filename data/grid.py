@@ -495,7 +495,11 @@ def decode_grid(grid: np.ndarray, image_size: int, score_threshold: float = 0.5,
     decoded = (boxes[order].astype(np.float32), scores[order].astype(np.float32))
     if not with_landmarks:
         return decoded
-    points = cell_points(grid, image_size)[keep.reshape(-1), :NUM_LANDMARKS]
+    # Only the kept cells' points: at a low threshold still a small share of the cells.
+    kept = keep.reshape(-1)
+    rows, cols, sides = _cell_positions((grid.shape[0],))
+    points = _points_of_cells(grid.reshape(-1, grid.shape[-1])[kept], rows[kept], cols[kept],
+                              sides[kept], image_size)[:, :NUM_LANDMARKS]
     return decoded + (points[order],)
 
 
@@ -521,8 +525,14 @@ def cell_points(cells: np.ndarray, image_size: int, grid_sizes=None) -> np.ndarr
         cells = cells.reshape(cells.shape[:-3] + (g * g, channels))
         grid_sizes = (g,)
     rows, cols, sides = _cell_positions(tuple(int(g) for g in grid_sizes))
+    return _points_of_cells(cells, rows, cols, sides, image_size)
+
+
+def _points_of_cells(cells: np.ndarray, rows, cols, sides, image_size: int) -> np.ndarray:
+    """`cell_points` of (..., N, C) cells whose row, column and level side are `rows`,
+    `cols`, `sides` (each (N,)): (..., N, K, 2) input pixels."""
     cell = np.float32(image_size) / sides[:, None]
-    end = channels  # the offsets of every point the cells hold
+    end = cells.shape[-1]  # the offsets of every point the cells hold
     x, y = point_channels(0)
     width = cells[..., W:W + 1] * np.float32(image_size)
     height = cells[..., H:H + 1] * np.float32(image_size)
