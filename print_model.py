@@ -3,6 +3,7 @@
     python print_model.py                          # the default config: 224 px, 7x7 grid
     python print_model.py --grid-size 28 --alpha 0.35
     python print_model.py --weights checkpoints/best.keras
+    python print_model.py --input-size 384 --input-height 256   # on a band of the input
 
 The config's network is built with backbone weights 'none' (printing needs no weights)
 unless --backbone-weights is given. FLOPs = 2 x multiply-adds of the convolution and
@@ -27,6 +28,11 @@ def main():
     parser.add_argument(
         "--expand-nested", action="store_true", help="list the backbone's layers too"
     )
+    parser.add_argument(
+        "--input-height", type=int, default=0, metavar="H",
+        help="the network on the band of H rows of its square input (a landscape photo's "
+             "rows, export.py --input-height): its cost",
+    )
     add_config_arguments(parser)
     args = parser.parse_args()
     config = config_from_args(args)
@@ -43,14 +49,21 @@ def main():
             config = config.replace(backbone_weights="none")
         model = create_model(config)
         source = f"config (backbone weights: {config.backbone_weights})"
+    if args.input_height:
+        from model.network import at_input_size
+
+        side = model.input_shape[2]  # the square side of the config or the checkpoint
+        built = _checkpoint_config(args.weights) if args.weights else config
+        model = at_input_size(model, built, side, args.input_height)
+        source += f", rows {args.input_height} of its {side}x{side} input"
     model.summary(expand_nested=args.expand_nested)
 
     facts = model_summary_facts(model)
-    s, _, c = facts["input_shape"]
+    r, s, c = facts["input_shape"]
     k = facts["grid_shape"][-1]
     rows = [
         ("model", source),
-        ("input shape", f"{s} x {s} x {c} {facts['input_dtype']}"
+        ("input shape", f"{r} x {s} x {c} {facts['input_dtype']}"
                         + ("  (RGB pixels, scaled to [-1, 1] inside)"
                            if facts["input_dtype"] == "uint8" else "")),
         ("grid output", " + ".join(f"{g} x {g}" for g in facts["grid_sizes"])
@@ -67,6 +80,17 @@ def main():
     print()
     for name, text in rows:
         print(f"{name:<17} {text}")
+
+
+def _checkpoint_config(weights: str):
+    """The run's config.json beside a checkpoint (the widths a band network is built with)."""
+    from common.errors import ConfigError
+    from config import load_config
+
+    path = os.path.join(os.path.dirname(os.path.abspath(weights)), "config.json")
+    if not os.path.isfile(path):
+        raise ConfigError(f"--input-height: needs the run's config.json beside {weights}")
+    return load_config(path)
 
 
 def count_macs(model) -> int:
@@ -109,7 +133,7 @@ def model_summary_facts(model) -> dict:
     """The facts printed under the summary, read from the model itself (config or checkpoint).
 
     Returns:
-        dict with input_shape (S, S, 3), input_dtype, grid_shape (G, G, 5) (several levels:
+        dict with input_shape (S, S, 3) (a band input's (R, S, 3)), input_dtype, grid_shape (G, G, 5) (several levels:
         (N, 5)), grid_sizes (each level's G, finest first), cell_size (px, the finest),
         trainable_params, frozen_params (non-trainable weights: frozen layers and
         BatchNorm moving statistics), backbone_params, head_params (all outside the
@@ -124,10 +148,12 @@ def model_summary_facts(model) -> dict:
 
     input_shape = tuple(int(d) for d in model.input_shape[1:])
     grid_shape = tuple(int(d) for d in model.output_shape[1:])
+    rows, side = input_shape[:2]  # (S, S), or a band input's (R, S)
     if len(grid_shape) == 3:
-        grid_sizes = (grid_shape[0],)
+        grid_sizes = (grid_shape[1],)
     else:
-        grid_sizes = level_grid_sizes(*levels_of_cells(input_shape[0], grid_shape[0]))
+        grid_sizes = level_grid_sizes(*levels_of_cells(side, grid_shape[0],
+                                                       0 if rows == side else rows))
     backbone_params = size(model.get_layer(BACKBONE_NAME).weights) if any(
         layer.name == BACKBONE_NAME for layer in model.layers
     ) else 0
@@ -137,7 +163,7 @@ def model_summary_facts(model) -> dict:
         "input_dtype": str(model.inputs[0].dtype),
         "grid_shape": grid_shape,
         "grid_sizes": grid_sizes,
-        "cell_size": input_shape[0] // grid_sizes[0],
+        "cell_size": side // grid_sizes[0],
         "trainable_params": size(model.trainable_weights),
         "frozen_params": size(model.non_trainable_weights),
         "backbone_params": backbone_params,

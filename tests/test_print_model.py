@@ -130,3 +130,21 @@ def test_prints_every_grid_level_and_its_cells():
     facts = model_summary_facts(model)
     assert facts["grid_shape"] == (84, 5) and facts["grid_sizes"] == (8, 4, 2)
     assert facts["cell_size"] == 8
+
+
+def test_band_input_prints_its_rows_and_costs_their_share(monkeypatch, capsys):
+    """--input-height: the network on the band of H rows of its square input; the levels
+    and cells stay the square's, the multiply-adds are about the band's share."""
+    flags = ["--input-size", "128", "--grid-size", "16", "--grid-levels", "3", "--alpha",
+             "0.35", "--head-channels", "16"]
+    code, square = run_here(monkeypatch, capsys, *flags)
+    assert code == 0
+    code, band = run_here(monkeypatch, capsys, *flags, "--input-height", "64")
+    assert code == 0
+    assert fact(band, "input shape").startswith("64 x 128 x 3 uint8")
+    assert fact(band, "grid output").startswith("16 x 16 + 8 x 8 + 4 x 4 x 5")
+    assert fact(band, "cell size") == "8 px / 16 px / 32 px"
+    assert "rows 64 of its 128x128 input" in fact(band, "model")
+    macs = [float(fact(out, "FLOPs per image").split()[0].replace(",", ""))
+            for out in (square, band)]
+    assert 0.4 < macs[1] / macs[0] < 0.6, macs
