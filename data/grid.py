@@ -463,7 +463,7 @@ _CELL_CHANNELS = (NUM_CHANNELS, LANDMARK_OUTPUT_CHANNELS, LANDMARK_TARGET_CHANNE
 
 
 def decode_grid(grid: np.ndarray, image_size: int, score_threshold: float = 0.5,
-                with_landmarks: bool = False):
+                with_landmarks: bool = False, with_cells: bool = False):
     """Turn one grid (targets or predictions) into boxes: the inverse of `encode_grid`.
 
     Args:
@@ -472,12 +472,14 @@ def decode_grid(grid: np.ndarray, image_size: int, score_threshold: float = 0.5,
         score_threshold: cells whose class channel is >= this become boxes
             (cells scoring 0, background, and -1, ignore, never do).
         with_landmarks: also decode each box's five points (the grid must have them).
+        with_cells: also give each box's cell, its flat index in the grid row by row
+            (`landmarks_of_cells` decodes the points of chosen cells alone).
 
     Returns:
         (boxes (N, 4) float32 x1, y1, x2, y2 in network-input pixels, scores (N,)
-        float32), sorted by descending score; with `with_landmarks` a third array,
-        landmarks (N, 5, 2) float32 x, y in network-input pixels (LANDMARK_NAMES order;
-        NaN where a target has none).
+        float32), sorted by descending score; with `with_landmarks` then landmarks (N, 5, 2)
+        float32 x, y in network-input pixels (LANDMARK_NAMES order; NaN where a target has
+        none); with `with_cells` then the cells (N,) int64.
     """
     grid = np.asarray(grid, dtype=np.float32)
     if grid.ndim != 3 or grid.shape[0] != grid.shape[1] or grid.shape[2] not in _CELL_CHANNELS:
@@ -493,14 +495,32 @@ def decode_grid(grid: np.ndarray, image_size: int, score_threshold: float = 0.5,
     scores = scores[keep]
     order = np.argsort(-scores, kind="stable")
     decoded = (boxes[order].astype(np.float32), scores[order].astype(np.float32))
-    if not with_landmarks:
-        return decoded
-    # Only the kept cells' points: at a low threshold still a small share of the cells.
-    kept = keep.reshape(-1)
-    rows, cols, sides = _cell_positions((grid.shape[0],))
-    points = _points_of_cells(grid.reshape(-1, grid.shape[-1])[kept], rows[kept], cols[kept],
-                              sides[kept], image_size)[:, :NUM_LANDMARKS]
-    return decoded + (points[order],)
+    cells = np.flatnonzero(keep.reshape(-1))[order]
+    if with_landmarks:
+        decoded += (landmarks_of_cells(grid, image_size, (grid.shape[0],), cells),)
+    if with_cells:
+        decoded += (cells.astype(np.int64),)
+    return decoded
+
+
+def landmarks_of_cells(cells: np.ndarray, image_size: int, grid_sizes, index) -> np.ndarray:
+    """The five landmarks of the cells at flat `index` alone (`decode_grid`'s and
+    `decode_levels`' `with_cells`), as `cell_points` decodes them: detection decodes the
+    points of the boxes NMS keeps, not of every candidate.
+
+    Args:
+        cells: (G, G, C) grid, or the (N, C) cells of `grid_sizes`' levels; C = 15 or 17.
+        index: (K,) flat cell indices, row by row, finest level first.
+
+    Returns:
+        (K, 5, 2) float32 x, y input pixels (LANDMARK_NAMES order).
+    """
+    cells = np.asarray(cells, dtype=np.float32)
+    flat = cells.reshape(-1, cells.shape[-1])
+    index = np.asarray(index, dtype=np.int64).reshape(-1)
+    rows, cols, sides = _cell_positions(tuple(int(g) for g in grid_sizes))
+    return _points_of_cells(flat[index], rows[index], cols[index], sides[index],
+                            image_size)[:, :NUM_LANDMARKS]
 
 
 def cell_points(cells: np.ndarray, image_size: int, grid_sizes=None) -> np.ndarray:
@@ -674,22 +694,28 @@ def encode_levels(boxes: np.ndarray, ignore: np.ndarray, spec: GridSpec,
 
 
 def decode_levels(cells: np.ndarray, image_size: int, grid_sizes,
-                  score_threshold: float = 0.5, with_landmarks: bool = False):
+                  score_threshold: float = 0.5, with_landmarks: bool = False,
+                  with_cells: bool = False):
     """The inverse of `encode_levels`: every level's boxes (`decode_grid`), together.
 
     Args:
         cells: (N, C) cells of `grid_sizes`' levels, or with one level the (G, G, C) grid.
         image_size, score_threshold, with_landmarks: as `decode_grid`.
+        with_cells: also give each box's cell, its flat index in `cells` (row by row,
+            finest level first; `landmarks_of_cells`).
 
     Returns:
-        (boxes (N, 4), scores (N,)[, landmarks (N, 5, 2)]) as `decode_grid`, over all
-        levels, by descending score.
+        (boxes (N, 4), scores (N,)[, landmarks (N, 5, 2)][, cells (N,)]) as `decode_grid`,
+        over all levels, by descending score.
     """
     if len(grid_sizes) == 1:
         grid = split_levels(cells, grid_sizes)[0]
-        return decode_grid(grid, image_size, score_threshold, with_landmarks)
-    decoded = [decode_grid(grid, image_size, score_threshold, with_landmarks)
+        return decode_grid(grid, image_size, score_threshold, with_landmarks, with_cells)
+    decoded = [decode_grid(grid, image_size, score_threshold, with_landmarks, with_cells)
                for grid in split_levels(cells, grid_sizes)]
+    if with_cells:  # each level's flat indices, after the levels before it
+        starts = np.cumsum([0] + [g * g for g in grid_sizes[:-1]])
+        decoded = [part[:-1] + (part[-1] + start,) for part, start in zip(decoded, starts)]
     parts = [np.concatenate(arrays) for arrays in zip(*decoded)]
     order = np.argsort(-parts[1], kind="stable")
     return tuple(part[order] for part in parts)

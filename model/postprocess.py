@@ -28,7 +28,7 @@ import numpy as np
 from config import Config
 from data.landmarks import NUM_LANDMARKS
 from data.boxes import InputMapping, box_iou, box_sizes, clip_boxes
-from data.grid import decode_levels, output_has_landmarks
+from data.grid import decode_levels, landmarks_of_cells, output_has_landmarks
 
 
 # Boxes whose IoUs `nms` computes at once (a 64 x N matrix at most).
@@ -161,8 +161,9 @@ def detect_from_grid(
         landmarks = output_has_landmarks(grid.shape[-1])
     except ValueError:
         landmarks = False  # decode_levels names the shape
+    # The points of the boxes NMS keeps are decoded after it, from their cells.
     decoded = decode_levels(grid, mapping.input_size, grid_sizes, spec.score_threshold,
-                            with_landmarks=landmarks)
+                            with_cells=landmarks)
     boxes, scores = decoded[:2]
     if len(boxes) == 0:
         return Detections.empty(landmarks)
@@ -173,7 +174,9 @@ def detect_from_grid(
     keep = nms(boxes, scores, spec.nms_iou, spec.max_detections)
     points = None
     if landmarks:
-        points = mapping.points_to_original(decoded[2][visible][keep]).astype(np.float32)
+        cells = decoded[2][visible][keep]
+        points = mapping.points_to_original(
+            landmarks_of_cells(grid, mapping.input_size, grid_sizes, cells)).astype(np.float32)
     return Detections(boxes[keep].astype(np.float32), scores[keep].astype(np.float32), points)
 
 

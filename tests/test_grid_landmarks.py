@@ -162,3 +162,25 @@ def test_the_spec_states_its_channels_and_the_contract_carries_the_flag():
     # A model without landmarks writes the JSON it wrote before they existed.
     assert "landmarks" not in json.loads(ModelContract(plain, 0.4).to_json())
     assert ModelContract.from_json(ModelContract(plain, 0.4).to_json(), "x").grid == plain
+
+
+@pytest.mark.parametrize("grid_sizes", [(12,), (16, 8, 4)])
+def test_cells_of_the_decoded_boxes_give_their_landmarks_alone(grid_sizes):
+    """decode_levels' with_cells: each box's flat cell, from which landmarks_of_cells gives
+    exactly the points with_landmarks decodes (detection decodes them after NMS only)."""
+    from data.grid import cells_shape, decode_levels, landmarks_of_cells
+
+    rng = np.random.default_rng(len(grid_sizes))
+    cells = rng.random(cells_shape(grid_sizes, LANDMARK_OUTPUT_CHANNELS), dtype=np.float32)
+    boxes, scores, points = decode_levels(cells, 128, grid_sizes, 0.7, with_landmarks=True)
+    same_boxes, same_scores, index = decode_levels(cells, 128, grid_sizes, 0.7, with_cells=True)
+    np.testing.assert_array_equal(same_boxes, boxes)
+    np.testing.assert_array_equal(same_scores, scores)
+    assert index.dtype == np.int64 and len(set(index.tolist())) == len(index) > 5
+    flat = cells.reshape(-1, LANDMARK_OUTPUT_CHANNELS)
+    np.testing.assert_array_equal(flat[index, CLASS], scores)  # each box's own cell
+    np.testing.assert_array_equal(landmarks_of_cells(cells, 128, grid_sizes, index), points)
+    # A subset (the boxes NMS keeps) gives those boxes' points, in that order.
+    kept = index[[3, 0, 2]]
+    np.testing.assert_array_equal(landmarks_of_cells(cells, 128, grid_sizes, kept),
+                                  points[[3, 0, 2]])
