@@ -426,11 +426,13 @@ def small_config(base: Config) -> Config:
     .375 at 7.0 ms. The same 8,600 steps with `--ema-decay 0.998` (runs E1, E2): .565 /
     .440 / .195; 5,000 more at half the rate (run E3): .565 / .450 / .205; 1,600 more at
     2e-4 with the wing landmark loss (run W1): .568 / .455 / .207, its box detector 6.0 ms
-    against UltraFace's 5.4 in the same run; that box detector is
-    models/face_detector.tflite. The same weights at a larger input (`export.py
+    against UltraFace's 5.4 in the same run. 8,000 more at 3e-4 (run W2): .576 / .463 /
+    .214, its box detector 6.5 ms against UltraFace's 5.6; that box detector is
+    models/face_detector.tflite. W1's weights at a larger input (`export.py
     --input-size`, once resized networks kept their box sizes): .586 / .545 / .331 at 480
     px, 14.4 ms; on the band of a landscape photo's rows (`--input-height`) .582 / .528 /
-    .319 at 480x320, 9.9 ms, and .553 / .474 / .245 at 384x256 at the 320-px model's 6.5 ms.
+    .319 at 480x320, 9.9 ms (W2: .592 / .537 / .327, 10.0 ms), and .553 / .474 / .245 at
+    384x256 at the 320-px model's 6.5 ms.
     """
     return real_config(base).replace(
         alpha=0.35,
