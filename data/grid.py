@@ -736,7 +736,7 @@ def embed_band(cells: np.ndarray, spec: GridSpec) -> np.ndarray:
     cells = np.asarray(cells, dtype=np.float32)
     if not spec.input_height:
         return cells
-    channels = spec.channels if cells.shape[-1] == spec.channels else cells.shape[-1]
+    channels = cells.shape[-1]  # the outputs' (5 or 15), or a target's (17)
     lead = cells.shape[:-3] if len(spec.grid_sizes) == 1 else cells.shape[:-2]
     if len(spec.grid_sizes) == 1:
         parts = [cells]

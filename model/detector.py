@@ -141,6 +141,8 @@ class FaceDetector:
 
     Attributes:
         input_size: S, side of the square network input in pixels.
+        input_height: 0, or the rows of the square a band network sees (its input is
+            (input_height, S, 3); `data.grid.GridSpec.input_height`).
         grid_size: G, cells per side of the output grid (the finest level's).
         grid_levels: how many grid levels it outputs; grid_sizes: each one's G.
         source: the file or folder it was loaded from (or a description).
