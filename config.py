@@ -347,6 +347,17 @@ def load_config(path: str) -> Config:
     return Config.from_dict(values, source=path)
 
 
+# The file a run's configuration is saved in, in its checkpoint folder (model.training).
+RUN_CONFIG_FILE = "config.json"
+
+
+def run_config_beside(path: str) -> "Config | None":
+    """The configuration of the run a checkpoint (or an export saved beside it) comes
+    from: its folder's RUN_CONFIG_FILE, or None when the folder has none."""
+    run_config = os.path.join(os.path.dirname(os.path.abspath(path)), RUN_CONFIG_FILE)
+    return load_config(run_config) if os.path.isfile(run_config) else None
+
+
 def demo_config(base: Config) -> Config:
     """The README's main job: train from scratch on the bundled demo data, on a CPU.
 

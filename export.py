@@ -163,17 +163,16 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 def _resized(args, weights: str, network, contract):
     """The network and contract for --input-size / --input-height: the same weights on
     another input (`model.network.at_input_size`), built from the run's config.json."""
-    from config import load_config
+    from config import run_config_beside
     from model.network import at_input_size
 
-    run_config = os.path.join(os.path.dirname(os.path.abspath(weights)), "config.json")
-    if not os.path.isfile(run_config):
+    config = run_config_beside(weights)
+    if config is None:
         raise ConfigError(f"--input-size / --input-height: need the run's config.json beside "
                           f"{weights} (the network's widths), not found")
     size = contract.grid.input_size if args.export_size is None else args.export_size
     height = args.export_height or 0
     grid = contract.grid.at_input_size(size, height)  # ConfigError for a bad size or height
-    config = load_config(run_config)
     # The landmark heads too if the checkpoint has them (--boxes-only drops them after).
     config = config.replace(landmarks=output_has_landmarks(network.output_shape[-1]))
     return at_input_size(network, config, size, height), contract.replace(grid=grid)
@@ -182,12 +181,11 @@ def _resized(args, weights: str, network, contract):
 def _calibration(args, weights: str, grid):
     """Calibration inputs from the training photos of the run (or of --dataset), prepared
     as detection prepares images for `grid` (its input size, band and letterbox)."""
-    from config import load_config
+    from config import run_config_beside
     from data.datasets import training_records
     from model.export import calibration_inputs
 
-    run_config = os.path.join(os.path.dirname(os.path.abspath(weights)), "config.json")
-    base = load_config(run_config) if os.path.isfile(run_config) and not args.config else None
+    base = None if args.config else run_config_beside(weights)
     config = config_from_args(args, base=base)
     records = training_records(config)
     return calibration_inputs([r.path for r in records], grid.input_size, grid.letterbox,

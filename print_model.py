@@ -85,12 +85,12 @@ def main():
 def _checkpoint_config(weights: str):
     """The run's config.json beside a checkpoint (the widths a band network is built with)."""
     from common.errors import ConfigError
-    from config import load_config
+    from config import run_config_beside
 
-    path = os.path.join(os.path.dirname(os.path.abspath(weights)), "config.json")
-    if not os.path.isfile(path):
+    config = run_config_beside(weights)
+    if config is None:
         raise ConfigError(f"--input-height: needs the run's config.json beside {weights}")
-    return load_config(path)
+    return config
 
 
 def count_macs(model) -> int:

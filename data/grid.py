@@ -495,6 +495,8 @@ def decode_grid(grid: np.ndarray, image_size: int, score_threshold: float = 0.5,
     scores = scores[keep]
     order = np.argsort(-scores, kind="stable")
     decoded = (boxes[order].astype(np.float32), scores[order].astype(np.float32))
+    if not (with_landmarks or with_cells):
+        return decoded
     cells = np.flatnonzero(keep.reshape(-1))[order]
     if with_landmarks:
         decoded += (landmarks_of_cells(grid, image_size, (grid.shape[0],), cells),)
@@ -763,10 +765,7 @@ def band_of(cells: np.ndarray, spec: GridSpec) -> np.ndarray:
     grids = split_levels(cells, spec.grid_sizes)
     bands = [grid[..., top // s: top // s + rows, :, :]
              for grid, (rows, _), s in zip(grids, spec.band_shapes, spec.strides)]
-    if len(bands) == 1:
-        return bands[0]
-    return np.concatenate([b.reshape(b.shape[:-3] + (-1, b.shape[-1])) for b in bands],
-                          axis=-2)
+    return bands[0] if len(bands) == 1 else flatten_levels(bands)
 
 
 @functools.lru_cache(maxsize=32)

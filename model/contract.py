@@ -56,6 +56,11 @@ def _grids_text(grid_size: int, levels: int) -> str:
     return f"{grid_size}x{grid_size} grid and {levels - 1} coarser levels"
 
 
+def _band_text(input_height: int) -> str:
+    """'the whole square', or 'a band of 256 rows' (for errors)."""
+    return "the whole square" if not input_height else f"a band of {int(input_height)} rows"
+
+
 _GRID_FIELDS = tuple(f.name for f in dataclasses.fields(GridSpec))
 
 
@@ -156,11 +161,9 @@ class ModelContract:
                 f"{self.grid.input_size} px, {_grids_text(self.grid.grid_size, self.grid.grid_levels)}"
             )
         if int(input_height) != self.grid.input_height:
-            rows = {0: "the whole square"}
             raise CheckpointError(
-                f"{source}: the network's input is {rows.get(int(input_height), f'a band of {input_height} rows')}, "
-                f"but its {CONTRACT_NAME} says "
-                f"{rows.get(self.grid.input_height, f'a band of {self.grid.input_height} rows')}")
+                f"{source}: the network's input is {_band_text(input_height)}, but its "
+                f"{CONTRACT_NAME} says {_band_text(self.grid.input_height)}")
 
     def check_letterbox(self, letterbox: Optional[bool], source: str) -> None:
         """ConfigError naming both values when an explicit `letterbox` contradicts this."""
@@ -201,12 +204,10 @@ def contract_beside(path: str) -> Optional[ModelContract]:
     """For files saved before models carried a contract: the one of the run's config.json
     in the same folder (training writes it beside the checkpoints; an export made beside
     its checkpoint finds it too), else None."""
-    from config import load_config
+    from config import run_config_beside
 
-    run_config = os.path.join(os.path.dirname(os.path.abspath(path)), "config.json")
-    if not os.path.isfile(run_config):
-        return None
-    return ModelContract.from_config(load_config(run_config))
+    config = run_config_beside(path)
+    return None if config is None else ModelContract.from_config(config)
 
 
 def _keras_entry(path: str) -> Optional[bytes]:

@@ -28,7 +28,7 @@ from typing import Optional, Tuple
 import keras
 import numpy as np
 
-from config import Config, check_lr_schedule, load_config, save_config
+from config import RUN_CONFIG_FILE, Config, check_lr_schedule, load_config, save_config
 from data.grid import LANDMARK_OUTPUT_CHANNELS, NUM_CHANNELS, GridSpec
 from common.errors import CheckpointError, ConfigError, TrainingDiverged
 from common.files import atomic_write_text, os_error_reason
@@ -125,7 +125,7 @@ def check_resume_architecture(config: Config, checkpoint_dir: str) -> None:
     """ConfigError naming the first architecture field in which `config` differs from the
     run's saved config.json (a resume would fail later on a tensor shape), or the first
     RESUME_FIXED_FIELDS one (the saved optimizer would silently keep the run's value)."""
-    path = os.path.join(checkpoint_dir, "config.json")
+    path = os.path.join(checkpoint_dir, RUN_CONFIG_FILE)
     if not os.path.isfile(path):
         return  # nothing to compare with; loading the weights still checks the shapes
     saved = load_config(path)  # ConfigError naming the file if it is unreadable
@@ -329,7 +329,7 @@ def train(config: Config, resume: bool = False, weights: Optional[str] = None) -
     start_epoch = int(state["epoch"]) if state else 0
     train_data.set_epoch(start_epoch)  # the resumed epoch's order and augmentation
     for d in (writes.log_dir, writes.checkpoint_dir):
-        _save_config(config, os.path.join(d, "config.json"))  # makes the folder
+        _save_config(config, os.path.join(d, RUN_CONFIG_FILE))  # makes the folder
     history = _resumed_history(paths, start_epoch) if resume else {}
     start_time = time.time() - 60 * (history.get("minutes") or [0.0])[-1]
     run = _Run(config, paths, writes, strategy, cluster, train_data, val_data, history,
