@@ -174,4 +174,4 @@ def model_summary_facts(model) -> dict:
 
 
 if __name__ == "__main__":
-    run_main(main)
+    run_main(main, flags=("input_height",))

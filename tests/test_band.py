@@ -191,3 +191,15 @@ def test_export_cli_exports_a_band_of_a_checkpoint(band_network, tmp_path, capsy
     with pytest.raises(ConfigError, match="need the run's config.json beside"):
         export.main(["--weights", checkpoint, "--format", "tflite", "--input-size", "160",
                      "--output", output])
+
+
+def test_bench_real_reads_squares_and_bands_and_names_a_bad_size():
+    """--detect-sizes entries: S (the square) or SxH (its band); a square written SxS is
+    the square; anything else is one line naming the entry."""
+    from benchmarks.bench_real import detect_shape
+
+    assert detect_shape("320") == (320, 0)
+    assert detect_shape("384x256") == (384, 256)
+    assert detect_shape("384x384") == (384, 0)
+    with pytest.raises(SystemExit, match=r"--detect-sizes '384xa': sizes are S or SxH"):
+        detect_shape("384xa")

@@ -83,7 +83,9 @@ def test_bad_numbers_are_one_line_errors():
     the CLI names the flag (cli.as_flag_message) where the library names the field."""
     for flags, message in ((["--alpha", "-1"], "--alpha -1.0: must be a finite number > 0"),
                            (["--alpha", "nan"], "--alpha nan: must be a finite number > 0"),
-                           (["--head-channels", "0"], "--head-channels 0: must be >= 1")):
+                           (["--head-channels", "0"], "--head-channels 0: must be >= 1"),
+                           (["--input-height", "100"], "--input-height 100: must be 0 (the "
+                            "square) or a multiple of 32 up to input_size=224")):
         result = run(*flags)
         assert result.returncode == 2
         lines = [line for line in result.stderr.splitlines() if line.startswith("print_model.py")]
