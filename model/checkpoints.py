@@ -279,18 +279,27 @@ def describe_kept(checkpoint_dir: str) -> str:
 
 
 def find_best_checkpoint(root: str) -> str:
-    """The highest-scoring `model-*.keras` under `root` (searched recursively).
+    """The best `model-*.keras` under `root` (searched recursively).
 
-    Reads both `model-0.81-e007.keras` and the plain `model-0.81.keras` of older runs.
+    A run folder's state.json ranks its files by their exact scores, in its monitor's
+    direction (val_mse and losses: lowest first), so two epochs whose scores round alike
+    in the names are told apart. Files without a readable state.json (and the plain
+    `model-0.81.keras` of older runs) rank by the score in their names, highest first.
+    Ties go to the later epoch, then the newest file: later epochs trained longer.
     Raises CheckpointError if there is none, naming `root` and what to do.
     """
     best, best_key = None, None
+    exact_of_folder = {}
     for path in glob.glob(os.path.join(root, "**", "model-*.keras"), recursive=True):
         parsed = parse_best_name(path)
         if parsed is None:
             continue
-        # Ties go to the later epoch, then the newest file: later epochs trained longer.
-        key = (parsed[0], _epoch_of(path), os.path.getmtime(path))
+        folder = os.path.dirname(path)
+        if folder not in exact_of_folder:
+            exact_of_folder[folder] = _exact_scores(folder)
+        exact, sign = exact_of_folder[folder]
+        score = exact.get(os.path.basename(path), parsed[0])
+        key = (sign * score, _epoch_of(path), os.path.getmtime(path))
         if best_key is None or key > best_key:
             best, best_key = path, key
     if best is None:
@@ -299,6 +308,22 @@ def find_best_checkpoint(root: str) -> str:
             "or name a model file"
         )
     return best
+
+
+def _exact_scores(folder: str) -> Tuple[dict, int]:
+    """({file name: exact score} from the folder's state.json, +1 where higher is better
+    or -1 where lower is); ({}, +1) without a readable one, so the names alone rank."""
+    from model.training import monitor_mode  # imports this module: only when searching
+
+    try:
+        state = read_state(folder)
+        entries = best_entries(folder, state)
+    except CheckpointError:
+        return {}, 1  # a damaged state.json: the file names still rank the files
+    if state is None:
+        return {}, 1
+    sign = -1 if monitor_mode(str(state.get("monitor", "val_ap"))) == "min" else 1
+    return {name: score for score, name in entries}, sign
 
 
 class ScoreCheckpoint(keras.callbacks.Callback):

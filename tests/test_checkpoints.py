@@ -130,6 +130,31 @@ def test_find_best_reads_old_plain_names_too(tmp_path):
     assert find_best_checkpoint(str(tmp_path)) == str(run / "model-0.90.keras")
 
 
+def test_find_best_ranks_by_the_exact_scores_of_state_json(tmp_path):
+    """0.812 (epoch 1) and 0.811 (epoch 2) are both named 0.81: the names alone would pick
+    the later, worse one; state.json's exact scores pick the better."""
+    run = tmp_path / "run"
+    cb = ScoreCheckpoint(str(run), "val_ap", "max", keep_best=3)
+    cb.set_model(_tiny_model())
+    _epochs(cb, [0.812, 0.811, 0.8])
+    assert find_best_checkpoint(str(tmp_path)) == str(run / "model-0.81-e001.keras")
+    # A damaged state.json: the names still rank, ties to the later epoch.
+    (run / "state.json").write_text("{not json")
+    assert find_best_checkpoint(str(tmp_path)) == str(run / "model-0.81-e002.keras")
+
+
+def test_find_best_takes_the_lowest_score_of_a_min_monitor(tmp_path):
+    """A run monitoring val_mse keeps its lowest errors: the best is the lowest, not the
+    highest name (which the search took before it read the monitor)."""
+    cb = ScoreCheckpoint(str(tmp_path), "val_mse", "min", keep_best=2)
+    cb.set_model(_tiny_model())
+    for epoch, score in enumerate([0.5, 0.2, 0.3]):
+        cb.on_epoch_end(epoch, {"val_mse": score})
+    assert sorted(f for f in os.listdir(tmp_path) if f.startswith("model-")) == [
+        "model-0.20-e002.keras", "model-0.30-e003.keras"]
+    assert find_best_checkpoint(str(tmp_path)) == str(tmp_path / "model-0.20-e002.keras")
+
+
 def test_last_checkpoint_loads_in_plain_keras_as_documented(tmp_path):
     """`last-e*.keras` holds the optimizer and the project's loss: as the module doc says,
     a plain program loads it with `import model.loss` first, or the network alone with
