@@ -1,0 +1,66 @@
+"""benchmarks/bench_heldout.py: its degradations keep the photo's geometry and change its
+pixels, its --degrade list is checked, and its AP table holds one figure per detector and
+degradation (hand-made photo and detectors: no model, no peers)."""
+
+import sys
+
+import cv2
+import numpy as np
+import pytest
+
+from conftest import REPO
+
+sys.path.insert(0, REPO)
+
+from benchmarks.bench_heldout import DEGRADATIONS, degrade, heldout_aps, parse_degradations  # noqa: E402
+from common.errors import ConfigError  # noqa: E402
+from data.records import ImageRecord  # noqa: E402
+from model.postprocess import Detections  # noqa: E402
+
+
+def _noise(h=60, w=80):
+    return np.random.default_rng(0).integers(0, 256, (h, w, 3), dtype=np.uint8)
+
+
+@pytest.mark.parametrize("name", DEGRADATIONS)
+def test_each_degradation_keeps_shape_and_dtype_and_only_clean_keeps_the_pixels(name):
+    image = _noise()
+    out = degrade(image, name)
+    assert out.shape == image.shape and out.dtype == np.uint8
+    if name == "clean":
+        assert out is image
+    else:
+        # Each smooths or quantises: noise loses most of its pixel-to-pixel variation.
+        assert np.abs(out.astype(int) - image).mean() > 10
+        assert np.abs(np.diff(out.astype(int), axis=1)).mean() < np.abs(np.diff(image.astype(int), axis=1)).mean()
+
+
+def test_degrade_list_is_parsed_and_an_unknown_name_is_named():
+    assert parse_degradations("clean, blur,jpeg") == ["clean", "blur", "jpeg"]
+    with pytest.raises(ConfigError, match=r"--degrade 'clean,sharpen'.*clean, blur"):
+        parse_degradations("clean,sharpen")
+    with pytest.raises(ConfigError, match="--degrade"):
+        parse_degradations(" , ")
+    with pytest.raises(ConfigError, match="--degrade 'x'"):
+        degrade(_noise(), "x")
+
+
+def test_heldout_aps_scores_every_detector_under_every_degradation(tmp_path):
+    path = str(tmp_path / "photo.png")
+    cv2.imwrite(path, _noise())
+    face = np.float32([[10, 10, 40, 50]])
+    records = [ImageRecord(path=path, name="0--Test/photo.png", boxes=face,
+                           ignore=np.zeros(1, bool))]
+    seen = []
+
+    def exact(image):
+        seen.append(image.shape)
+        return Detections(face.copy(), np.float32([0.9]))
+
+    def elsewhere(image):
+        return Detections(np.float32([[50, 5, 75, 30]]), np.float32([0.9]))
+
+    table = heldout_aps([("exact", exact), ("elsewhere", elsewhere)], records, ["clean", "lowres"])
+    assert table == {"clean": {"exact": 1.0, "elsewhere": 0.0},
+                     "lowres": {"exact": 1.0, "elsewhere": 0.0}}
+    assert seen == [(60, 80, 3), (60, 80, 3)]  # one call per photo and degradation
