@@ -18,7 +18,10 @@ photo, as it is or degraded (`--degrade`, each a fixed change of the decoded pho
     jpeg    re-encoded at JPEG quality 20
 
 and the table gives AP at IoU 0.5 (`model.metrics.average_precision`, ignore regions
-neither face nor background) per source and degradation. Ours run at the protocol's low
+neither face nor background) per source and degradation. A second table gives, on the clean
+photos, each detector's recall by face size: the share of faces that some detection of any
+score overlaps at IoU >= 0.5, by the face's shorter side in pixels of the photo scaled to a
+long side of 640 (the size at which the test photos are scored, bench_real.py). Ours run at the protocol's low
 threshold (bench_real.scoring_spec), the peers at their WIDER settings
 (benchmarks/peers.py). YuNet-n labelled the Caltech and SCUT-HEAD boxes, so on those two
 sets it is scored against its own detections: its figures there are a teacher's, not a
@@ -27,6 +30,7 @@ peer's. One thread for every runtime; no times (bench_real.py gives those).
 
 import argparse
 import json
+import math
 import os
 import sys
 
@@ -44,6 +48,9 @@ LOWRES_FACTOR = 0.3
 MOTION_LENGTH = 9
 BLUR_SIGMA = 2.0
 JPEG_QUALITY = 20
+# Face sizes of the recall table: shorter side, px at a long side of SIZE_LONG_SIDE.
+SIZE_EDGES = (0, 6, 8, 10, 12, 16, 24, 32, 64, math.inf)
+SIZE_LONG_SIDE = 640
 
 
 def degrade(image: np.ndarray, name: str) -> np.ndarray:
@@ -80,25 +87,82 @@ def parse_degradations(text: str) -> list:
     return names
 
 
-def heldout_aps(detectors, records, degradations) -> dict:
-    """{degradation: {detector name: AP@0.5}} of `detectors` ([(name, detect(image_bgr) ->
-    Detections)]) on `records`, each photo decoded once per degradation."""
+def heldout_aps(detectors, records, degradations) -> tuple:
+    """({degradation: {detector name: AP@0.5}}, {detector name: (B,) faces found per size
+    bin of SIZE_EDGES on the clean photos}, (B,) faces per bin) of `detectors` ([(name,
+    detect(image_bgr) -> Detections)]) on `records`, each photo decoded once per
+    degradation; the size counts only when 'clean' is among `degradations`."""
     from tqdm import tqdm
 
     from data.image import read_image
     from model.metrics import average_precision
 
     truths = [(r.boxes, r.ignore) for r in records]
+    bins = len(SIZE_EDGES) - 1
+    found_by_size = {label: np.zeros(bins, np.int64) for label, _ in detectors}
+    faces_by_size = np.zeros(bins, np.int64)
     result = {}
     for name in degradations:
         found = {label: [] for label, _ in detectors}
         for record in tqdm(records, desc=name, unit="image", leave=False):
-            photo = degrade(read_image(record.path), name)
+            image = read_image(record.path)
+            photo = degrade(image, name)
             for label, detect in detectors:
                 found[label].append(detect(photo))
+            if name == "clean":
+                size_bin = face_size_bins(record, max(image.shape[:2]))
+                np.add.at(faces_by_size, size_bin, 1)
+                for label, _ in detectors:
+                    np.add.at(found_by_size[label], size_bin[faces_found(record, found[label][-1])], 1)
         result[name] = {label: float(average_precision(found[label], truths))
                         for label, _ in detectors}
-    return result
+    return result, found_by_size, faces_by_size
+
+
+def face_size_bins(record, long_side: int) -> np.ndarray:
+    """(F,) SIZE_EDGES bin of each face (not ignore region) of `record`, by its shorter side
+    scaled to a long side of SIZE_LONG_SIDE."""
+    from data.boxes import box_sizes
+
+    faces = record.boxes[~record.ignore]
+    side = box_sizes(faces).min(axis=1) * SIZE_LONG_SIDE / long_side if len(faces) else np.zeros(0)
+    return np.digitize(side, SIZE_EDGES[1:-1])
+
+
+def faces_found(record, detections) -> np.ndarray:
+    """(F,) bool: which faces (not ignore regions) of `record` some detection overlaps at
+    IoU >= 0.5, whatever its score."""
+    from data.boxes import box_iou
+
+    faces = record.boxes[~record.ignore]
+    if not len(faces) or not len(detections.boxes):
+        return np.zeros(len(faces), bool)
+    return box_iou(faces[:, None], np.asarray(detections.boxes)[None]).max(axis=1) >= 0.5
+
+
+def print_tables(table: dict, labels: list, degradations: list) -> None:
+    """The AP table (a column per source and degradation) and, with 'clean', the recall
+    by face size of each source."""
+    columns = [(s, d) for s in table for d in degradations]
+    print("| detector | " + " | ".join(f"{s} {d}" for s, d in columns) + " |")
+    print("| --- |" + " --- |" * len(columns))
+    for label in labels:
+        print(f"| {label} | " + " | ".join(f"{table[s]['ap'][d][label]:.3f}" for s, d in columns)
+              + " |")
+    if "clean" not in degradations:
+        return
+    bins = [f"{SIZE_EDGES[i]}-{SIZE_EDGES[i + 1]}" if math.isfinite(SIZE_EDGES[i + 1])
+            else f"{SIZE_EDGES[i]}+" for i in range(len(SIZE_EDGES) - 1)]
+    for source, row in table.items():
+        faces = np.asarray(row["faces_by_size"])
+        print(f"\n{source}, recall by the face's shorter side (px at a long side of "
+              f"{SIZE_LONG_SIDE}; faces per bin in brackets)")
+        print("| detector | " + " | ".join(f"{b} ({n})" for b, n in zip(bins, faces)) + " |")
+        print("| --- |" + " --- |" * len(bins))
+        for label in labels:
+            found = np.asarray(row["found_by_size"][label])
+            print(f"| {label} | " + " | ".join(
+                f"{f / n:.2f}" if n else "-" for f, n in zip(found, faces)) + " |")
 
 
 def parse_args(argv=None):
@@ -142,14 +206,11 @@ def main(argv=None) -> None:
         text = f"{source.fmt}={source.path}"
         records = validation_records(config.replace(dataset=text, val_dataset=""))
         name = os.path.basename(os.path.normpath(source.path))
-        table[name] = {"photos": len(records), "ap": heldout_aps(detectors, records, degradations)}
+        aps, found, faces = heldout_aps(detectors, records, degradations)
+        table[name] = {"photos": len(records), "ap": aps, "faces_by_size": faces.tolist(),
+                       "found_by_size": {label: f.tolist() for label, f in found.items()}}
         print(f"{name}: {len(records)} held-out photos done", flush=True)
-    columns = [(s, d) for s in table for d in degradations]
-    print("| detector | " + " | ".join(f"{s} {d}" for s, d in columns) + " |")
-    print("| --- |" + " --- |" * len(columns))
-    for label, _ in detectors:
-        print(f"| {label} | " + " | ".join(f"{table[s]['ap'][d][label]:.3f}" for s, d in columns)
-              + " |")
+    print_tables(table, [label for label, _ in detectors], degradations)
     if args.out:
         from common.files import atomic_write_text
 

@@ -12,7 +12,8 @@ from conftest import REPO
 
 sys.path.insert(0, REPO)
 
-from benchmarks.bench_heldout import DEGRADATIONS, degrade, heldout_aps, parse_degradations  # noqa: E402
+from benchmarks.bench_heldout import (DEGRADATIONS, SIZE_EDGES, degrade, face_size_bins,  # noqa: E402
+                                      heldout_aps, parse_degradations)
 from common.errors import ConfigError  # noqa: E402
 from data.records import ImageRecord  # noqa: E402
 from model.postprocess import Detections  # noqa: E402
@@ -47,20 +48,26 @@ def test_degrade_list_is_parsed_and_an_unknown_name_is_named():
 
 def test_heldout_aps_scores_every_detector_under_every_degradation(tmp_path):
     path = str(tmp_path / "photo.png")
-    cv2.imwrite(path, _noise())
-    face = np.float32([[10, 10, 40, 50]])
-    records = [ImageRecord(path=path, name="0--Test/photo.png", boxes=face,
-                           ignore=np.zeros(1, bool))]
+    cv2.imwrite(path, _noise())  # 80 x 60: the long side 80 scales to 640 (x8)
+    faces = np.float32([[10, 10, 40, 50], [50, 5, 51.5, 30], [60, 40, 70, 50]])
+    records = [ImageRecord(path=path, name="0--Test/photo.png", boxes=faces,
+                           ignore=np.array([False, False, True]))]
     seen = []
 
     def exact(image):
         seen.append(image.shape)
-        return Detections(face.copy(), np.float32([0.9]))
+        return Detections(faces[:2].copy(), np.float32([0.9, 0.8]))
 
-    def elsewhere(image):
-        return Detections(np.float32([[50, 5, 75, 30]]), np.float32([0.9]))
+    def first_only(image):
+        return Detections(faces[:1].copy(), np.float32([0.9]))
 
-    table = heldout_aps([("exact", exact), ("elsewhere", elsewhere)], records, ["clean", "lowres"])
-    assert table == {"clean": {"exact": 1.0, "elsewhere": 0.0},
-                     "lowres": {"exact": 1.0, "elsewhere": 0.0}}
+    aps, found, per_bin = heldout_aps([("exact", exact), ("first", first_only)], records,
+                                      ["clean", "lowres"])
+    assert aps == {"clean": {"exact": 1.0, "first": 0.5}, "lowres": {"exact": 1.0, "first": 0.5}}
     assert seen == [(60, 80, 3), (60, 80, 3)]  # one call per photo and degradation
+    # Shorter sides 30 and 1.5 px -> 240 and 12 at a long side of 640; the ignore region
+    # is no face.
+    bins = face_size_bins(records[0], 80)
+    assert bins.tolist() == [SIZE_EDGES.index(64), SIZE_EDGES.index(12)]
+    assert per_bin.sum() == 2 and per_bin[bins].tolist() == [1, 1]
+    assert found["exact"][bins].tolist() == [1, 1] and found["first"][bins].tolist() == [1, 0]
