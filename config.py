@@ -441,8 +441,9 @@ def small_config(base: Config) -> Config:
     .214, its box detector 6.5 ms against UltraFace's 5.6. 1,200 more with
     `--quality-scores` (run Q1, the best checkpoint of 4,000 steps): .598 / .477 / .218,
     its box detector 5.8 ms against UltraFace's 5.4 (the same 4,000 steps without them, run
-    Q0: .564 / .459 / .211); that box detector is models/face_detector.tflite, and on a
-    320x256 band .587 / .469 / .214 at 4.9 ms. W1's weights at a larger input (`export.py
+    Q0: .564 / .459 / .211), and on a 320x256 band .587 / .469 / .214 at 4.9 ms; W2's box
+    detector is models/face_detector.tflite (Q1's, at its validated threshold, put two
+    boxes on no face in the portrait of tests/test_shipped_model.py). W1's weights at a larger input (`export.py
     --input-size`, once resized networks kept their box sizes): .586 / .545 / .331 at 480
     px, 14.4 ms; on the band of a landscape photo's rows (`--input-height`) .582 / .528 /
     .319 at 480x320, 9.9 ms (W2: .592 / .537 / .327, 10.0 ms), and .553 / .474 / .245 at

@@ -23,7 +23,10 @@ photos, each detector's recall by face size: the share of faces that some detect
 score overlaps at IoU >= 0.5, by the face's shorter side in pixels of the photo scaled to a
 long side of 640 (the size at which the test photos are scored, bench_real.py). Ours run at the protocol's low
 threshold (bench_real.scoring_spec), the peers at their WIDER settings
-(benchmarks/peers.py). YuNet-n labelled the Caltech and SCUT-HEAD boxes, so on those two
+(benchmarks/peers.py). A third table gives each of our detectors' operating point, the
+score threshold of its best F1 (with its precision and recall) on the clean photos of each
+source and of all of them pooled: the threshold a model ships with is checked here, on
+held-out training photos, never on the test photos. YuNet-n labelled the Caltech and SCUT-HEAD boxes, so on those two
 sets it is scored against its own detections: its figures there are a teacher's, not a
 peer's. One thread for every runtime; no times (bench_real.py gives those).
 """
@@ -89,9 +92,10 @@ def parse_degradations(text: str) -> list:
 
 def heldout_aps(detectors, records, degradations) -> tuple:
     """({degradation: {detector name: AP@0.5}}, {detector name: (B,) faces found per size
-    bin of SIZE_EDGES on the clean photos}, (B,) faces per bin) of `detectors` ([(name,
-    detect(image_bgr) -> Detections)]) on `records`, each photo decoded once per
-    degradation; the size counts only when 'clean' is among `degradations`."""
+    bin of SIZE_EDGES on the clean photos}, (B,) faces per bin, {detector name: its
+    Detections of each clean photo}) of `detectors` ([(name, detect(image_bgr) ->
+    Detections)]) on `records`, each photo decoded once per degradation; the size counts
+    and the clean detections only when 'clean' is among `degradations`."""
     from tqdm import tqdm
 
     from data.image import read_image
@@ -101,7 +105,7 @@ def heldout_aps(detectors, records, degradations) -> tuple:
     bins = len(SIZE_EDGES) - 1
     found_by_size = {label: np.zeros(bins, np.int64) for label, _ in detectors}
     faces_by_size = np.zeros(bins, np.int64)
-    result = {}
+    result, clean = {}, {label: [] for label, _ in detectors}
     for name in degradations:
         found = {label: [] for label, _ in detectors}
         for record in tqdm(records, desc=name, unit="image", leave=False):
@@ -116,7 +120,9 @@ def heldout_aps(detectors, records, degradations) -> tuple:
                     np.add.at(found_by_size[label], size_bin[faces_found(record, found[label][-1])], 1)
         result[name] = {label: float(average_precision(found[label], truths))
                         for label, _ in detectors}
-    return result, found_by_size, faces_by_size
+        if name == "clean":
+            clean = found
+    return result, found_by_size, faces_by_size, clean
 
 
 def face_size_bins(record, long_side: int) -> np.ndarray:
@@ -165,6 +171,29 @@ def print_tables(table: dict, labels: list, degradations: list) -> None:
                 f"{f / n:.2f}" if n else "-" for f, n in zip(found, faces)) + " |")
 
 
+def operating_points(detections: dict, truths: list, labels: list) -> dict:
+    """{label: model.metrics.best_f1_threshold of detections[label] (one Detections per
+    photo) against `truths` ([(boxes, ignore)] of the same photos)}: each of our detectors'
+    operating point on these photos (the peers ship their own thresholds)."""
+    from model.metrics import best_f1_threshold
+
+    return {label: best_f1_threshold(detections[label], truths) for label in labels}
+
+
+def print_operating_points(table: dict, labels: list) -> None:
+    """The score threshold of best F1 of each of our detectors, per source and over all of
+    them pooled (every face counts once: the training callback's rule, val_f1_threshold,
+    on the validation split it uses)."""
+    print("\nOperating point: the score threshold of best F1 (IoU 0.5) on the clean photos")
+    print("| detector | " + " | ".join(table) + " |")
+    print("| --- |" + " --- |" * len(table))
+    for label in labels:
+        cells = [f"{row['best_f1'][label]['threshold']:.3f} (F1 {row['best_f1'][label]['f1']:.3f}, "
+                 f"P {row['best_f1'][label]['precision']:.2f}, R {row['best_f1'][label]['recall']:.2f})"
+                 for row in table.values()]
+        print(f"| {label} | " + " | ".join(cells) + " |")
+
+
 def parse_args(argv=None):
     from benchmarks.bench_real import REAL_SOURCES
 
@@ -191,26 +220,37 @@ def main(argv=None) -> None:
     degradations = parse_degradations(args.degrade)
     one_thread(tensorflow=True)
     config = Config() if args.seed is None else Config(seed=args.seed)
-    detectors = []
-    for path in [args.weights] + args.also:
-        ours = load_ours(path)
+    detectors, ours = [], [args.weights] + args.also
+    for path in ours:
+        model = load_ours(path)
         spec = scoring_spec(config)
-        detectors.append((os.path.basename(path), lambda img, d=ours, s=spec: d.detect(img, s)))
+        detectors.append((os.path.basename(path), lambda img, d=model, s=spec: d.detect(img, s)))
     if not args.no_peers:
         from benchmarks.peers import UltraFace, YuNet
 
         for peer in (UltraFace(), YuNet()):
             detectors.append((peer.name, peer.detect))
-    table = {}
+    labels = [label for label, _ in detectors]
+    table, pooled = {}, {"truths": [], **{label: [] for label, _ in detectors}}
     for source in parse_sources(args.sources, config.dataset_format, "--sources"):
         text = f"{source.fmt}={source.path}"
         records = validation_records(config.replace(dataset=text, val_dataset=""))
         name = os.path.basename(os.path.normpath(source.path))
-        aps, found, faces = heldout_aps(detectors, records, degradations)
+        aps, found, faces, clean = heldout_aps(detectors, records, degradations)
         table[name] = {"photos": len(records), "ap": aps, "faces_by_size": faces.tolist(),
                        "found_by_size": {label: f.tolist() for label, f in found.items()}}
+        if "clean" in degradations:
+            truths = [(r.boxes, r.ignore) for r in records]
+            table[name]["best_f1"] = operating_points(clean, truths, labels[:len(ours)])
+            pooled["truths"] += truths
+            for label in labels[:len(ours)]:
+                pooled[label] += clean[label]
         print(f"{name}: {len(records)} held-out photos done", flush=True)
-    print_tables(table, [label for label, _ in detectors], degradations)
+    print_tables(table, labels, degradations)
+    if "clean" in degradations:
+        best = operating_points(pooled, pooled["truths"], labels[:len(ours)])
+        table["all sources"] = {"best_f1": best}
+        print_operating_points(table, labels[:len(ours)])
     if args.out:
         from common.files import atomic_write_text
 

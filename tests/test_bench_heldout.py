@@ -13,7 +13,7 @@ from conftest import REPO
 sys.path.insert(0, REPO)
 
 from benchmarks.bench_heldout import (DEGRADATIONS, SIZE_EDGES, degrade, face_size_bins,  # noqa: E402
-                                      heldout_aps, parse_degradations)
+                                      heldout_aps, operating_points, parse_degradations)
 from common.errors import ConfigError  # noqa: E402
 from data.records import ImageRecord  # noqa: E402
 from model.postprocess import Detections  # noqa: E402
@@ -61,7 +61,7 @@ def test_heldout_aps_scores_every_detector_under_every_degradation(tmp_path):
     def first_only(image):
         return Detections(faces[:1].copy(), np.float32([0.9]))
 
-    aps, found, per_bin = heldout_aps([("exact", exact), ("first", first_only)], records,
+    aps, found, per_bin, clean = heldout_aps([("exact", exact), ("first", first_only)], records,
                                       ["clean", "lowres"])
     assert aps == {"clean": {"exact": 1.0, "first": 0.5}, "lowres": {"exact": 1.0, "first": 0.5}}
     assert seen == [(60, 80, 3), (60, 80, 3)]  # one call per photo and degradation
@@ -71,3 +71,21 @@ def test_heldout_aps_scores_every_detector_under_every_degradation(tmp_path):
     assert bins.tolist() == [SIZE_EDGES.index(64), SIZE_EDGES.index(12)]
     assert per_bin.sum() == 2 and per_bin[bins].tolist() == [1, 1]
     assert found["exact"][bins].tolist() == [1, 1] and found["first"][bins].tolist() == [1, 0]
+    # The clean photos' detections come back for the operating point, one per photo.
+    assert [len(d.boxes) for d in clean["exact"]] == [2] and len(clean["first"]) == 1
+
+
+def test_operating_points_cut_at_the_best_f1_of_each_detector():
+    """Two faces; 'ranked' scores both above a false box, 'inverted' the false box first:
+    the best-F1 cut keeps both faces and stops above the false one, or keeps all three."""
+    faces = np.float32([[0, 0, 10, 10], [20, 20, 30, 30]])
+    false = [50, 50, 60, 60]
+    truths = [(faces, np.zeros(2, bool))]
+    boxes = np.float32([faces[0], faces[1], false])
+    detections = {"ranked": [Detections(boxes, np.float32([0.9, 0.8, 0.3]))],
+                  "inverted": [Detections(boxes, np.float32([0.5, 0.4, 0.7]))]}
+    points = operating_points(detections, truths, ["ranked", "inverted"])
+    assert points["ranked"] == {"threshold": pytest.approx(0.8), "f1": 1.0,
+                                "precision": 1.0, "recall": 1.0}
+    assert points["inverted"]["threshold"] == pytest.approx(0.4)
+    assert points["inverted"]["f1"] == pytest.approx(0.8)  # P 2/3, R 1
