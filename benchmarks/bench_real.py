@@ -8,15 +8,18 @@
     python benchmarks/bench_real.py --score checkpoints/RUN/ --detect-sizes 320,416,512
     python benchmarks/bench_real.py --score checkpoints/RUN/ --detect-sizes 320,384x256
 
-Training (skipped with --score) uses the real photos of ../shared/real_faces, both sets
-mixed: the face-mask photos (Pascal VOC) and the Caltech WebFaces (WIDER layout). Neither
-has a validation split, so each is split by the project's seeded hash (10 % validate, the
-same images every run): that split selects the checkpoint and the detection size. The
-backbone is ../shared/weights' MobileNetV2 1.0 ImageNet file. The budget is kept by
-measuring a few training steps and one validation pass first and giving the run as many
-epochs of `--steps-per-epoch` (default 100) steps as fit; the run's real time is printed.
-Runs compared with each other should rather get the same `--epochs`: a measured budget
-moves with the machine's load.
+Training (skipped with --score) uses the real photos of ../shared/real_faces, three sets
+mixed: the face-mask photos (Pascal VOC), the Caltech WebFaces and the SCUT-HEAD crowds
+(both WIDER layout). None has a validation split, so each is split by the project's seeded
+hash (10 % validate, the same images every run): that split selects the checkpoint, and
+SCUT-HEAD's part of it the detection size and threshold (`--select-on`). The backbone is
+../shared/weights' MobileNetV2 ImageNet file of the preset's width (1.0 or 0.35). The
+budget is kept by measuring a few training steps and one validation pass first and giving
+the run as many epochs of `--steps-per-epoch` (default 100) steps as fit; the run's real
+time is printed. The measurement runs `train_on_batch`, which can be slower per step than
+`fit`'s loop (2026-12-04, small preset: 0.75 measured against 0.43 s per step in the run,
+so `--minutes 85` would have trained for about 50). Runs compared with each other should
+rather get the same `--epochs`: a measured budget moves with the machine's load.
 
 Scoring runs in a fresh process with one thread (TF, TFLite and OpenCV), so latencies are
 comparable. It picks the detection input size with the best AP at IoU 0.5 on the
